@@ -1,0 +1,208 @@
+package nft
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/netip"
+)
+
+// Names of the fixed objects of the table.
+const (
+	// ChainForward filters traffic between pods, bridged (via br_netfilter)
+	// or routed, after kube-proxy's DNAT, so Service traffic is judged by
+	// endpoint pod address.
+	ChainForward = "forward"
+	// ChainInput filters a local pod's traffic to its own node's addresses
+	// (egress only: ingress into a pod never reaches the input hook).
+	ChainInput = "input"
+
+	// MapIngressV4 and MapIngressV6 map the address of each local pod that
+	// is isolated for ingress to a jump into that pod's ingress chain.
+	MapIngressV4 = "ingress-v4"
+	MapIngressV6 = "ingress-v6"
+	// MapEgressV4 and MapEgressV6 do the same for egress, keyed by source.
+	MapEgressV4 = "egress-v4"
+	MapEgressV6 = "egress-v6"
+)
+
+// icmpv6NeighbourDiscovery are ICMPv6 types 133–137 (router solicitation,
+// router advertisement, neighbour solicitation, neighbour advertisement,
+// redirect): without them IPv6 stops working, so no policy may drop them.
+var icmpv6NeighbourDiscovery = []uint8{133, 134, 135, 136, 137}
+
+// Direction is the side of a pod a chain guards.
+type Direction uint8
+
+// Directions.
+const (
+	Ingress Direction = iota + 1
+	Egress
+)
+
+func (d Direction) String() string {
+	if d == Ingress {
+		return "ingress"
+	}
+	return "egress"
+}
+
+// NewSkeleton returns the fixed part of the table: the two base chains and
+// the four dispatch maps, with no pod isolated. Every packet that belongs to
+// an established connection is accepted first, so the per-pod chains only
+// ever judge the first packet of a connection.
+func NewSkeleton() *Ruleset {
+	r := NewRuleset()
+	for _, m := range []struct {
+		name string
+		key  KeyType
+		doc  string
+	}{
+		{MapIngressV4, TypeIPv4Addr, "local pods isolated for ingress, by IPv4 address"},
+		{MapIngressV6, TypeIPv6Addr, "local pods isolated for ingress, by IPv6 address"},
+		{MapEgressV4, TypeIPv4Addr, "local pods isolated for egress, by IPv4 address"},
+		{MapEgressV6, TypeIPv6Addr, "local pods isolated for egress, by IPv6 address"},
+	} {
+		r.AddSet(&Set{Name: m.name, Comment: m.doc, KeyTypes: []KeyType{m.key}, IsVerdictMap: true})
+	}
+	prologue := []Rule{
+		{Matches: []Match{{CtState: CtStateEstablished | CtStateRelated}}, Verdict: Accept},
+		{Matches: []Match{{CtState: CtStateInvalid}}, Verdict: Drop},
+		{Matches: []Match{{ICMPv6Type: icmpv6NeighbourDiscovery}}, Verdict: Accept},
+	}
+	egressDispatch := []Rule{
+		{VerdictMap: &Lookup{Fields: []Field{FieldIPv4Saddr}, Set: MapEgressV4}},
+		{VerdictMap: &Lookup{Fields: []Field{FieldIPv6Saddr}, Set: MapEgressV6}},
+	}
+	ingressDispatch := []Rule{
+		{VerdictMap: &Lookup{Fields: []Field{FieldIPv4Daddr}, Set: MapIngressV4}},
+		{VerdictMap: &Lookup{Fields: []Field{FieldIPv6Daddr}, Set: MapIngressV6}},
+	}
+	r.AddChain(&Chain{
+		Name:  ChainForward,
+		Hook:  &Hook{Name: HookForward, Priority: 0, Policy: VerdictAccept},
+		Rules: concatRules(prologue, egressDispatch, ingressDispatch),
+	})
+	r.AddChain(&Chain{
+		Name:  ChainInput,
+		Hook:  &Hook{Name: HookInput, Priority: 0, Policy: VerdictAccept},
+		Rules: concatRules(prologue, egressDispatch),
+	})
+	return r
+}
+
+func concatRules(parts ...[]Rule) []Rule {
+	var out []Rule
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// AllowList is everything one pod admits in one direction. Peer ranges are
+// addresses of the other side (sources for ingress, destinations for
+// egress). Within each list, elements must be pairwise disjoint: nftables
+// rejects overlapping intervals in a set.
+type AllowList struct {
+	// AnyPort holds peer address ranges allowed on every protocol and port.
+	AnyPort []Range
+	// Ports holds (peer range, protocol, port range) boxes.
+	Ports []PortAllow
+}
+
+// PortAllow admits Peer on protocol Proto, destination ports Ports.
+type PortAllow struct {
+	Peer    Range
+	Proto   uint8
+	Ports   Range
+	Comment string
+}
+
+// EndpointNames are the names of one pod's chain and sets for one direction.
+type EndpointNames struct {
+	Chain            string
+	AnyV4, AnyV6     string // peer address . l4proto, any port
+	PortsV4, PortsV6 string // peer address . l4proto . port
+}
+
+// NamesFor derives object names for the pod identified by id (its
+// "namespace/name") in direction dir. The readable tail helps a human read
+// `nft list`; the hash keeps names unique and short whatever id is.
+func NamesFor(dir Direction, id string) EndpointNames {
+	sum := sha256.Sum256([]byte(dir.String() + "/" + id))
+	tail := id
+	if len(tail) > 40 {
+		tail = tail[:40]
+	}
+	prefix := "in"
+	if dir == Egress {
+		prefix = "out"
+	}
+	chain := prefix + "-" + hex.EncodeToString(sum[:4]) + "-" + tail
+	return EndpointNames{
+		Chain:   chain,
+		AnyV4:   chain + ".any4",
+		AnyV6:   chain + ".any6",
+		PortsV4: chain + ".ports4",
+		PortsV6: chain + ".ports6",
+	}
+}
+
+// AddIsolatedEndpoint isolates the pod id with addresses addrs in direction
+// dir: its addresses dispatch into a chain of its own that returns for what
+// allow admits and drops everything else. The chain's rules depend only on
+// the names, never on allow, so a change of peers or ports touches set
+// elements only.
+func (r *Ruleset) AddIsolatedEndpoint(dir Direction, id string, addrs []netip.Addr, allow AllowList) EndpointNames {
+	n := NamesFor(dir, id)
+	peer4, peer6 := FieldIPv4Saddr, FieldIPv6Saddr
+	map4, map6 := MapIngressV4, MapIngressV6
+	if dir == Egress {
+		peer4, peer6 = FieldIPv4Daddr, FieldIPv6Daddr
+		map4, map6 = MapEgressV4, MapEgressV6
+	}
+	comment := dir.String() + " allow-list of " + id
+	anyKey4 := []KeyType{TypeIPv4Addr, TypeInetProto}
+	anyKey6 := []KeyType{TypeIPv6Addr, TypeInetProto}
+	portKey4 := []KeyType{TypeIPv4Addr, TypeInetProto, TypeInetService}
+	portKey6 := []KeyType{TypeIPv6Addr, TypeInetProto, TypeInetService}
+	any4 := r.AddSet(&Set{Name: n.AnyV4, Comment: comment, KeyTypes: anyKey4, Interval: true})
+	any6 := r.AddSet(&Set{Name: n.AnyV6, Comment: comment, KeyTypes: anyKey6, Interval: true})
+	ports4 := r.AddSet(&Set{Name: n.PortsV4, Comment: comment, KeyTypes: portKey4, Interval: true})
+	ports6 := r.AddSet(&Set{Name: n.PortsV6, Comment: comment, KeyTypes: portKey6, Interval: true})
+	allProtocols := ProtoRange(0, 255)
+	for _, p := range allow.AnyPort {
+		e := Element{Key: []Range{p, allProtocols}}
+		if len(p.From) == 4 {
+			any4.Elements = append(any4.Elements, e)
+		} else {
+			any6.Elements = append(any6.Elements, e)
+		}
+	}
+	for _, p := range allow.Ports {
+		e := Element{Key: []Range{p.Peer, Proto(p.Proto), p.Ports}, Comment: p.Comment}
+		if len(p.Peer.From) == 4 {
+			ports4.Elements = append(ports4.Elements, e)
+		} else {
+			ports6.Elements = append(ports6.Elements, e)
+		}
+	}
+	r.AddChain(&Chain{
+		Name:    n.Chain,
+		Comment: comment,
+		Rules: []Rule{
+			{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer4, FieldL4Proto}, Set: n.AnyV4}}}, Verdict: Return},
+			{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer6, FieldL4Proto}, Set: n.AnyV6}}}, Verdict: Return},
+			{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer4, FieldL4Proto, FieldTHDport}, Set: n.PortsV4}}}, Verdict: Return},
+			{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer6, FieldL4Proto, FieldTHDport}, Set: n.PortsV6}}}, Verdict: Return},
+			{Verdict: Drop},
+		},
+	})
+	for _, a := range addrs {
+		m := r.Sets[map4]
+		if a.Is6() && !a.Is4In6() {
+			m = r.Sets[map6]
+		}
+		m.Elements = append(m.Elements, Element{Key: []Range{Addr(a)}, Verdict: Jump(n.Chain), Comment: id})
+	}
+	return n
+}

@@ -1,0 +1,83 @@
+// Package policy compiles Kubernetes NetworkPolicies into the nftables model
+// of one node (Compile), and states the reference semantics of the same
+// policies packet by packet (Evaluate), independently of the compiler, so
+// each can be tested against the other.
+//
+// The package is pure: no I/O, no clock, no logging. Its inputs are plain
+// values that the controllers package builds from its informer cache.
+package policy
+
+import (
+	"net/netip"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+)
+
+// Snapshot is everything the compiler needs to know about the cluster, as
+// seen by the agent on one node.
+type Snapshot struct {
+	// NodeName is the node the ruleset is compiled for: only pods on this
+	// node get chains; every other pod is a peer only.
+	NodeName   string
+	Namespaces []Namespace
+	Pods       []Pod
+	// Policies are NetworkPolicies as stored by the API server (so with
+	// policyTypes defaulted).
+	Policies []*networkingv1.NetworkPolicy
+}
+
+// Namespace is what policy needs to know of a namespace.
+type Namespace struct {
+	Name   string
+	Labels map[string]string
+}
+
+// Pod is what policy needs to know of a pod.
+type Pod struct {
+	Namespace   string
+	Name        string
+	Labels      map[string]string
+	NodeName    string
+	HostNetwork bool
+	Phase       corev1.PodPhase
+	// IPs are the pod's addresses (status.podIPs): one per family at most.
+	IPs []netip.Addr
+	// Ports are the container ports the pod declares, for named ports.
+	Ports []ContainerPort
+}
+
+// ContainerPort is one declared container port.
+type ContainerPort struct {
+	Name     string
+	Protocol corev1.Protocol // TCP, UDP or SCTP; empty means TCP
+	Port     int32
+}
+
+// Key is the pod's "namespace/name".
+func (p *Pod) Key() string { return p.Namespace + "/" + p.Name }
+
+// Active reports whether the pod takes part in policy at all: it has an IP,
+// is not on the host network, and has not terminated. Terminated pods'
+// addresses are dropped at once because the IPs get reused.
+func (p *Pod) Active() bool {
+	if p.HostNetwork || len(p.IPs) == 0 {
+		return false
+	}
+	return p.Phase != corev1.PodSucceeded && p.Phase != corev1.PodFailed
+}
+
+// Packet is the first packet of a connection, as the reference evaluator
+// sees it: addresses after any Service translation.
+type Packet struct {
+	Src, Dst netip.Addr
+	Protocol corev1.Protocol // TCP, UDP, SCTP; anything else (e.g. "ICMP") has no port
+	DstPort  uint16
+}
+
+// Warning is a policy part that could not be enforced as written. The rest
+// of the policy, and every other policy, is still enforced.
+type Warning struct {
+	Namespace, Policy string
+	Message           string
+}
