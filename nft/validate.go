@@ -1,0 +1,113 @@
+package nft
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Validate reports every reason the kernel would reject the ruleset that
+// the model can see: dangling references, keys of the wrong shape, and
+// overlapping elements in an interval set (nftables refuses those).
+func (r *Ruleset) Validate() error {
+	var errs []error
+	for _, name := range sortedKeys(r.Sets) {
+		errs = append(errs, r.validateSet(r.Sets[name])...)
+	}
+	for _, name := range sortedKeys(r.Chains) {
+		c := r.Chains[name]
+		for i, rule := range c.Rules {
+			if err := r.validateRule(rule); err != nil {
+				errs = append(errs, fmt.Errorf("chain %s rule %d: %w", c.Name, i+1, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Ruleset) validateSet(s *Set) []error {
+	var errs []error
+	for i, e := range s.Elements {
+		if len(e.Key) != len(s.KeyTypes) {
+			errs = append(errs, fmt.Errorf("set %s element %d: %d key fields, want %d", s.Name, i, len(e.Key), len(s.KeyTypes)))
+			continue
+		}
+		for j, k := range e.Key {
+			n := s.KeyTypes[j].Len()
+			if len(k.From) != n || len(k.To) != n {
+				errs = append(errs, fmt.Errorf("set %s element %d field %d: want %d bytes", s.Name, i, j, n))
+			}
+			if !s.Interval && string(k.From) != string(k.To) {
+				errs = append(errs, fmt.Errorf("set %s element %d: range in a set without intervals", s.Name, i))
+			}
+		}
+		if s.IsVerdictMap && e.Verdict.Kind == VerdictJump {
+			if _, ok := r.Chains[e.Verdict.Chain]; !ok {
+				errs = append(errs, fmt.Errorf("map %s element %d: jump to missing chain %s", s.Name, i, e.Verdict.Chain))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	sorted := SortedElements(s.Elements)
+	for i := range sorted {
+		for j := i + 1; j < len(sorted); j++ {
+			if overlaps(sorted[i].Key, sorted[j].Key) {
+				errs = append(errs, fmt.Errorf("set %s: elements %s and %s overlap",
+					s.Name, FormatElement(s, sorted[i]), FormatElement(s, sorted[j])))
+			}
+		}
+	}
+	return errs
+}
+
+// overlaps reports whether two keys share at least one value: every field's
+// ranges must intersect.
+func overlaps(a, b []Range) bool {
+	for i := range a {
+		if string(a[i].To) < string(b[i].From) || string(b[i].To) < string(a[i].From) {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *Ruleset) validateRule(rule Rule) error {
+	check := func(l *Lookup, wantMap bool) error {
+		s, ok := r.Sets[l.Set]
+		if !ok {
+			return fmt.Errorf("missing set %s", l.Set)
+		}
+		if s.IsVerdictMap != wantMap {
+			return fmt.Errorf("set %s: verdict map %v, want %v", l.Set, s.IsVerdictMap, wantMap)
+		}
+		if len(l.Fields) != len(s.KeyTypes) {
+			return fmt.Errorf("set %s: %d fields for a %d-field key", l.Set, len(l.Fields), len(s.KeyTypes))
+		}
+		for i, f := range l.Fields {
+			if f.Type() != s.KeyTypes[i] {
+				return fmt.Errorf("set %s: field %s is %s, key wants %s", l.Set, f, f.Type(), s.KeyTypes[i])
+			}
+		}
+		return nil
+	}
+	for _, m := range rule.Matches {
+		if m.Lookup != nil {
+			if err := check(m.Lookup, false); err != nil {
+				return err
+			}
+		}
+	}
+	if rule.VerdictMap != nil {
+		return check(rule.VerdictMap, true)
+	}
+	if rule.Verdict.Kind == VerdictJump {
+		if _, ok := r.Chains[rule.Verdict.Chain]; !ok {
+			return fmt.Errorf("jump to missing chain %s", rule.Verdict.Chain)
+		}
+	}
+	if rule.Verdict.Kind == VerdictNone {
+		return errors.New("rule without verdict")
+	}
+	return nil
+}
