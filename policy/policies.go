@@ -1,0 +1,290 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"go4.org/netipx"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/nftpolicy/nftpolicy/nft"
+)
+
+// compiledPolicy is a NetworkPolicy with its selectors parsed once.
+type compiledPolicy struct {
+	namespace, name string
+	podSelector     labels.Selector
+	ingress, egress bool // policyTypes
+	ingressRules    []compiledRule
+	egressRules     []compiledRule
+}
+
+func (p *compiledPolicy) has(dir nft.Direction) bool {
+	if dir == nft.Ingress {
+		return p.ingress
+	}
+	return p.egress
+}
+
+func (p *compiledPolicy) rules(dir nft.Direction) []compiledRule {
+	if dir == nft.Ingress {
+		return p.ingressRules
+	}
+	return p.egressRules
+}
+
+type compiledRule struct {
+	peers []compiledPeer // empty: everyone
+	ports []compiledPort // empty: every protocol and port
+}
+
+// compiledPeer is one entry of from/to. A nil selector is "not specified".
+type compiledPeer struct {
+	podSelector, namespaceSelector labels.Selector
+	ipBlock                        *netipx.IPSet // set for ipBlock peers only
+	key                            string        // cache key of the selector pair
+	invalid                        bool          // matches nothing (reported)
+}
+
+// compiledPort is one port entry: a numeric range or a name to resolve.
+type compiledPort struct {
+	proto     uint8
+	protoName string
+	from, to  uint16
+	name      string
+}
+
+// compilePolicy parses np. A policy whose own podSelector cannot be parsed
+// is skipped whole (the API server rejects such selectors, so this is only
+// defence in depth); a bad peer or port skips just that part.
+func (c *compiler) compilePolicy(np *networkingv1.NetworkPolicy) *compiledPolicy {
+	p := &compiledPolicy{namespace: np.Namespace, name: np.Name}
+	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+	if err != nil {
+		c.warnings.add(np.Namespace, np.Name, fmt.Sprintf("podSelector: %v: policy ignored", err))
+		return nil
+	}
+	p.podSelector = sel
+	types := np.Spec.PolicyTypes
+	if len(types) == 0 {
+		// The API server defaults policyTypes; repeat its rule for objects
+		// that did not come through it.
+		types = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
+		if len(np.Spec.Egress) > 0 {
+			types = append(types, networkingv1.PolicyTypeEgress)
+		}
+	}
+	for _, t := range types {
+		switch t {
+		case networkingv1.PolicyTypeIngress:
+			p.ingress = true
+		case networkingv1.PolicyTypeEgress:
+			p.egress = true
+		}
+	}
+	for i, r := range np.Spec.Ingress {
+		p.ingressRules = append(p.ingressRules, c.compileRule(p, fmt.Sprintf("ingress[%d]", i), r.From, r.Ports))
+	}
+	for i, r := range np.Spec.Egress {
+		p.egressRules = append(p.egressRules, c.compileRule(p, fmt.Sprintf("egress[%d]", i), r.To, r.Ports))
+	}
+	return p
+}
+
+func (c *compiler) compileRule(p *compiledPolicy, where string, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) compiledRule {
+	var r compiledRule
+	for i, peer := range peers {
+		r.peers = append(r.peers, c.compilePeer(p, fmt.Sprintf("%s.peers[%d]", where, i), peer))
+	}
+	for i, port := range ports {
+		if cp, ok := c.compilePort(p, fmt.Sprintf("%s.ports[%d]", where, i), port); ok {
+			r.ports = append(r.ports, cp)
+		}
+	}
+	if len(ports) > 0 && len(r.ports) == 0 {
+		// Every port entry was unusable: the rule must admit nothing rather
+		// than fall back to "all ports".
+		r.ports = []compiledPort{{proto: 0, from: 1, to: 0}}
+	}
+	return r
+}
+
+func (c *compiler) compilePeer(p *compiledPolicy, where string, peer networkingv1.NetworkPolicyPeer) compiledPeer {
+	var out compiledPeer
+	bad := func(err error) compiledPeer {
+		c.warnings.add(p.namespace, p.name, fmt.Sprintf("%s: %v: this peer matches nothing", where, err))
+		return compiledPeer{invalid: true}
+	}
+	if peer.IPBlock != nil {
+		s, err := ipBlockSet(peer.IPBlock)
+		if err != nil {
+			return bad(err)
+		}
+		out.ipBlock = s
+		return out
+	}
+	if peer.PodSelector == nil && peer.NamespaceSelector == nil {
+		return bad(fmt.Errorf("peer has no selector and no ipBlock"))
+	}
+	var keys []string
+	if peer.PodSelector != nil {
+		sel, err := metav1.LabelSelectorAsSelector(peer.PodSelector)
+		if err != nil {
+			return bad(err)
+		}
+		out.podSelector = sel
+		keys = append(keys, "pods:"+sel.String())
+	}
+	if peer.NamespaceSelector != nil {
+		sel, err := metav1.LabelSelectorAsSelector(peer.NamespaceSelector)
+		if err != nil {
+			return bad(err)
+		}
+		out.namespaceSelector = sel
+		keys = append(keys, "namespaces:"+sel.String())
+	} else {
+		// A pod selector alone means pods of the policy's own namespace.
+		keys = append(keys, "in:"+p.namespace)
+	}
+	out.key = strings.Join(keys, "|")
+	return out
+}
+
+// ipBlockSet is cidr minus every except, as a set of addresses.
+func ipBlockSet(b *networkingv1.IPBlock) (*netipx.IPSet, error) {
+	cidr, err := netip.ParsePrefix(b.CIDR)
+	if err != nil {
+		return nil, fmt.Errorf("ipBlock.cidr: %w", err)
+	}
+	var s netipx.IPSetBuilder
+	s.AddPrefix(unmapPrefix(cidr).Masked())
+	for _, e := range b.Except {
+		ex, err := netip.ParsePrefix(e)
+		if err != nil {
+			return nil, fmt.Errorf("ipBlock.except: %w", err)
+		}
+		s.RemovePrefix(unmapPrefix(ex).Masked())
+	}
+	return s.IPSet()
+}
+
+func unmapPrefix(p netip.Prefix) netip.Prefix {
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p
+}
+
+func (c *compiler) compilePort(p *compiledPolicy, where string, port networkingv1.NetworkPolicyPort) (compiledPort, bool) {
+	proto := corev1.ProtocolTCP
+	if port.Protocol != nil {
+		proto = *port.Protocol
+	}
+	out := compiledPort{proto: protoNumber(proto), protoName: string(proto)}
+	if out.proto == 0 {
+		c.warnings.add(p.namespace, p.name, fmt.Sprintf("%s: unknown protocol %q: port entry skipped", where, proto))
+		return out, false
+	}
+	switch {
+	case port.Port == nil:
+		out.from, out.to = 0, 65535
+	case port.Port.IntVal == 0 && port.Port.StrVal != "":
+		out.name = port.Port.StrVal
+	default:
+		n := port.Port.IntVal
+		end := n
+		if port.EndPort != nil {
+			end = *port.EndPort
+		}
+		if n < 1 || n > 65535 || end < n || end > 65535 {
+			c.warnings.add(p.namespace, p.name, fmt.Sprintf("%s: invalid port range %d-%d: port entry skipped", where, n, end))
+			return out, false
+		}
+		out.from, out.to = uint16(n), uint16(end)
+	}
+	return out, true
+}
+
+// rulePeers is the set of remote addresses a rule's peer list admits.
+func (c *compiler) rulePeers(p *compiledPolicy, peers []compiledPeer) *netipx.IPSet {
+	if len(peers) == 0 {
+		return everyone()
+	}
+	var b netipx.IPSetBuilder
+	for _, peer := range peers {
+		switch {
+		case peer.invalid:
+		case peer.ipBlock != nil:
+			b.AddSet(peer.ipBlock)
+		default:
+			b.AddSet(c.selectedPods(p.namespace, peer))
+		}
+	}
+	s, _ := b.IPSet()
+	return s
+}
+
+// selectedPods is the set of addresses of active pods a selector peer
+// matches, cached by selector so shared peers are resolved once.
+func (c *compiler) selectedPods(policyNamespace string, peer compiledPeer) *netipx.IPSet {
+	if s, ok := c.peerCache[peer.key]; ok {
+		return s
+	}
+	var b netipx.IPSetBuilder
+	for _, pod := range c.active {
+		if peer.namespaceSelector == nil {
+			if pod.Namespace != policyNamespace {
+				continue
+			}
+		} else {
+			nsLabels, ok := c.namespaces[pod.Namespace]
+			if !ok || !peer.namespaceSelector.Matches(labels.Set(nsLabels)) {
+				continue
+			}
+		}
+		if peer.podSelector != nil && !peer.podSelector.Matches(labelSet(pod.Labels)) {
+			continue
+		}
+		for _, ip := range pod.IPs {
+			b.Add(ip)
+		}
+	}
+	s, _ := b.IPSet()
+	c.peerCache[peer.key] = s
+	return s
+}
+
+func labelSet(m map[string]string) labels.Set { return labels.Set(m) }
+
+// warningSet collects warnings without duplicates.
+type warningSet map[Warning]struct{}
+
+func (w *warningSet) add(namespace, policy, msg string) {
+	if *w == nil {
+		*w = warningSet{}
+	}
+	(*w)[Warning{Namespace: namespace, Policy: policy, Message: msg}] = struct{}{}
+}
+
+func (w warningSet) list() []Warning {
+	out := make([]Warning, 0, len(w))
+	for k := range w {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		if a.Policy != b.Policy {
+			return a.Policy < b.Policy
+		}
+		return a.Message < b.Message
+	})
+	return out
+}
