@@ -11,6 +11,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/nftpolicy/nftpolicy/nft"
 )
@@ -120,6 +121,9 @@ func (c *compiler) compilePeer(p *compiledPolicy, where string, peer networkingv
 		c.warnings.add(p.namespace, p.name, fmt.Sprintf("%s: %v: this peer matches nothing", where, err))
 		return compiledPeer{invalid: true}
 	}
+	if peer.IPBlock != nil && (peer.PodSelector != nil || peer.NamespaceSelector != nil) {
+		return bad(fmt.Errorf("peer has both ipBlock and a selector"))
+	}
 	if peer.IPBlock != nil {
 		s, err := ipBlockSet(peer.IPBlock)
 		if err != nil {
@@ -190,10 +194,14 @@ func (c *compiler) compilePort(p *compiledPolicy, where string, port networkingv
 		c.warnings.add(p.namespace, p.name, fmt.Sprintf("%s: unknown protocol %q: port entry skipped", where, proto))
 		return out, false
 	}
+	if port.EndPort != nil && (port.Port == nil || port.Port.Type == intstr.String) {
+		c.warnings.add(p.namespace, p.name, fmt.Sprintf("%s: endPort needs a numeric port: port entry skipped", where))
+		return out, false
+	}
 	switch {
 	case port.Port == nil:
 		out.from, out.to = 0, 65535
-	case port.Port.IntVal == 0 && port.Port.StrVal != "":
+	case port.Port.Type == intstr.String:
 		out.name = port.Port.StrVal
 	default:
 		n := port.Port.IntVal
