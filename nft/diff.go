@@ -1,0 +1,572 @@
+package nft
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"sort"
+)
+
+// OpKind is the kind of one kernel operation.
+type OpKind uint8
+
+// Operation kinds, declared in the order Diff emits them (see Diff).
+const (
+	// OpReplaceRules replaces all rules of Chain with Chain.Rules (flush,
+	// then add). For a base chain it also carries the new hook policy.
+	OpReplaceRules OpKind = iota + 1
+	// OpAddSet creates Set (its definition only; elements follow in
+	// OpAddElements).
+	OpAddSet
+	// OpAddChain creates the empty chain Chain (rules follow in
+	// OpReplaceRules).
+	OpAddChain
+	// OpDeleteElements deletes Elements (matched by key) from set Name.
+	OpDeleteElements
+	// OpAddElements adds Elements to set Name.
+	OpAddElements
+	// OpDeleteChain deletes chain Name (and its rules).
+	OpDeleteChain
+	// OpDeleteSet deletes set or map Name.
+	OpDeleteSet
+)
+
+func (k OpKind) String() string {
+	switch k {
+	case OpReplaceRules:
+		return "replace-rules"
+	case OpAddSet:
+		return "add-set"
+	case OpAddChain:
+		return "add-chain"
+	case OpDeleteElements:
+		return "delete-elements"
+	case OpAddElements:
+		return "add-elements"
+	case OpDeleteChain:
+		return "delete-chain"
+	case OpDeleteSet:
+		return "delete-set"
+	}
+	return "invalid"
+}
+
+// Op is one kernel operation. Which fields are set depends on Kind.
+type Op struct {
+	Kind OpKind
+	// Name is the set or chain the op is about.
+	Name string
+	// Set is the definition for OpAddSet (without elements).
+	Set *Set
+	// Chain is the definition for OpAddChain (without rules) and the new
+	// content for OpReplaceRules.
+	Chain    *Chain
+	Elements []Element
+}
+
+func (o Op) String() string {
+	if o.Kind == OpAddElements || o.Kind == OpDeleteElements {
+		return fmt.Sprintf("%s %s (%d)", o.Kind, o.Name, len(o.Elements))
+	}
+	return o.Kind.String() + " " + o.Name
+}
+
+// Diff returns the operations that turn old into new; old == nil means an
+// empty table. The ops are ordered so that, sent as one netlink batch, every
+// object exists before something refers to it and nothing is deleted while
+// still referred to:
+//
+//  1. rules of chains that refer to a redefined set are flushed, and the
+//     redefined sets deleted (a set's type cannot change in place);
+//  2. new sets, then new (empty) chains;
+//  3. element deletes, then element adds (a changed verdict or comment on
+//     the same key is a delete plus an add);
+//  4. rule replacements, now that every set and jump target exists;
+//  5. chain deletions, now that no rule or map element jumps to them;
+//  6. set deletions, now that no rule looks them up.
+//
+// Base chains are never deleted: their policy is part of OpReplaceRules.
+func Diff(old, new *Ruleset) []Op {
+	if old == nil {
+		old = NewRuleset()
+	}
+	redefined := redefinedSets(old, new)
+	var ops []Op
+	ops = append(ops, flushReferrers(old, new, redefined)...)
+	for _, name := range redefined {
+		ops = append(ops, Op{Kind: OpDeleteSet, Name: name})
+	}
+	ops = append(ops, addedSets(old, new, redefined)...)
+	ops = append(ops, addedChains(old, new)...)
+	ops = append(ops, elementOps(old, new, redefined)...)
+	ops = append(ops, ruleOps(old, new, redefined)...)
+	ops = append(ops, deletedChains(old, new)...)
+	ops = append(ops, deletedSets(old, new)...)
+	return ops
+}
+
+// redefinedSets are sets present in both whose definition (anything but
+// elements) differs: they must be deleted and created again.
+func redefinedSets(old, new *Ruleset) []string {
+	var out []string
+	for _, name := range sortedNames(new.Sets) {
+		o, ok := old.Sets[name]
+		if ok && !sameSetDefinition(o, new.Sets[name]) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func sameSetDefinition(a, b *Set) bool {
+	return a.Name == b.Name && a.Comment == b.Comment && slices.Equal(a.KeyTypes, b.KeyTypes) &&
+		a.Interval == b.Interval && a.IsVerdictMap == b.IsVerdictMap
+}
+
+// flushReferrers empties the old chains that refer to a redefined set, so
+// that the set can be deleted early in the batch; ruleOps fills them again.
+func flushReferrers(old, new *Ruleset, redefined []string) []Op {
+	var ops []Op
+	for _, name := range sortedNames(old.Chains) {
+		c := old.Chains[name]
+		if _, kept := new.Chains[name]; kept && refersToAny(c, redefined) {
+			ops = append(ops, Op{Kind: OpReplaceRules, Name: name, Chain: &Chain{Name: name, Comment: c.Comment, Hook: c.Hook}})
+		}
+	}
+	return ops
+}
+
+func refersToAny(c *Chain, sets []string) bool {
+	for _, s := range sets {
+		if slices.Contains(setsReferredBy(c), s) {
+			return true
+		}
+	}
+	return false
+}
+
+// setsReferredBy lists the sets and maps c's rules look up.
+func setsReferredBy(c *Chain) []string {
+	var out []string
+	for _, r := range c.Rules {
+		if r.VerdictMap != nil {
+			out = append(out, r.VerdictMap.Set)
+		}
+		for _, m := range r.Matches {
+			if m.Lookup != nil {
+				out = append(out, m.Lookup.Set)
+			}
+		}
+	}
+	return out
+}
+
+func addedSets(old, new *Ruleset, redefined []string) []Op {
+	var ops []Op
+	for _, name := range sortedNames(new.Sets) {
+		if _, ok := old.Sets[name]; ok && !slices.Contains(redefined, name) {
+			continue
+		}
+		def := *new.Sets[name]
+		def.Elements = nil
+		ops = append(ops, Op{Kind: OpAddSet, Name: name, Set: &def})
+	}
+	return ops
+}
+
+func addedChains(old, new *Ruleset) []Op {
+	var ops []Op
+	for _, name := range sortedNames(new.Chains) {
+		if _, ok := old.Chains[name]; ok {
+			continue
+		}
+		def := *new.Chains[name]
+		def.Rules = nil
+		ops = append(ops, Op{Kind: OpAddChain, Name: name, Chain: &def})
+	}
+	return ops
+}
+
+// elementOps returns all element deletes (of every set) before all element
+// adds, one op per set and direction.
+func elementOps(old, new *Ruleset, redefined []string) []Op {
+	var dels, adds []Op
+	for _, name := range sortedNames(new.Sets) {
+		var before []Element
+		if o, ok := old.Sets[name]; ok && !slices.Contains(redefined, name) {
+			before = o.Elements
+		}
+		del, add := diffElements(before, new.Sets[name].Elements)
+		if len(del) > 0 {
+			dels = append(dels, Op{Kind: OpDeleteElements, Name: name, Elements: del})
+		}
+		if len(add) > 0 {
+			adds = append(adds, Op{Kind: OpAddElements, Name: name, Elements: add})
+		}
+	}
+	dels = append(dels, unjumpDeletedMaps(old, new)...)
+	return append(dels, adds...)
+}
+
+// unjumpDeletedMaps deletes the jump elements of maps that are going away:
+// the map itself is deleted last, but its jumps would keep the chains they
+// target alive past their deletion.
+func unjumpDeletedMaps(old, new *Ruleset) []Op {
+	var ops []Op
+	for _, name := range sortedNames(old.Sets) {
+		if _, kept := new.Sets[name]; kept {
+			continue
+		}
+		var jumps []Element
+		for _, e := range old.Sets[name].Elements {
+			if e.Verdict.Kind == VerdictJump {
+				jumps = append(jumps, e)
+			}
+		}
+		if len(jumps) > 0 {
+			ops = append(ops, Op{Kind: OpDeleteElements, Name: name, Elements: jumps})
+		}
+	}
+	return ops
+}
+
+// diffElements compares by key; an element whose key stays but whose
+// verdict or comment changes is deleted and added again.
+func diffElements(old, new []Element) (del, add []Element) {
+	oldByKey := make(map[string]Element, len(old))
+	for _, e := range old {
+		oldByKey[keyString(e.Key)] = e
+	}
+	newByKey := make(map[string]Element, len(new))
+	for _, e := range new {
+		k := keyString(e.Key)
+		newByKey[k] = e
+		if o, ok := oldByKey[k]; !ok || o.Verdict != e.Verdict || o.Comment != e.Comment {
+			add = append(add, e)
+		}
+	}
+	for _, e := range old {
+		k := keyString(e.Key)
+		if n, ok := newByKey[k]; !ok || n.Verdict != e.Verdict || n.Comment != e.Comment {
+			del = append(del, e)
+		}
+	}
+	return del, add
+}
+
+// keyString is the identity of an element: its key bytes.
+func keyString(key []Range) string {
+	var b bytes.Buffer
+	for _, r := range key {
+		b.WriteByte(byte(len(r.From)))
+		b.Write(r.From)
+		b.Write(r.To)
+	}
+	return b.String()
+}
+
+// ruleOps replaces the rules of new chains and of chains whose rules or
+// hook changed, and refills chains flushed by flushReferrers.
+func ruleOps(old, new *Ruleset, redefined []string) []Op {
+	var ops []Op
+	for _, name := range sortedNames(new.Chains) {
+		n := new.Chains[name]
+		o, existed := old.Chains[name]
+		switch {
+		case !existed && len(n.Rules) == 0 && n.Hook == nil:
+			continue // created empty by addedChains
+		case existed && sameChain(o, n) && !refersToAny(o, redefined):
+			continue
+		}
+		c := *n
+		ops = append(ops, Op{Kind: OpReplaceRules, Name: name, Chain: &c})
+	}
+	return ops
+}
+
+func sameChain(a, b *Chain) bool {
+	// The comment is left out on purpose: the kernel cannot change a
+	// chain's comment in place, and names already identify chains.
+	return a.Name == b.Name && sameHook(a.Hook, b.Hook) && slices.EqualFunc(a.Rules, b.Rules, sameRule)
+}
+
+func sameHook(a, b *Hook) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+func sameRule(a, b Rule) bool {
+	return a.Verdict == b.Verdict && a.Comment == b.Comment && sameLookup(a.VerdictMap, b.VerdictMap) &&
+		slices.EqualFunc(a.Matches, b.Matches, sameMatch)
+}
+
+func sameMatch(a, b Match) bool {
+	return a.CtState == b.CtState && a.NFProto == b.NFProto && slices.Equal(a.ICMPv6Type, b.ICMPv6Type) &&
+		sameLookup(a.Lookup, b.Lookup)
+}
+
+func sameLookup(a, b *Lookup) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Set == b.Set && slices.Equal(a.Fields, b.Fields)
+}
+
+// deletedChains never deletes a base chain: the hooks must stay in place
+// for enforcement to stay closed, so a base chain that disappears from the
+// model is only emptied (by ruleOps' counterpart here).
+func deletedChains(old, new *Ruleset) []Op {
+	var ops []Op
+	for _, name := range sortedNames(old.Chains) {
+		if _, ok := new.Chains[name]; ok {
+			continue
+		}
+		if o := old.Chains[name]; o.Hook != nil {
+			if len(o.Rules) > 0 {
+				ops = append(ops, Op{Kind: OpReplaceRules, Name: name, Chain: &Chain{Name: name, Comment: o.Comment, Hook: o.Hook}})
+			}
+			continue
+		}
+		ops = append(ops, Op{Kind: OpDeleteChain, Name: name})
+	}
+	return ops
+}
+
+func deletedSets(old, new *Ruleset) []Op {
+	var ops []Op
+	for _, name := range sortedNames(old.Sets) {
+		if _, ok := new.Sets[name]; !ok {
+			ops = append(ops, Op{Kind: OpDeleteSet, Name: name})
+		}
+	}
+	return ops
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Apply applies ops to a copy of r (nil means empty) the way the kernel
+// would in one transaction, and fails where the kernel would refuse the
+// batch: objects that exist twice or not at all, elements added twice or
+// deleted while absent, chains or sets deleted while something refers to
+// them, rules or map elements referring to objects that do not exist.
+func Apply(r *Ruleset, ops []Op) (*Ruleset, error) {
+	out := r.Clone()
+	for i, op := range ops {
+		if err := out.apply(op); err != nil {
+			return nil, fmt.Errorf("op %d (%s): %w", i, op, err)
+		}
+	}
+	return out, nil
+}
+
+func (r *Ruleset) apply(op Op) error {
+	switch op.Kind {
+	case OpAddSet:
+		return r.applyAddSet(op.Set)
+	case OpAddChain:
+		return r.applyAddChain(op.Chain)
+	case OpDeleteElements:
+		return r.applyDeleteElements(op.Name, op.Elements)
+	case OpAddElements:
+		return r.applyAddElements(op.Name, op.Elements)
+	case OpReplaceRules:
+		return r.applyReplaceRules(op.Chain)
+	case OpDeleteChain:
+		return r.applyDeleteChain(op.Name)
+	case OpDeleteSet:
+		return r.applyDeleteSet(op.Name)
+	}
+	return fmt.Errorf("unknown op kind %d", op.Kind)
+}
+
+func (r *Ruleset) applyAddSet(s *Set) error {
+	if _, ok := r.Sets[s.Name]; ok {
+		return fmt.Errorf("set %q exists", s.Name)
+	}
+	c := s.clone()
+	c.Elements = nil
+	r.Sets[s.Name] = c
+	return nil
+}
+
+func (r *Ruleset) applyAddChain(c *Chain) error {
+	if _, ok := r.Chains[c.Name]; ok {
+		return fmt.Errorf("chain %q exists", c.Name)
+	}
+	n := c.clone()
+	n.Rules = nil
+	r.Chains[c.Name] = n
+	return nil
+}
+
+func (r *Ruleset) applyDeleteElements(set string, elems []Element) error {
+	s, ok := r.Sets[set]
+	if !ok {
+		return fmt.Errorf("set %q does not exist", set)
+	}
+	for _, e := range elems {
+		i := slices.IndexFunc(s.Elements, func(x Element) bool { return keyString(x.Key) == keyString(e.Key) })
+		if i < 0 {
+			return fmt.Errorf("set %q has no element %x", set, keyString(e.Key))
+		}
+		s.Elements = slices.Delete(s.Elements, i, i+1)
+	}
+	return nil
+}
+
+func (r *Ruleset) applyAddElements(set string, elems []Element) error {
+	s, ok := r.Sets[set]
+	if !ok {
+		return fmt.Errorf("set %q does not exist", set)
+	}
+	for _, e := range elems {
+		if slices.ContainsFunc(s.Elements, func(x Element) bool { return keyString(x.Key) == keyString(e.Key) }) {
+			return fmt.Errorf("set %q already has element %x", set, keyString(e.Key))
+		}
+		if e.Verdict.Kind == VerdictJump && r.Chains[e.Verdict.Chain] == nil {
+			return fmt.Errorf("element of %q jumps to missing chain %q", set, e.Verdict.Chain)
+		}
+		s.Elements = append(s.Elements, e.clone())
+	}
+	return nil
+}
+
+func (r *Ruleset) applyReplaceRules(c *Chain) error {
+	cur, ok := r.Chains[c.Name]
+	if !ok {
+		return fmt.Errorf("chain %q does not exist", c.Name)
+	}
+	for _, s := range setsReferredBy(c) {
+		if r.Sets[s] == nil {
+			return fmt.Errorf("chain %q refers to missing set %q", c.Name, s)
+		}
+	}
+	for _, rule := range c.Rules {
+		if rule.Verdict.Kind == VerdictJump && r.Chains[rule.Verdict.Chain] == nil {
+			return fmt.Errorf("chain %q jumps to missing chain %q", c.Name, rule.Verdict.Chain)
+		}
+	}
+	n := c.clone()
+	n.Comment = cur.Comment // the kernel cannot change a chain's comment in place
+	r.Chains[c.Name] = n
+	return nil
+}
+
+func (r *Ruleset) applyDeleteChain(name string) error {
+	c, ok := r.Chains[name]
+	if !ok {
+		return fmt.Errorf("chain %q does not exist", name)
+	}
+	if c.Hook != nil {
+		return fmt.Errorf("base chain %q must never be deleted", name)
+	}
+	if by := r.jumpersTo(name); by != "" {
+		return fmt.Errorf("chain %q is still a jump target of %s", name, by)
+	}
+	delete(r.Chains, name)
+	return nil
+}
+
+// jumpersTo names an object that jumps to chain, or "" if none does.
+func (r *Ruleset) jumpersTo(chain string) string {
+	for _, c := range r.Chains {
+		for _, rule := range c.Rules {
+			if rule.Verdict.Kind == VerdictJump && rule.Verdict.Chain == chain {
+				return "chain " + c.Name
+			}
+		}
+	}
+	for _, s := range r.Sets {
+		for _, e := range s.Elements {
+			if e.Verdict.Kind == VerdictJump && e.Verdict.Chain == chain {
+				return "map " + s.Name
+			}
+		}
+	}
+	return ""
+}
+
+func (r *Ruleset) applyDeleteSet(name string) error {
+	if _, ok := r.Sets[name]; !ok {
+		return fmt.Errorf("set %q does not exist", name)
+	}
+	for _, c := range r.Chains {
+		if slices.Contains(setsReferredBy(c), name) {
+			return fmt.Errorf("set %q is still referred to by chain %q", name, c.Name)
+		}
+	}
+	delete(r.Sets, name)
+	return nil
+}
+
+// Clone returns a deep copy of r (nil gives an empty ruleset).
+func (r *Ruleset) Clone() *Ruleset {
+	out := NewRuleset()
+	if r == nil {
+		return out
+	}
+	for name, s := range r.Sets {
+		out.Sets[name] = s.clone()
+	}
+	for name, c := range r.Chains {
+		out.Chains[name] = c.clone()
+	}
+	return out
+}
+
+func (s *Set) clone() *Set {
+	c := *s
+	c.KeyTypes = slices.Clone(s.KeyTypes)
+	c.Elements = make([]Element, len(s.Elements))
+	for i, e := range s.Elements {
+		c.Elements[i] = e.clone()
+	}
+	return &c
+}
+
+func (e Element) clone() Element {
+	e.Key = slices.Clone(e.Key)
+	for i, r := range e.Key {
+		e.Key[i] = Range{From: slices.Clone(r.From), To: slices.Clone(r.To)}
+	}
+	return e
+}
+
+func (c *Chain) clone() *Chain {
+	n := *c
+	if c.Hook != nil {
+		h := *c.Hook
+		n.Hook = &h
+	}
+	n.Rules = make([]Rule, len(c.Rules))
+	for i, r := range c.Rules {
+		n.Rules[i] = r.clone()
+	}
+	return &n
+}
+
+func (r Rule) clone() Rule {
+	r.VerdictMap = r.VerdictMap.clone()
+	r.Matches = slices.Clone(r.Matches)
+	for i, m := range r.Matches {
+		r.Matches[i].ICMPv6Type = slices.Clone(m.ICMPv6Type)
+		r.Matches[i].Lookup = m.Lookup.clone()
+	}
+	return r
+}
+
+func (l *Lookup) clone() *Lookup {
+	if l == nil {
+		return nil
+	}
+	return &Lookup{Fields: slices.Clone(l.Fields), Set: l.Set}
+}

@@ -1,0 +1,199 @@
+//go:build linux
+
+package kernel
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/google/nftables"
+
+	"github.com/nftpolicy/nftpolicy/nft"
+)
+
+// queueOps renders ops into cc's pending batch. Set definitions for
+// element ops come from new, or from old for sets that are going away.
+func queueOps(cc *nftables.Conn, ops []nft.Op, old, new *nft.Ruleset) error {
+	for _, op := range ops {
+		if err := queueOp(cc, op, old, new); err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+	}
+	return nil
+}
+
+func queueOp(cc *nftables.Conn, op nft.Op, old, new *nft.Ruleset) error {
+	t := ourTable()
+	switch op.Kind {
+	case nft.OpAddSet:
+		set, err := renderSet(t, op.Set)
+		if err != nil {
+			return err
+		}
+		return cc.AddSet(set, nil)
+	case nft.OpAddChain:
+		return addChain(cc, op.Chain)
+	case nft.OpAddElements, nft.OpDeleteElements:
+		return queueElements(cc, op, old, new)
+	case nft.OpReplaceRules:
+		return queueReplaceRules(cc, op.Chain)
+	case nft.OpDeleteChain:
+		cc.DelChain(&nftables.Chain{Table: t, Name: op.Name})
+		return nil
+	case nft.OpDeleteSet:
+		cc.DelSet(&nftables.Set{Table: t, Name: op.Name})
+		return nil
+	}
+	return fmt.Errorf("unknown op kind %d", op.Kind)
+}
+
+func queueElements(cc *nftables.Conn, op nft.Op, old, new *nft.Ruleset) error {
+	def := new.Sets[op.Name]
+	if def == nil && old != nil {
+		def = old.Sets[op.Name]
+	}
+	if def == nil {
+		return fmt.Errorf("no definition for set %s", op.Name)
+	}
+	set, err := renderSet(ourTable(), def)
+	if err != nil {
+		return err
+	}
+	elems, err := renderElements(def, op.Elements)
+	if err != nil {
+		return err
+	}
+	for len(elems) > 0 {
+		n := min(len(elems), elementsPerMessage)
+		if op.Kind == nft.OpDeleteElements {
+			err = cc.SetDeleteElements(set, elems[:n])
+		} else {
+			err = cc.SetAddElements(set, elems[:n])
+		}
+		if err != nil {
+			return err
+		}
+		elems = elems[n:]
+	}
+	return nil
+}
+
+// elementsPerMessage keeps each element message's nested element list
+// under the 64 KiB a netlink attribute length can express (an element with
+// a maximal comment takes about 300 bytes). The messages still go in the
+// same batch, so this does not weaken atomicity.
+const elementsPerMessage = 128
+
+// queueReplaceRules flushes the chain and adds its rules again. For a base
+// chain it first re-sends the chain, which updates the policy in place.
+func queueReplaceRules(cc *nftables.Conn, c *nft.Chain) error {
+	t := ourTable()
+	if c.Hook != nil {
+		if err := addChain(cc, c); err != nil {
+			return err
+		}
+	}
+	cc.FlushChain(&nftables.Chain{Table: t, Name: c.Name})
+	addAnon := func(s *nftables.Set, elems []nftables.SetElement) error { return cc.AddSet(s, elems) }
+	for i, r := range c.Rules {
+		rule, err := renderRule(t, c.Name, r, addAnon)
+		if err != nil {
+			return fmt.Errorf("rule %d: %w", i+1, err)
+		}
+		cc.AddRule(rule)
+	}
+	return nil
+}
+
+// queueFullReplace replaces whatever the table holds with desired, in the
+// same batch and without ever removing the hooks: the table is added
+// (a no-op if it exists), every chain flushed, every named set deleted,
+// every chain but our base chains deleted, and desired created on top of
+// the emptied base chains. Until the batch commits, the old ruleset keeps
+// enforcing; after it, the new one does.
+func queueFullReplace(cc *nftables.Conn, desired *nft.Ruleset) error {
+	t := ourTable()
+	exists, err := tableExists(cc)
+	if err != nil {
+		return err
+	}
+	start := nft.NewRuleset()
+	cc.AddTable(t)
+	if exists {
+		if start, err = queueEmptyTable(cc, desired); err != nil {
+			return err
+		}
+	}
+	return queueOps(cc, nft.Diff(start, desired), start, desired)
+}
+
+// queueEmptyTable queues the removal of everything but the base chains we
+// keep, and returns the model of what is left: those chains, empty, with
+// the hook and policy the kernel has.
+func queueEmptyTable(cc *nftables.Conn, desired *nft.Ruleset) (*nft.Ruleset, error) {
+	t := ourTable()
+	chains, err := listChains(cc)
+	if err != nil {
+		return nil, err
+	}
+	sets, err := cc.GetSets(t)
+	if err != nil {
+		return nil, fmt.Errorf("list sets: %w", err)
+	}
+	left := nft.NewRuleset()
+	for _, c := range chains {
+		cc.FlushChain(&nftables.Chain{Table: t, Name: c.Name})
+	}
+	for _, s := range sets {
+		if !s.Anonymous && !strings.HasPrefix(s.Name, "__") {
+			cc.DelSet(&nftables.Set{Table: t, Name: s.Name})
+		}
+	}
+	for _, c := range chains {
+		if keep, hook := keptBaseChain(c, desired); keep {
+			left.AddChain(&nft.Chain{Name: c.Name, Hook: hook})
+			continue
+		}
+		cc.DelChain(&nftables.Chain{Table: t, Name: c.Name})
+	}
+	return left, nil
+}
+
+// keptBaseChain reports whether kernel chain c is one of our base chains,
+// which are never deleted, and its hook as the kernel has it.
+func keptBaseChain(c *nftables.Chain, desired *nft.Ruleset) (bool, *nft.Hook) {
+	if c.Hooknum == nil || c.Priority == nil {
+		return false, nil
+	}
+	ours := c.Name == nft.ChainForward || c.Name == nft.ChainInput
+	if d, ok := desired.Chains[c.Name]; ok && d.Hook != nil {
+		ours = true
+	}
+	if !ours {
+		return false, nil
+	}
+	hook := &nft.Hook{Priority: int(*c.Priority), Policy: nft.VerdictAccept}
+	for name, num := range hookNums {
+		if num == *c.Hooknum {
+			hook.Name = name
+		}
+	}
+	if c.Policy != nil && *c.Policy == nftables.ChainPolicyDrop {
+		hook.Policy = nft.VerdictDrop
+	}
+	return true, hook
+}
+
+func listChains(cc *nftables.Conn) ([]*nftables.Chain, error) {
+	all, err := cc.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("list chains: %w", err)
+	}
+	var ours []*nftables.Chain
+	for _, c := range all {
+		if c.Table != nil && c.Table.Name == nft.TableName {
+			ours = append(ours, c)
+		}
+	}
+	return ours, nil
+}

@@ -1,0 +1,205 @@
+//go:build linux
+
+package kernel
+
+// IP plan (rulesets only, no traffic): local pods 10.244.1.N and
+// fd00:244:1::N; remote peers in 10.244.2.0/24, 10.244.3.5-10.244.3.9 and
+// fd00:244:2::/64; external blocks 192.0.2.0/24 and 2001:db8::/32.
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nftpolicy/nftpolicy/nft"
+)
+
+func mustPrefix(s string) nft.Range { return nft.PrefixRange(netip.MustParsePrefix(s)) }
+func mustAddr(s string) nft.Range   { return nft.Addr(netip.MustParseAddr(s)) }
+func addrs(s ...string) []netip.Addr {
+	out := make([]netip.Addr, len(s))
+	for i, a := range s {
+		out[i] = netip.MustParseAddr(a)
+	}
+	return out
+}
+
+// rulesetA is realistic: both directions, both families, prefixes, ranges
+// and single addresses, tcp/udp/sctp, port ranges, comments.
+func rulesetA() *nft.Ruleset {
+	r := nft.NewSkeleton()
+	r.AddIsolatedEndpoint(nft.Ingress, "default/web", addrs("10.244.1.2", "fd00:244:1::2"), nft.AllowList{
+		AnyPort: []nft.Range{mustPrefix("10.244.2.0/24"), mustAddr("10.244.1.7"), mustPrefix("fd00:244:2::/64")},
+		Ports: []nft.PortAllow{
+			{Peer: nft.AddrRange(netip.MustParseAddr("10.244.3.5"), netip.MustParseAddr("10.244.3.9")), Proto: nft.ProtoTCP, Ports: nft.Port(80), Comment: "policy default/allow-web"},
+			{Peer: mustPrefix("192.0.2.0/24"), Proto: nft.ProtoUDP, Ports: nft.PortRange(53, 54)},
+			{Peer: mustAddr("2001:db8::1"), Proto: nft.ProtoSCTP, Ports: nft.Port(9000), Comment: "sctp peer"},
+		},
+	})
+	r.AddIsolatedEndpoint(nft.Egress, "default/client", addrs("10.244.1.3"), nft.AllowList{
+		Ports: []nft.PortAllow{{Peer: mustAddr("10.244.1.2"), Proto: nft.ProtoTCP, Ports: nft.PortRange(8000, 8080)}},
+	})
+	r.AddIsolatedEndpoint(nft.Ingress, "kube-system/dns", addrs("10.244.1.4", "fd00:244:1::4"), nft.AllowList{})
+	return r
+}
+
+// rulesetB changes A the way pod churn does: a peer joins, a pod leaves,
+// another becomes isolated for egress.
+func rulesetB() *nft.Ruleset {
+	r := nft.NewSkeleton()
+	r.AddIsolatedEndpoint(nft.Ingress, "default/web", addrs("10.244.1.2", "fd00:244:1::2"), nft.AllowList{
+		AnyPort: []nft.Range{mustPrefix("10.244.2.0/24"), mustPrefix("fd00:244:2::/64")},
+		Ports: []nft.PortAllow{
+			{Peer: nft.AddrRange(netip.MustParseAddr("10.244.3.5"), netip.MustParseAddr("10.244.3.9")), Proto: nft.ProtoTCP, Ports: nft.Port(80), Comment: "policy default/allow-web"},
+			{Peer: mustAddr("10.244.1.8"), Proto: nft.ProtoTCP, Ports: nft.Port(443), Comment: "new peer"},
+		},
+	})
+	r.AddIsolatedEndpoint(nft.Egress, "kube-system/dns", addrs("10.244.1.4", "fd00:244:1::4"), nft.AllowList{
+		AnyPort: []nft.Range{mustPrefix("2001:db8::/32")},
+	})
+	return r
+}
+
+func newSyncer(t *testing.T, fd int) *Syncer {
+	t.Helper()
+	s, err := New(WithNetNSFd(fd))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return s
+}
+
+func sync(t *testing.T, s *Syncer, r *nft.Ruleset) {
+	t.Helper()
+	if err := s.Sync(context.Background(), r); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+}
+
+// assertReadback compares what nft reads back from the kernel with Dump.
+func assertReadback(t *testing.T, ns string, r *nft.Ruleset) {
+	t.Helper()
+	got, want := normaliseListing(listTable(t, ns)), normaliseListing(r.Dump())
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("nft list vs Dump (-want +got):\n%s", diff)
+	}
+}
+
+func TestSync_ReadsBackAsDump(t *testing.T) {
+	requirePrivileges(t)
+	ns, fd := newNetns(t, "rb")
+	s := newSyncer(t, fd)
+
+	sync(t, s, rulesetA())
+	assertReadback(t, ns, rulesetA())
+	if err := s.Verify(context.Background()); err != nil {
+		t.Errorf("Verify after full sync: %v", err)
+	}
+
+	sync(t, s, rulesetB()) // incremental
+	assertReadback(t, ns, rulesetB())
+	if err := s.Verify(context.Background()); err != nil {
+		t.Errorf("Verify after incremental sync: %v", err)
+	}
+
+	s2 := newSyncer(t, fd) // a restart: full replace over B
+	sync(t, s2, rulesetA())
+	assertReadback(t, ns, rulesetA())
+	if err := s2.Verify(context.Background()); err != nil {
+		t.Errorf("Verify after full replace: %v", err)
+	}
+}
+
+func TestSync_NoOpSendsNothing(t *testing.T) {
+	requirePrivileges(t)
+	ns, fd := newNetns(t, "noop")
+	s := newSyncer(t, fd)
+	sync(t, s, rulesetA())
+	before := nftIn(t, ns, "-a", "list", "table", "inet", "nftpolicy")
+	sync(t, s, rulesetA())
+	if after := nftIn(t, ns, "-a", "list", "table", "inet", "nftpolicy"); after != before {
+		t.Errorf("an unchanged ruleset changed rule handles:\n%s\n---\n%s", before, after)
+	}
+}
+
+func TestSync_KernelRejectionKeepsPreviousRuleset(t *testing.T) {
+	requirePrivileges(t)
+	ns, fd := newNetns(t, "atomic")
+	s := newSyncer(t, fd)
+	sync(t, s, rulesetA())
+	before := listTable(t, ns)
+
+	// Two overlapping intervals in one set: nftables refuses the element,
+	// and with it the whole batch (which also adds a pod).
+	bad := rulesetB()
+	names := nft.NamesFor(nft.Ingress, "default/web")
+	any4 := bad.Sets[names.AnyV4]
+	any4.Elements = append(any4.Elements, nft.Element{Key: []nft.Range{mustPrefix("10.244.2.128/25"), nft.ProtoRange(0, 255)}})
+	err := s.Sync(context.Background(), bad)
+	if err == nil {
+		t.Fatal("Sync of overlapping intervals succeeded, want an error")
+	}
+	t.Logf("rejected as expected: %v", err)
+	if after := listTable(t, ns); after != before {
+		t.Errorf("table changed by a failed batch:\n--- before\n%s\n--- after\n%s", before, after)
+	}
+
+	// The next good Sync is a full replace and succeeds.
+	sync(t, s, rulesetB())
+	assertReadback(t, ns, rulesetB())
+}
+
+func TestVerify_DetectsAndRepairsDrift(t *testing.T) {
+	requirePrivileges(t)
+	names := nft.NamesFor(nft.Ingress, "default/web")
+	tests := []struct {
+		name  string
+		drift []string
+	}{
+		{name: "element deleted", drift: []string{"delete", "element", "inet", "nftpolicy", names.AnyV4, "{ 10.244.1.7 . 0-255 }"}},
+		{name: "chain flushed", drift: []string{"flush", "chain", "inet", "nftpolicy", names.Chain}},
+		{name: "base chain flushed", drift: []string{"flush", "chain", "inet", "nftpolicy", "forward"}},
+		{name: "extra chain", drift: []string{"add", "chain", "inet", "nftpolicy", "intruder"}},
+		{name: "table flushed", drift: []string{"flush", "table", "inet", "nftpolicy"}},
+		{name: "table deleted", drift: []string{"delete", "table", "inet", "nftpolicy"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns, fd := newNetns(t, "drift")
+			s := newSyncer(t, fd)
+			sync(t, s, rulesetA())
+			nftIn(t, ns, tt.drift...)
+			err := s.Verify(context.Background())
+			if !errors.Is(err, ErrDrift) {
+				t.Fatalf("Verify = %v, want ErrDrift", err)
+			}
+			t.Logf("drift: %v", err)
+			sync(t, s, rulesetA())
+			assertReadback(t, ns, rulesetA())
+			if err := s.Verify(context.Background()); err != nil {
+				t.Errorf("Verify after repair: %v", err)
+			}
+		})
+	}
+}
+
+func TestCleanup_DeletesOnlyOurTable(t *testing.T) {
+	requirePrivileges(t)
+	ns, fd := newNetns(t, "cleanup")
+	nftIn(t, ns, "add", "table", "inet", "other")
+	sync(t, newSyncer(t, fd), rulesetA())
+	if err := Cleanup(WithNetNSFd(fd)); err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	if err := Cleanup(WithNetNSFd(fd)); err != nil {
+		t.Fatalf("second Cleanup: %v", err)
+	}
+	got := nftIn(t, ns, "list", "tables")
+	if strings.Contains(got, "nftpolicy") || !strings.Contains(got, "other") {
+		t.Errorf("tables after Cleanup:\n%s", got)
+	}
+}

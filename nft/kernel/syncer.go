@@ -1,0 +1,198 @@
+//go:build linux
+
+// Package kernel writes the nft model into the kernel through netlink: one
+// atomic batch per sync, incremental after the first, and read back to
+// detect drift. It is the only package that imports google/nftables.
+package kernel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/nftpolicy/nftpolicy/nft"
+)
+
+// Option configures a Syncer (and Cleanup).
+type Option func(*config)
+
+type config struct {
+	connOpts []nftables.ConnOption
+}
+
+// WithNetNSFd targets the network namespace behind fd instead of the
+// caller's own (tests; an agent in a DaemonSet uses the host's).
+func WithNetNSFd(fd int) Option {
+	return func(c *config) { c.connOpts = append(c.connOpts, nftables.WithNetNSFd(fd)) }
+}
+
+func newConfig(opts []Option) config {
+	var c config
+	for _, o := range opts {
+		o(&c)
+	}
+	return c
+}
+
+// Syncer keeps table inet nftpolicy equal to a desired model. It is not
+// safe for concurrent use: the agent syncs from one reconcile loop.
+type Syncer struct {
+	cfg config
+	// last is what the kernel held after the last successful sync; nil
+	// means unknown (start, or after an error), so the next sync replaces
+	// everything.
+	last *nft.Ruleset
+}
+
+// New returns a Syncer whose first Sync replaces whatever the table holds.
+func New(opts ...Option) (*Syncer, error) {
+	s := &Syncer{cfg: newConfig(opts)}
+	if _, err := s.conn(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Syncer) conn() (*nftables.Conn, error) {
+	opts := append([]nftables.ConnOption{nftables.WithSockOptions(bigBuffers)}, s.cfg.connOpts...)
+	cc, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("open nftables netlink connection: %w", err)
+	}
+	return cc, nil
+}
+
+// Sync makes the kernel table equal desired in one atomic netlink batch:
+// only the difference to the last applied model, or a full replace when
+// that model is unknown. On error the kernel keeps its previous ruleset
+// (the batch is one transaction) and the next Sync does a full replace.
+func (s *Syncer) Sync(ctx context.Context, desired *nft.Ruleset) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := s.sync(desired); err != nil {
+		s.last = nil
+		return fmt.Errorf("sync table %s %s: %w", nft.TableFamily, nft.TableName, err)
+	}
+	s.last = desired.Clone()
+	return nil
+}
+
+func (s *Syncer) sync(desired *nft.Ruleset) error {
+	cc, err := s.conn()
+	if err != nil {
+		return err
+	}
+	if s.last == nil {
+		err = queueFullReplace(cc, desired)
+	} else {
+		err = queueOps(cc, nft.Diff(s.last, desired), s.last, desired)
+	}
+	if err != nil {
+		return err
+	}
+	if err := cc.Flush(); err != nil {
+		return fmt.Errorf("netlink batch: %w", err)
+	}
+	return nil
+}
+
+// socketBuffer is the netlink socket buffer size in each direction. The
+// whole batch goes out in one sendmsg, so the default (about 200 KiB) caps
+// a sync at a few thousand elements; acks and rule echoes come back into
+// the receive buffer. Like nft, we force the size (CAP_NET_ADMIN), and fall
+// back to the ordinary, capped option.
+const socketBuffer = 64 << 20
+
+func bigBuffers(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var sockErr error
+	err = raw.Control(func(fd uintptr) {
+		for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], socketBuffer) != nil {
+				sockErr = errors.Join(sockErr, unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], socketBuffer))
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if sockErr != nil {
+		return fmt.Errorf("set netlink socket buffers: %w", sockErr)
+	}
+	return nil
+}
+
+// MarkDirty makes the next Sync a full replace.
+func (s *Syncer) MarkDirty() { s.last = nil }
+
+// ErrDrift is wrapped by Verify's error when the kernel no longer holds
+// the last applied model.
+var ErrDrift = errors.New("kernel table drifted from the last applied ruleset")
+
+// Verify reads the table back and compares it with the last applied
+// model: chains, hooks, every rule's expressions and comment, sets and
+// their elements. On drift it marks the Syncer dirty, so that the next
+// Sync replaces everything, and returns an error wrapping ErrDrift.
+func (s *Syncer) Verify(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.last == nil {
+		return fmt.Errorf("%w: nothing applied yet (or last sync failed)", ErrDrift)
+	}
+	cc, err := s.conn()
+	if err != nil {
+		return err
+	}
+	diffs, err := compareKernel(cc, s.last)
+	if err != nil {
+		s.last = nil
+		return fmt.Errorf("read back table: %w", err)
+	}
+	if len(diffs) > 0 {
+		s.last = nil
+		return fmt.Errorf("%w: %s", ErrDrift, strings.Join(diffs, "; "))
+	}
+	return nil
+}
+
+// Cleanup deletes table inet nftpolicy (for `nftpolicy cleanup` only:
+// it opens enforcement). A missing table is not an error.
+func Cleanup(opts ...Option) error {
+	cfg := newConfig(opts)
+	cc, err := nftables.New(cfg.connOpts...)
+	if err != nil {
+		return fmt.Errorf("open nftables netlink connection: %w", err)
+	}
+	exists, err := tableExists(cc)
+	if err != nil || !exists {
+		return err
+	}
+	cc.DelTable(ourTable())
+	if err := cc.Flush(); err != nil {
+		return fmt.Errorf("delete table %s %s: %w", nft.TableFamily, nft.TableName, err)
+	}
+	return nil
+}
+
+func tableExists(cc *nftables.Conn) (bool, error) {
+	tables, err := cc.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false, fmt.Errorf("list tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == nft.TableName {
+			return true, nil
+		}
+	}
+	return false, nil
+}
