@@ -1,0 +1,98 @@
+// Package archtest holds the test that keeps imports flowing in the one
+// direction ../shared/design.md §1 draws: the pure compiler knows nothing
+// of the kernel or the API server's clients, the nft model knows nothing
+// but the standard library, and no product code depends on the e2e harness.
+package archtest
+
+import (
+	"encoding/json"
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/nftpolicy/nftpolicy"
+
+// rule forbids a package, and everything it imports transitively, from
+// depending on any import path with one of the forbidden prefixes.
+type rule struct {
+	pkg        string
+	forbidden  []string
+	stdlibOnly bool
+}
+
+var rules = []rule{
+	{pkg: "policy", forbidden: []string{
+		"k8s.io/client-go", "sigs.k8s.io/controller-runtime",
+		"github.com/google/nftables", "github.com/vishvananda/", "github.com/mdlayher/",
+		module + "/controllers", module + "/nft/kernel",
+	}},
+	{pkg: "nft", stdlibOnly: true},
+	{pkg: "nft/kernel", forbidden: []string{"k8s.io/", "sigs.k8s.io/", module + "/policy", module + "/controllers"}},
+	{pkg: "controllers", forbidden: []string{
+		"github.com/google/nftables", "github.com/vishvananda/netlink", module + "/nft/kernel",
+	}},
+	{pkg: "api/v1alpha1", forbidden: []string{"sigs.k8s.io/controller-runtime", "github.com/google/nftables"}},
+}
+
+type listedPackage struct {
+	ImportPath string
+	Standard   bool
+	Deps       []string
+}
+
+func TestImportDirection(t *testing.T) {
+	for _, r := range rules {
+		t.Run(r.pkg, func(t *testing.T) {
+			deps := goListDeps(t, module+"/"+r.pkg)
+			for _, d := range deps {
+				if r.stdlibOnly && !d.Standard && !strings.HasPrefix(d.ImportPath, module+"/"+r.pkg) {
+					t.Errorf("%s must import only the standard library, but depends on %s", r.pkg, d.ImportPath)
+				}
+				for _, f := range r.forbidden {
+					if strings.HasPrefix(d.ImportPath, f) {
+						t.Errorf("%s must not depend on %s (prefix %s)", r.pkg, d.ImportPath, f)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestNoProductCodeImportsE2E(t *testing.T) {
+	for _, pkg := range []string{"cmd/nftpolicy", "controllers", "policy", "nft", "nft/kernel", "api/v1alpha1"} {
+		for _, d := range goListDeps(t, module+"/"+pkg) {
+			if strings.HasPrefix(d.ImportPath, module+"/e2e") {
+				t.Errorf("%s depends on the e2e harness (%s)", pkg, d.ImportPath)
+			}
+		}
+	}
+}
+
+// goListDeps lists pkg and its transitive non-test dependencies.
+func goListDeps(t *testing.T, pkg string) []listedPackage {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps", "-json=ImportPath,Standard", pkg).Output()
+	if err != nil {
+		var stderr string
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("go list -deps %s: %v\n%s", pkg, err, stderr)
+	}
+	var pkgs []listedPackage
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for dec.More() {
+		var p listedPackage
+		if err := dec.Decode(&p); err != nil {
+			t.Fatalf("decoding go list output: %v", err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	if len(pkgs) == 0 {
+		t.Fatalf("go list -deps %s listed nothing", pkg)
+	}
+	return pkgs
+}
