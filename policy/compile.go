@@ -7,6 +7,7 @@ import (
 
 	"go4.org/netipx"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/nftpolicy/nftpolicy/nft"
 )
@@ -40,21 +41,43 @@ func Compile(snap *Snapshot) (*nft.Ruleset, []Warning) {
 type compiler struct {
 	snap       *Snapshot
 	namespaces map[string]map[string]string // name → labels
-	active     []*Pod                       // pods that take part in policy, with unmapped IPs
-	policies   []*compiledPolicy
-	peerCache  map[string]*netipx.IPSet
-	warnings   warningSet
+	nsNames    []string                     // sorted namespace names
+	active     []*Pod                       // pods that take part in policy, with unmapped IPs, sorted by key
+	activeByNS map[string][]*Pod
+	// rawPolicies are compiled lazily, per namespace, only where a local pod
+	// lives: a node enforces (and warns about) nothing else.
+	rawPolicies map[string][]*networkingv1.NetworkPolicy
+	policies    map[string][]*compiledPolicy
+	peerCache   map[string]*netipx.IPSet
+	namedCache  map[namedKey][]numberedPeers
+	ruleCache   map[*compiledRule]*netipx.IPSet
+	warnings    warningSet
+}
+
+// namedKey identifies an egress named-port resolution: the same name and
+// protocol over the same peer set resolve identically for every local pod.
+type namedKey struct {
+	name  string
+	proto uint8
+	peers *netipx.IPSet
 }
 
 func newCompiler(snap *Snapshot) *compiler {
 	c := &compiler{
-		snap:       snap,
-		namespaces: map[string]map[string]string{},
-		peerCache:  map[string]*netipx.IPSet{},
+		snap:        snap,
+		namespaces:  map[string]map[string]string{},
+		activeByNS:  map[string][]*Pod{},
+		rawPolicies: map[string][]*networkingv1.NetworkPolicy{},
+		policies:    map[string][]*compiledPolicy{},
+		peerCache:   map[string]*netipx.IPSet{},
+		namedCache:  map[namedKey][]numberedPeers{},
+		ruleCache:   map[*compiledRule]*netipx.IPSet{},
 	}
 	for _, ns := range snap.Namespaces {
 		c.namespaces[ns.Name] = ns.Labels
+		c.nsNames = append(c.nsNames, ns.Name)
 	}
+	sort.Strings(c.nsNames)
 	for i := range snap.Pods {
 		p := snap.Pods[i]
 		if !p.Active() {
@@ -64,12 +87,30 @@ func newCompiler(snap *Snapshot) *compiler {
 		c.active = append(c.active, &p)
 	}
 	sort.Slice(c.active, func(i, j int) bool { return c.active[i].Key() < c.active[j].Key() })
+	for _, p := range c.active {
+		c.activeByNS[p.Namespace] = append(c.activeByNS[p.Namespace], p)
+	}
 	for _, np := range snap.Policies {
-		if cp := c.compilePolicy(np); cp != nil {
-			c.policies = append(c.policies, cp)
+		if np != nil {
+			c.rawPolicies[np.Namespace] = append(c.rawPolicies[np.Namespace], np)
 		}
 	}
 	return c
+}
+
+// policiesIn compiles, once, the policies of one namespace.
+func (c *compiler) policiesIn(namespace string) []*compiledPolicy {
+	if ps, ok := c.policies[namespace]; ok {
+		return ps
+	}
+	ps := []*compiledPolicy{}
+	for _, np := range c.rawPolicies[namespace] {
+		if cp := c.compilePolicy(np); cp != nil {
+			ps = append(ps, cp)
+		}
+	}
+	c.policies[namespace] = ps
+	return ps
 }
 
 func unmapAll(ips []netip.Addr) []netip.Addr {
@@ -95,8 +136,8 @@ func (c *compiler) localPods() []*Pod {
 // name dir in their policyTypes.
 func (c *compiler) policiesIsolating(pod *Pod, dir nft.Direction) []*compiledPolicy {
 	var out []*compiledPolicy
-	for _, p := range c.policies {
-		if p.namespace == pod.Namespace && p.has(dir) && p.podSelector.Matches(labelSet(pod.Labels)) {
+	for _, p := range c.policiesIn(pod.Namespace) {
+		if p.has(dir) && p.podSelector.Matches(labelSet(pod.Labels)) {
 			out = append(out, p)
 		}
 	}
@@ -108,8 +149,10 @@ func (c *compiler) allowList(pod *Pod, dir nft.Direction, selecting []*compiledP
 	var anyPort netipx.IPSetBuilder
 	boxes := portBoxes{}
 	for _, p := range selecting {
-		for _, rule := range p.rules(dir) {
-			peers := c.rulePeers(p, rule.peers)
+		rules := p.rules(dir)
+		for i := range rules {
+			rule := &rules[i]
+			peers := c.rulePeers(p, rule)
 			if len(rule.ports) == 0 {
 				anyPort.AddSet(peers)
 				continue
@@ -142,28 +185,54 @@ func (c *compiler) addPort(boxes portBoxes, pod *Pod, dir nft.Direction, p *comp
 	}
 	// Egress: the name is resolved on each destination pod, so each
 	// destination pod address gets its own number.
-	resolved := false
-	for _, dst := range c.active {
-		num, ok := dst.namedPort(port.name, port.proto)
-		if !ok {
-			continue
-		}
-		var b netipx.IPSetBuilder
-		for _, ip := range dst.IPs {
-			if peers.Contains(ip) {
-				b.Add(ip)
-				resolved = true
-			}
-		}
-		if s, _ := b.IPSet(); len(s.Ranges()) > 0 {
-			boxes.add(port.proto, num, num, s)
-		}
+	key := namedKey{name: port.name, proto: port.proto, peers: peers}
+	byNumber, ok := c.namedCache[key]
+	if !ok {
+		byNumber = c.namedPortPeers(key)
+		c.namedCache[key] = byNumber
 	}
-	if !resolved {
+	if len(byNumber) == 0 {
 		c.warnings.add(p.namespace, p.name, fmt.Sprintf(
 			"egress named port %q/%s is declared by no destination pod of its rule: that port entry admits nothing",
 			port.name, port.protoName))
+		return
 	}
+	for _, np := range byNumber {
+		boxes.add(port.proto, np.port, np.port, np.peers)
+	}
+}
+
+// numberedPeers are destination addresses that resolve a name to port.
+type numberedPeers struct {
+	port  uint16
+	peers *netipx.IPSet
+}
+
+// namedPortPeers groups the addresses, among k.peers, of active pods that
+// declare the named port, by the number each pod gives it.
+func (c *compiler) namedPortPeers(k namedKey) []numberedPeers {
+	builders := map[uint16]*netipx.IPSetBuilder{}
+	for _, dst := range c.active {
+		num, ok := dst.namedPort(k.name, k.proto)
+		if !ok {
+			continue
+		}
+		for _, ip := range dst.IPs {
+			if k.peers.Contains(ip) {
+				if builders[num] == nil {
+					builders[num] = &netipx.IPSetBuilder{}
+				}
+				builders[num].Add(ip)
+			}
+		}
+	}
+	out := make([]numberedPeers, 0, len(builders))
+	for num, b := range builders {
+		s, _ := b.IPSet()
+		out = append(out, numberedPeers{port: num, peers: s})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].port < out[j].port })
+	return out
 }
 
 // namedPort resolves a container port name for a protocol.
@@ -196,14 +265,4 @@ func ipRanges(s *netipx.IPSet) []nft.Range {
 		out = append(out, nft.AddrRange(r.From(), r.To()))
 	}
 	return out
-}
-
-// everyone is every IPv4 and IPv6 address: the peers of a rule with no
-// from/to list.
-func everyone() *netipx.IPSet {
-	var b netipx.IPSetBuilder
-	b.AddPrefix(netip.MustParsePrefix("0.0.0.0/0"))
-	b.AddPrefix(netip.MustParsePrefix("::/0"))
-	s, _ := b.IPSet()
-	return s
 }

@@ -218,13 +218,18 @@ func (c *compiler) compilePort(p *compiledPolicy, where string, port networkingv
 	return out, true
 }
 
-// rulePeers is the set of remote addresses a rule's peer list admits.
-func (c *compiler) rulePeers(p *compiledPolicy, peers []compiledPeer) *netipx.IPSet {
-	if len(peers) == 0 {
-		return everyone()
+// rulePeers is the set of remote addresses a rule's peer list admits,
+// computed once per rule however many local pods the policy selects.
+func (c *compiler) rulePeers(p *compiledPolicy, rule *compiledRule) *netipx.IPSet {
+	if s, ok := c.ruleCache[rule]; ok {
+		return s
 	}
 	var b netipx.IPSetBuilder
-	for _, peer := range peers {
+	if len(rule.peers) == 0 {
+		b.AddPrefix(netip.MustParsePrefix("0.0.0.0/0"))
+		b.AddPrefix(netip.MustParsePrefix("::/0"))
+	}
+	for _, peer := range rule.peers {
 		switch {
 		case peer.invalid:
 		case peer.ipBlock != nil:
@@ -234,6 +239,7 @@ func (c *compiler) rulePeers(p *compiledPolicy, peers []compiledPeer) *netipx.IP
 		}
 	}
 	s, _ := b.IPSet()
+	c.ruleCache[rule] = s
 	return s
 }
 
@@ -244,22 +250,23 @@ func (c *compiler) selectedPods(policyNamespace string, peer compiledPeer) *neti
 		return s
 	}
 	var b netipx.IPSetBuilder
-	for _, pod := range c.active {
-		if peer.namespaceSelector == nil {
-			if pod.Namespace != policyNamespace {
+	add := func(pods []*Pod) {
+		for _, pod := range pods {
+			if peer.podSelector != nil && !peer.podSelector.Matches(labelSet(pod.Labels)) {
 				continue
 			}
-		} else {
-			nsLabels, ok := c.namespaces[pod.Namespace]
-			if !ok || !peer.namespaceSelector.Matches(labels.Set(nsLabels)) {
-				continue
+			for _, ip := range pod.IPs {
+				b.Add(ip)
 			}
 		}
-		if peer.podSelector != nil && !peer.podSelector.Matches(labelSet(pod.Labels)) {
-			continue
-		}
-		for _, ip := range pod.IPs {
-			b.Add(ip)
+	}
+	if peer.namespaceSelector == nil {
+		add(c.activeByNS[policyNamespace])
+	} else {
+		for _, ns := range c.nsNames {
+			if peer.namespaceSelector.Matches(labels.Set(c.namespaces[ns])) {
+				add(c.activeByNS[ns])
+			}
 		}
 	}
 	s, _ := b.IPSet()
