@@ -1,0 +1,180 @@
+// Package v1alpha1 holds the versioned types of nftpolicy: for now the
+// agent's configuration file.
+package v1alpha1
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	kjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+)
+
+// Group, Version and Kind of the configuration file.
+const (
+	GroupName = "nftpolicy.io"
+	Version   = "v1alpha1"
+	// APIVersion is what the file's apiVersion must say.
+	APIVersion = GroupName + "/" + Version
+	// KindAgentConfiguration is what the file's kind must say.
+	KindAgentConfiguration = "AgentConfiguration"
+)
+
+// Defaults. Each is also the default of the command-line flag of the same
+// name.
+const (
+	DefaultMetricsBindAddress     = ":9808"
+	DefaultHealthProbeBindAddress = ":9809"
+	// DefaultResyncPeriod is how often the agent recompiles and re-syncs
+	// without any event, so that the syncer can repair drift (e.g. someone
+	// flushed our table). Five minutes bounds the time a drift can live
+	// while costing one compile + one read-back of the table per period.
+	DefaultResyncPeriod = 5 * time.Minute
+	DefaultLogFormat    = LogFormatJSON
+	// DisabledBindAddress turns a listener off.
+	DisabledBindAddress = "0"
+)
+
+// Log formats.
+const (
+	LogFormatJSON = "json"
+	LogFormatText = "text"
+)
+
+// minResyncPeriod keeps a typo (e.g. "5s" for "5m") from turning the
+// periodic drift repair into a busy loop.
+const minResyncPeriod = 10 * time.Second
+
+// AgentConfiguration configures one nftpolicy agent. Every field has a
+// command-line flag of the same meaning; flags that are set explicitly
+// override the file.
+type AgentConfiguration struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// NodeName is the node this agent enforces policy on (usually from the
+	// downward API via $NODE_NAME). Required.
+	NodeName string `json:"nodeName,omitempty"`
+	// Kubeconfig is the path of a kubeconfig file; empty means $KUBECONFIG,
+	// then the in-cluster configuration, then ~/.kube/config.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// MetricsBindAddress is where /metrics is served; "0" disables it.
+	MetricsBindAddress string `json:"metricsBindAddress,omitempty"`
+	// HealthProbeBindAddress is where /healthz and /readyz are served; "0"
+	// disables them.
+	HealthProbeBindAddress string `json:"healthProbeBindAddress,omitempty"`
+	// ResyncPeriod is how often the whole node is recompiled and synced
+	// without any event, to repair drift in the kernel.
+	ResyncPeriod metav1.Duration `json:"resyncPeriod,omitempty"`
+	// LogFormat is json or text.
+	LogFormat string `json:"logFormat,omitempty"`
+	// LogVerbosity is the logr verbosity: 0 logs info, 1 and up add debug.
+	LogVerbosity int32 `json:"logVerbosity,omitempty"`
+}
+
+// SetDefaults fills every unset field with its default.
+func SetDefaults(c *AgentConfiguration) {
+	if c.APIVersion == "" {
+		c.APIVersion = APIVersion
+	}
+	if c.Kind == "" {
+		c.Kind = KindAgentConfiguration
+	}
+	if c.MetricsBindAddress == "" {
+		c.MetricsBindAddress = DefaultMetricsBindAddress
+	}
+	if c.HealthProbeBindAddress == "" {
+		c.HealthProbeBindAddress = DefaultHealthProbeBindAddress
+	}
+	if c.ResyncPeriod.Duration == 0 {
+		c.ResyncPeriod.Duration = DefaultResyncPeriod
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = DefaultLogFormat
+	}
+}
+
+// Validate returns every problem of c at once (errors.Join), or nil.
+func Validate(c *AgentConfiguration) error {
+	var errs []error
+	if c.APIVersion != APIVersion {
+		errs = append(errs, fmt.Errorf("apiVersion: must be %q, not %q", APIVersion, c.APIVersion))
+	}
+	if c.Kind != KindAgentConfiguration {
+		errs = append(errs, fmt.Errorf("kind: must be %q, not %q", KindAgentConfiguration, c.Kind))
+	}
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("nodeName: required (flag --node-name or env NODE_NAME)"))
+	} else if msgs := validation.IsDNS1123Subdomain(c.NodeName); len(msgs) > 0 {
+		errs = append(errs, fmt.Errorf("nodeName: %q is not a valid node name: %v", c.NodeName, msgs))
+	}
+	if err := validateBindAddress(c.MetricsBindAddress); err != nil {
+		errs = append(errs, fmt.Errorf("metricsBindAddress: %w", err))
+	}
+	if err := validateBindAddress(c.HealthProbeBindAddress); err != nil {
+		errs = append(errs, fmt.Errorf("healthProbeBindAddress: %w", err))
+	}
+	if c.ResyncPeriod.Duration < minResyncPeriod {
+		errs = append(errs, fmt.Errorf("resyncPeriod: %v is shorter than the minimum %v", c.ResyncPeriod.Duration, minResyncPeriod))
+	}
+	if c.LogFormat != LogFormatJSON && c.LogFormat != LogFormatText {
+		errs = append(errs, fmt.Errorf("logFormat: must be %q or %q, not %q", LogFormatJSON, LogFormatText, c.LogFormat))
+	}
+	if c.LogVerbosity < 0 {
+		errs = append(errs, fmt.Errorf("logVerbosity: must not be negative, is %d", c.LogVerbosity))
+	}
+	return errors.Join(errs...)
+}
+
+// validateBindAddress accepts "0" (disabled) or host:port with a numeric
+// port ("" host means all addresses).
+func validateBindAddress(addr string) error {
+	if addr == DisabledBindAddress {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: %w", addr, err)
+	}
+	if host != "" && net.ParseIP(host) == nil {
+		if msgs := validation.IsDNS1123Subdomain(host); len(msgs) > 0 {
+			return fmt.Errorf("%q: host is neither an IP nor a DNS name", addr)
+		}
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: port must be a number 0-65535", addr)
+	}
+	return nil
+}
+
+// Decode parses a configuration file (YAML or JSON). Unknown, duplicate or
+// wrongly cased fields are an error, so that a misspelt field does not
+// silently fall back to its default. apiVersion and kind must be present;
+// their values are checked by Validate.
+func Decode(data []byte) (*AgentConfiguration, error) {
+	c := &AgentConfiguration{}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, errors.New("empty configuration")
+	}
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("decode AgentConfiguration: %w", err)
+	}
+	strictErrs, err := kjson.UnmarshalStrict(js, c, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
+	if err != nil {
+		return nil, fmt.Errorf("decode AgentConfiguration: %w", err)
+	}
+	if len(strictErrs) > 0 {
+		return nil, fmt.Errorf("decode AgentConfiguration: %w", errors.Join(strictErrs...))
+	}
+	if c.APIVersion == "" || c.Kind == "" {
+		return nil, fmt.Errorf("decode AgentConfiguration: apiVersion and kind are required (%s, %s)", APIVersion, KindAgentConfiguration)
+	}
+	return c, nil
+}

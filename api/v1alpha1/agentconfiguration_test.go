@@ -1,0 +1,162 @@
+package v1alpha1
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestSetDefaults(t *testing.T) {
+	tests := []struct {
+		name string
+		in   AgentConfiguration
+		want AgentConfiguration
+	}{
+		{
+			name: "empty gets every default",
+			in:   AgentConfiguration{NodeName: "n1"},
+			want: AgentConfiguration{
+				TypeMeta:               metav1.TypeMeta{APIVersion: APIVersion, Kind: KindAgentConfiguration},
+				NodeName:               "n1",
+				MetricsBindAddress:     ":9808",
+				HealthProbeBindAddress: ":9809",
+				ResyncPeriod:           metav1.Duration{Duration: 5 * time.Minute},
+				LogFormat:              "json",
+			},
+		},
+		{
+			name: "set fields are kept",
+			in: AgentConfiguration{
+				NodeName:               "n1",
+				MetricsBindAddress:     "0",
+				HealthProbeBindAddress: "127.0.0.1:1",
+				ResyncPeriod:           metav1.Duration{Duration: time.Minute},
+				LogFormat:              "text",
+			},
+			want: AgentConfiguration{
+				TypeMeta:               metav1.TypeMeta{APIVersion: APIVersion, Kind: KindAgentConfiguration},
+				NodeName:               "n1",
+				MetricsBindAddress:     "0",
+				HealthProbeBindAddress: "127.0.0.1:1",
+				ResyncPeriod:           metav1.Duration{Duration: time.Minute},
+				LogFormat:              "text",
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tc.in
+			SetDefaults(&got)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("SetDefaults (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	valid := func(mut func(*AgentConfiguration)) AgentConfiguration {
+		c := AgentConfiguration{NodeName: "node-1"}
+		SetDefaults(&c)
+		if mut != nil {
+			mut(&c)
+		}
+		return c
+	}
+	tests := []struct {
+		name string
+		in   AgentConfiguration
+		// wantErrs are substrings that must all appear; none means valid.
+		wantErrs []string
+	}{
+		{name: "defaults with a node name", in: valid(nil)},
+		{name: "listeners disabled", in: valid(func(c *AgentConfiguration) { c.MetricsBindAddress, c.HealthProbeBindAddress = "0", "0" })},
+		{name: "ipv6 listener", in: valid(func(c *AgentConfiguration) { c.MetricsBindAddress = "[::1]:9808" })},
+		{name: "missing node name", in: valid(func(c *AgentConfiguration) { c.NodeName = "" }), wantErrs: []string{"nodeName: required"}},
+		{name: "bad node name", in: valid(func(c *AgentConfiguration) { c.NodeName = "Node_1" }), wantErrs: []string{"not a valid node name"}},
+		{
+			name: "every error at once",
+			in: valid(func(c *AgentConfiguration) {
+				c.NodeName = ""
+				c.MetricsBindAddress = "9808"
+				c.HealthProbeBindAddress = ":http"
+				c.ResyncPeriod.Duration = time.Second
+				c.LogFormat = "xml"
+				c.LogVerbosity = -1
+				c.APIVersion = "v1"
+			}),
+			wantErrs: []string{
+				"apiVersion:", "nodeName: required", "metricsBindAddress:", "healthProbeBindAddress:",
+				"resyncPeriod:", "logFormat:", "logVerbosity:",
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Validate(&tc.in)
+			if len(tc.wantErrs) == 0 {
+				if err != nil {
+					t.Fatalf("Validate: unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Validate: no error, want %q", tc.wantErrs)
+			}
+			for _, w := range tc.wantErrs {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Validate error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestDecode(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    *AgentConfiguration
+		wantErr string
+	}{
+		{
+			name: "yaml",
+			in: `apiVersion: nftpolicy.io/v1alpha1
+kind: AgentConfiguration
+nodeName: n1
+resyncPeriod: 90s
+logFormat: text
+`,
+			want: &AgentConfiguration{
+				TypeMeta:     metav1.TypeMeta{APIVersion: APIVersion, Kind: KindAgentConfiguration},
+				NodeName:     "n1",
+				ResyncPeriod: metav1.Duration{Duration: 90 * time.Second},
+				LogFormat:    "text",
+			},
+		},
+		{name: "wrong case", in: "apiVersion: nftpolicy.io/v1alpha1\nkind: AgentConfiguration\nnodename: n1\n", wantErr: "unknown field"},
+		{name: "unknown field", in: "apiVersion: nftpolicy.io/v1alpha1\nkind: AgentConfiguration\nnode: n1\n", wantErr: "unknown field"},
+		{name: "no kind", in: "nodeName: n1\n", wantErr: "apiVersion and kind are required"},
+		{name: "empty", in: "\n", wantErr: "empty configuration"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Decode([]byte(tc.in))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Decode error = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("Decode (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
