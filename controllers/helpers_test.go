@@ -1,0 +1,180 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nftpolicy/nftpolicy/nft"
+)
+
+// recordingSyncer is the fake dataplane: it stores every ruleset it is
+// given and signals each call on a channel. failures makes the next calls
+// fail.
+type recordingSyncer struct {
+	mu       sync.Mutex
+	rulesets []*nft.Ruleset
+	calls    int
+	failures int   // the next this many calls fail
+	failErr  error // with this error
+	synced   chan struct{}
+}
+
+func newRecordingSyncer() *recordingSyncer {
+	return &recordingSyncer{synced: make(chan struct{}, 1)}
+}
+
+func (s *recordingSyncer) Sync(_ context.Context, r *nft.Ruleset) error {
+	s.mu.Lock()
+	s.calls++
+	var err error
+	if s.failures > 0 {
+		s.failures--
+		err = s.failErr
+		if err == nil {
+			err = fmt.Errorf("injected sync failure")
+		}
+	} else {
+		s.rulesets = append(s.rulesets, r)
+	}
+	s.mu.Unlock()
+	select {
+	case s.synced <- struct{}{}:
+	default:
+	}
+	return err
+}
+
+func (s *recordingSyncer) failNext(n int, err error) {
+	s.mu.Lock()
+	s.failures, s.failErr = n, err
+	s.mu.Unlock()
+}
+
+// latest is the last successfully synced ruleset, or nil.
+func (s *recordingSyncer) latest() *nft.Ruleset {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.rulesets) == 0 {
+		return nil
+	}
+	return s.rulesets[len(s.rulesets)-1]
+}
+
+func (s *recordingSyncer) counts() (calls, successes int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls, len(s.rulesets)
+}
+
+// eventually polls cond until it returns "" (success) or timeout passes,
+// then fails the test with cond's last message. wake, if not nil, makes it
+// poll early (the syncer's channel).
+func eventually(t *testing.T, timeout time.Duration, wake <-chan struct{}, what string, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		msg := cond()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %v: %s", what, timeout, msg)
+		}
+		select {
+		case <-wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// consistently checks that cond stays "" for d.
+func consistently(t *testing.T, d time.Duration, what string, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if msg := cond(); msg != "" {
+			t.Fatalf("%s: %s", what, msg)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// isolated reports whether pod key ("ns/name") is isolated in dir in r:
+// its chain exists and a dispatch map jumps to it. It is an error when only
+// one of the two holds (a broken ruleset).
+func isolated(r *nft.Ruleset, dir nft.Direction, key string) (bool, error) {
+	if r == nil {
+		return false, nil
+	}
+	n := nft.NamesFor(dir, key)
+	_, hasChain := r.Chains[n.Chain]
+	maps := []string{nft.MapIngressV4, nft.MapIngressV6}
+	if dir == nft.Egress {
+		maps = []string{nft.MapEgressV4, nft.MapEgressV6}
+	}
+	hasJump := false
+	for _, m := range maps {
+		if s := r.Sets[m]; s != nil {
+			for _, e := range s.Elements {
+				if e.Verdict.Kind == nft.VerdictJump && e.Verdict.Chain == n.Chain {
+					hasJump = true
+				}
+			}
+		}
+	}
+	if hasChain != hasJump {
+		return false, fmt.Errorf("pod %s %v: chain present=%v but dispatch jump present=%v", key, dir, hasChain, hasJump)
+	}
+	return hasChain, nil
+}
+
+// allowsPeer reports whether pod key's allow-list sets for dir hold an
+// element whose peer range covers ip (on any port).
+func allowsPeer(r *nft.Ruleset, dir nft.Direction, key string, ip netip.Addr) bool {
+	if r == nil {
+		return false
+	}
+	n := nft.NamesFor(dir, key)
+	b := ip.AsSlice()
+	for _, name := range []string{n.AnyV4, n.AnyV6, n.PortsV4, n.PortsV6} {
+		s := r.Sets[name]
+		if s == nil {
+			continue
+		}
+		for _, e := range s.Elements {
+			if len(e.Key) == 0 || len(e.Key[0].From) != len(b) {
+				continue
+			}
+			if bytes.Compare(e.Key[0].From, b) <= 0 && bytes.Compare(b, e.Key[0].To) <= 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// wantIsolation returns a cond for eventually: pod key is isolated in dir
+// exactly when want.
+func wantIsolation(s *recordingSyncer, dir nft.Direction, key string, want bool) func() string {
+	return func() string {
+		r := s.latest()
+		if r == nil {
+			return "no ruleset synced yet"
+		}
+		got, err := isolated(r, dir, key)
+		if err != nil {
+			return err.Error()
+		}
+		if got != want {
+			return fmt.Sprintf("pod %s isolated for %v = %v, want %v", key, dir, got, want)
+		}
+		return ""
+	}
+}

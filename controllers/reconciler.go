@@ -1,0 +1,525 @@
+// Package controllers runs the agent's control loop for one node: it
+// watches NetworkPolicies, Namespaces, all Pods (trimmed) and its own Node,
+// and on any change recompiles the node's whole ruleset (policy.Compile) and
+// hands it to a Syncer, which applies it to the kernel.
+//
+// Every watch event enqueues one constant key, so bursts of events coalesce
+// into one reconcile of the whole node. There is no leader election: each
+// node's agent owns its own kernel state.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/nftpolicy/nftpolicy/nft"
+	"github.com/nftpolicy/nftpolicy/policy"
+)
+
+// Syncer applies a desired ruleset to the kernel. Sync must be idempotent
+// and atomic: on error the kernel keeps what it had before the call.
+type Syncer interface {
+	Sync(ctx context.Context, r *nft.Ruleset) error
+}
+
+// EventRecorder records Kubernetes Events (k8s.io/client-go/tools/events).
+type EventRecorder interface {
+	Eventf(regarding runtime.Object, related runtime.Object, eventtype, reason, action, note string, args ...any)
+}
+
+// CompileFunc is policy.Compile's signature.
+type CompileFunc func(*policy.Snapshot) (*nft.Ruleset, []policy.Warning)
+
+// Event reasons.
+const (
+	// ReasonPolicyNotEnforced: part of the policy could not be enforced as
+	// written on this node (the note says which part and why).
+	ReasonPolicyNotEnforced = "PolicyNotEnforced"
+	// ReasonPolicyEnforced: a policy that had warnings on this node has none
+	// any more.
+	ReasonPolicyEnforced = "PolicyEnforced"
+	// eventAction is the events.k8s.io "action" of our Events.
+	eventAction = "Enforce"
+	// maxEventNote keeps notes under the 1 kB events.k8s.io limit.
+	maxEventNote = 1000
+)
+
+// Defaults of Options.
+const (
+	DefaultResyncPeriod = 5 * time.Minute
+	// DefaultDebounce is how long the first event of a burst waits for
+	// others before the node is recompiled.
+	DefaultDebounce = 100 * time.Millisecond
+	// DefaultSyncTimeout bounds one Syncer.Sync call.
+	DefaultSyncTimeout = time.Minute
+	// Retry backoff after a failed sync (per attempt, doubled, capped).
+	retryBase = 250 * time.Millisecond
+	retryMax  = 2 * time.Minute
+)
+
+// ControllerName names the controller, its logger and its Events' reporter.
+const ControllerName = "nftpolicy"
+
+// workKey is the one work item: every event enqueues it, every reconcile
+// handles the whole node.
+var workKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: "node"}}
+
+// Options configure a Reconciler.
+type Options struct {
+	// NodeName is the node whose ruleset is compiled. Required.
+	NodeName string
+	// Syncer applies rulesets. Required.
+	Syncer Syncer
+	// Registerer receives the metrics. Required (in the agent,
+	// controller-runtime's metrics.Registry).
+	Registerer prometheus.Registerer
+	// Reader lists the cached objects; default: the manager's cache.
+	Reader client.Reader
+	// Recorder records Events; default: the manager's recorder.
+	Recorder EventRecorder
+	// Precondition, if set, must pass for the agent to be ready (the host
+	// check for br_netfilter). It is called on every readiness probe.
+	Precondition func() error
+	// Compile defaults to policy.Compile.
+	Compile CompileFunc
+	// ResyncPeriod: a reconcile runs at least this often without events, so
+	// that the syncer can repair drift. Default DefaultResyncPeriod.
+	ResyncPeriod time.Duration
+	// Debounce: default DefaultDebounce.
+	Debounce time.Duration
+	// SyncTimeout: default DefaultSyncTimeout.
+	SyncTimeout time.Duration
+	// Logger: default the manager's logger.
+	Logger logr.Logger
+}
+
+// Reconciler compiles the node's ruleset and syncs it.
+type Reconciler struct {
+	nodeName     string
+	syncer       Syncer
+	reader       client.Reader
+	recorder     EventRecorder
+	precondition func() error
+	compile      CompileFunc
+	resync       time.Duration
+	debounce     time.Duration
+	syncTimeout  time.Duration
+	log          logr.Logger
+	metrics      *Metrics
+	now          func() time.Time
+
+	mu          sync.Mutex
+	firstEvent  time.Time // first event not yet included in a successful sync
+	synced      bool      // some sync succeeded
+	lastSyncErr error     // error of the last sync, nil after a success
+	nodeMissing bool      // own Node object not found at the last reconcile
+	// warned holds, per policy, the warning messages already reported by
+	// an Event, so that an unchanged set is not reported again.
+	warned map[types.NamespacedName]map[string]struct{}
+}
+
+// New validates opts and returns a Reconciler; SetupWithManager completes it.
+func New(opts Options) (*Reconciler, error) {
+	var errs []error
+	if opts.NodeName == "" {
+		errs = append(errs, errors.New("NodeName is required"))
+	}
+	if opts.Syncer == nil {
+		errs = append(errs, errors.New("syncer is required"))
+	}
+	if opts.Registerer == nil {
+		errs = append(errs, errors.New("metrics Registerer is required"))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"ResyncPeriod", opts.ResyncPeriod}, {"Debounce", opts.Debounce}, {"SyncTimeout", opts.SyncTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative, is %v", d.name, d.v))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("controllers: %w", err)
+	}
+	m, err := NewMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	r := &Reconciler{
+		nodeName:     opts.NodeName,
+		syncer:       opts.Syncer,
+		reader:       opts.Reader,
+		recorder:     opts.Recorder,
+		precondition: opts.Precondition,
+		compile:      opts.Compile,
+		resync:       opts.ResyncPeriod,
+		debounce:     opts.Debounce,
+		syncTimeout:  opts.SyncTimeout,
+		log:          opts.Logger,
+		metrics:      m,
+		now:          time.Now,
+		warned:       map[types.NamespacedName]map[string]struct{}{},
+	}
+	if r.compile == nil {
+		r.compile = policy.Compile
+	}
+	if r.resync == 0 {
+		r.resync = DefaultResyncPeriod
+	}
+	if r.debounce == 0 {
+		r.debounce = DefaultDebounce
+	}
+	if r.syncTimeout == 0 {
+		r.syncTimeout = DefaultSyncTimeout
+	}
+	return r, nil
+}
+
+// SetupWithManager registers the controller and its watches with mgr. The
+// manager's cache must have been created with CacheOptions(nodeName).
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.reader == nil {
+		r.reader = mgr.GetCache()
+	}
+	if r.recorder == nil {
+		r.recorder = mgr.GetEventRecorder(ControllerName)
+	}
+	if r.log.GetSink() == nil {
+		r.log = mgr.GetLogger()
+	}
+	r.log = r.log.WithName(ControllerName).WithValues("node", r.nodeName)
+	h := &enqueueNode{r: r}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named(ControllerName).
+		Watches(&networkingv1.NetworkPolicy{}, h).
+		Watches(&corev1.Namespace{}, h).
+		Watches(&corev1.Pod{}, h).
+		Watches(&corev1.Node{}, h).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: 1,
+			RateLimiter:             workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](retryBase, retryMax),
+			// One agent per process in production; tests start several
+			// managers in one process.
+			SkipNameValidation: ptr.To(true),
+			// Without leader election every agent is always "leader".
+			NeedLeaderElection: ptr.To(false),
+		}).
+		Complete(r)
+}
+
+// enqueueNode maps every event to workKey, after the debounce delay. Updates
+// that change nothing once trimmed (e.g. pod conditions, which the transform
+// drops) are ignored.
+type enqueueNode struct{ r *Reconciler }
+
+var _ handler.EventHandler = (*enqueueNode)(nil)
+
+func (h *enqueueNode) add(q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	h.r.noteEvent()
+	q.AddAfter(workKey, h.r.debounce)
+}
+
+func (h *enqueueNode) Create(_ context.Context, _ event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	h.add(q)
+}
+
+func (h *enqueueNode) Update(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	if !changed(e.ObjectOld, e.ObjectNew) {
+		return
+	}
+	h.add(q)
+}
+
+func (h *enqueueNode) Delete(_ context.Context, _ event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	h.add(q)
+}
+
+func (h *enqueueNode) Generic(_ context.Context, _ event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	h.add(q)
+}
+
+// changed reports whether two versions of a trimmed object differ in more
+// than their resourceVersion.
+func changed(old, new client.Object) bool {
+	if old == nil || new == nil {
+		return true
+	}
+	if old.GetResourceVersion() == new.GetResourceVersion() {
+		return false // a resync of the informer, not a change
+	}
+	o, n := old.DeepCopyObject().(client.Object), new.DeepCopyObject().(client.Object)
+	o.SetResourceVersion("")
+	n.SetResourceVersion("")
+	o.SetGeneration(0)
+	n.SetGeneration(0)
+	return !equality.Semantic.DeepEqual(o, n)
+}
+
+// noteEvent records the time of the first event of a batch.
+func (r *Reconciler) noteEvent() {
+	r.mu.Lock()
+	if r.firstEvent.IsZero() {
+		r.firstEvent = r.now()
+	}
+	r.mu.Unlock()
+}
+
+// takeFirstEvent returns and clears the first event time of the batch this
+// reconcile handles; events after this point start the next batch.
+func (r *Reconciler) takeFirstEvent() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.firstEvent
+	r.firstEvent = time.Time{}
+	return t
+}
+
+// restoreFirstEvent puts back t after a failed sync, so that the retry is
+// measured from the batch's first event.
+func (r *Reconciler) restoreFirstEvent(t time.Time) {
+	if t.IsZero() {
+		return
+	}
+	r.mu.Lock()
+	if r.firstEvent.IsZero() || t.Before(r.firstEvent) {
+		r.firstEvent = t
+	}
+	r.mu.Unlock()
+}
+
+// Reconcile compiles the whole node from the cache and syncs it. A sync
+// error is returned, so the work item is retried with exponential backoff;
+// success schedules the periodic resync.
+func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	log := r.log
+	batchStart := r.takeFirstEvent()
+
+	compileStart := r.now()
+	snap, policies, err := r.snapshot(ctx)
+	if err != nil {
+		r.restoreFirstEvent(batchStart)
+		return reconcile.Result{}, err
+	}
+	ruleset, warnings := r.compile(snap)
+	r.metrics.compileDuration.Observe(r.now().Sub(compileStart).Seconds())
+	r.reportWarnings(log, policies, warnings)
+	r.recordSnapshotMetrics(snap, ruleset, len(warnings))
+
+	syncCtx, cancel := context.WithTimeout(ctx, r.syncTimeout)
+	syncStart := r.now()
+	err = r.syncer.Sync(syncCtx, ruleset)
+	cancel()
+	end := r.now()
+	r.metrics.syncDuration.Observe(end.Sub(syncStart).Seconds())
+	if err != nil {
+		r.metrics.syncErrors.Inc()
+		r.restoreFirstEvent(batchStart)
+		r.mu.Lock()
+		r.lastSyncErr = err
+		r.mu.Unlock()
+		// The kernel keeps the previous ruleset; controller-runtime logs
+		// the error and retries with backoff.
+		return reconcile.Result{}, fmt.Errorf("sync ruleset: %w", err)
+	}
+	r.metrics.lastSuccess.Set(float64(end.UnixNano()) / 1e9)
+	if !batchStart.IsZero() {
+		r.metrics.eventToSync.Observe(end.Sub(batchStart).Seconds())
+	}
+	r.mu.Lock()
+	first := !r.synced
+	r.synced, r.lastSyncErr = true, nil
+	r.mu.Unlock()
+	st := statsOf(ruleset)
+	kv := []any{"syncSeconds", end.Sub(syncStart).Seconds(), "chains", st.Chains, "rules", st.Rules,
+		"setElements", st.Elements, "isolatedIngress", st.IsolatedIngress, "isolatedEgress", st.IsolatedEgress}
+	if first {
+		log.Info("first sync succeeded", kv...)
+	} else {
+		log.V(1).Info("synced", kv...)
+	}
+	return reconcile.Result{RequeueAfter: r.resync}, nil
+}
+
+// snapshot lists the cache. Pods and namespaces are listed without deep
+// copies: they are only read, and converted into policy types at once.
+// Policies are copied, as the compiler keeps pointers to them.
+func (r *Reconciler) snapshot(ctx context.Context) (*policy.Snapshot, map[types.NamespacedName]*networkingv1.NetworkPolicy, error) {
+	var pods corev1.PodList
+	if err := r.reader.List(ctx, &pods, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, nil, fmt.Errorf("list pods: %w", err)
+	}
+	var namespaces corev1.NamespaceList
+	if err := r.reader.List(ctx, &namespaces, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, nil, fmt.Errorf("list namespaces: %w", err)
+	}
+	var nps networkingv1.NetworkPolicyList
+	if err := r.reader.List(ctx, &nps); err != nil {
+		return nil, nil, fmt.Errorf("list networkpolicies: %w", err)
+	}
+	r.checkNode(ctx)
+	snap := buildSnapshot(r.nodeName, pods.Items, namespaces.Items, nps.Items)
+	byName := make(map[types.NamespacedName]*networkingv1.NetworkPolicy, len(snap.Policies))
+	for _, np := range snap.Policies {
+		byName[types.NamespacedName{Namespace: np.Namespace, Name: np.Name}] = np
+	}
+	return snap, byName, nil
+}
+
+// checkNode logs when the agent's own Node object appears or disappears.
+// Compiling does not need it (pods carry their node name), so its absence
+// is not an error.
+func (r *Reconciler) checkNode(ctx context.Context) {
+	var node corev1.Node
+	err := r.reader.Get(ctx, types.NamespacedName{Name: r.nodeName}, &node)
+	missing := apierrors.IsNotFound(err)
+	if err != nil && !missing {
+		r.log.Error(err, "get own node")
+		return
+	}
+	r.mu.Lock()
+	was := r.nodeMissing
+	r.nodeMissing = missing
+	r.mu.Unlock()
+	if missing && !was {
+		r.log.Info("own Node object not found; compiling for the pods bound to this node name anyway")
+	}
+}
+
+// recordSnapshotMetrics sets the gauges that describe the compiled state.
+func (r *Reconciler) recordSnapshotMetrics(snap *policy.Snapshot, rs *nft.Ruleset, warnings int) {
+	local := 0
+	for i := range snap.Pods {
+		if p := &snap.Pods[i]; p.NodeName == r.nodeName && p.Active() {
+			local++
+		}
+	}
+	st := statsOf(rs)
+	m := r.metrics
+	m.policies.Set(float64(len(snap.Policies)))
+	m.pods.WithLabelValues(podsTotal).Set(float64(len(snap.Pods)))
+	m.pods.WithLabelValues(podsLocal).Set(float64(local))
+	m.pods.WithLabelValues(podsIsolatedIngress).Set(float64(st.IsolatedIngress))
+	m.pods.WithLabelValues(podsIsolatedEgress).Set(float64(st.IsolatedEgress))
+	m.chains.Set(float64(st.Chains))
+	m.rules.Set(float64(st.Rules))
+	m.sets.Set(float64(st.Sets))
+	m.setElements.Set(float64(st.Elements))
+	m.warnings.Set(float64(warnings))
+}
+
+// reportWarnings logs and records an Event for each warning that was not
+// reported before for its policy, and a Normal Event when a policy that had
+// warnings has none left. The set of reported warnings lives in memory, so
+// a restarted agent reports current warnings once more.
+func (r *Reconciler) reportWarnings(log logr.Logger, policies map[types.NamespacedName]*networkingv1.NetworkPolicy, warnings []policy.Warning) {
+	cur := map[types.NamespacedName]map[string]struct{}{}
+	for _, w := range warnings {
+		key := types.NamespacedName{Namespace: w.Namespace, Name: w.Policy}
+		if cur[key] == nil {
+			cur[key] = map[string]struct{}{}
+		}
+		cur[key][w.Message] = struct{}{}
+	}
+	r.mu.Lock()
+	prev := r.warned
+	r.warned = map[types.NamespacedName]map[string]struct{}{}
+	for key, msgs := range cur {
+		if _, ok := policies[key]; ok { // a warning about a policy we cannot name is only logged
+			r.warned[key] = msgs
+		}
+	}
+	r.mu.Unlock()
+
+	for _, key := range sortedKeys(cur) {
+		np := policies[key]
+		for _, msg := range sortedMsgs(cur[key]) {
+			if _, seen := prev[key][msg]; seen {
+				continue
+			}
+			log.Info("policy not fully enforced", "policy", key.String(), "warning", msg)
+			if np != nil && r.recorder != nil {
+				r.recorder.Eventf(np, nil, corev1.EventTypeWarning, ReasonPolicyNotEnforced, eventAction, "%s", truncate("node "+r.nodeName+": "+msg))
+			}
+		}
+	}
+	for _, key := range sortedKeys(prev) {
+		np := policies[key]
+		if _, still := cur[key]; still || np == nil {
+			continue
+		}
+		log.Info("policy fully enforced again", "policy", key.String())
+		if r.recorder != nil {
+			r.recorder.Eventf(np, nil, corev1.EventTypeNormal, ReasonPolicyEnforced, eventAction, "%s", "node "+r.nodeName+": every part of the policy is enforced")
+		}
+	}
+}
+
+func sortedKeys[V any](m map[types.NamespacedName]V) []types.NamespacedName {
+	keys := make([]types.NamespacedName, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b types.NamespacedName) int { return strings.Compare(a.String(), b.String()) })
+	return keys
+}
+
+func sortedMsgs(m map[string]struct{}) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func truncate(s string) string {
+	if len(s) <= maxEventNote {
+		return s
+	}
+	return s[:maxEventNote-3] + "..."
+}
+
+// ReadyzCheck is a healthz.Checker: the agent is ready once a sync has
+// succeeded and while the precondition (br_netfilter) holds. The error says
+// what is missing.
+func (r *Reconciler) ReadyzCheck(_ *http.Request) error {
+	var errs []error
+	if r.precondition != nil {
+		if err := r.precondition(); err != nil {
+			errs = append(errs, fmt.Errorf("host precondition: %w", err))
+		}
+	}
+	r.mu.Lock()
+	synced, lastErr := r.synced, r.lastSyncErr
+	r.mu.Unlock()
+	switch {
+	case !synced && lastErr != nil:
+		errs = append(errs, fmt.Errorf("no successful sync yet, last attempt failed: %w", lastErr))
+	case !synced:
+		errs = append(errs, errors.New("no successful sync yet"))
+	}
+	return errors.Join(errs...)
+}
