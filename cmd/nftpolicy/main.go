@@ -1,0 +1,288 @@
+// Command nftpolicy is the node agent: it enforces Kubernetes
+// NetworkPolicies on its node with one nftables table, inet nftpolicy.
+//
+//	nftpolicy [flags]     run the agent (see --help)
+//	nftpolicy cleanup     delete table inet nftpolicy (opens enforcement)
+//	nftpolicy version     print the version
+//
+// Configuration: built-in defaults < $NODE_NAME (for the node name) <
+// --config file (an api/v1alpha1 AgentConfiguration) < flags set on the
+// command line. Everything is validated before anything starts.
+//
+// On shutdown (SIGTERM/SIGINT) the table is left in place, so enforcement
+// does not open while the agent restarts.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/nftpolicy/nftpolicy/api/v1alpha1"
+	"github.com/nftpolicy/nftpolicy/controllers"
+	"github.com/nftpolicy/nftpolicy/internal/hostcheck"
+	"github.com/nftpolicy/nftpolicy/nft"
+)
+
+// version is set at build time: -ldflags "-X main.version=v0.1.0".
+var version = "dev"
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	return runArgs(os.Args[1:], os.Getenv, os.ReadFile, os.Stdout, os.Stderr)
+}
+
+// runArgs is run with its environment injected, for tests.
+func runArgs(args []string, getenv func(string) string, readFile func(string) ([]byte, error), stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			fmt.Fprintf(stdout, "nftpolicy %s\n", version)
+			return 0
+		case "cleanup":
+			return runCleanup(args[1:], stderr)
+		}
+	}
+	cfg, err := parseConfig(args, getenv, readFile, stderr)
+	if errors.Is(err, pflag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "nftpolicy: invalid configuration:\n%v\n", err)
+		return 2
+	}
+	log := newLogger(stderr, cfg.LogFormat, int(cfg.LogVerbosity))
+	ctrl.SetLogger(log)
+	klog.SetLogger(log)
+	if err := runAgent(ctrl.SetupSignalHandler(), cfg, log); err != nil {
+		log.Error(err, "agent stopped")
+		return 1
+	}
+	return 0
+}
+
+// parseConfig merges defaults, $NODE_NAME, the --config file and the flags
+// set on the command line, then validates the result as a whole.
+func parseConfig(args []string, getenv func(string) string, readFile func(string) ([]byte, error), stderr io.Writer) (*v1alpha1.AgentConfiguration, error) {
+	fs := pflag.NewFlagSet("nftpolicy", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		flags      v1alpha1.AgentConfiguration
+		configPath string
+		resync     time.Duration
+	)
+	fs.StringVar(&configPath, "config", "", "path of an AgentConfiguration file (apiVersion "+v1alpha1.APIVersion+"); flags set explicitly override it")
+	fs.StringVar(&flags.NodeName, "node-name", getenv("NODE_NAME"), "name of the node this agent enforces policy on (default $NODE_NAME); required")
+	fs.StringVar(&flags.Kubeconfig, "kubeconfig", "", "kubeconfig path; empty: $KUBECONFIG, then in-cluster, then ~/.kube/config")
+	fs.StringVar(&flags.MetricsBindAddress, "metrics-bind-address", v1alpha1.DefaultMetricsBindAddress, `address of /metrics; "0" disables`)
+	fs.StringVar(&flags.HealthProbeBindAddress, "health-probe-bind-address", v1alpha1.DefaultHealthProbeBindAddress, `address of /healthz and /readyz; "0" disables`)
+	fs.DurationVar(&resync, "resync-period", v1alpha1.DefaultResyncPeriod, "recompile and re-sync at least this often without events, repairing drift in the kernel (minimum 10s)")
+	fs.StringVar(&flags.LogFormat, "log-format", v1alpha1.DefaultLogFormat, "log format: json or text")
+	fs.Int32VarP(&flags.LogVerbosity, "v", "v", 0, "log verbosity (0 info, 1 debug, higher more)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q (subcommands: cleanup, version)", fs.Args())
+	}
+
+	cfg := &v1alpha1.AgentConfiguration{}
+	if configPath != "" {
+		data, err := readFile(configPath)
+		if err != nil {
+			return nil, fmt.Errorf("read --config: %w", err)
+		}
+		if cfg, err = v1alpha1.Decode(data); err != nil {
+			return nil, fmt.Errorf("--config %s: %w", configPath, err)
+		}
+	}
+	if cfg.NodeName == "" {
+		cfg.NodeName = getenv("NODE_NAME")
+	}
+	set := func(name string, apply func()) {
+		if fs.Changed(name) {
+			apply()
+		}
+	}
+	set("node-name", func() { cfg.NodeName = flags.NodeName })
+	set("kubeconfig", func() { cfg.Kubeconfig = flags.Kubeconfig })
+	set("metrics-bind-address", func() { cfg.MetricsBindAddress = flags.MetricsBindAddress })
+	set("health-probe-bind-address", func() { cfg.HealthProbeBindAddress = flags.HealthProbeBindAddress })
+	set("resync-period", func() { cfg.ResyncPeriod.Duration = resync })
+	set("log-format", func() { cfg.LogFormat = flags.LogFormat })
+	set("v", func() { cfg.LogVerbosity = flags.LogVerbosity })
+	v1alpha1.SetDefaults(cfg)
+	if err := v1alpha1.Validate(cfg); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// newLogger returns a logr.Logger over log/slog. logr's V(n) maps to slog
+// level -n, so verbosity v shows V(0)..V(v).
+func newLogger(w io.Writer, format string, verbosity int) logr.Logger {
+	opts := &slog.HandlerOptions{Level: slog.Level(-verbosity)}
+	var h slog.Handler = slog.NewJSONHandler(w, opts)
+	if format == v1alpha1.LogFormatText {
+		h = slog.NewTextHandler(w, opts)
+	}
+	return logr.FromSlogHandler(h)
+}
+
+// restConfig loads the client configuration: an explicit kubeconfig, or
+// controller-runtime's search ($KUBECONFIG, in-cluster, ~/.kube/config).
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	var (
+		c   *rest.Config
+		err error
+	)
+	if kubeconfig != "" {
+		c, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		c, err = ctrlconfig.GetConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load kubeconfig: %w", err)
+	}
+	c.UserAgent = "nftpolicy/" + version
+	return c, nil
+}
+
+func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Logger) error {
+	log = log.WithValues("node", cfg.NodeName)
+	log.Info("starting", "version", version, "resyncPeriod", cfg.ResyncPeriod.Duration.String())
+
+	// br_netfilter: fix it if we can; if not, keep going (routed traffic is
+	// still filtered) but stay unready, with the reason in /readyz.
+	changed, err := hostcheck.EnsureBridgeNetfilter(hostcheck.DefaultProcSys)
+	if err != nil {
+		log.Error(err, "host check failed: same-node (bridged) pod traffic is not filtered; the agent stays unready until this is fixed")
+	}
+	if len(changed) > 0 {
+		log.Info("set sysctls", "sysctls", changed)
+	}
+	precondition := func() error {
+		_, err := hostcheck.EnsureBridgeNetfilter(hostcheck.DefaultProcSys)
+		return err
+	}
+
+	rc, err := restConfig(cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	ks, err := newKernelSyncer()
+	if err != nil {
+		return fmt.Errorf("open nftables: %w", err)
+	}
+	syncer := &verifyingSyncer{k: ks, every: cfg.ResyncPeriod.Duration, log: log, now: time.Now}
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(rc, ctrl.Options{
+		Scheme:                 scheme,
+		Cache:                  controllers.CacheOptions(cfg.NodeName),
+		Metrics:                metricsserver.Options{BindAddress: cfg.MetricsBindAddress},
+		HealthProbeBindAddress: cfg.HealthProbeBindAddress,
+		LeaderElection:         false,
+		Logger:                 log,
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	r, err := controllers.New(controllers.Options{
+		NodeName:     cfg.NodeName,
+		Syncer:       syncer,
+		Registerer:   metrics.Registry,
+		Precondition: precondition,
+		ResyncPeriod: cfg.ResyncPeriod.Duration,
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("nftpolicy", r.ReadyzCheck); err != nil {
+		return err
+	}
+	// Returns on SIGTERM/SIGINT. The table stays: enforcement must not open
+	// while the agent restarts.
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("run manager: %w", err)
+	}
+	log.Info("stopped; table inet nftpolicy left in place")
+	return nil
+}
+
+func runCleanup(args []string, stderr io.Writer) int {
+	if len(args) > 0 {
+		fmt.Fprintf(stderr, "nftpolicy cleanup: unexpected arguments %q\n", args)
+		return 2
+	}
+	if err := cleanupKernel(); err != nil {
+		fmt.Fprintf(stderr, "nftpolicy cleanup: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stderr, "deleted table %s %s (if it existed)\n", nft.TableFamily, nft.TableName)
+	return 0
+}
+
+// kernelSyncer is what the agent needs of nft/kernel.Syncer.
+type kernelSyncer interface {
+	controllers.Syncer
+	// Verify compares the kernel with the last applied ruleset and marks
+	// the syncer dirty (next Sync replaces everything) on any difference.
+	Verify(ctx context.Context) error
+}
+
+// verifyingSyncer reads the table back before a Sync at most once per
+// period, so that the periodic resync repairs drift (someone flushed or
+// edited our table): a difference makes that Sync a full replace.
+type verifyingSyncer struct {
+	k          kernelSyncer
+	every      time.Duration
+	log        logr.Logger
+	now        func() time.Time
+	applied    bool // a Sync succeeded (before that, Sync replaces anyway)
+	lastVerify time.Time
+}
+
+func (v *verifyingSyncer) Sync(ctx context.Context, r *nft.Ruleset) error {
+	if now := v.now(); v.applied && now.Sub(v.lastVerify) >= v.every {
+		v.lastVerify = now
+		if err := v.k.Verify(ctx); err != nil {
+			v.log.Info("kernel table differs from the last applied ruleset; replacing it", "reason", err.Error())
+		}
+	}
+	if err := v.k.Sync(ctx, r); err != nil {
+		return err
+	}
+	if !v.applied {
+		v.applied, v.lastVerify = true, v.now()
+	}
+	return nil
+}
