@@ -85,8 +85,13 @@ func ensure(root string, write writeFunc) ([]string, error) {
 			continue
 		}
 		// Read back: a write may "succeed" without effect.
-		if ok, err := isOne(path); err != nil || !ok {
-			errs = append(errs, fmt.Errorf("br_netfilter: %s is still not 1 after setting it (read: %v)", name, err))
+		ok, err = isOne(path)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("br_netfilter: reading %s back after setting it: %w", name, err))
+			continue
+		}
+		if !ok {
+			errs = append(errs, fmt.Errorf("br_netfilter: %s is still not 1 after setting it", name))
 			continue
 		}
 		changed = append(changed, name)
