@@ -15,7 +15,7 @@ FUZZTIME  ?= 60s
 # The linters are pinned in hack/tools/go.mod and built through the module proxy.
 GOLANGCI  := $(GO) tool -modfile=hack/tools/go.mod golangci-lint
 
-.PHONY: build run test unit fuzz lint fmt-check vet tools-apiserver tools clean
+.PHONY: build run test unit fuzz lint fmt-check vet tools-apiserver tools clean manifests manifests-check
 
 build: ## the agent binary, static, as the container image ships it
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN_DIR)/nftpolicy ./cmd/nftpolicy
@@ -45,6 +45,12 @@ fuzz: ## the differential fuzz target: compiled dataplane vs reference semantics
 	$(GO) test -run '^$$' -fuzz '^FuzzCompileMatchesEvaluate$$' -fuzztime $(FUZZTIME) ./policy/
 
 test: lint unit fuzz e2e-test ## everything CI runs
+
+manifests: ## render config/default into dist/install.yaml (kustomize pinned in hack/tools)
+	hack/manifests.sh
+
+manifests-check: ## dist/install.yaml is what config/ renders now (also a test in ./install)
+	hack/manifests.sh - | diff -u dist/install.yaml -
 
 clean:
 	rm -rf $(BIN_DIR)
