@@ -181,7 +181,7 @@ func run() error {
 	return nil
 }
 
-func lookupExtIface(ctx context.Context, sm subnet.Manager, ipStack ipmatch.IPStack) (*backend.ExternalInterface, error) {
+func lookupExtIface(ctx context.Context, sm subnet.Manager, ipStack int) (*backend.ExternalInterface, error) {
 	pub4, pub6 := *publicIP, *publicIPv6
 	if a4, a6 := sm.GetStoredPublicIP(ctx); a4 != "" || a6 != "" {
 		if a4 != "" {

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Builds the third-party binaries that tests and the local e2e cluster need
+# (etcd, Kubernetes components, flanneld, CNI plugins) from the Go module proxy,
+# at the versions pinned in e2e/tools/versions.env, into a cache directory:
+#
+#   ${NFTPOLICY_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nftpolicy/tools/<hash>}/bin
+#
+# <hash> covers every file under e2e/tools/, this script and the Go version, so
+# a change to any of them builds into a fresh directory. A stamp file per subset
+# makes a warm run return in well under a second.
+#
+# Usage: hack/build-tools.sh [apiserver|all]...
+#   apiserver  etcd, kube-apiserver, kubectl (what envtest/controller tests need)
+#   all        (default) the above plus kube-controller-manager, kube-proxy,
+#              flanneld, and the CNI plugins bridge, host-local, loopback,
+#              portmap, flannel, and cnitool
+#
+# Progress goes to stderr; the LAST line of stdout is the bin directory:
+#   BIN=$(hack/build-tools.sh apiserver)
+#   KUBEBUILDER_ASSETS=$BIN go test ./controllers/...
+set -euo pipefail
+
+exec 3>&1 1>&2 # keep stdout for the result only
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TOOLS=$ROOT/e2e/tools
+SELF=$ROOT/hack/build-tools.sh
+
+log() { printf 'build-tools: %s\n' "$*"; }
+die() { log "error: $*"; exit 1; }
+
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$SELF"; }
+
+want_all=false
+for arg in "${@:-all}"; do
+	case $arg in
+	all) want_all=true ;;
+	apiserver) ;;
+	-h | --help) usage; exit 0 ;;
+	*) usage; die "unknown subset: $arg" ;;
+	esac
+done
+
+command -v go >/dev/null || die "go is not on PATH"
+
+set -a
+# shellcheck source=../e2e/tools/versions.env
+. "$TOOLS/versions.env"
+set +a
+
+# --- versions.env and the go.mod files must agree -----------------------------
+
+# required_version <module dir> <module path>: the version a go.mod requires.
+required_version() {
+	awk -v m="$2" '{ if ($1 == "require") $1 = ""; $0 = $0 } $1 == m && $2 ~ /^v/ { print $2; exit }' "$TOOLS/$1/go.mod"
+}
+check_require() { # <module dir> <module path> <expected version>
+	local got
+	got=$(required_version "$1" "$2")
+	[[ $got == "$3" ]] || die "e2e/tools/$1/go.mod requires $2 ${got:-<nothing>}, versions.env says $3"
+}
+check_require kube k8s.io/kubernetes "$KUBERNETES_VERSION"
+check_require etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
+check_require flannel github.com/flannel-io/flannel "$FLANNEL_VERSION"
+check_require cni github.com/containernetworking/plugins "$CNI_PLUGINS_VERSION"
+check_require cni github.com/containernetworking/cni "$CNI_VERSION"
+check_require cni-flannel github.com/containernetworking/plugins "$CNI_FLANNEL_PLUGINS_VERSION"
+[[ ${KUBERNETES_VERSION#v1.} == "${KUBE_STAGING_VERSION#v0.}" ]] ||
+	die "KUBE_STAGING_VERSION $KUBE_STAGING_VERSION does not match KUBERNETES_VERSION $KUBERNETES_VERSION"
+bad=$(awk -v v="$KUBE_STAGING_VERSION" '$2 == "=>" && $1 ~ /^k8s\.io\// && ($3 != $1 || $4 != v)' "$TOOLS/kube/go.mod")
+[[ -z $bad ]] || die "e2e/tools/kube/go.mod: staging replaces not at $KUBE_STAGING_VERSION:"$'\n'"$bad"
+[[ $(grep -c "=> k8s.io/.* $KUBE_STAGING_VERSION\$" "$TOOLS/kube/go.mod") -ge 30 ]] ||
+	die "e2e/tools/kube/go.mod: staging replace lines missing"
+
+# --- cache directory -------------------------------------------------------------
+
+hash=$(
+	cd "$ROOT"
+	{
+		go env GOVERSION GOOS GOARCH
+		find e2e/tools hack/build-tools.sh -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+	} | sha256sum | cut -c1-16
+)
+DIR=${NFTPOLICY_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nftpolicy/tools/$hash}
+BIN=$DIR/bin
+
+done_already() { [[ -e $DIR/stamp-all ]] || { ! $want_all && [[ -e $DIR/stamp-apiserver ]]; }; }
+
+if done_already; then
+	log "up to date: $BIN"
+	echo "$BIN" >&3
+	exit 0
+fi
+
+mkdir -p "$BIN"
+if command -v flock >/dev/null; then # serialise concurrent callers
+	exec 4>"$DIR/lock"
+	flock 4
+	if done_already; then
+		log "up to date: $BIN"
+		echo "$BIN" >&3
+		exit 0
+	fi
+fi
+
+# --- build -------------------------------------------------------------------------
+
+export CGO_ENABLED=0 GOWORK=off GOFLAGS="-mod=readonly -buildvcs=false"
+GO_BUILD=(go build -trimpath)
+
+build() { # <module dir> <ldflags> <-o target> <packages...>
+	local dir=$1 ldflags=$2 out=$3
+	shift 3
+	log "building $* (e2e/tools/$dir)"
+	(cd "$TOOLS/$dir" && "${GO_BUILD[@]}" -ldflags "-s -w $ldflags" -o "$out" "$@")
+}
+
+start=$SECONDS
+kube_minor=${KUBERNETES_VERSION#v1.}
+kube_minor=${kube_minor%%.*}
+kube_ldflags=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+	kube_ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$kube_minor -X $pkg.gitTreeState=clean"
+done
+
+if [[ ! -e $DIR/stamp-apiserver ]]; then
+	build etcd "" "$BIN/etcd" go.etcd.io/etcd/server/v3
+	build kube "$kube_ldflags" "$BIN/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+	touch "$DIR/stamp-apiserver"
+	log "apiserver subset built in $((SECONDS - start))s"
+fi
+
+if $want_all; then
+	build kube "$kube_ldflags" "$BIN/" k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-proxy
+	build flannel "-X github.com/flannel-io/flannel/pkg/version.Version=$FLANNEL_VERSION" "$BIN/flanneld" .
+	build cni "-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$CNI_PLUGINS_VERSION" "$BIN/" \
+		github.com/containernetworking/plugins/plugins/main/bridge \
+		github.com/containernetworking/plugins/plugins/main/loopback \
+		github.com/containernetworking/plugins/plugins/ipam/host-local \
+		github.com/containernetworking/plugins/plugins/meta/portmap \
+		github.com/containernetworking/cni/cnitool
+	build cni-flannel "-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$CNI_FLANNEL_PLUGINS_VERSION" "$BIN/flannel" \
+		github.com/containernetworking/plugins/plugins/meta/flannel
+	touch "$DIR/stamp-all"
+	log "all tools built in $((SECONDS - start))s"
+fi
+
+echo "$BIN" >&3
