@@ -55,6 +55,9 @@ manifests-check: ## dist/install.yaml is what config/ renders now (also a test i
 clean:
 	rm -rf $(BIN_DIR)
 
+# Benchmarks (make bench).
+-include bench/bench.mk
+
 # The local cluster, scenario runner and demo.
 -include e2e/e2e.mk
 # Until e2e/e2e.mk defines it, e2e-test does nothing.

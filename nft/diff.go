@@ -233,6 +233,11 @@ func unjumpDeletedMaps(old, new *Ruleset) []Op {
 // diffElements compares by key; an element whose key stays but whose
 // verdict or comment changes is deleted and added again.
 func diffElements(old, new []Element) (del, add []Element) {
+	if sameElements(old, new) {
+		// Compile is deterministic, so an unchanged set comes in the same
+		// order: compared in place, without building key maps.
+		return nil, nil
+	}
 	oldByKey := make(map[string]Element, len(old))
 	for _, e := range old {
 		oldByKey[keyString(e.Key)] = e
@@ -252,6 +257,28 @@ func diffElements(old, new []Element) (del, add []Element) {
 		}
 	}
 	return del, add
+}
+
+// sameElements reports whether a and b hold the same elements (key,
+// verdict, comment) in the same order: diffElements has nothing to do.
+// It runs over every element of every set on each sync, so it compares
+// in place, without copies or allocations.
+func sameElements(a, b []Element) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := &a[i], &b[i]
+		if len(x.Key) != len(y.Key) || x.Verdict != y.Verdict || x.Comment != y.Comment {
+			return false
+		}
+		for j := range x.Key {
+			if string(x.Key[j].From) != string(y.Key[j].From) || string(x.Key[j].To) != string(y.Key[j].To) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // keyString is the identity of an element: its key bytes.
@@ -523,14 +550,43 @@ func (r *Ruleset) Clone() *Ruleset {
 	return out
 }
 
+// clone copies s with all its elements' keys in two allocations (one for
+// the ranges, one for their bytes) rather than several per element: the
+// Syncer clones every ruleset it applies.
 func (s *Set) clone() *Set {
 	c := *s
 	c.KeyTypes = slices.Clone(s.KeyTypes)
 	c.Elements = make([]Element, len(s.Elements))
+	nRanges, nBytes := 0, 0
+	for _, e := range s.Elements {
+		nRanges += len(e.Key)
+		for _, r := range e.Key {
+			nBytes += len(r.From) + len(r.To)
+		}
+	}
+	ranges := make([]Range, 0, nRanges)
+	buf := make([]byte, 0, nBytes)
 	for i, e := range s.Elements {
-		c.Elements[i] = e.clone()
+		start := len(ranges)
+		for _, r := range e.Key {
+			from := len(buf)
+			buf = append(buf, r.From...)
+			mid := len(buf)
+			buf = append(buf, r.To...)
+			ranges = append(ranges, Range{From: keepNil(r.From, buf[from:mid:mid]), To: keepNil(r.To, buf[mid:len(buf):len(buf)])})
+		}
+		e.Key = keepNil(s.Elements[i].Key, ranges[start:len(ranges):len(ranges)])
+		c.Elements[i] = e
 	}
 	return &c
+}
+
+// keepNil is cp, or nil where orig was nil (as slices.Clone does).
+func keepNil[T any](orig, cp []T) []T {
+	if orig == nil {
+		return nil
+	}
+	return cp
 }
 
 func (e Element) clone() Element {
@@ -569,4 +625,37 @@ func (l *Lookup) clone() *Lookup {
 		return nil
 	}
 	return &Lookup{Fields: slices.Clone(l.Fields), Set: l.Set}
+}
+
+// Advance returns what the kernel holds after ops = Diff(last, desired)
+// were applied to last: a copy of desired that does not share memory with
+// desired. Every set and chain that no op names is taken from last, which
+// Diff found equal, without copying it again, so the cost grows with the
+// change, not with the ruleset. last must be private to the caller (a
+// previous Clone or Advance result); it is not modified, and the result
+// shares its untouched sets and chains.
+func Advance(last *Ruleset, ops []Op, desired *Ruleset) *Ruleset {
+	if last == nil {
+		return desired.Clone()
+	}
+	out := &Ruleset{Sets: make(map[string]*Set, len(desired.Sets)), Chains: make(map[string]*Chain, len(desired.Chains))}
+	touched := map[string]bool{}
+	for _, op := range ops {
+		touched[op.Name] = true
+	}
+	for name, s := range desired.Sets {
+		if old, ok := last.Sets[name]; ok && !touched[name] {
+			out.Sets[name] = old
+			continue
+		}
+		out.Sets[name] = s.clone()
+	}
+	for name, c := range desired.Chains {
+		if old, ok := last.Chains[name]; ok && !touched[name] {
+			out.Chains[name] = old
+			continue
+		}
+		out.Chains[name] = c.clone()
+	}
+	return out
 }

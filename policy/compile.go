@@ -1,9 +1,12 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
+	"strings"
 
 	"go4.org/netipx"
 	corev1 "k8s.io/api/core/v1"
@@ -42,7 +45,7 @@ type compiler struct {
 	snap       *Snapshot
 	namespaces map[string]map[string]string // name → labels
 	nsNames    []string                     // sorted namespace names
-	active     []*Pod                       // pods that take part in policy, with unmapped IPs, sorted by key
+	active     []*Pod                       // pods that take part in policy, with unmapped IPs, in snapshot order
 	activeByNS map[string][]*Pod
 	// rawPolicies are compiled lazily, per namespace, only where a local pod
 	// lives: a node enforces (and warns about) nothing else.
@@ -78,16 +81,24 @@ func newCompiler(snap *Snapshot) *compiler {
 		c.nsNames = append(c.nsNames, ns.Name)
 	}
 	sort.Strings(c.nsNames)
+	// One backing array for the active pods' copies (the snapshot is not
+	// modified): one allocation instead of one per pod. Their order is the
+	// snapshot's; only localPods needs an order, and sorts its few pods.
+	// Everything built from c.active or activeByNS is a set, whatever the
+	// order.
+	active := make([]Pod, 0, len(snap.Pods))
 	for i := range snap.Pods {
-		p := snap.Pods[i]
-		if !p.Active() {
+		if !snap.Pods[i].Active() {
 			continue
 		}
+		active = append(active, snap.Pods[i])
+		p := &active[len(active)-1]
 		p.IPs = unmapAll(p.IPs)
-		c.active = append(c.active, &p)
 	}
-	sort.Slice(c.active, func(i, j int) bool { return c.active[i].Key() < c.active[j].Key() })
-	for _, p := range c.active {
+	c.active = make([]*Pod, len(active))
+	for i := range active {
+		p := &active[i]
+		c.active[i] = p
 		c.activeByNS[p.Namespace] = append(c.activeByNS[p.Namespace], p)
 	}
 	for _, np := range snap.Policies {
@@ -113,7 +124,12 @@ func (c *compiler) policiesIn(namespace string) []*compiledPolicy {
 	return ps
 }
 
+// unmapAll returns ips with IPv4-mapped IPv6 addresses unmapped: ips itself
+// (never modified) when there is nothing to unmap.
 func unmapAll(ips []netip.Addr) []netip.Addr {
+	if !slices.ContainsFunc(ips, netip.Addr.Is4In6) {
+		return ips
+	}
 	out := make([]netip.Addr, 0, len(ips))
 	for _, ip := range ips {
 		out = append(out, ip.Unmap())
@@ -129,6 +145,9 @@ func (c *compiler) localPods() []*Pod {
 			out = append(out, p)
 		}
 	}
+	slices.SortFunc(out, func(a, b *Pod) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
 	return out
 }
 
@@ -146,7 +165,7 @@ func (c *compiler) policiesIsolating(pod *Pod, dir nft.Direction) []*compiledPol
 
 // allowList folds every rule of the selecting policies into one allow-list.
 func (c *compiler) allowList(pod *Pod, dir nft.Direction, selecting []*compiledPolicy) nft.AllowList {
-	var anyPort netipx.IPSetBuilder
+	var anyPeers []*netipx.IPSet
 	boxes := portBoxes{}
 	for _, p := range selecting {
 		rules := p.rules(dir)
@@ -154,7 +173,7 @@ func (c *compiler) allowList(pod *Pod, dir nft.Direction, selecting []*compiledP
 			rule := &rules[i]
 			peers := c.rulePeers(p, rule)
 			if len(rule.ports) == 0 {
-				anyPort.AddSet(peers)
+				anyPeers = append(anyPeers, peers)
 				continue
 			}
 			for _, port := range rule.ports {
@@ -162,7 +181,17 @@ func (c *compiler) allowList(pod *Pod, dir nft.Direction, selecting []*compiledP
 			}
 		}
 	}
-	anySet, _ := anyPort.IPSet()
+	var anySet *netipx.IPSet
+	if len(anyPeers) == 1 {
+		// One any-port rule: its (immutable, cached) set as it is.
+		anySet = anyPeers[0]
+	} else {
+		var anyPort netipx.IPSetBuilder
+		for _, s := range anyPeers {
+			anyPort.AddSet(s)
+		}
+		anySet, _ = anyPort.IPSet()
+	}
 	return nft.AllowList{AnyPort: ipRanges(anySet), Ports: boxes.disjoint(anySet)}
 }
 
@@ -260,9 +289,30 @@ func protoNumber(p corev1.Protocol) uint8 {
 }
 
 func ipRanges(s *netipx.IPSet) []nft.Range {
-	var out []nft.Range
-	for _, r := range s.Ranges() {
-		out = append(out, nft.AddrRange(r.From(), r.To()))
+	rs := s.Ranges()
+	if len(rs) == 0 {
+		return nil
+	}
+	// The addresses of all ranges share one buffer: two allocations
+	// instead of two per range (each bound is capped to its own bytes).
+	out := make([]nft.Range, 0, len(rs))
+	buf := make([]byte, 0, 32*len(rs))
+	for _, r := range rs {
+		from := len(buf)
+		buf = appendAddr(buf, r.From())
+		mid := len(buf)
+		buf = appendAddr(buf, r.To())
+		out = append(out, nft.Range{From: buf[from:mid:mid], To: buf[mid:len(buf):len(buf)]})
 	}
 	return out
+}
+
+// appendAddr appends a's bytes as nft.AddrRange stores them (a.AsSlice()).
+func appendAddr(b []byte, a netip.Addr) []byte {
+	if a.Is4() {
+		v := a.As4()
+		return append(b, v[:]...)
+	}
+	v := a.As16()
+	return append(b, v[:]...)
 }

@@ -224,6 +224,13 @@ func (c *compiler) rulePeers(p *compiledPolicy, rule *compiledRule) *netipx.IPSe
 	if s, ok := c.ruleCache[rule]; ok {
 		return s
 	}
+	if len(rule.peers) == 1 && !rule.peers[0].invalid && rule.peers[0].ipBlock == nil {
+		// One selector peer (the common case): its cached set is the
+		// rule's, without copying and normalising it again.
+		s := c.selectedPods(p.namespace, rule.peers[0])
+		c.ruleCache[rule] = s
+		return s
+	}
 	var b netipx.IPSetBuilder
 	if len(rule.peers) == 0 {
 		b.AddPrefix(netip.MustParsePrefix("0.0.0.0/0"))

@@ -75,31 +75,41 @@ func (s *Syncer) Sync(ctx context.Context, desired *nft.Ruleset) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := s.sync(desired); err != nil {
+	applied, err := s.sync(desired)
+	if err != nil {
 		s.last = nil
 		return fmt.Errorf("sync table %s %s: %w", nft.TableFamily, nft.TableName, err)
 	}
-	s.last = desired.Clone()
+	s.last = applied
 	return nil
 }
 
-func (s *Syncer) sync(desired *nft.Ruleset) error {
+// sync sends one batch and returns the new last-applied model: a private
+// copy of desired. After an incremental batch only the sets and chains the
+// batch touched are copied (nft.Advance), so one-pod churn does not copy
+// the whole ruleset.
+func (s *Syncer) sync(desired *nft.Ruleset) (*nft.Ruleset, error) {
 	cc, err := s.conn()
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var ops []nft.Op
 	if s.last == nil {
 		err = queueFullReplace(cc, desired)
 	} else {
-		err = queueOps(cc, nft.Diff(s.last, desired), s.last, desired)
+		ops = nft.Diff(s.last, desired)
+		err = queueOps(cc, ops, s.last, desired)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := cc.Flush(); err != nil {
-		return fmt.Errorf("netlink batch: %w", err)
+		return nil, fmt.Errorf("netlink batch: %w", err)
 	}
-	return nil
+	if s.last == nil {
+		return desired.Clone(), nil
+	}
+	return nft.Advance(s.last, ops, desired), nil
 }
 
 // socketBuffer is the netlink socket buffer size in each direction. The

@@ -5,19 +5,16 @@ package synth
 // Scale1k is the baseline the larger shapes are read against.
 
 import (
-	"fmt"
 	"testing"
 
+	"github.com/nftpolicy/nftpolicy/nft"
 	"github.com/nftpolicy/nftpolicy/policy"
 )
 
 func shapes() []Shape {
 	var out []Shape
-	for _, pods := range []int{1_000, 10_000, 50_000, 150_000} {
-		out = append(out, Shape{
-			Pods: pods, Namespaces: max(pods/30, 10), Policies: max(pods/15, 10),
-			LocalPods: 110, PodsPerNode: 110,
-		})
+	for _, pods := range ScalingPods {
+		out = append(out, Scaled(pods))
 	}
 	return out
 }
@@ -25,7 +22,7 @@ func shapes() []Shape {
 func BenchmarkCompile(b *testing.B) {
 	for _, s := range shapes() {
 		snap := Snapshot(s)
-		b.Run(fmt.Sprintf("pods=%d/policies=%d", s.Pods, s.Policies), func(b *testing.B) {
+		b.Run(s.String(), func(b *testing.B) {
 			var elements int
 			for b.Loop() {
 				rs, _ := policy.Compile(snap)
@@ -50,5 +47,27 @@ func TestSnapshot_IsValidAndCompiles(t *testing.T) {
 	}
 	if len(rs.Chains) <= 2 {
 		t.Errorf("no pod was isolated: %d chains", len(rs.Chains))
+	}
+}
+
+func TestChurnPeer_TouchesOnlyOneAllowList(t *testing.T) {
+	for _, s := range []Shape{Scaled(1_000), Scaled(10_000)} {
+		snap := Snapshot(s)
+		before, _ := policy.Compile(snap)
+		after, _ := policy.Compile(WithPod(snap, ChurnPeer(s)))
+		ops := nft.Diff(before, after)
+		if len(ops) == 0 {
+			t.Fatalf("%v: the churn peer changed nothing", s)
+		}
+		want := nft.NamesFor(nft.Ingress, "ns-0/pod-0").PortsV4
+		for _, op := range ops {
+			if op.Name != want || (op.Kind != nft.OpAddElements && op.Kind != nft.OpDeleteElements) {
+				t.Errorf("%v: unexpected op %v (want element ops on %s only)", s, op, want)
+			}
+		}
+		back := nft.Diff(after, before)
+		if len(back) != len(ops) {
+			t.Errorf("%v: appear took %d ops, disappear %d", s, len(ops), len(back))
+		}
 	}
 }

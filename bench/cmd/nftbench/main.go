@@ -1,0 +1,416 @@
+//go:build linux
+
+// Command nftbench measures the control plane at scale (figures 3 and 4 of
+// bench/README.md) against the real kernel, in throwaway network
+// namespaces, prints a table and writes bench/results.json.
+//
+//	nftbench [-out bench/results.json] [-pods 1000,10000,50000,150000] [-reps 5] [-churn-reps 50]
+//	nftbench rss -pods N      (child: one process per shape, prints Memory as JSON)
+//
+// It needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN for the namespaces).
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nftpolicy/nftpolicy/bench/controlplane"
+	"github.com/nftpolicy/nftpolicy/policy/synth"
+)
+
+// Goals from issue 5.
+const (
+	goalFullSyncSeconds = 1.0
+	goalChurnSeconds    = 0.005
+	goalRSSBytes        = 256 << 20
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "rss" {
+		return runRSS(args[1:], stdout, stderr)
+	}
+	fs := flag.NewFlagSet("nftbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "bench/results.json", "where to write the results (the control_plane key is replaced, other keys kept)")
+	podsFlag := fs.String("pods", joinInts(synth.ScalingPods), "cluster sizes of the scaling curve, the first is the baseline")
+	reps := fs.Int("reps", 5, "repetitions of each full-sync measurement (median reported)")
+	churnReps := fs.Int("churn-reps", 50, "repetitions of the churn cycle (no-op, appear, disappear)")
+	churnSyncs := fs.Int("rss-churn-syncs", 10, "churn syncs the memory child does after its full sync")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (go tool pprof)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "nftbench: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "nftbench: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+	pods, err := parseInts(*podsFlag)
+	if err != nil || len(pods) == 0 {
+		fmt.Fprintf(stderr, "-pods: %v\n", err)
+		return 2
+	}
+	res, err := measure(pods, *reps, *churnReps, *churnSyncs, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "nftbench: %v\n", err)
+		return 1
+	}
+	printTable(stdout, res)
+	if err := writeResults(*out, res); err != nil {
+		fmt.Fprintf(stderr, "nftbench: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "\nwrote %s\n", *out)
+	return 0
+}
+
+// ControlPlane is the "control_plane" key of results.json.
+type ControlPlane struct {
+	Machine  Machine                 `json:"machine"`
+	Started  time.Time               `json:"started"`
+	Seconds  float64                 `json:"seconds"`
+	FullSync []controlplane.FullSync `json:"full_sync"`
+	Churn    []controlplane.Churn    `json:"churn"`
+	Memory   []controlplane.Memory   `json:"memory"`
+	Scaling  []Scaling               `json:"scaling"`
+	Goals    Goals                   `json:"goals"`
+}
+
+// Machine is where the figures come from.
+type Machine struct {
+	CPUs      int    `json:"cpus"`
+	CPUModel  string `json:"cpu_model"`
+	Kernel    string `json:"kernel"`
+	GoVersion string `json:"go_version"`
+	MemTotal  string `json:"mem_total"`
+}
+
+// Scaling is one point of the scaling curve, as ratios to the first
+// (smallest) shape measured in the same run.
+type Scaling struct {
+	Pods            int     `json:"pods"`
+	PodsRatio       float64 `json:"pods_ratio"`
+	CompileRatio    float64 `json:"compile_ratio"`
+	ApplyRatio      float64 `json:"apply_ratio"`
+	FullSyncRatio   float64 `json:"full_sync_ratio"`
+	ElementsRatio   float64 `json:"elements_ratio"`
+	OpsRatio        float64 `json:"ops_ratio"`
+	PeakRSSRatio    float64 `json:"peak_rss_ratio"`
+	ChurnOps        int     `json:"churn_ops"`         // appear, ops
+	ChurnOpElements int     `json:"churn_op_elements"` // appear, elements
+	// Exponents k of ratio = pods_ratio^k (log-log slope from the
+	// baseline); k <= 1 is linear or better. 0 on the baseline row.
+	FullSyncExponent float64 `json:"full_sync_exponent"`
+	ElementsExponent float64 `json:"elements_exponent"`
+	TimeLinear       bool    `json:"time_at_most_linear"` // full_sync_exponent <= linearSlack
+	OpsLinear        bool    `json:"ops_at_most_linear"`  // elements and ops exponents <= linearSlack
+}
+
+// Goals are the issue's goals at the largest shape, with the measured value.
+type Goals struct {
+	Shape                   string  `json:"shape"`
+	FullSyncSeconds         float64 `json:"full_sync_seconds"`
+	FullSyncMet             bool    `json:"full_sync_met"`       // < 1 s
+	ChurnSeconds            float64 `json:"churn_seconds"`       // appear total, median
+	ChurnMet                bool    `json:"churn_met"`           // < 5 ms
+	ChurnApplySeconds       float64 `json:"churn_apply_seconds"` // apply only (Syncer.Sync), median
+	ChurnApplyMet           bool    `json:"churn_apply_met"`
+	ChurnOpsConstant        bool    `json:"churn_ops_constant"` // same ops and elements at every shape
+	PeakRSSBytes            int64   `json:"peak_rss_bytes"`
+	RSSMet                  bool    `json:"rss_met"` // < 256 MiB
+	ScalingTimeAtMostLinear bool    `json:"scaling_time_at_most_linear"`
+	ScalingOpsAtMostLinear  bool    `json:"scaling_ops_at_most_linear"`
+}
+
+func measure(pods []int, reps, churnReps, churnSyncs int, log io.Writer) (*ControlPlane, error) {
+	res := &ControlPlane{Machine: machine(), Started: time.Now().UTC()}
+	for _, n := range pods {
+		shape := synth.Scaled(n)
+		fmt.Fprintf(log, "==> %s: generating\n", shape)
+		snap := synth.Snapshot(shape)
+		r := reps
+		if n >= 100_000 {
+			r = max(3, reps/2)
+		}
+		fmt.Fprintf(log, "    full sync x%d\n", r)
+		fs, err := controlplane.MeasureFullSync(shape, snap, r)
+		if err != nil {
+			return nil, err
+		}
+		res.FullSync = append(res.FullSync, fs)
+		cr := churnReps
+		if n >= 100_000 {
+			cr = max(10, churnReps/3)
+		}
+		fmt.Fprintf(log, "    churn x%d\n", cr)
+		ch, err := controlplane.MeasureChurn(shape, snap, cr)
+		if err != nil {
+			return nil, err
+		}
+		res.Churn = append(res.Churn, ch)
+		fmt.Fprintf(log, "    memory (child process)\n")
+		m, err := memoryChild(n, churnSyncs)
+		if err != nil {
+			return nil, err
+		}
+		res.Memory = append(res.Memory, m)
+		snap = nil
+		runtime.GC()
+	}
+	res.Scaling, res.Goals = evaluate(res)
+	res.Seconds = time.Since(res.Started).Seconds()
+	return res, nil
+}
+
+// memoryChild runs `nftbench rss` in a fresh process of this binary.
+func memoryChild(pods, churnSyncs int) (controlplane.Memory, error) {
+	var m controlplane.Memory
+	self, err := os.Executable()
+	if err != nil {
+		return m, err
+	}
+	cmd := exec.Command(self, "rss", "-pods", strconv.Itoa(pods), "-churn-syncs", strconv.Itoa(churnSyncs))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		return m, err
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(5 * time.Minute):
+		_ = cmd.Process.Kill()
+		<-done
+		err = errors.New("timed out after 5m")
+	}
+	if err != nil {
+		return m, fmt.Errorf("rss child: %w\n%s", err, stderr.String())
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &m); err != nil {
+		return m, fmt.Errorf("rss child output: %w", err)
+	}
+	return m, nil
+}
+
+func runRSS(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("nftbench rss", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	pods := fs.Int("pods", 150_000, "cluster size")
+	churn := fs.Int("churn-syncs", 10, "churn syncs after the full sync")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	m, err := controlplane.MeasureMemory(synth.Scaled(*pods), *churn)
+	if err != nil {
+		fmt.Fprintf(stderr, "rss: %v\n", err)
+		return 1
+	}
+	if err := json.NewEncoder(stdout).Encode(m); err != nil {
+		fmt.Fprintf(stderr, "rss: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func evaluate(res *ControlPlane) ([]Scaling, Goals) {
+	var out []Scaling
+	if len(res.FullSync) == 0 {
+		return nil, Goals{}
+	}
+	b, bc, bm := res.FullSync[0], res.Churn[0], res.Memory[0]
+	ratio := func(a, b float64) float64 {
+		if b == 0 {
+			return 0
+		}
+		return a / b
+	}
+	opsConstant := true
+	for i, f := range res.FullSync {
+		c, m := res.Churn[i], res.Memory[i]
+		s := Scaling{
+			Pods:            f.Pods,
+			PodsRatio:       ratio(float64(f.Pods), float64(b.Pods)),
+			CompileRatio:    ratio(f.CompileSeconds, b.CompileSeconds),
+			ApplyRatio:      ratio(f.ApplySeconds, b.ApplySeconds),
+			FullSyncRatio:   ratio(f.FullSyncSeconds, b.FullSyncSeconds),
+			ElementsRatio:   ratio(float64(f.Written.Elements), float64(b.Written.Elements)),
+			OpsRatio:        ratio(float64(f.Written.Ops), float64(b.Written.Ops)),
+			PeakRSSRatio:    ratio(float64(m.PeakRSSBytes), float64(bm.PeakRSSBytes)),
+			ChurnOps:        c.Appear.Ops,
+			ChurnOpElements: c.Appear.OpElements,
+		}
+		s.FullSyncExponent = exponent(s.FullSyncRatio, s.PodsRatio)
+		s.ElementsExponent = exponent(s.ElementsRatio, s.PodsRatio)
+		s.TimeLinear = s.FullSyncExponent <= linearSlack
+		s.OpsLinear = s.ElementsExponent <= linearSlack && exponent(s.OpsRatio, s.PodsRatio) <= linearSlack
+		if c.Appear.Ops != bc.Appear.Ops || c.Appear.OpElements != bc.Appear.OpElements ||
+			c.Disappear.Ops != bc.Disappear.Ops || c.Disappear.OpElements != bc.Disappear.OpElements {
+			opsConstant = false
+		}
+		out = append(out, s)
+	}
+	last := len(res.FullSync) - 1
+	f, c, m := res.FullSync[last], res.Churn[last], res.Memory[last]
+	churn := max(c.Appear.TotalSeconds, c.Disappear.TotalSeconds)
+	kern := max(c.Appear.ApplySeconds, c.Disappear.ApplySeconds)
+	g := Goals{
+		Shape:           f.Shape,
+		FullSyncSeconds: f.FullSyncSeconds, FullSyncMet: f.FullSyncSeconds < goalFullSyncSeconds,
+		ChurnSeconds: churn, ChurnMet: churn < goalChurnSeconds,
+		ChurnApplySeconds: kern, ChurnApplyMet: kern < goalChurnSeconds,
+		ChurnOpsConstant: opsConstant,
+		PeakRSSBytes:     m.PeakRSSBytes, RSSMet: m.PeakRSSBytes < goalRSSBytes,
+		ScalingTimeAtMostLinear: true, ScalingOpsAtMostLinear: true,
+	}
+	for _, s := range out {
+		g.ScalingTimeAtMostLinear = g.ScalingTimeAtMostLinear && s.TimeLinear
+		g.ScalingOpsAtMostLinear = g.ScalingOpsAtMostLinear && s.OpsLinear
+	}
+	return out, g
+}
+
+func printTable(w io.Writer, res *ControlPlane) {
+	fmt.Fprintf(w, "machine: %d CPUs (%s), kernel %s, %s, %s RAM\n\n", res.Machine.CPUs, res.Machine.CPUModel,
+		res.Machine.Kernel, res.Machine.GoVersion, res.Machine.MemTotal)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "Figure 3/4 — full sync (medians; apply = Syncer.Sync into a fresh netns; ratios vs the first row)")
+	fmt.Fprintln(tw, "pods\tpolicies\tcompile ms\tdiff ms\tapply ms\tfull ms\tchains\trules\tsets\telements\tops\tcache RSS MiB\tpeak RSS MiB\tx pods\tx full\tx elements\tx RSS\tslope full\tslope elements\t")
+	for i, f := range res.FullSync {
+		m, s := res.Memory[i], res.Scaling[i]
+		fmt.Fprintf(tw, "%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t\n",
+			f.Pods, f.Policies, ms(f.CompileSeconds), ms(f.DiffSeconds), ms(f.ApplySeconds), ms(f.FullSyncSeconds),
+			f.Written.Chains, f.Written.Rules, f.Written.Sets, f.Written.Elements, f.Written.Ops,
+			mib(m.CacheRSSBytes), mib(m.PeakRSSBytes), s.PodsRatio, s.FullSyncRatio, s.ElementsRatio, s.PeakRSSRatio,
+			s.FullSyncExponent, s.ElementsExponent)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nFigure 3 — one-pod churn (a remote peer admitted by one local pod appears, then disappears; medians, p99 of total)")
+	fmt.Fprintln(tw, "pods\tstep\tcompile ms\tdiff ms\tapply ms\tapply p99 ms\ttotal ms\ttotal p99 ms\tops\telements\tx noop apply\tx noop total\t")
+	for _, c := range res.Churn {
+		for _, st := range []struct {
+			name string
+			s    controlplane.ChurnStep
+		}{{"noop", c.Noop}, {"appear", c.Appear}, {"disappear", c.Disappear}} {
+			fmt.Fprintf(tw, "%d\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%d\t%.2f\t%.2f\t\n", c.Pods, st.name,
+				ms(st.s.CompileSeconds), ms(st.s.DiffSeconds), ms(st.s.ApplySeconds), ms(st.s.ApplyP99Seconds),
+				ms(st.s.TotalSeconds), ms(st.s.TotalP99Seconds), st.s.Ops, st.s.OpElements,
+				st.s.ApplySeconds/c.Noop.ApplySeconds, st.s.TotalSeconds/c.Noop.TotalSeconds)
+		}
+	}
+	tw.Flush()
+	g := res.Goals
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "MISSED"
+	}
+	fmt.Fprintf(w, "\nGoals at %s:\n", g.Shape)
+	fmt.Fprintf(w, "  full sync < 1 s:                %7.1f ms  %s\n", ms(g.FullSyncSeconds), verdict(g.FullSyncMet))
+	fmt.Fprintf(w, "  churn < 5 ms (compile+apply):   %7.2f ms  %s\n", ms(g.ChurnSeconds), verdict(g.ChurnMet))
+	fmt.Fprintf(w, "  churn < 5 ms (apply only):      %7.2f ms  %s\n", ms(g.ChurnApplySeconds), verdict(g.ChurnApplyMet))
+	fmt.Fprintf(w, "  churn ops O(1) (same at every shape): %v\n", g.ChurnOpsConstant)
+	fmt.Fprintf(w, "  peak RSS < 256 MiB:             %7.0f MiB %s\n", mib(g.PeakRSSBytes), verdict(g.RSSMet))
+	fmt.Fprintf(w, "  scaling (log-log slope vs the first row <= %.2f): time at most linear: %v; elements/ops at most linear: %v\n", linearSlack,
+		g.ScalingTimeAtMostLinear, g.ScalingOpsAtMostLinear)
+}
+
+// writeResults replaces the "control_plane" key of the results file and
+// keeps every other key (the cluster figures are written by another step).
+func writeResults(path string, res *ControlPlane) error {
+	doc := map[string]json.RawMessage{}
+	if b, err := os.ReadFile(path); err == nil {
+		_ = json.Unmarshal(b, &doc)
+	}
+	cp, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	doc["control_plane"] = cp
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+func machine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version()}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && k == "MemTotal" {
+				m.MemTotal = strings.TrimSpace(v)
+			}
+		}
+	}
+	return m
+}
+
+// linearSlack is the largest log-log slope still read as linear: the
+// synthetic allow-lists grow a little faster than the pod count between
+// 1k and 10k pods (elements x10.4 for pods x10, slope 1.02).
+const linearSlack = 1.05
+
+func exponent(ratio, podsRatio float64) float64 {
+	if ratio <= 0 || podsRatio <= 1 {
+		return 0
+	}
+	return math.Log(ratio) / math.Log(podsRatio)
+}
+
+func ms(s float64) float64 { return s * 1000 }
+func mib(b int64) float64  { return float64(b) / (1 << 20) }
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}

@@ -1,0 +1,48 @@
+//go:build linux
+
+package controlplane
+
+// A smoke run of the benchmark code on a small shape: it must work end to
+// end (real kernel, throwaway namespaces); no duration is asserted.
+
+import (
+	"os"
+	"testing"
+
+	"github.com/nftpolicy/nftpolicy/policy/synth"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("the benchmark smoke test needs root (CI is set, so not skipping)")
+	}
+	t.Skip("needs root")
+}
+
+func TestSmoke_FullSyncAndChurn(t *testing.T) {
+	requireRoot(t)
+	shape := synth.Scaled(1_000)
+	snap := synth.Snapshot(shape)
+	fs, err := MeasureFullSync(shape, snap, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs.Written.Elements == 0 || fs.Written.Ops == 0 {
+		t.Errorf("full sync wrote nothing: %+v", fs.Written)
+	}
+	ch, err := MeasureChurn(shape, snap, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch.Noop.Ops != 0 {
+		t.Errorf("no-op sync has %d ops", ch.Noop.Ops)
+	}
+	if ch.Appear.Ops != 1 || ch.Appear.OpElements != 1 || ch.Disappear.Ops != 1 || ch.Disappear.OpElements != 1 {
+		t.Errorf("churn: appear %d ops/%d elements, disappear %d/%d, want 1/1 each",
+			ch.Appear.Ops, ch.Appear.OpElements, ch.Disappear.Ops, ch.Disappear.OpElements)
+	}
+}
