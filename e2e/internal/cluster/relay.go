@@ -1,0 +1,103 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+// ListenInNetNS opens a TCP listener inside the named network namespace. The
+// socket keeps that namespace after the thread returns to its own.
+func ListenInNetNS(nsName, addr string) (net.Listener, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return nil, err
+	}
+	defer orig.Close()
+	target, err := netns.GetFromName(nsName)
+	if err != nil {
+		return nil, fmt.Errorf("netns %s: %w", nsName, err)
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		return nil, err
+	}
+	l, lerr := net.Listen("tcp", addr)
+	if err := netns.Set(orig); err != nil {
+		// The thread is in the wrong namespace; let it die with the goroutine.
+		panic(fmt.Sprintf("restoring netns: %v", err))
+	}
+	return l, lerr
+}
+
+// Relay runs the apiserver relay: a listener on 127.0.0.1:NodeAPIPort in each
+// node namespace, each connection forwarded to the apiserver on the host's
+// loopback. It writes StateDir/relay.ready once listening and runs until the
+// process is killed.
+func Relay(stateDir string) error {
+	c := &Config{StateDir: stateDir}
+	s, ok := c.LoadState()
+	if !ok {
+		return fmt.Errorf("no cluster state in %s", stateDir)
+	}
+	target := fmt.Sprintf("127.0.0.1:%d", APIPort)
+	var wg sync.WaitGroup
+	for _, n := range s.Nodes {
+		l, err := ListenInNetNS(n.NetNS, fmt.Sprintf("127.0.0.1:%d", NodeAPIPort))
+		if err != nil {
+			return fmt.Errorf("relay listener in %s: %w", n.NetNS, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				conn, err := l.Accept()
+				if err != nil {
+					log.Printf("relay %s: accept: %v", n.NetNS, err)
+					time.Sleep(100 * time.Millisecond)
+					continue
+				}
+				go pipe(conn, target)
+			}
+		}()
+	}
+	if err := os.WriteFile(filepath.Join(stateDir, "relay.ready"), []byte("ok\n"), 0o644); err != nil {
+		return err
+	}
+	wg.Wait()
+	return nil
+}
+
+func pipe(in net.Conn, target string) {
+	defer in.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	out, err := (&net.Dialer{}).DialContext(ctx, "tcp", target)
+	cancel()
+	if err != nil {
+		log.Printf("relay: dial %s: %v", target, err)
+		return
+	}
+	defer out.Close()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(out, in); closeWrite(out); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(in, out); closeWrite(in); done <- struct{}{} }()
+	<-done
+	<-done
+}
+
+func closeWrite(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
+}

@@ -1,0 +1,545 @@
+// Package kubelet is the harness's stand-in for the kubelet: it gives each
+// pod a network namespace through the real CNI plugins (Flannel delegating to
+// bridge + host-local, plus loopback), creates the Pod object with its node,
+// labels and named container ports, sets its status through the status
+// subresource, starts the pod's podserver, and creates the pod's Service.
+package kubelet
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
+	"github.com/nftpolicy/nftpolicy/e2e/internal/podserver"
+)
+
+// Server is one served port with its container port name.
+type Server struct {
+	Port     int32
+	Protocol string
+	Name     string
+}
+
+// PortName is the container port name: the given one or serve-<port>-<proto>.
+func (s Server) PortName() string {
+	if s.Name != "" {
+		return s.Name
+	}
+	return fmt.Sprintf("serve-%d-%s", s.Port, strings.ToLower(s.Protocol))
+}
+
+// PodSpec is what a scenario asks for.
+type PodSpec struct {
+	Namespace, Name string
+	Labels          map[string]string
+	IP              string // optional, exact IP
+	Servers         []Server
+}
+
+// Key is namespace/name.
+func (p PodSpec) Key() string { return p.Namespace + "/" + p.Name }
+
+// Pod is a running pod.
+type Pod struct {
+	Spec      PodSpec
+	Node      cluster.Node
+	IP        netip.Addr
+	ID        string
+	NetNS     string
+	Ctl       string // podserver control socket
+	Service   string
+	ClusterIP string
+}
+
+// Kubelet creates and deletes pods on the cluster's nodes.
+type Kubelet struct {
+	Cfg   *cluster.Config
+	State *cluster.State
+	CS    kubernetes.Interface
+	Exe   string // this binary, for the podserver
+
+	mu   sync.Mutex
+	run  string // distinguishes pod IDs of different runner processes
+	gen  int
+	rr   int
+	load map[string]int
+}
+
+// New returns a Kubelet for the running cluster.
+func New(cfg *cluster.Config, st *cluster.State, cs kubernetes.Interface) (*Kubelet, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	k := &Kubelet{Cfg: cfg, State: st, CS: cs, Exe: exe, load: map[string]int{}, run: fmt.Sprintf("%04x", rand.IntN(0x10000))}
+	for _, n := range st.Nodes {
+		if err := os.WriteFile(k.cniConf(n), []byte(cniConfig(n)), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return k, os.MkdirAll(k.podDir(), 0o755)
+}
+
+func (k *Kubelet) podDir() string                { return filepath.Join(k.Cfg.StateDir, "pods") }
+func (k *Kubelet) cniConf(n cluster.Node) string { return filepath.Join(n.Dir, "cni.conf") }
+
+func cniConfig(n cluster.Node) string {
+	c := map[string]any{
+		"cniVersion": "0.3.1",
+		"name":       "e2e-" + n.Name,
+		"type":       "flannel",
+		"subnetFile": filepath.Join(n.Dir, "subnet.env"),
+		"dataDir":    filepath.Join(n.Dir, "cni-flannel"),
+		"ipam":       map[string]any{"dataDir": filepath.Join(n.Dir, "cni-ipam")},
+		"delegate":   map[string]any{"ipMasq": false, "hairpinMode": true, "isDefaultGateway": true},
+	}
+	b, _ := json.Marshal(c)
+	return string(b)
+}
+
+var unsafeChars = regexp.MustCompile(`[^a-z0-9-]+`)
+
+func shortName(prefix, s string, max int) string {
+	clean := unsafeChars.ReplaceAllString(strings.ToLower(s), "-")
+	name := prefix + clean
+	if len(name) <= max {
+		return name
+	}
+	h := sha256.Sum256([]byte(s))
+	keep := max - len(prefix) - 9
+	return prefix + clean[:keep] + "-" + hex.EncodeToString(h[:4])
+}
+
+// pickNode returns the node for a pod: the one whose podCIDR holds the
+// requested IP, else the least loaded (round robin on ties).
+func (k *Kubelet) pickNode(spec PodSpec) (cluster.Node, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if spec.IP != "" {
+		ip, err := netip.ParseAddr(spec.IP)
+		if err != nil {
+			return cluster.Node{}, fmt.Errorf("pod %s: ip: %w", spec.Key(), err)
+		}
+		n, ok := k.State.NodeFor(ip)
+		if !ok {
+			return cluster.Node{}, fmt.Errorf("pod %s: no node's podCIDR holds %s", spec.Key(), ip)
+		}
+		k.load[n.Name]++
+		return n, nil
+	}
+	best := -1
+	for i := range k.State.Nodes {
+		j := (k.rr + i) % len(k.State.Nodes)
+		if best < 0 || k.load[k.State.Nodes[j].Name] < k.load[k.State.Nodes[best].Name] {
+			best = j
+		}
+	}
+	k.rr = (best + 1) % len(k.State.Nodes)
+	n := k.State.Nodes[best]
+	k.load[n.Name]++
+	return n, nil
+}
+
+type cniResult struct {
+	IPs []struct {
+		Address string `json:"address"`
+	} `json:"ips"`
+}
+
+func (k *Kubelet) cni(ctx context.Context, n cluster.Node, command, id, netnsName, ifname, conf, args string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	plugin := "flannel"
+	if ifname == "lo" {
+		plugin = "loopback"
+	}
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", n.NetNS, filepath.Join(k.State.BinDir, plugin))
+	cmd.Env = []string{
+		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+		"CNI_COMMAND=" + command, "CNI_CONTAINERID=" + id, "CNI_NETNS=/run/netns/" + netnsName,
+		"CNI_IFNAME=" + ifname, "CNI_PATH=" + k.State.BinDir, "CNI_ARGS=" + args,
+	}
+	cmd.Stdin = strings.NewReader(conf)
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("CNI %s %s on %s: %w: %s %s", command, plugin, n.Name, err, out.String(), stderr.String())
+	}
+	return out.Bytes(), nil
+}
+
+// CreatePod makes the pod's network namespace, attaches it, starts its
+// podserver and creates its Pod object and Service.
+func (k *Kubelet) CreatePod(ctx context.Context, spec PodSpec) (_ *Pod, err error) {
+	node, err := k.pickNode(spec)
+	if err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	k.gen++
+	gen := k.gen
+	k.mu.Unlock()
+	id := shortName("", fmt.Sprintf("%s-%s-%s%d", spec.Namespace, spec.Name, k.run, gen), 48)
+	p := &Pod{Spec: spec, Node: node, ID: id, NetNS: cluster.NSPrefix + "p-" + id,
+		Ctl: filepath.Join(k.podDir(), id+".sock"), Service: shortName("s-", spec.Name, 63)}
+	defer func() {
+		if err != nil {
+			_ = k.DeletePod(context.Background(), p)
+		}
+	}()
+	if out, err := exec.Command("ip", "netns", "add", p.NetNS).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ip netns add %s: %w: %s", p.NetNS, err, out)
+	}
+	if _, err := k.cni(ctx, node, "ADD", id, p.NetNS, "lo", `{"cniVersion":"0.3.1","name":"lo","type":"loopback"}`, ""); err != nil {
+		return nil, err
+	}
+	args := "IgnoreUnknown=1;K8S_POD_NAMESPACE=" + spec.Namespace + ";K8S_POD_NAME=" + spec.Name
+	if spec.IP != "" {
+		args += ";IP=" + spec.IP
+	}
+	conf, err := os.ReadFile(k.cniConf(node))
+	if err != nil {
+		return nil, err
+	}
+	out, err := k.cni(ctx, node, "ADD", id, p.NetNS, "eth0", string(conf), args)
+	if err != nil {
+		return nil, err
+	}
+	var res cniResult
+	if err := json.Unmarshal(out, &res); err != nil || len(res.IPs) == 0 {
+		return nil, fmt.Errorf("CNI result without IP: %s", out)
+	}
+	pfx, err := netip.ParsePrefix(res.IPs[0].Address)
+	if err != nil {
+		return nil, err
+	}
+	p.IP = pfx.Addr()
+	if spec.IP != "" && p.IP.String() != spec.IP {
+		return nil, fmt.Errorf("pod %s asked for %s, CNI gave %s", spec.Key(), spec.IP, p.IP)
+	}
+	if err := k.startServer(ctx, p); err != nil {
+		return nil, err
+	}
+	if err := k.createObjects(ctx, p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (k *Kubelet) startServer(ctx context.Context, p *Pod) error {
+	_, err := k.Cfg.Start(cluster.Proc{Name: "pod-" + p.ID, NetNS: p.NetNS,
+		LogFile: filepath.Join(k.podDir(), p.ID+".log"),
+		Args:    []string{k.Exe, "podserver", "--name", p.Spec.Key(), "--ctl", p.Ctl}})
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err = podserver.Call(p.Ctl, podserver.Request{Op: "ping"}, time.Second); err == nil {
+			break
+		}
+		if time.Now().After(deadline) || !k.Cfg.Alive("pod-"+p.ID) {
+			return fmt.Errorf("podserver of %s does not answer: %w", p.Spec.Key(), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return k.serve(p)
+}
+
+// NodeNamespace is the pseudo-namespace of node endpoints in matrices:
+// "node/<node name>" probes from or to the node's own network namespace.
+const NodeNamespace = "node"
+
+// NodeServer starts a podserver in the node's network namespace (the node's
+// "host network"), serving servers on the node IP. It has no Pod object.
+func (k *Kubelet) NodeServer(ctx context.Context, n cluster.Node, servers []Server) (*Pod, error) {
+	id := "node-" + n.Name
+	p := &Pod{Spec: PodSpec{Namespace: NodeNamespace, Name: n.Name, Servers: servers}, Node: n,
+		IP: netip.MustParseAddr(n.IP), ID: id, NetNS: n.NetNS, Ctl: filepath.Join(k.podDir(), id+".sock")}
+	if err := k.startServer(ctx, p); err != nil {
+		_ = k.Cfg.Stop("pod-" + id)
+		return nil, err
+	}
+	return p, nil
+}
+
+// SetNodeServers changes what a node server serves.
+func (k *Kubelet) SetNodeServers(p *Pod, servers []Server) error {
+	p.Spec.Servers = servers
+	return k.serve(p)
+}
+
+func (k *Kubelet) serve(p *Pod) error {
+	var svs []podserver.Server
+	for _, s := range p.Spec.Servers {
+		svs = append(svs, podserver.Server{Port: s.Port, Protocol: s.Protocol})
+	}
+	_, err := podserver.Call(p.Ctl, podserver.Request{Op: "serve", Servers: svs}, 5*time.Second)
+	return err
+}
+
+func (k *Kubelet) createObjects(ctx context.Context, p *Pod) error {
+	var ports []corev1.ContainerPort
+	for _, s := range p.Spec.Servers {
+		ports = append(ports, corev1.ContainerPort{Name: s.PortName(), ContainerPort: s.Port, Protocol: corev1.Protocol(s.Protocol)})
+	}
+	zero := int64(0)
+	no := false
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: p.Spec.Namespace, Name: p.Spec.Name, Labels: copyLabels(p.Spec.Labels),
+			Annotations: map[string]string{"e2e.nftpolicy.io/netns": p.NetNS}},
+		Spec: corev1.PodSpec{
+			NodeName:                      p.Node.Name,
+			TerminationGracePeriodSeconds: &zero,
+			EnableServiceLinks:            &no,
+			AutomountServiceAccountToken:  &no,
+			Containers:                    []corev1.Container{{Name: "podserver", Image: "e2e.invalid/nftpolicy-podserver:none", Ports: ports}},
+		},
+	}
+	created, err := k.CS.CoreV1().Pods(p.Spec.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("create pod %s: %w", p.Spec.Key(), err)
+	}
+	now := metav1.Now()
+	cond := func(t corev1.PodConditionType) corev1.PodCondition {
+		return corev1.PodCondition{Type: t, Status: corev1.ConditionTrue, LastTransitionTime: now}
+	}
+	created.Status = corev1.PodStatus{
+		Phase:     corev1.PodRunning,
+		PodIP:     p.IP.String(),
+		PodIPs:    []corev1.PodIP{{IP: p.IP.String()}},
+		HostIP:    p.Node.IP,
+		HostIPs:   []corev1.HostIP{{IP: p.Node.IP}},
+		StartTime: &now,
+		Conditions: []corev1.PodCondition{cond(corev1.PodScheduled), cond(corev1.PodInitialized),
+			cond(corev1.ContainersReady), cond(corev1.PodReady)},
+		ContainerStatuses: []corev1.ContainerStatus{{Name: "podserver", Ready: true, Image: pod.Spec.Containers[0].Image,
+			ContainerID: "e2e://" + p.ID, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}},
+	}
+	if _, err := k.CS.CoreV1().Pods(p.Spec.Namespace).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("pod %s status: %w", p.Spec.Key(), err)
+	}
+	return k.ensureService(ctx, p, created)
+}
+
+// ensureService creates or updates the pod's selectorless ClusterIP Service
+// and its EndpointSlice. No selector means no extra label on the pod, so the
+// policies of a scenario see exactly the labels it declares.
+func (k *Kubelet) ensureService(ctx context.Context, p *Pod, pod *corev1.Pod) error {
+	var sports []corev1.ServicePort
+	var eports []discoveryv1.EndpointPort
+	for _, s := range p.Spec.Servers {
+		name := s.PortName()
+		proto := corev1.Protocol(s.Protocol)
+		port := s.Port
+		sports = append(sports, corev1.ServicePort{Name: name, Port: s.Port, Protocol: proto, TargetPort: intstr.FromInt32(s.Port)})
+		eports = append(eports, discoveryv1.EndpointPort{Name: &name, Port: &port, Protocol: &proto})
+	}
+	svcs := k.CS.CoreV1().Services(p.Spec.Namespace)
+	svc, err := svcs.Get(ctx, p.Service, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		svc, err = svcs.Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: p.Service, Namespace: p.Spec.Namespace,
+				Labels: map[string]string{"e2e.nftpolicy.io/pod": p.Spec.Name}},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, Ports: sports},
+		}, metav1.CreateOptions{})
+	} else if err == nil {
+		svc.Spec.Ports = sports
+		svc, err = svcs.Update(ctx, svc, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		return fmt.Errorf("service for %s: %w", p.Spec.Key(), err)
+	}
+	p.ClusterIP = svc.Spec.ClusterIP
+	yes := true
+	nodeName := p.Node.Name
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: p.Service, Namespace: p.Spec.Namespace, Labels: map[string]string{
+			discoveryv1.LabelServiceName: p.Service, discoveryv1.LabelManagedBy: "e2e.nftpolicy.io"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: svc.Name, UID: svc.UID}}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{p.IP.String()}, NodeName: &nodeName,
+			Conditions: discoveryv1.EndpointConditions{Ready: &yes, Serving: &yes},
+			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID}}},
+		Ports: eports,
+	}
+	slices := k.CS.DiscoveryV1().EndpointSlices(p.Spec.Namespace)
+	old, err := slices.Get(ctx, p.Service, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		_, err = slices.Create(ctx, slice, metav1.CreateOptions{})
+	} else if err == nil {
+		slice.ResourceVersion = old.ResourceVersion
+		_, err = slices.Update(ctx, slice, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		return fmt.Errorf("endpointslice for %s: %w", p.Spec.Key(), err)
+	}
+	return nil
+}
+
+// SetServers changes what a running pod serves. Container ports are
+// immutable, so the Pod object is recreated (same netns, same IP), exactly as
+// a restarted pod would be.
+func (k *Kubelet) SetServers(ctx context.Context, p *Pod, servers []Server) error {
+	p.Spec.Servers = servers
+	if err := k.forceDelete(ctx, p.Spec.Namespace, p.Spec.Name); err != nil {
+		return err
+	}
+	if err := k.serve(p); err != nil {
+		return err
+	}
+	return k.createObjects(ctx, p)
+}
+
+func (k *Kubelet) forceDelete(ctx context.Context, ns, name string) error {
+	zero := int64(0)
+	err := k.CS.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	// Bounded wait until the name is free again.
+	for i := 0; i < 100; i++ {
+		if _, err := k.CS.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("pod %s/%s still exists after forced deletion", ns, name)
+}
+
+// SetLabels replaces the pod's labels.
+func (k *Kubelet) SetLabels(ctx context.Context, p *Pod, labels map[string]string) error {
+	pods := k.CS.CoreV1().Pods(p.Spec.Namespace)
+	for i := 0; i < 5; i++ {
+		obj, err := pods.Get(ctx, p.Spec.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		obj.Labels = copyLabels(labels)
+		_, err = pods.Update(ctx, obj, metav1.UpdateOptions{})
+		if apierrors.IsConflict(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		p.Spec.Labels = copyLabels(labels)
+		return nil
+	}
+	return fmt.Errorf("pod %s: label update keeps conflicting", p.Spec.Key())
+}
+
+// DeletePod removes the pod's objects, podserver, attachment and namespace.
+func (k *Kubelet) DeletePod(ctx context.Context, p *Pod) error {
+	var errs []error
+	svcErr := k.CS.CoreV1().Services(p.Spec.Namespace).Delete(ctx, p.Service, metav1.DeleteOptions{})
+	if svcErr != nil && !apierrors.IsNotFound(svcErr) {
+		errs = append(errs, svcErr)
+	}
+	if err := k.CS.DiscoveryV1().EndpointSlices(p.Spec.Namespace).Delete(ctx, p.Service, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		errs = append(errs, err)
+	}
+	if err := k.forceDelete(ctx, p.Spec.Namespace, p.Spec.Name); err != nil && !apierrors.IsNotFound(err) {
+		errs = append(errs, err)
+	}
+	errs = append(errs, k.Cfg.Stop("pod-"+p.ID))
+	_ = os.Remove(p.Ctl)
+	if _, err := os.Stat("/run/netns/" + p.NetNS); err == nil {
+		conf, _ := os.ReadFile(k.cniConf(p.Node))
+		if _, err := k.cni(ctx, p.Node, "DEL", p.ID, p.NetNS, "eth0", string(conf), "IgnoreUnknown=1"); err != nil {
+			errs = append(errs, err)
+			// host-local would keep the address reserved.
+			if p.IP.IsValid() {
+				_ = os.Remove(filepath.Join(p.Node.Dir, "cni-ipam", "e2e-"+p.Node.Name, p.IP.String()))
+			}
+		}
+		if out, err := exec.Command("ip", "netns", "del", p.NetNS).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("ip netns del %s: %w: %s", p.NetNS, err, out))
+		}
+	}
+	k.mu.Lock()
+	if k.load[p.Node.Name] > 0 {
+		k.load[p.Node.Name]--
+	}
+	k.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+func copyLabels(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// WaitProgrammed waits until kube-proxy on every node DNATs each pod's
+// ClusterIP ports to the pod's current IP.
+func (k *Kubelet) WaitProgrammed(ctx context.Context, pods []*Pod, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		missing := ""
+		for _, n := range k.State.Nodes {
+			out, err := exec.CommandContext(ctx, "ip", "netns", "exec", n.NetNS, "nft", "list", "table", "ip", "kube-proxy").CombinedOutput()
+			if err != nil {
+				missing = fmt.Sprintf("%s: nft: %v", n.Name, err)
+				break
+			}
+			text := string(out)
+			for _, p := range pods {
+				for _, s := range p.Spec.Servers {
+					el := regexp.MustCompile(fmt.Sprintf(`%s \. %s \. %d (comment "[^"]*" )?: goto service-`,
+						regexp.QuoteMeta(p.ClusterIP), strings.ToLower(s.Protocol), s.Port))
+					// The endpoint chain: "meta l4proto tcp dnat ip to numgen random mod 1 map { 0 : IP . PORT }".
+					dn := regexp.MustCompile(fmt.Sprintf(`meta l4proto %s dnat ip to .*: %s \. %d[ ,}]`,
+						strings.ToLower(s.Protocol), regexp.QuoteMeta(p.IP.String()), s.Port))
+					if !el.MatchString(text) || !dn.MatchString(text) {
+						missing = fmt.Sprintf("%s: %s (%s %s:%d -> %s)", n.Name, p.Spec.Key(), s.Protocol, p.ClusterIP, s.Port, p.IP)
+						break
+					}
+				}
+				if missing != "" {
+					break
+				}
+			}
+			if missing != "" {
+				break
+			}
+		}
+		if missing == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kube-proxy has not programmed %s after %s", missing, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,365 @@
+// Package podserver is what runs inside each pod's network namespace: the
+// scenario's servers (TCP accept-and-answer, UDP answer-each-datagram, SCTP
+// INIT recorder on a raw socket) and a control socket through which the
+// runner asks the pod to probe others and asks whether SCTP INITs arrived.
+//
+// The control socket is a unix socket in the state directory: unix sockets
+// are named in the file system, not the network namespace, so the runner
+// reaches every pod without using the network under test.
+package podserver
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Server is one port the pod serves.
+type Server struct {
+	Port     int32  `json:"port"`
+	Protocol string `json:"protocol"` // TCP | UDP | SCTP
+}
+
+// Request is one control request (one per connection).
+type Request struct {
+	Op       string   `json:"op"` // ping | serve | probe | seen
+	Servers  []Server `json:"servers,omitempty"`
+	Protocol string   `json:"protocol,omitempty"`
+	Addr     string   `json:"addr,omitempty"` // ip:port
+	Timeout  int      `json:"timeoutMs,omitempty"`
+	Tag      uint32   `json:"tag,omitempty"`
+}
+
+// Result values of a probe.
+const (
+	Connected = "connected"
+	Timeout   = "timeout"
+	Refused   = "refused"
+	Failed    = "error"
+	Sent      = "sent"
+)
+
+// Response answers a Request.
+type Response struct {
+	Result string `json:"result,omitempty"`
+	Detail string `json:"detail,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+type server struct {
+	name string
+
+	mu        sync.Mutex
+	listeners map[Server]func() // close functions
+	sctpPorts map[uint16]bool
+	seen      map[uint32]time.Time
+	seenCond  *sync.Cond
+}
+
+// Run serves the control socket at ctl until the process is killed.
+func Run(name, ctl string) error {
+	s := &server{name: name, listeners: map[Server]func(){}, sctpPorts: map[uint16]bool{}, seen: map[uint32]time.Time{}}
+	s.seenCond = sync.NewCond(&s.mu)
+	_ = os.Remove(ctl)
+	l, err := net.Listen("unix", ctl)
+	if err != nil {
+		return err
+	}
+	log.Printf("podserver %s: control socket %s", name, ctl)
+	if err := s.startSCTP(); err != nil {
+		log.Printf("sctp raw receiver: %v", err)
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		go s.handle(c)
+	}
+}
+
+func (s *server) handle(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	var req Request
+	if err := json.NewDecoder(bufio.NewReader(c)).Decode(&req); err != nil {
+		return
+	}
+	var resp Response
+	switch req.Op {
+	case "ping":
+		resp.Result = "ok"
+	case "serve":
+		if err := s.serve(req.Servers); err != nil {
+			resp.Error = err.Error()
+		} else {
+			resp.Result = "ok"
+		}
+	case "probe":
+		resp.Result, resp.Detail = s.probe(req)
+	case "seen":
+		resp.Result = s.waitSeen(req.Tag, time.Duration(req.Timeout)*time.Millisecond)
+	default:
+		resp.Error = "unknown op " + req.Op
+	}
+	_ = json.NewEncoder(c).Encode(resp)
+}
+
+// serve makes the listening set equal to servers.
+func (s *server) serve(servers []Server) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	want := map[Server]bool{}
+	for _, sv := range servers {
+		want[sv] = true
+	}
+	for sv, closer := range s.listeners {
+		if !want[sv] {
+			closer()
+			delete(s.listeners, sv)
+		}
+	}
+	s.sctpPorts = map[uint16]bool{}
+	var errs []error
+	for sv := range want {
+		if sv.Protocol == "SCTP" {
+			s.sctpPorts[uint16(sv.Port)] = true
+			s.listeners[sv] = func() {}
+			continue
+		}
+		if _, ok := s.listeners[sv]; ok {
+			continue
+		}
+		closer, err := s.listen(sv)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.listeners[sv] = closer
+	}
+	return errors.Join(errs...)
+}
+
+func (s *server) listen(sv Server) (func(), error) {
+	addr := fmt.Sprintf(":%d", sv.Port)
+	answer := []byte(s.name + "\n")
+	switch sv.Protocol {
+	case "TCP":
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+					_, _ = c.Write(answer)
+					_ = c.Close()
+				}()
+			}
+		}()
+		return func() { l.Close() }, nil
+	case "UDP":
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, err
+		}
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				_, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				_, _ = pc.WriteTo(answer, from)
+			}
+		}()
+		return func() { pc.Close() }, nil
+	}
+	return nil, fmt.Errorf("unsupported protocol %q", sv.Protocol)
+}
+
+// startSCTP records the initiate tag of every SCTP INIT that arrives for a
+// served SCTP port. This kernel has no SCTP sockets; a raw IPv4 socket of
+// protocol 132 sees the packets anyway.
+func (s *server) startSCTP() error {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_SCTP)
+	if err != nil {
+		return err
+	}
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, _, err := syscall.Recvfrom(fd, buf, 0)
+			if err != nil {
+				if errors.Is(err, syscall.EINTR) {
+					continue
+				}
+				log.Printf("sctp recv: %v", err)
+				return
+			}
+			pkt := buf[:n]
+			if n < 20 {
+				continue
+			}
+			ihl := int(pkt[0]&0x0f) * 4
+			sctp := pkt[ihl:]
+			if len(sctp) < 12+20 || sctp[12] != 1 { // chunk type 1 = INIT
+				continue
+			}
+			dport := binary.BigEndian.Uint16(sctp[2:4])
+			tag := binary.BigEndian.Uint32(sctp[16:20])
+			s.mu.Lock()
+			if s.sctpPorts[dport] {
+				s.seen[tag] = time.Now()
+				if len(s.seen) > 4096 {
+					for k, t := range s.seen {
+						if time.Since(t) > time.Minute {
+							delete(s.seen, k)
+						}
+					}
+				}
+				s.seenCond.Broadcast()
+			}
+			s.mu.Unlock()
+		}
+	}()
+	return nil
+}
+
+func (s *server) waitSeen(tag uint32, d time.Duration) string {
+	deadline := time.Now().Add(d)
+	t := time.AfterFunc(d, func() { s.mu.Lock(); s.seenCond.Broadcast(); s.mu.Unlock() })
+	defer t.Stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		if _, ok := s.seen[tag]; ok {
+			return Connected
+		}
+		if !time.Now().Before(deadline) {
+			return Timeout
+		}
+		s.seenCond.Wait()
+	}
+}
+
+func (s *server) probe(req Request) (string, string) {
+	d := time.Duration(req.Timeout) * time.Millisecond
+	if d <= 0 {
+		d = time.Second
+	}
+	switch req.Protocol {
+	case "TCP":
+		c, err := net.DialTimeout("tcp", req.Addr, d)
+		if err != nil {
+			return classify(err)
+		}
+		defer c.Close()
+		return Connected, ""
+	case "UDP":
+		c, err := net.Dial("udp", req.Addr)
+		if err != nil {
+			return Failed, err.Error()
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(d))
+		if _, err := c.Write([]byte("ping\n")); err != nil {
+			return classify(err)
+		}
+		buf := make([]byte, 512)
+		n, err := c.Read(buf)
+		if err != nil {
+			return classify(err)
+		}
+		return Connected, string(buf[:n])
+	case "SCTP":
+		if err := sendSCTPInit(req.Addr, req.Tag); err != nil {
+			return Failed, err.Error()
+		}
+		return Sent, ""
+	}
+	return Failed, "unknown protocol " + req.Protocol
+}
+
+func classify(err error) (string, string) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return Refused, err.Error()
+	case errors.As(err, &ne) && ne.Timeout():
+		return Timeout, ""
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return Failed, err.Error()
+	}
+	return Failed, err.Error()
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// sendSCTPInit sends one SCTP INIT chunk to addr (ip:port) in a raw IPv4
+// packet, carrying tag as its initiate tag.
+func sendSCTPInit(addr string, tag uint32) error {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return err
+	}
+	if !ap.Addr().Is4() {
+		return errors.New("SCTP probes are IPv4 only")
+	}
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_SCTP)
+	if err != nil {
+		return err
+	}
+	defer syscall.Close(fd)
+	pkt := make([]byte, 32)
+	binary.BigEndian.PutUint16(pkt[0:], uint16(32768+rand.IntN(28000))) // source port
+	binary.BigEndian.PutUint16(pkt[2:], ap.Port())
+	// verification tag 0 (INIT), checksum filled below
+	pkt[12] = 1 // INIT
+	pkt[13] = 0
+	binary.BigEndian.PutUint16(pkt[14:], 20)    // chunk length
+	binary.BigEndian.PutUint32(pkt[16:], tag)   // initiate tag
+	binary.BigEndian.PutUint32(pkt[20:], 65535) // a_rwnd
+	binary.BigEndian.PutUint16(pkt[24:], 1)     // outbound streams
+	binary.BigEndian.PutUint16(pkt[26:], 1)     // inbound streams
+	binary.BigEndian.PutUint32(pkt[28:], rand.Uint32())
+	binary.LittleEndian.PutUint32(pkt[8:], crc32.Checksum(pkt, castagnoli))
+	return syscall.Sendto(fd, pkt, 0, &syscall.SockaddrInet4{Addr: ap.Addr().As4()})
+}
+
+// Call sends one request to the podserver at ctl.
+func Call(ctl string, req Request, timeout time.Duration) (Response, error) {
+	c, err := net.DialTimeout("unix", ctl, timeout)
+	if err != nil {
+		return Response{}, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if err := json.NewEncoder(c).Encode(req); err != nil {
+		return Response{}, err
+	}
+	var resp Response
+	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+		return Response{}, err
+	}
+	if resp.Error != "" {
+		return resp, errors.New(resp.Error)
+	}
+	return resp, nil
+}
