@@ -15,13 +15,18 @@ FUZZTIME  ?= 60s
 # The linters are pinned in hack/tools/go.mod and built through the module proxy.
 GOLANGCI  := $(GO) tool -modfile=hack/tools/go.mod golangci-lint
 
-.PHONY: build run test unit fuzz lint fmt-check vet tools-apiserver tools clean manifests manifests-check
+.PHONY: host-deps build run test unit fuzz lint fmt-check vet tools-apiserver tools clean manifests manifests-check
 
 build: ## the agent binary, static, as the container image ships it
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN_DIR)/nftpolicy ./cmd/nftpolicy
 
 run: build ## the agent on this machine, against $$KUBECONFIG, as node $$NODE_NAME
 	$(BIN_DIR)/nftpolicy --node-name "$${NODE_NAME:?set NODE_NAME}" --kubeconfig "$${KUBECONFIG:?set KUBECONFIG}"
+
+host-deps: ## Debian packages the tests and the local cluster use (nft for kube-proxy and read-back tests)
+	@missing=""; for c in nft:nftables ip:iproute2 git:git; do command -v $${c%%:*} >/dev/null 2>&1 || missing="$$missing $${c##*:}"; done; \
+	if [ -n "$$missing" ]; then echo "==> apt-get install$$missing" >&2; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 tools-apiserver: ## etcd + kube-apiserver + kubectl for the controller tests (cached)
 	@hack/build-tools.sh apiserver >/dev/null
@@ -38,7 +43,7 @@ vet:
 lint: fmt-check vet ## gofmt, go vet and golangci-lint
 	$(GOLANGCI) run ./...
 
-unit: ## every Go test with the race detector, real kernel and real kube-apiserver included
+unit: host-deps ## every Go test with the race detector, real kernel and real kube-apiserver included
 	KUBEBUILDER_ASSETS="$$(hack/build-tools.sh apiserver | tail -n1)" $(GO) test -race -count=1 ./...
 
 fuzz: ## the differential fuzz target: compiled dataplane vs reference semantics

@@ -40,7 +40,7 @@ e2e-bin:
 	  else echo "cmd/nftpolicy does not exist yet: use AGENT=none" >&2; exit 1; fi; fi
 
 # The tool build prints progress on stderr; the bin dir is its last stdout line.
-e2e-tools:
+e2e-tools: host-deps
 	@test -x hack/build-tools.sh || { echo "hack/build-tools.sh is missing" >&2; exit 1; }
 	@mkdir -p $(E2E_BINDIR)
 	@echo "==> cluster tools (cached; a cold build takes ~10 min on 2 cores)" >&2
