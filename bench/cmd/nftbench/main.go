@@ -13,7 +13,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -177,8 +176,7 @@ func measure(pods []int, reps, churnReps, churnSyncs int, log io.Writer) (*Contr
 			return nil, err
 		}
 		res.Memory = append(res.Memory, m)
-		snap = nil
-		runtime.GC()
+		runtime.GC() // drop this shape's snapshot before the next one is built
 	}
 	res.Scaling, res.Goals = evaluate(res)
 	res.Seconds = time.Since(res.Started).Seconds()
@@ -204,8 +202,7 @@ func memoryChild(pods, churnSyncs int) (controlplane.Memory, error) {
 	case err = <-done:
 	case <-time.After(5 * time.Minute):
 		_ = cmd.Process.Kill()
-		<-done
-		err = errors.New("timed out after 5m")
+		err = fmt.Errorf("timed out after 5m (then: %v)", <-done)
 	}
 	if err != nil {
 		return m, fmt.Errorf("rss child: %w\n%s", err, stderr.String())
