@@ -202,7 +202,7 @@ func memoryChild(pods, churnSyncs int) (controlplane.Memory, error) {
 	case err = <-done:
 	case <-time.After(5 * time.Minute):
 		_ = cmd.Process.Kill()
-		err = fmt.Errorf("timed out after 5m (then: %v)", <-done)
+		err = fmt.Errorf("timed out after 5m (then: %w)", <-done)
 	}
 	if err != nil {
 		return m, fmt.Errorf("rss child: %w\n%s", err, stderr.String())
