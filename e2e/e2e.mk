@@ -17,14 +17,14 @@ E2E_NODES      ?= 3
 SCENARIOS      ?= e2e/scenarios
 E2E_RUN_FLAGS  ?=
 AGENT          ?= nftpolicy
-NFTPOLICY_CMD   = $(E2E_BINDIR)/nftpolicy --node-name {{.Node}} --kubeconfig {{.Kubeconfig}} --metrics-bind-address=:9808 --health-probe-bind-address=:9809
-
+# AGENT=nftpolicy runs our agent exactly as the DaemonSet in dist/install.yaml
+# starts it (its args and env, plus --kubeconfig): `e2e agent-cmd` reads it.
 ifeq ($(AGENT),nftpolicy)
-E2E_AGENT_CMD = $(NFTPOLICY_CMD)
+E2E_AGENT_FLAG = --agent-cmd "$$($(E2E) agent-cmd --manifest dist/install.yaml --bin $(E2E_BINDIR)/nftpolicy)"
 else ifeq ($(AGENT),none)
-E2E_AGENT_CMD =
+E2E_AGENT_FLAG = --agent-cmd ''
 else
-E2E_AGENT_CMD = $(AGENT)
+E2E_AGENT_FLAG = --agent-cmd '$(AGENT)'
 endif
 
 export E2E_STATE_DIR
@@ -51,7 +51,7 @@ e2e-tools: host-deps
 	echo "$$bin" > $(E2E_BINDIR)/tools.dir; echo "    tools in $$bin ($$(( $$(date +%s) - start ))s)" >&2
 
 up: e2e-bin e2e-tools
-	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" up --nodes $(E2E_NODES) --agent-cmd '$(E2E_AGENT_CMD)'
+	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" up --nodes $(E2E_NODES) $(E2E_AGENT_FLAG)
 
 down:
 	@if [ -x $(E2E) ]; then $(E2E) down; else go run ./e2e/cmd/e2e down; fi
@@ -60,10 +60,10 @@ e2e-status:
 	@$(E2E) status
 
 e2e: e2e-bin e2e-tools
-	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" run --nodes $(E2E_NODES) --agent-cmd '$(E2E_AGENT_CMD)' $(E2E_RUN_FLAGS) $(SCENARIOS)
+	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" run --nodes $(E2E_NODES) $(E2E_AGENT_FLAG) $(E2E_RUN_FLAGS) $(SCENARIOS)
 
 demo: e2e-bin e2e-tools
-	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" demo --nodes $(E2E_NODES) --agent-cmd '$(E2E_AGENT_CMD)'
+	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" demo --nodes $(E2E_NODES) $(E2E_AGENT_FLAG)
 
 # `make test` runs the upstream corpus with our agent.
 e2e-test:: e2e

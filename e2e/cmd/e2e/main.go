@@ -31,7 +31,7 @@ func main() { os.Exit(run()) }
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage: e2e [--state-dir DIR] [--bin-dir DIR] COMMAND [flags]
-commands: up, down, status, kubeconfig, run PATH..., demo
+commands: up, down, status, kubeconfig, run PATH..., demo, agent-cmd --manifest F --bin B
   --state-dir  default $E2E_STATE_DIR or `+cluster.DefaultState+`
   --bin-dir    directory with etcd, kube-apiserver, ..., flanneld, CNI plugins (default $E2E_BIN_DIR)
 agent command template fields: {{.Node}} {{.NodeIP}} {{.Kubeconfig}} {{.NetNS}} {{.StateDir}} {{.LogDir}} {{.Index}}`)
@@ -93,6 +93,19 @@ func run() int {
 		return 0
 	case "status":
 		fmt.Print(cfg.Status())
+		return 0
+	case "agent-cmd":
+		fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+		install := fs.String("manifest", "dist/install.yaml", "the rendered install manifest")
+		bin := fs.String("bin", "", "path of the agent binary")
+		if err := fs.Parse(args); err != nil {
+			return 2
+		}
+		tmpl, err := agentTemplate(*install, *bin)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Println(tmpl)
 		return 0
 	case "kubeconfig":
 		if _, ok := cfg.LoadState(); !ok {

@@ -616,6 +616,20 @@ type AgentVars struct {
 	Index                                             int
 }
 
+// agentMarker is the program name the agent process will show once the
+// shell has exec'd it: the first word that is neither `env` nor a VAR=value
+// assignment, without shell quotes.
+func agentMarker(fields []string) string {
+	for _, f := range fields {
+		f = strings.Trim(f, `'"`)
+		if f == "env" || strings.Contains(f, "=") {
+			continue
+		}
+		return filepath.Base(f)
+	}
+	return filepath.Base(strings.Trim(fields[0], `'"`))
+}
+
 func (c *Config) startAgents(ctx context.Context, s *State) error {
 	if c.AgentCmd == "" {
 		return nil
@@ -639,7 +653,7 @@ func (c *Config) startAgents(ctx context.Context, s *State) error {
 			return errors.New("--agent-cmd expands to an empty command")
 		}
 		_, err := c.Start(Proc{Name: n.Name + "-agent", NetNS: n.NetNS, LogFile: c.logFile(n.Name + "-agent"),
-			Marker: filepath.Base(fields[0]),
+			Marker: agentMarker(fields),
 			Env:    []string{"NODE_NAME=" + n.Name, "KUBECONFIG=" + filepath.Join(n.Dir, "agent.kubeconfig")},
 			Args:   []string{"/bin/sh", "-c", "exec " + line}})
 		if err != nil {
