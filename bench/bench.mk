@@ -1,7 +1,11 @@
 # bench.mk — `make bench` (included by the top Makefile). See bench/README.md.
 #
-#   make bench                      figures 3 and 4 (control plane at scale), table + bench/results.json
-#   make bench BENCH_FLAGS='-pods 1000,10000 -reps 3'   a quicker run
+#   make bench                      all figures: control plane (3, 4) then the local cluster (1, 2)
+#   make bench-controlplane         figures 3 and 4 only, table + bench/results.json
+#   make bench BENCH_FLAGS='-pods 1000,10000 -reps 3'   a quicker control-plane run
+#   make bench-cluster [BENCH_CLUSTER_FLAGS='-policies 1000 -reps 1 -latency-reps 20']
+#                                   figures 1 and 2 on `make up AGENT=none` (~5 min;
+#                                   the cluster is taken down afterwards unless BENCH_KEEP_CLUSTER=1)
 #
 # Needs root: every apply goes into a throwaway (unnamed) network namespace.
 # Nothing here asserts a duration; `make test` runs only a smoke test of the
@@ -11,10 +15,23 @@ BENCH_BIN   ?= bin/nftbench
 BENCH_OUT   ?= bench/results.json
 BENCH_FLAGS ?=
 
-.PHONY: bench bench-controlplane
+BENCH_CLUSTER_BIN   ?= bin/clusterbench
+BENCH_CLUSTER_FLAGS ?=
+BENCH_KEEP_CLUSTER  ?=
 
-bench: bench-controlplane ## the benchmarks: table on stdout, figures in bench/results.json
+.PHONY: bench bench-controlplane bench-cluster
+
+bench: bench-controlplane bench-cluster ## the benchmarks: table on stdout, figures in bench/results.json
 
 bench-controlplane:
 	$(GO) build -o $(BENCH_BIN) ./bench/cmd/nftbench
 	timeout 20m $(BENCH_BIN) -out $(BENCH_OUT) $(BENCH_FLAGS)
+
+# Figures 1 and 2. The cluster runs without an agent (the baseline);
+# clusterbench starts nftpolicy itself on every node after measuring it.
+bench-cluster:
+	$(GO) build -o $(BENCH_CLUSTER_BIN) ./e2e/bench/cmd/clusterbench
+	$(MAKE) up AGENT=none
+	$(MAKE) e2e-bin AGENT=nftpolicy
+	rc=0; timeout 20m $(BENCH_CLUSTER_BIN) run -out $(BENCH_OUT) $(BENCH_CLUSTER_FLAGS) || rc=$$?; \
+	if [ -z "$(BENCH_KEEP_CLUSTER)" ]; then $(MAKE) down; fi; exit $$rc

@@ -1,0 +1,683 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
+	"github.com/nftpolicy/nftpolicy/e2e/internal/kubelet"
+)
+
+const (
+	benchNS    = "nftbench"
+	benchPort  = 9000
+	metricsURL = "http://127.0.0.1:9808/metrics"
+)
+
+type env struct {
+	cfg    *cluster.Config
+	st     *cluster.State
+	cs     kubernetes.Interface
+	kl     *kubelet.Kubelet
+	self   string
+	agent  string
+	pods   map[string]*kubelet.Pod
+	agents []string // proc names we started
+	log    io.Writer
+}
+
+func (e *env) logf(format string, args ...any) {
+	fmt.Fprintf(e.log, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
+}
+
+func runMain(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	stateDir := fs.String("state-dir", envOr("E2E_STATE_DIR", cluster.DefaultState), "e2e state dir")
+	e2eBin := fs.String("e2e", "e2e/.bin/e2e", "the e2e binary (for the pods' podservers)")
+	agentBin := fs.String("agent", "e2e/.bin/nftpolicy", "the nftpolicy binary")
+	out := fs.String("out", "bench/results.json", "results file (only datapath and programming_latency are replaced)")
+	counts := fs.String("policies", "1000,10000", "policy counts for configurations (c), (d)")
+	reps := fs.Int("reps", 3, "repetitions of each datapath measurement (median reported)")
+	dur := fs.Duration("duration", 2*time.Second, "length of one load run (at most 5s)")
+	latReps := fs.Int("latency-reps", 100, "programming latency repetitions per kind (0 = skip figure 2)")
+	skipDatapath := fs.Bool("skip-datapath", false, "only figure 2")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var policyCounts []int
+	for _, s := range strings.Split(*counts, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return fmt.Errorf("-policies: %w", err)
+		}
+		policyCounts = append(policyCounts, n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	e := &env{log: os.Stderr, pods: map[string]*kubelet.Pod{}}
+	e.cfg = &cluster.Config{StateDir: *stateDir}
+	st, ok := e.cfg.Healthy()
+	if !ok {
+		return errors.New("the e2e cluster is not up: make up AGENT=none")
+	}
+	if st.AgentCmd != "" {
+		return fmt.Errorf("the cluster runs an agent (%q); the baseline needs `make up AGENT=none`", st.AgentCmd)
+	}
+	e.st = st
+	e.cfg.BinDir = st.BinDir
+	cs, err := e.cfg.Client()
+	if err != nil {
+		return err
+	}
+	e.cs = cs
+	if e.kl, err = kubelet.New(e.cfg, st, cs); err != nil {
+		return err
+	}
+	for _, p := range []*string{e2eBin, agentBin} {
+		if *p, err = filepath.Abs(*p); err != nil {
+			return err
+		}
+		if _, err := os.Stat(*p); err != nil {
+			return err
+		}
+	}
+	e.kl.Exe = *e2eBin
+	e.agent = *agentBin
+	if e.self, err = os.Executable(); err != nil {
+		return err
+	}
+	if len(st.Nodes) < 2 {
+		return errors.New("need at least 2 nodes")
+	}
+	started := time.Now()
+	defer e.cleanup()
+	if err := e.setup(ctx); err != nil {
+		return err
+	}
+	results := map[string]any{}
+	if !*skipDatapath {
+		dp, err := e.datapath(ctx, policyCounts, *reps, *dur)
+		if err != nil {
+			return err
+		}
+		dp.Started, dp.Seconds = started.UTC(), time.Since(started).Seconds()
+		results["datapath"] = dp
+		printDatapath(os.Stdout, dp)
+		if err := writeResults(*out, results); err != nil {
+			return err
+		}
+	}
+	if *latReps > 0 {
+		t := time.Now()
+		pl, err := e.programmingLatency(ctx, *latReps)
+		if err != nil {
+			return err
+		}
+		pl.Started, pl.Seconds = t.UTC(), time.Since(t).Seconds()
+		results["programming_latency"] = pl
+		printLatency(os.Stdout, pl)
+		if err := writeResults(*out, map[string]any{"programming_latency": pl}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// podLayout: the server and two more pods selected by every policy (one per
+// node), a client on the server's node and one on another node (both admitted
+// only by the last policy), and an outsider admitted by none (the check that
+// the policies are enforced at all).
+func (e *env) podLayout() []kubelet.PodSpec {
+	ip := func(node, host int) string { return fmt.Sprintf("10.244.%d.%d", e.st.Nodes[node].Index, host) }
+	web := []kubelet.Server{{Port: 80, Protocol: "TCP"}}
+	specs := []kubelet.PodSpec{
+		{Namespace: benchNS, Name: "server", IP: ip(0, 200), Labels: map[string]string{"app": "server", "tier": "bench"}, Servers: web},
+		{Namespace: benchNS, Name: "client-same", IP: ip(0, 201), Labels: map[string]string{"peer": "last"}, Servers: web},
+		{Namespace: benchNS, Name: "client-cross", IP: ip(1, 201), Labels: map[string]string{"peer": "last"}, Servers: web},
+		{Namespace: benchNS, Name: "outsider", IP: ip(1, 202), Labels: map[string]string{"peer": "none"}, Servers: web},
+		{Namespace: benchNS, Name: "other-1", IP: ip(0, 202), Labels: map[string]string{"tier": "bench"}, Servers: web},
+		{Namespace: benchNS, Name: "other-2", IP: ip(1, 203), Labels: map[string]string{"tier": "bench"}, Servers: web},
+	}
+	if len(e.st.Nodes) > 2 {
+		specs = append(specs, kubelet.PodSpec{Namespace: benchNS, Name: "other-3", IP: ip(2, 200), Labels: map[string]string{"tier": "bench"}, Servers: web})
+	}
+	return specs
+}
+
+func (e *env) setup(ctx context.Context) error {
+	if _, err := e.cs.CoreV1().Namespaces().Get(ctx, benchNS, metav1.GetOptions{}); err == nil {
+		return fmt.Errorf("namespace %s exists (a previous run?): make down && make up AGENT=none", benchNS)
+	}
+	if _, err := e.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNS,
+		Labels: map[string]string{"bench": "cluster"}}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	for _, spec := range e.podLayout() {
+		p, err := e.kl.CreatePod(ctx, spec)
+		if err != nil {
+			return err
+		}
+		e.pods[spec.Name] = p
+		e.logf("pod %s %s on %s", spec.Name, p.IP, p.Node.Name)
+	}
+	// Clients close first; let them reuse TIME_WAIT ports (only in their own
+	// namespaces) so back-to-back runs of up to 20k connections do not run
+	// out of ephemeral ports.
+	for _, n := range []string{"client-same", "client-cross"} {
+		if out, err := exec.Command("ip", "netns", "exec", e.pods[n].NetNS, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1").CombinedOutput(); err != nil {
+			return fmt.Errorf("sysctl: %w: %s", err, out)
+		}
+	}
+	srv := e.pods["server"]
+	if _, err := e.cfg.Start(cluster.Proc{Name: "bench-server", NetNS: srv.NetNS, LogFile: filepath.Join(e.cfg.LogDir(), "bench-server.log"),
+		Args: []string{e.self, "serve", "-port", strconv.Itoa(benchPort)}}); err != nil {
+		return err
+	}
+	for i := 0; ; i++ {
+		r, err := e.load(ctx, "client-same", "rr", 100*time.Millisecond)
+		if err == nil && r.Count > 0 {
+			break
+		}
+		if i > 50 {
+			return fmt.Errorf("bench server does not answer: %w", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil
+}
+
+func (e *env) stopAgents() {
+	for _, a := range e.agents {
+		if err := e.cfg.Stop(a); err != nil {
+			e.logf("stop %s: %v", a, err)
+		}
+	}
+	e.agents = nil
+}
+
+func (e *env) cleanup() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e.stopAgents()
+	_ = e.cfg.Stop("bench-server")
+	_ = e.cs.NetworkingV1().NetworkPolicies(benchNS).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+	for _, p := range e.pods {
+		if err := e.kl.DeletePod(ctx, p); err != nil {
+			e.logf("delete pod %s: %v", p.Spec.Name, err)
+		}
+	}
+	_ = e.cs.CoreV1().Namespaces().Delete(ctx, benchNS, metav1.DeleteOptions{})
+	// The agents' table outlives them; leave the nodes as `up` made them.
+	for _, n := range e.st.Nodes {
+		_ = exec.Command("ip", "netns", "exec", n.NetNS, "nft", "delete", "table", "inet", "nftpolicy").Run()
+	}
+}
+
+// load runs the load generator in a client pod against the server.
+func (e *env) load(ctx context.Context, client, mode string, d time.Duration) (LoadResult, error) {
+	var r LoadResult
+	addr := fmt.Sprintf("%s:%d", e.pods["server"].IP, benchPort)
+	ctx, cancel := context.WithTimeout(ctx, d+10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", e.pods[client].NetNS, e.self, "load",
+		"-addr", addr, "-mode", mode, "-duration", d.String(), "-workers", "2")
+	out, err := cmd.Output()
+	if err != nil {
+		return r, fmt.Errorf("load %s %s: %w", client, mode, err)
+	}
+	return r, json.Unmarshal(out, &r)
+}
+
+// --- the agent ---
+
+func (e *env) startAgents() error {
+	for _, n := range e.st.Nodes {
+		name := "bench-" + n.Name + "-agent"
+		kc := filepath.Join(n.Dir, "agent.kubeconfig")
+		if _, err := e.cfg.Start(cluster.Proc{Name: name, NetNS: n.NetNS, LogFile: filepath.Join(e.cfg.LogDir(), name+".log"),
+			Env:  []string{"NODE_NAME=" + n.Name, "KUBECONFIG=" + kc},
+			Args: []string{e.agent, "--node-name", n.Name, "--kubeconfig", kc, "--metrics-bind-address=:9808", "--health-probe-bind-address=:9809"}}); err != nil {
+			return err
+		}
+		e.agents = append(e.agents, name)
+	}
+	return nil
+}
+
+// metrics scrapes the agent of node i (unlabelled series only, plus
+// histogram buckets keyed by their full series text).
+func (e *env) metrics(ctx context.Context, node int) (map[string]float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", e.st.Nodes[node].NetNS, e.self, "fetch", metricsURL).Output()
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		m[line[:i]] = v
+	}
+	return m, nil
+}
+
+// waitAgents waits until every agent has compiled `policies` policies and
+// synced after `since`, and node 0's element count is stable.
+func (e *env) waitAgents(ctx context.Context, policies int, since time.Time, timeout time.Duration) (map[string]float64, error) {
+	deadline := time.Now().Add(timeout)
+	last := -1.0
+	for {
+		ok := true
+		var m0 map[string]float64
+		for i := range e.st.Nodes {
+			m, err := e.metrics(ctx, i)
+			if err != nil || m["nftpolicy_policies"] != float64(policies) ||
+				m["nftpolicy_last_successful_sync_timestamp_seconds"] < float64(since.Unix()) {
+				ok = false
+				break
+			}
+			if i == 0 {
+				m0 = m
+			}
+		}
+		if ok && m0["nftpolicy_set_elements"] == last {
+			return m0, nil
+		}
+		if ok {
+			last = m0["nftpolicy_set_elements"]
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("agents did not reach %d policies within %s", policies, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// --- policies ---
+
+func policyName(i int) string { return fmt.Sprintf("bp-%05d", i) }
+
+// benchPolicy i selects every tier=bench pod (the server and one other pod
+// per node) and admits, on TCP 9000, the pods labelled peer=p<i> (none
+// exist) and one address of its own outside the cluster (so each policy adds
+// an element to the server's allow-list). Only the last policy by name,
+// bp-99999, admits peer=last: the clients.
+func benchPolicy(i int, peer string) *networkingv1.NetworkPolicy {
+	tcp := corev1.ProtocolTCP
+	port := intstr.FromInt32(benchPort)
+	return &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: policyName(i), Namespace: benchNS},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"tier": "bench"}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}},
+				From: []networkingv1.NetworkPolicyPeer{
+					{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"peer": peer}}},
+					{IPBlock: &networkingv1.IPBlock{CIDR: ipBlockOf(i)}},
+				},
+			}},
+		},
+	}
+}
+
+// ipBlockOf is policy i's own address: every other address of 172.16.0.0/12,
+// so that no two merge into one interval and each is its own set element.
+func ipBlockOf(i int) string {
+	n := 2 * (i + 1)
+	return fmt.Sprintf("172.%d.%d.%d/32", 16+n>>16, (n>>8)&255, n&255)
+}
+
+// createPolicies creates the given indexes with a few workers.
+func (e *env) createPolicies(ctx context.Context, idx []int) error {
+	ch := make(chan int)
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for w := 0; w < 6; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range ch {
+				peer := fmt.Sprintf("p%d", i)
+				if i == 99999 {
+					peer = "last"
+				}
+				_, err := e.cs.NetworkingV1().NetworkPolicies(benchNS).Create(ctx, benchPolicy(i, peer), metav1.CreateOptions{})
+				if err != nil && !apierrors.IsAlreadyExists(err) {
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		}()
+	}
+	for _, i := range idx {
+		if firstErr.Load() != nil {
+			break
+		}
+		ch <- i
+	}
+	close(ch)
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return err
+	}
+	return nil
+}
+
+// --- figure 1 ---
+
+// Pair is one client→server path in one configuration (medians over reps).
+type Pair struct {
+	ConnPerSecond     float64   `json:"conn_per_second"`
+	ConnP50Seconds    float64   `json:"conn_p50_seconds"`
+	ConnP99Seconds    float64   `json:"conn_p99_seconds"`
+	ConnErrors        int       `json:"conn_errors"`
+	RRPerSecond       float64   `json:"rr_per_second"`
+	RRP50Seconds      float64   `json:"rr_p50_seconds"`
+	RRP99Seconds      float64   `json:"rr_p99_seconds"`
+	Reps              int       `json:"reps"`
+	ConnPerSecondRuns []float64 `json:"conn_per_second_runs"`
+	RRP50Runs         []float64 `json:"rr_p50_seconds_runs"`
+}
+
+// Config is one datapath configuration.
+type Config struct {
+	Name         string  `json:"name"`
+	Agent        bool    `json:"agent"`
+	Policies     int     `json:"policies"`
+	SetElements  float64 `json:"set_elements_node1"`
+	Rules        float64 `json:"rules_node1"`
+	SetupSeconds float64 `json:"setup_seconds"`
+	SameNode     Pair    `json:"same_node"`
+	CrossNode    Pair    `json:"cross_node"`
+	// Ratios to configuration (a): conn/s ratio, and baseline/RTT for
+	// latency (so 1.0 = as fast as without agent, lower = slower).
+	Ratios map[string]float64 `json:"ratios_vs_baseline,omitempty"`
+}
+
+// Datapath is results.json's `datapath`.
+type Datapath struct {
+	Started         time.Time `json:"started"`
+	Seconds         float64   `json:"seconds"`
+	Machine         string    `json:"machine"`
+	Nodes           int       `json:"nodes"`
+	DurationSeconds float64   `json:"run_seconds"`
+	ConnWorkers     int       `json:"conn_workers"`
+	MessageBytes    int       `json:"message_bytes"`
+	Configs         []Config  `json:"configs"`
+	Goal            string    `json:"goal"`
+	GoalMet         bool      `json:"goal_met"`
+	WorstRatio      float64   `json:"worst_ratio_at_largest"`
+	// BaselineAgain is (a) measured once more after the last configuration
+	// (agents stopped, table deleted): the run's drift, not a ratio.
+	BaselineAgain *Config `json:"baseline_again,omitempty"`
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+func (e *env) measurePair(ctx context.Context, client string, reps int, d time.Duration) (Pair, error) {
+	var conn, connP50, connP99, rrP50, rrP99, rrRate []float64
+	p := Pair{Reps: reps}
+	for r := 0; r < reps; r++ {
+		c, err := e.load(ctx, client, "conn", d)
+		if err != nil {
+			return p, err
+		}
+		q, err := e.load(ctx, client, "rr", d)
+		if err != nil {
+			return p, err
+		}
+		if c.Count == 0 || q.Count == 0 {
+			return p, fmt.Errorf("%s: no traffic got through (conn errors %d, rr errors %d)", client, c.Errors, q.Errors)
+		}
+		conn = append(conn, c.PerSecond)
+		connP50 = append(connP50, c.P50Seconds)
+		connP99 = append(connP99, c.P99Seconds)
+		p.ConnErrors += c.Errors
+		rrP50 = append(rrP50, q.P50Seconds)
+		rrP99 = append(rrP99, q.P99Seconds)
+		rrRate = append(rrRate, q.PerSecond)
+	}
+	p.ConnPerSecond, p.ConnP50Seconds, p.ConnP99Seconds = median(conn), median(connP50), median(connP99)
+	p.RRP50Seconds, p.RRP99Seconds, p.RRPerSecond = median(rrP50), median(rrP99), median(rrRate)
+	p.ConnPerSecondRuns, p.RRP50Runs = conn, rrP50
+	return p, nil
+}
+
+func (e *env) measure(ctx context.Context, c *Config, reps int, d time.Duration) error {
+	var err error
+	if c.SameNode, err = e.measurePair(ctx, "client-same", reps, d); err != nil {
+		return err
+	}
+	if c.CrossNode, err = e.measurePair(ctx, "client-cross", reps, d); err != nil {
+		return err
+	}
+	e.logf("%s: same %.0f conn/s rr p50 %.1fus p99 %.1fus; cross %.0f conn/s rr p50 %.1fus p99 %.1fus", c.Name,
+		c.SameNode.ConnPerSecond, c.SameNode.RRP50Seconds*1e6, c.SameNode.RRP99Seconds*1e6,
+		c.CrossNode.ConnPerSecond, c.CrossNode.RRP50Seconds*1e6, c.CrossNode.RRP99Seconds*1e6)
+	return nil
+}
+
+// checkEnforced: the outsider (admitted by no policy) must be blocked, so a
+// configuration with policies measures a datapath that really filters.
+func (e *env) checkEnforced(ctx context.Context, want bool) error {
+	r, err := e.load(ctx, "outsider", "rr", 200*time.Millisecond)
+	blocked := err == nil && r.Count == 0
+	if blocked != want {
+		return fmt.Errorf("outsider blocked=%v, want %v (err %w)", blocked, want, err)
+	}
+	return nil
+}
+
+func (e *env) datapath(ctx context.Context, counts []int, reps int, d time.Duration) (*Datapath, error) {
+	dp := &Datapath{Machine: machine(), Nodes: len(e.st.Nodes), DurationSeconds: d.Seconds(), ConnWorkers: 2, MessageBytes: msgSize,
+		Goal: "every ratio >= 0.95 at the largest policy count"}
+	// (a) no agent: its table must not exist anywhere.
+	for _, n := range e.st.Nodes {
+		if exec.Command("ip", "netns", "exec", n.NetNS, "nft", "list", "table", "inet", "nftpolicy").Run() == nil {
+			return nil, fmt.Errorf("table inet nftpolicy exists on %s before the baseline", n.Name)
+		}
+	}
+	a := Config{Name: "a: no agent"}
+	if err := e.checkEnforced(ctx, false); err != nil {
+		return nil, err
+	}
+	if err := e.measure(ctx, &a, reps, d); err != nil {
+		return nil, err
+	}
+	dp.Configs = append(dp.Configs, a)
+
+	t := time.Now()
+	if err := e.startAgents(); err != nil {
+		return nil, err
+	}
+	m, err := e.waitAgents(ctx, 0, t, 60*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	b := Config{Name: "b: agent, 0 policies", Agent: true, SetElements: m["nftpolicy_set_elements"], Rules: m["nftpolicy_rules"], SetupSeconds: time.Since(t).Seconds()}
+	if err := e.measure(ctx, &b, reps, d); err != nil {
+		return nil, err
+	}
+	dp.Configs = append(dp.Configs, b)
+
+	have := 0
+	for _, n := range counts {
+		if n <= have {
+			continue
+		}
+		t := time.Now()
+		var idx []int
+		if have == 0 {
+			idx = append(idx, 99999) // the clients' policy first: traffic never breaks
+			for i := 0; i < n-1; i++ {
+				idx = append(idx, i)
+			}
+		} else {
+			for i := have - 1; i < n-1; i++ {
+				idx = append(idx, i)
+			}
+		}
+		if err := e.createPolicies(ctx, idx); err != nil {
+			return nil, err
+		}
+		created := time.Since(t)
+		m, err := e.waitAgents(ctx, n, time.Now().Add(-time.Second), 5*time.Minute)
+		if err != nil {
+			return nil, err
+		}
+		e.logf("%d policies: created in %s, agents synced after %s; elements %v", n, created.Round(time.Millisecond), time.Since(t).Round(time.Millisecond), m["nftpolicy_set_elements"])
+		if err := e.checkEnforced(ctx, true); err != nil {
+			return nil, err
+		}
+		c := Config{Name: fmt.Sprintf("%c: agent, %d policies", 'a'+len(dp.Configs), n), Agent: true, Policies: n,
+			SetElements: m["nftpolicy_set_elements"], Rules: m["nftpolicy_rules"], SetupSeconds: time.Since(t).Seconds()}
+		if err := e.measure(ctx, &c, reps, d); err != nil {
+			return nil, err
+		}
+		dp.Configs = append(dp.Configs, c)
+		have = n
+	}
+	// (a) again, at the end: the agents stopped and their table deleted, the
+	// policies still in the API. Not a ratio: it shows the run's drift.
+	e.stopAgents()
+	for _, n := range e.st.Nodes {
+		_ = exec.Command("ip", "netns", "exec", n.NetNS, "nft", "delete", "table", "inet", "nftpolicy").Run()
+	}
+	if err := e.checkEnforced(ctx, false); err != nil {
+		return nil, err
+	}
+	again := Config{Name: "a': no agent (again)"}
+	if err := e.measure(ctx, &again, reps, d); err != nil {
+		return nil, err
+	}
+	dp.BaselineAgain = &again
+	base := dp.Configs[0]
+	dp.WorstRatio = 1e9
+	for i := 1; i < len(dp.Configs); i++ {
+		c := &dp.Configs[i]
+		c.Ratios = map[string]float64{
+			"same_conn_per_second":  c.SameNode.ConnPerSecond / base.SameNode.ConnPerSecond,
+			"same_rr_p50":           base.SameNode.RRP50Seconds / c.SameNode.RRP50Seconds,
+			"same_rr_p99":           base.SameNode.RRP99Seconds / c.SameNode.RRP99Seconds,
+			"cross_conn_per_second": c.CrossNode.ConnPerSecond / base.CrossNode.ConnPerSecond,
+			"cross_rr_p50":          base.CrossNode.RRP50Seconds / c.CrossNode.RRP50Seconds,
+			"cross_rr_p99":          base.CrossNode.RRP99Seconds / c.CrossNode.RRP99Seconds,
+		}
+		if i == len(dp.Configs)-1 {
+			for _, v := range c.Ratios {
+				dp.WorstRatio = min(dp.WorstRatio, v)
+			}
+		}
+	}
+	dp.GoalMet = dp.WorstRatio >= 0.95
+	return dp, nil
+}
+
+func machine() string {
+	out, _ := exec.Command("uname", "-r").Output()
+	return fmt.Sprintf("%d CPUs, kernel %s, %s", runtime.NumCPU(), strings.TrimSpace(string(out)), runtime.Version())
+}
+
+func printDatapath(w io.Writer, dp *Datapath) {
+	fmt.Fprintf(w, "\nFigure 1 — datapath (%s; medians of %d runs of %.1fs; ratios vs (a): conn/s, and baseline RTT / RTT)\n", dp.Machine, dp.Configs[0].SameNode.Reps, dp.DurationSeconds)
+	fmt.Fprintf(w, "%-24s %9s %9s | %10s %9s %9s %6s %6s %6s | %10s %9s %9s %6s %6s %6s\n", "config", "policies", "elements",
+		"same c/s", "rr p50us", "rr p99us", "x c/s", "x p50", "x p99", "cross c/s", "rr p50us", "rr p99us", "x c/s", "x p50", "x p99")
+	for _, c := range dp.Configs {
+		r := c.Ratios
+		if r == nil {
+			r = map[string]float64{"same_conn_per_second": 1, "same_rr_p50": 1, "same_rr_p99": 1, "cross_conn_per_second": 1, "cross_rr_p50": 1, "cross_rr_p99": 1}
+		}
+		fmt.Fprintf(w, "%-24s %9d %9.0f | %10.0f %9.1f %9.1f %6.2f %6.2f %6.2f | %10.0f %9.1f %9.1f %6.2f %6.2f %6.2f\n", c.Name, c.Policies, c.SetElements,
+			c.SameNode.ConnPerSecond, c.SameNode.RRP50Seconds*1e6, c.SameNode.RRP99Seconds*1e6, r["same_conn_per_second"], r["same_rr_p50"], r["same_rr_p99"],
+			c.CrossNode.ConnPerSecond, c.CrossNode.RRP50Seconds*1e6, c.CrossNode.RRP99Seconds*1e6, r["cross_conn_per_second"], r["cross_rr_p50"], r["cross_rr_p99"])
+	}
+	if c := dp.BaselineAgain; c != nil {
+		fmt.Fprintf(w, "%-24s %9s %9s | %10.0f %9.1f %9.1f %6.2f %6.2f %6.2f | %10.0f %9.1f %9.1f %6.2f %6.2f %6.2f  (drift check)\n", c.Name, "-", "-",
+			c.SameNode.ConnPerSecond, c.SameNode.RRP50Seconds*1e6, c.SameNode.RRP99Seconds*1e6,
+			c.SameNode.ConnPerSecond/dp.Configs[0].SameNode.ConnPerSecond, dp.Configs[0].SameNode.RRP50Seconds/c.SameNode.RRP50Seconds, dp.Configs[0].SameNode.RRP99Seconds/c.SameNode.RRP99Seconds,
+			c.CrossNode.ConnPerSecond, c.CrossNode.RRP50Seconds*1e6, c.CrossNode.RRP99Seconds*1e6,
+			c.CrossNode.ConnPerSecond/dp.Configs[0].CrossNode.ConnPerSecond, dp.Configs[0].CrossNode.RRP50Seconds/c.CrossNode.RRP50Seconds, dp.Configs[0].CrossNode.RRP99Seconds/c.CrossNode.RRP99Seconds)
+	}
+	met := "MISSED"
+	if dp.GoalMet {
+		met = "met"
+	}
+	fmt.Fprintf(w, "goal (%s): worst ratio %.3f %s\n", dp.Goal, dp.WorstRatio, met)
+}
+
+// writeResults replaces only the given keys of the results file.
+func writeResults(path string, keys map[string]any) error {
+	all := map[string]json.RawMessage{}
+	if b, err := os.ReadFile(path); err == nil {
+		if err := json.Unmarshal(b, &all); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	for k, v := range keys {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		all[k] = b
+	}
+	b, err := json.MarshalIndent(all, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
