@@ -39,12 +39,6 @@ func TestDockerfile_BuildCommand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: not building the agent")
 	}
-	if m, _ := filepath.Glob(filepath.Join(root, "cmd", "nftpolicy", "*.go")); len(m) == 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("cmd/nftpolicy has no Go files")
-		}
-		t.Skip("cmd/nftpolicy has no Go files yet")
-	}
 	out := filepath.Join(t.TempDir(), "nftpolicy")
 	const version = "v0.0.0-installtest"
 	cmd := exec.Command("/bin/sh", "-c", strings.Replace(dockerBuild, "-o /nftpolicy ", "-o "+out+" ", 1))
