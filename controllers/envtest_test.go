@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,14 +25,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/nftpolicy/nftpolicy/internal/testenv"
 	"github.com/nftpolicy/nftpolicy/nft"
 	"github.com/nftpolicy/nftpolicy/policy"
 )
@@ -45,10 +43,7 @@ const (
 )
 
 var (
-	envOnce  sync.Once
-	testEnv  *envtest.Environment
-	envCfg   *rest.Config
-	envErr   error
+	apiEnv   testenv.APIServer
 	ipSerial atomic.Uint32
 	nodeSeq  atomic.Uint32
 )
@@ -56,43 +51,14 @@ var (
 func TestMain(m *testing.M) {
 	ctrl.SetLogger(testLogger())
 	code := m.Run()
-	if testEnv != nil {
-		if err := testEnv.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stop envtest: %v\n", err)
-		}
-	}
+	apiEnv.Stop()
 	os.Exit(code)
 }
 
-// apiServer starts (once) etcd + kube-apiserver from $KUBEBUILDER_ASSETS.
-// Without it the test is skipped, or fails when $CI is set.
-func apiServer(t *testing.T) *rest.Config {
-	t.Helper()
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		msg := "KUBEBUILDER_ASSETS is not set: export KUBEBUILDER_ASSETS=$(hack/build-tools.sh apiserver | tail -1)"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	envOnce.Do(func() {
-		testEnv = &envtest.Environment{}
-		envCfg, envErr = testEnv.Start()
-	})
-	if envErr != nil {
-		t.Fatalf("start envtest: %v", envErr)
-	}
-	return envCfg
-}
+// apiServer is the package's shared real kube-apiserver (admin config).
+func apiServer(t *testing.T) *rest.Config { return apiEnv.Config(t) }
 
-func testScheme(t *testing.T) *runtime.Scheme {
-	t.Helper()
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+func testScheme(t *testing.T) *runtime.Scheme { return testenv.Scheme(t) }
 
 // testLogger logs to stderr when NFTPOLICY_TEST_LOG is set (t.Log cannot
 // be used: the manager logs after the test returns).

@@ -26,15 +26,14 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/nftpolicy/nftpolicy/controllers"
+	"github.com/nftpolicy/nftpolicy/internal/testenv"
 	"github.com/nftpolicy/nftpolicy/nft"
 )
 
@@ -49,11 +48,8 @@ const (
 )
 
 var (
-	envOnce sync.Once
-	testEnv *envtest.Environment
-	envCfg  *rest.Config
-	envErr  error
-	logs    = &logCapture{}
+	apiEnv testenv.APIServer
+	logs   = &logCapture{}
 )
 
 func TestMain(m *testing.M) {
@@ -64,51 +60,23 @@ func TestMain(m *testing.M) {
 	klog.SetLogger(logs.logger())
 	ctrl.SetLogger(logs.logger())
 	code := m.Run()
-	if testEnv != nil {
-		if err := testEnv.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "stop envtest: %v\n", err)
-		}
-	}
+	apiEnv.Stop()
 	os.Exit(code)
 }
 
-// apiServer starts (once) etcd + kube-apiserver from $KUBEBUILDER_ASSETS.
-// envtest's kube-apiserver authorizes with RBAC by default
-// (--authorization-mode=RBAC, controlplane/apiserver.go); its own client
-// is in system:masters. Without assets the test is skipped, or fails when
-// $CI is set.
+// apiServer is the package's shared real kube-apiserver (RBAC on; the
+// returned client is in system:masters).
 func apiServer(t *testing.T) (*rest.Config, client.Client) {
 	t.Helper()
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		msg := "KUBEBUILDER_ASSETS is not set: export KUBEBUILDER_ASSETS=$(hack/build-tools.sh apiserver | tail -1)"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	envOnce.Do(func() {
-		testEnv = &envtest.Environment{}
-		testEnv.ControlPlane.GetAPIServer().Configure().Set("authorization-mode", "RBAC")
-		envCfg, envErr = testEnv.Start()
-	})
-	if envErr != nil {
-		t.Fatalf("start envtest: %v", envErr)
-	}
-	c, err := client.New(envCfg, client.Options{Scheme: testScheme(t)})
+	cfg := apiEnv.Config(t)
+	c, err := client.New(cfg, client.Options{Scheme: testScheme(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return envCfg, c
+	return cfg, c
 }
 
-func testScheme(t *testing.T) *runtime.Scheme {
-	t.Helper()
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+func testScheme(t *testing.T) *runtime.Scheme { return testenv.Scheme(t) }
 
 // apply server-side-applies u (a copy), optionally as a dry run, and
 // returns what the server returned.
