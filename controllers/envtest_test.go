@@ -117,12 +117,12 @@ func startAgentNoWait(t *testing.T, mutate func(*Options)) *harness {
 		t.Fatal(err)
 	}
 	opts := Options{
-		NodeName:     h.node,
-		Syncer:       h.syncer,
-		Registerer:   h.reg,
-		Debounce:     20 * time.Millisecond,
-		ResyncPeriod: 10 * time.Minute,
-		Logger:       testLogger(),
+		NodeName:        h.node,
+		Syncer:          h.syncer,
+		Registerer:      h.reg,
+		MinSyncInterval: 20 * time.Millisecond,
+		ResyncPeriod:    10 * time.Minute,
+		Logger:          testLogger(),
 	}
 	if mutate != nil {
 		mutate(&opts)

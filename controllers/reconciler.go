@@ -70,9 +70,13 @@ const (
 // Defaults of Options.
 const (
 	DefaultResyncPeriod = 5 * time.Minute
-	// DefaultDebounce is how long the first event of a burst waits for
-	// others before the node is recompiled.
-	DefaultDebounce = 100 * time.Millisecond
+	// DefaultMinSyncInterval is the least time between the starts of two
+	// reconciles. An event after a quiet period is reconciled at once; events
+	// that follow within the interval wait for its end and share one
+	// reconcile. The interval also stretches to twice the last reconcile's
+	// duration, so that under constant churn the agent spends at most half
+	// of one core reconciling, however big the cluster.
+	DefaultMinSyncInterval = 20 * time.Millisecond
 	// DefaultSyncTimeout bounds one Syncer.Sync call.
 	DefaultSyncTimeout = time.Minute
 	// Retry backoff after a failed sync (per attempt, doubled, capped).
@@ -108,8 +112,8 @@ type Options struct {
 	// ResyncPeriod: a reconcile runs at least this often without events, so
 	// that the syncer can repair drift. Default DefaultResyncPeriod.
 	ResyncPeriod time.Duration
-	// Debounce: default DefaultDebounce.
-	Debounce time.Duration
+	// MinSyncInterval: default DefaultMinSyncInterval.
+	MinSyncInterval time.Duration
 	// SyncTimeout: default DefaultSyncTimeout.
 	SyncTimeout time.Duration
 	// Logger: default the manager's logger.
@@ -125,17 +129,19 @@ type Reconciler struct {
 	precondition func() error
 	compile      CompileFunc
 	resync       time.Duration
-	debounce     time.Duration
+	minInterval  time.Duration
 	syncTimeout  time.Duration
 	log          logr.Logger
 	metrics      *Metrics
 	now          func() time.Time
 
 	mu          sync.Mutex
-	firstEvent  time.Time // first event not yet included in a successful sync
-	synced      bool      // some sync succeeded
-	lastSyncErr error     // error of the last sync, nil after a success
-	nodeMissing bool      // own Node object not found at the last reconcile
+	firstEvent  time.Time     // first event not yet included in a successful sync
+	lastStart   time.Time     // start of the last reconcile
+	lastTook    time.Duration // duration of the last finished reconcile
+	synced      bool          // some sync succeeded
+	lastSyncErr error         // error of the last sync, nil after a success
+	nodeMissing bool          // own Node object not found at the last reconcile
 	// warned holds, per policy, the warning messages already reported by
 	// an Event, so that an unchanged set is not reported again.
 	warned map[types.NamespacedName]map[string]struct{}
@@ -156,7 +162,7 @@ func New(opts Options) (*Reconciler, error) {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"ResyncPeriod", opts.ResyncPeriod}, {"Debounce", opts.Debounce}, {"SyncTimeout", opts.SyncTimeout}} {
+	}{{"ResyncPeriod", opts.ResyncPeriod}, {"MinSyncInterval", opts.MinSyncInterval}, {"SyncTimeout", opts.SyncTimeout}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative, is %v", d.name, d.v))
 		}
@@ -176,7 +182,7 @@ func New(opts Options) (*Reconciler, error) {
 		precondition: opts.Precondition,
 		compile:      opts.Compile,
 		resync:       opts.ResyncPeriod,
-		debounce:     opts.Debounce,
+		minInterval:  opts.MinSyncInterval,
 		syncTimeout:  opts.SyncTimeout,
 		log:          opts.Logger,
 		metrics:      m,
@@ -189,8 +195,8 @@ func New(opts Options) (*Reconciler, error) {
 	if r.resync == 0 {
 		r.resync = DefaultResyncPeriod
 	}
-	if r.debounce == 0 {
-		r.debounce = DefaultDebounce
+	if r.minInterval == 0 {
+		r.minInterval = DefaultMinSyncInterval
 	}
 	if r.syncTimeout == 0 {
 		r.syncTimeout = DefaultSyncTimeout
@@ -230,16 +236,15 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// enqueueNode maps every event to workKey, after the debounce delay. Updates
-// that change nothing once trimmed (e.g. pod conditions, which the transform
-// drops) are ignored.
+// enqueueNode maps every event to workKey: at once after a quiet period,
+// else at the end of the minimum sync interval. Updates that change nothing
+// once trimmed (e.g. pod conditions, which the transform drops) are ignored.
 type enqueueNode struct{ r *Reconciler }
 
 var _ handler.EventHandler = (*enqueueNode)(nil)
 
 func (h *enqueueNode) add(q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	h.r.noteEvent()
-	q.AddAfter(workKey, h.r.debounce)
+	q.AddAfter(workKey, h.r.noteEvent())
 }
 
 func (h *enqueueNode) Create(_ context.Context, _ event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
@@ -278,23 +283,43 @@ func changed(old, new client.Object) bool {
 	return !equality.Semantic.DeepEqual(o, n)
 }
 
-// noteEvent records the time of the first event of a batch.
-func (r *Reconciler) noteEvent() {
+// noteEvent records the time of the first event of a batch and returns how
+// long its reconcile must wait: nothing if the last reconcile started at
+// least an interval ago, else the rest of that interval. The interval is
+// the minimum sync interval or twice the last reconcile's duration, which
+// is longer. A reconcile that is running when the event arrives does not
+// cover it (it may have read the cache already); the work queue runs the
+// key again after it.
+func (r *Reconciler) noteEvent() time.Duration {
+	now := r.now()
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.firstEvent.IsZero() {
-		r.firstEvent = r.now()
+		r.firstEvent = now
 	}
-	r.mu.Unlock()
+	interval := max(r.minInterval, 2*r.lastTook)
+	return max(0, r.lastStart.Add(interval).Sub(now))
 }
 
-// takeFirstEvent returns and clears the first event time of the batch this
-// reconcile handles; events after this point start the next batch.
-func (r *Reconciler) takeFirstEvent() time.Time {
+// takeFirstEvent records start as the start of a reconcile, and returns and
+// clears the first event time of the batch it handles; events after this
+// point start the next batch.
+func (r *Reconciler) takeFirstEvent(start time.Time) time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t := r.firstEvent
 	r.firstEvent = time.Time{}
+	r.lastStart = start
 	return t
+}
+
+// recordDuration keeps the duration of the reconcile that started at start,
+// which stretches the interval before the next one.
+func (r *Reconciler) recordDuration(start time.Time) {
+	took := r.now().Sub(start)
+	r.mu.Lock()
+	r.lastTook = took
+	r.mu.Unlock()
 }
 
 // restoreFirstEvent puts back t after a failed sync, so that the retry is
@@ -315,9 +340,10 @@ func (r *Reconciler) restoreFirstEvent(t time.Time) {
 // success schedules the periodic resync.
 func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
 	log := r.log
-	batchStart := r.takeFirstEvent()
-
 	compileStart := r.now()
+	batchStart := r.takeFirstEvent(compileStart)
+	defer r.recordDuration(compileStart)
+
 	snap, policies, err := r.snapshot(ctx)
 	if err != nil {
 		r.restoreFirstEvent(batchStart)

@@ -253,6 +253,57 @@ func TestReconcile_EventToSyncMeasuresFromFirstEventAcrossRetries(t *testing.T) 
 	t.Error("nftpolicy_event_to_sync_seconds not found")
 }
 
+func TestNoteEvent_ReconcilesAtOnceAfterQuietElseAtIntervalEnd(t *testing.T) {
+	r, _, _ := newFakeReconciler(t, nil, Options{MinSyncInterval: 100 * time.Millisecond})
+	clock := time.Unix(1000, 0)
+	r.now = func() time.Time { return clock }
+	if got := r.noteEvent(); got != 0 {
+		t.Errorf("first event ever: wait %v, want 0", got)
+	}
+	if _, err := r.Reconcile(context.Background(), workKey); err != nil { // starts at 1000s
+		t.Fatal(err)
+	}
+	steps := []struct {
+		at   time.Duration // after the reconcile started
+		want time.Duration
+	}{
+		{0, 100 * time.Millisecond},
+		{30 * time.Millisecond, 70 * time.Millisecond},
+		{99 * time.Millisecond, time.Millisecond},
+		{100 * time.Millisecond, 0},
+		{5 * time.Second, 0},
+	}
+	start := clock
+	for _, st := range steps {
+		clock = start.Add(st.at)
+		if got := r.noteEvent(); got != st.want {
+			t.Errorf("event %v after a reconcile started: wait %v, want %v", st.at, got, st.want)
+		}
+	}
+
+	// A slow reconcile (here 300 ms of compiling) stretches the interval to
+	// twice its duration: at most half the time goes to reconciling.
+	clock = start.Add(10 * time.Second)
+	slowStart := clock
+	r.compile = func(s *policy.Snapshot) (*nft.Ruleset, []policy.Warning) {
+		clock = clock.Add(300 * time.Millisecond)
+		return policy.Compile(s)
+	}
+	if _, err := r.Reconcile(context.Background(), workKey); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []struct{ at, want time.Duration }{
+		{300 * time.Millisecond, 300 * time.Millisecond},
+		{550 * time.Millisecond, 50 * time.Millisecond},
+		{600 * time.Millisecond, 0},
+	} {
+		clock = slowStart.Add(st.at)
+		if got := r.noteEvent(); got != st.want {
+			t.Errorf("event %v after a 300 ms reconcile started: wait %v, want %v", st.at, got, st.want)
+		}
+	}
+}
+
 func TestReadyzCheck(t *testing.T) {
 	bridgeErr := errors.New("br_netfilter: /proc/sys/net/bridge missing: load the br_netfilter module")
 	tests := []struct {

@@ -419,11 +419,11 @@ func startAgent(t *testing.T, admin *rest.Config, c client.Client, node, user st
 	}
 	a := &agent{node: node, syncer: &recordingSyncer{}}
 	r, err := controllers.New(controllers.Options{
-		NodeName:   node,
-		Syncer:     a.syncer,
-		Registerer: prometheus.NewRegistry(),
-		Debounce:   20 * time.Millisecond,
-		Logger:     log,
+		NodeName:        node,
+		Syncer:          a.syncer,
+		Registerer:      prometheus.NewRegistry(),
+		MinSyncInterval: 20 * time.Millisecond,
+		Logger:          log,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -36,7 +36,13 @@ const (
 	// flushed our table). Five minutes bounds the time a drift can live
 	// while costing one compile + one read-back of the table per period.
 	DefaultResyncPeriod = 5 * time.Minute
-	DefaultLogFormat    = LogFormatJSON
+	// DefaultMinSyncInterval is the least time between the starts of two
+	// syncs. An event after a quiet period is synced at once; later events
+	// within the interval share the next sync. The agent also stretches the
+	// interval to twice its last sync's duration on its own, so this only
+	// matters for small clusters, where a sync takes a few milliseconds.
+	DefaultMinSyncInterval = 20 * time.Millisecond
+	DefaultLogFormat       = LogFormatJSON
 	// DisabledBindAddress turns a listener off.
 	DisabledBindAddress = "0"
 )
@@ -50,6 +56,10 @@ const (
 // minResyncPeriod keeps a typo (e.g. "5s" for "5m") from turning the
 // periodic drift repair into a busy loop.
 const minResyncPeriod = 10 * time.Second
+
+// maxMinSyncInterval keeps a typo (e.g. "20s" for "20ms") from delaying
+// every policy change by that much.
+const maxMinSyncInterval = 10 * time.Second
 
 // AgentConfiguration configures one nftpolicy agent. Every field has a
 // command-line flag of the same meaning; flags that are set explicitly
@@ -71,6 +81,9 @@ type AgentConfiguration struct {
 	// ResyncPeriod is how often the whole node is recompiled and synced
 	// without any event, to repair drift in the kernel.
 	ResyncPeriod metav1.Duration `json:"resyncPeriod,omitempty"`
+	// MinSyncInterval is the least time between the starts of two syncs
+	// (see DefaultMinSyncInterval).
+	MinSyncInterval metav1.Duration `json:"minSyncInterval,omitempty"`
 	// LogFormat is json or text.
 	LogFormat string `json:"logFormat,omitempty"`
 	// LogVerbosity is the logr verbosity: 0 logs info, 1 and up add debug.
@@ -93,6 +106,9 @@ func SetDefaults(c *AgentConfiguration) {
 	}
 	if c.ResyncPeriod.Duration == 0 {
 		c.ResyncPeriod.Duration = DefaultResyncPeriod
+	}
+	if c.MinSyncInterval.Duration == 0 {
+		c.MinSyncInterval.Duration = DefaultMinSyncInterval
 	}
 	if c.LogFormat == "" {
 		c.LogFormat = DefaultLogFormat
@@ -121,6 +137,9 @@ func Validate(c *AgentConfiguration) error {
 	}
 	if c.ResyncPeriod.Duration < minResyncPeriod {
 		errs = append(errs, fmt.Errorf("resyncPeriod: %v is shorter than the minimum %v", c.ResyncPeriod.Duration, minResyncPeriod))
+	}
+	if d := c.MinSyncInterval.Duration; d < 0 || d > maxMinSyncInterval {
+		errs = append(errs, fmt.Errorf("minSyncInterval: %v is not between 0 and %v", d, maxMinSyncInterval))
 	}
 	if c.LogFormat != LogFormatJSON && c.LogFormat != LogFormatText {
 		errs = append(errs, fmt.Errorf("logFormat: must be %q or %q, not %q", LogFormatJSON, LogFormatText, c.LogFormat))

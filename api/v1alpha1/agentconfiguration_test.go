@@ -24,6 +24,7 @@ func TestSetDefaults(t *testing.T) {
 				MetricsBindAddress:     ":9808",
 				HealthProbeBindAddress: ":9809",
 				ResyncPeriod:           metav1.Duration{Duration: 5 * time.Minute},
+				MinSyncInterval:        metav1.Duration{Duration: 20 * time.Millisecond},
 				LogFormat:              "json",
 			},
 		},
@@ -34,6 +35,7 @@ func TestSetDefaults(t *testing.T) {
 				MetricsBindAddress:     "0",
 				HealthProbeBindAddress: "127.0.0.1:1",
 				ResyncPeriod:           metav1.Duration{Duration: time.Minute},
+				MinSyncInterval:        metav1.Duration{Duration: time.Second},
 				LogFormat:              "text",
 			},
 			want: AgentConfiguration{
@@ -42,6 +44,7 @@ func TestSetDefaults(t *testing.T) {
 				MetricsBindAddress:     "0",
 				HealthProbeBindAddress: "127.0.0.1:1",
 				ResyncPeriod:           metav1.Duration{Duration: time.Minute},
+				MinSyncInterval:        metav1.Duration{Duration: time.Second},
 				LogFormat:              "text",
 			},
 		},
@@ -76,6 +79,7 @@ func TestValidate(t *testing.T) {
 		{name: "listeners disabled", in: valid(func(c *AgentConfiguration) { c.MetricsBindAddress, c.HealthProbeBindAddress = "0", "0" })},
 		{name: "ipv6 listener", in: valid(func(c *AgentConfiguration) { c.MetricsBindAddress = "[::1]:9808" })},
 		{name: "missing node name", in: valid(func(c *AgentConfiguration) { c.NodeName = "" }), wantErrs: []string{"nodeName: required"}},
+		{name: "min sync interval too long", in: valid(func(c *AgentConfiguration) { c.MinSyncInterval.Duration = 20 * time.Second }), wantErrs: []string{"minSyncInterval: 20s is not between 0 and 10s"}},
 		{name: "bad node name", in: valid(func(c *AgentConfiguration) { c.NodeName = "Node_1" }), wantErrs: []string{"not a valid node name"}},
 		{
 			name: "every error at once",
@@ -84,13 +88,14 @@ func TestValidate(t *testing.T) {
 				c.MetricsBindAddress = "9808"
 				c.HealthProbeBindAddress = ":http"
 				c.ResyncPeriod.Duration = time.Second
+				c.MinSyncInterval.Duration = -time.Millisecond
 				c.LogFormat = "xml"
 				c.LogVerbosity = -1
 				c.APIVersion = "v1"
 			}),
 			wantErrs: []string{
 				"apiVersion:", "nodeName: required", "metricsBindAddress:", "healthProbeBindAddress:",
-				"resyncPeriod:", "logFormat:", "logVerbosity:",
+				"resyncPeriod:", "minSyncInterval:", "logFormat:", "logVerbosity:",
 			},
 		},
 	}

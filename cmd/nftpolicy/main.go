@@ -88,6 +88,7 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 		flags      v1alpha1.AgentConfiguration
 		configPath string
 		resync     time.Duration
+		minSync    time.Duration
 	)
 	fs.StringVar(&configPath, "config", "", "path of an AgentConfiguration file (apiVersion "+v1alpha1.APIVersion+"); flags set explicitly override it")
 	fs.StringVar(&flags.NodeName, "node-name", getenv("NODE_NAME"), "name of the node this agent enforces policy on (default $NODE_NAME); required")
@@ -95,6 +96,7 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 	fs.StringVar(&flags.MetricsBindAddress, "metrics-bind-address", v1alpha1.DefaultMetricsBindAddress, `address of /metrics; "0" disables`)
 	fs.StringVar(&flags.HealthProbeBindAddress, "health-probe-bind-address", v1alpha1.DefaultHealthProbeBindAddress, `address of /healthz and /readyz; "0" disables`)
 	fs.DurationVar(&resync, "resync-period", v1alpha1.DefaultResyncPeriod, "recompile and re-sync at least this often without events, repairing drift in the kernel (minimum 10s)")
+	fs.DurationVar(&minSync, "min-sync-interval", v1alpha1.DefaultMinSyncInterval, "least time between the starts of two syncs; an event after a quiet period syncs at once, events within the interval share the next sync (at most 10s)")
 	fs.StringVar(&flags.LogFormat, "log-format", v1alpha1.DefaultLogFormat, "log format: json or text")
 	fs.Int32VarP(&flags.LogVerbosity, "v", "v", 0, "log verbosity (0 info, 1 debug, higher more)")
 	if err := fs.Parse(args); err != nil {
@@ -127,6 +129,7 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 	set("metrics-bind-address", func() { cfg.MetricsBindAddress = flags.MetricsBindAddress })
 	set("health-probe-bind-address", func() { cfg.HealthProbeBindAddress = flags.HealthProbeBindAddress })
 	set("resync-period", func() { cfg.ResyncPeriod.Duration = resync })
+	set("min-sync-interval", func() { cfg.MinSyncInterval.Duration = minSync })
 	set("log-format", func() { cfg.LogFormat = flags.LogFormat })
 	set("v", func() { cfg.LogVerbosity = flags.LogVerbosity })
 	v1alpha1.SetDefaults(cfg)
@@ -168,7 +171,7 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 
 func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Logger) error {
 	log = log.WithValues("node", cfg.NodeName)
-	log.Info("starting", "version", version, "resyncPeriod", cfg.ResyncPeriod.Duration.String())
+	log.Info("starting", "version", version, "resyncPeriod", cfg.ResyncPeriod.Duration.String(), "minSyncInterval", cfg.MinSyncInterval.Duration.String())
 
 	// br_netfilter: fix it if we can; if not, keep going (routed traffic is
 	// still filtered) but stay unready, with the reason in /readyz.
@@ -210,12 +213,13 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 		return fmt.Errorf("create manager: %w", err)
 	}
 	r, err := controllers.New(controllers.Options{
-		NodeName:     cfg.NodeName,
-		Syncer:       syncer,
-		Registerer:   metrics.Registry,
-		Precondition: precondition,
-		ResyncPeriod: cfg.ResyncPeriod.Duration,
-		Logger:       log,
+		NodeName:        cfg.NodeName,
+		Syncer:          syncer,
+		Registerer:      metrics.Registry,
+		Precondition:    precondition,
+		ResyncPeriod:    cfg.ResyncPeriod.Duration,
+		MinSyncInterval: cfg.MinSyncInterval.Duration,
+		Logger:          log,
 	})
 	if err != nil {
 		return err

@@ -47,9 +47,10 @@ func TestParseConfig(t *testing.T) {
 		{name: "flag beats env", args: []string{"--node-name=n2"}, env: map[string]string{"NODE_NAME": "n1"}, want: defaults("n2", nil)},
 		{
 			name: "all flags",
-			args: []string{"--node-name", "n1", "--kubeconfig", "/k", "--metrics-bind-address", "0", "--health-probe-bind-address", "127.0.0.1:1", "--resync-period", "30s", "--log-format", "text", "-v", "2"},
+			args: []string{"--node-name", "n1", "--kubeconfig", "/k", "--metrics-bind-address", "0", "--health-probe-bind-address", "127.0.0.1:1", "--resync-period", "30s", "--min-sync-interval", "250ms", "--log-format", "text", "-v", "2"},
 			want: defaults("n1", func(c *v1alpha1.AgentConfiguration) {
 				c.Kubeconfig, c.MetricsBindAddress, c.HealthProbeBindAddress = "/k", "0", "127.0.0.1:1"
+				c.MinSyncInterval.Duration = 250 * time.Millisecond
 				c.ResyncPeriod, c.LogFormat, c.LogVerbosity = metav1.Duration{Duration: 30 * time.Second}, "text", 2
 			}),
 		},
@@ -67,8 +68,8 @@ func TestParseConfig(t *testing.T) {
 		{name: "no node name", wantErrs: []string{"nodeName: required"}},
 		{
 			name:     "all errors at once",
-			args:     []string{"--metrics-bind-address=x", "--resync-period=1s", "--log-format=xml"},
-			wantErrs: []string{"nodeName: required", "metricsBindAddress", "resyncPeriod", "logFormat"},
+			args:     []string{"--metrics-bind-address=x", "--resync-period=1s", "--min-sync-interval=20s", "--log-format=xml"},
+			wantErrs: []string{"nodeName: required", "metricsBindAddress", "resyncPeriod", "minSyncInterval", "logFormat"},
 		},
 		{name: "bad file", args: []string{"--config=/bad.yaml"}, wantErrs: []string{"unknown field"}},
 		{name: "missing file", args: []string{"--config=/nope"}, wantErrs: []string{"read --config"}},
