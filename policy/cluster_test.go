@@ -1,0 +1,154 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	networkingv1 "k8s.io/api/networking/v1"
+)
+
+// FuzzClusterMatchesFreshCompile drives one long-lived Cluster through a
+// sequence of random cluster states, one object event at a time in a random
+// order, and compiles at random points in between. Each result must equal
+// what a fresh compile of the same state gives: whatever the Cluster keeps
+// between compiles, it never changes the outcome.
+func FuzzClusterMatchesFreshCompile(f *testing.F) {
+	for _, seed := range []string{
+		"",
+		"\x05\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f",
+		strings.Repeat("\x07\x03\x01", 60),
+		strings.Repeat("\x13\x37\xc0\xde\x11", 50),
+		strings.Repeat("\x02\x00\x01\x03", 80),
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ch := &chooser{data: data}
+		node := node1
+		if ch.intn(2) == 1 {
+			node = node2
+		}
+		c := NewCluster(node)
+		var log []string
+		for state := 0; state < 3; state++ {
+			next := genSnapshot(ch)
+			events := transition(c, next)
+			// Apply the events in a random order (objects are independent:
+			// any order is a valid watch history), compiling now and then.
+			for len(events) > 0 {
+				i := ch.intn(len(events))
+				log = append(log, events[i].what)
+				events[i].apply()
+				events = append(events[:i], events[i+1:]...)
+				if ch.intn(3) == 0 {
+					checkClusterMatchesFresh(t, c, log)
+				}
+			}
+			checkClusterMatchesFresh(t, c, log)
+		}
+	})
+}
+
+// checkClusterMatchesFresh compares c.Compile with a fresh compile of the
+// same state.
+func checkClusterMatchesFresh(t *testing.T, c *Cluster, log []string) {
+	t.Helper()
+	got, gotWarnings := c.Compile()
+	snap := c.Snapshot()
+	fresh := NewCluster(c.NodeName())
+	fresh.LoadSnapshot(snap)
+	want, wantWarnings := fresh.Compile()
+	if diff := cmp.Diff(want.Dump(), got.Dump()); diff != "" {
+		t.Fatalf("after events %v:\nruleset differs from a fresh compile (-fresh +incremental):\n%s\nstate:\n%s", log, diff, describe(snap))
+	}
+	if diff := cmp.Diff(wantWarnings, gotWarnings); diff != "" {
+		t.Fatalf("after events %v:\nwarnings differ from a fresh compile (-fresh +incremental):\n%s\nstate:\n%s", log, diff, describe(snap))
+	}
+}
+
+type clusterEvent struct {
+	what  string
+	apply func()
+}
+
+// transition returns the events that take c to next: sets for every object
+// of next, deletes for every object of c that next lacks.
+func transition(c *Cluster, next *Snapshot) []clusterEvent {
+	var events []clusterEvent
+	cur := c.Snapshot()
+	for _, ns := range next.Namespaces {
+		events = append(events, clusterEvent{"set ns " + ns.Name, func() { c.SetNamespace(ns) }})
+	}
+	for i := range next.Pods {
+		p := &next.Pods[i]
+		events = append(events, clusterEvent{"set pod " + p.Key(), func() { c.SetPod(p) }})
+	}
+	for _, np := range next.Policies {
+		events = append(events, clusterEvent{"set policy " + np.Namespace + "/" + np.Name, func() { c.SetPolicy(np) }})
+	}
+	for _, ns := range cur.Namespaces {
+		if !hasNamespace(next, ns.Name) {
+			events = append(events, clusterEvent{"delete ns " + ns.Name, func() { c.DeleteNamespace(ns.Name) }})
+		}
+	}
+	for _, p := range cur.Pods {
+		if !hasPod(next, p.Namespace, p.Name) {
+			events = append(events, clusterEvent{"delete pod " + p.Key(), func() { c.DeletePod(p.Namespace, p.Name) }})
+		}
+	}
+	for _, np := range cur.Policies {
+		if !hasPolicy(next.Policies, np.Namespace, np.Name) {
+			events = append(events, clusterEvent{"delete policy " + np.Namespace + "/" + np.Name, func() { c.DeletePolicy(np.Namespace, np.Name) }})
+		}
+	}
+	return events
+}
+
+func hasNamespace(s *Snapshot, name string) bool {
+	for _, ns := range s.Namespaces {
+		if ns.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func hasPod(s *Snapshot, namespace, name string) bool {
+	for _, p := range s.Pods {
+		if p.Namespace == namespace && p.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func hasPolicy(ps []*networkingv1.NetworkPolicy, namespace, name string) bool {
+	for _, np := range ps {
+		if np.Namespace == namespace && np.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func TestCluster_CompileEqualsSnapshotCompile(t *testing.T) {
+	for _, node := range []string{node1, node2} {
+		t.Run(node, func(t *testing.T) {
+			snap := fixtureSnapshot(node, realisticPolicies...)
+			c := NewCluster(node)
+			c.LoadSnapshot(snap)
+			got, gotW := c.Compile()
+			want, wantW := Compile(snap)
+			if diff := cmp.Diff(want.Dump(), got.Dump()); diff != "" {
+				t.Errorf("Cluster.Compile differs from Compile (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(wantW, gotW); diff != "" {
+				t.Errorf("warnings differ (-want +got):\n%s", diff)
+			}
+			if n := c.Counts(); n.Pods != len(snap.Pods) || n.Policies != len(snap.Policies) || n.Namespaces != len(snap.Namespaces) {
+				t.Errorf("Counts = %+v, want %d pods, %d policies, %d namespaces", n, len(snap.Pods), len(snap.Policies), len(snap.Namespaces))
+			}
+		})
+	}
+}
