@@ -147,28 +147,39 @@ func NamesFor(dir Direction, id string) EndpointNames {
 	}
 }
 
-// AddIsolatedEndpoint isolates the pod id with addresses addrs in direction
+// IsolatedEndpoint is everything one isolated pod adds to the table for one
+// direction: its chain, its four allow-list sets and the dispatch map
+// elements that jump into the chain. It is built once (NewIsolatedEndpoint)
+// and may be added to any number of rulesets: a compiler that keeps it for
+// an unchanged pod hands the same sets and chain to the next ruleset, which
+// lets Diff skip them without comparing their elements.
+type IsolatedEndpoint struct {
+	Dir   Direction
+	Names EndpointNames
+	Chain *Chain
+	// Sets are the any-port v4 and v6 sets, then the port v4 and v6 sets.
+	Sets [4]*Set
+	// MapElements jump from the pod's addresses into Chain; MapElements4
+	// go into the v4 dispatch map of Dir, MapElements6 into the v6 one.
+	MapElements4, MapElements6 []Element
+}
+
+// NewIsolatedEndpoint isolates the pod id with addresses addrs in direction
 // dir: its addresses dispatch into a chain of its own that returns for what
 // allow admits and drops everything else. The chain's rules depend only on
 // the names, never on allow, so a change of peers or ports touches set
 // elements only.
-func (r *Ruleset) AddIsolatedEndpoint(dir Direction, id string, addrs []netip.Addr, allow AllowList) EndpointNames {
+func NewIsolatedEndpoint(dir Direction, id string, addrs []netip.Addr, allow AllowList) *IsolatedEndpoint {
 	n := NamesFor(dir, id)
 	peer4, peer6 := FieldIPv4Saddr, FieldIPv6Saddr
-	map4, map6 := MapIngressV4, MapIngressV6
 	if dir == Egress {
 		peer4, peer6 = FieldIPv4Daddr, FieldIPv6Daddr
-		map4, map6 = MapEgressV4, MapEgressV6
 	}
 	comment := dir.String() + " allow-list of " + id
-	anyKey4 := []KeyType{TypeIPv4Addr, TypeInetProto}
-	anyKey6 := []KeyType{TypeIPv6Addr, TypeInetProto}
-	portKey4 := []KeyType{TypeIPv4Addr, TypeInetProto, TypeInetService}
-	portKey6 := []KeyType{TypeIPv6Addr, TypeInetProto, TypeInetService}
-	any4 := r.AddSet(&Set{Name: n.AnyV4, Comment: comment, KeyTypes: anyKey4, Interval: true})
-	any6 := r.AddSet(&Set{Name: n.AnyV6, Comment: comment, KeyTypes: anyKey6, Interval: true})
-	ports4 := r.AddSet(&Set{Name: n.PortsV4, Comment: comment, KeyTypes: portKey4, Interval: true})
-	ports6 := r.AddSet(&Set{Name: n.PortsV6, Comment: comment, KeyTypes: portKey6, Interval: true})
+	any4 := &Set{Name: n.AnyV4, Comment: comment, KeyTypes: []KeyType{TypeIPv4Addr, TypeInetProto}, Interval: true}
+	any6 := &Set{Name: n.AnyV6, Comment: comment, KeyTypes: []KeyType{TypeIPv6Addr, TypeInetProto}, Interval: true}
+	ports4 := &Set{Name: n.PortsV4, Comment: comment, KeyTypes: []KeyType{TypeIPv4Addr, TypeInetProto, TypeInetService}, Interval: true}
+	ports6 := &Set{Name: n.PortsV6, Comment: comment, KeyTypes: []KeyType{TypeIPv6Addr, TypeInetProto, TypeInetService}, Interval: true}
 	allProtocols := ProtoRange(0, 255)
 	for _, p := range allow.AnyPort {
 		e := Element{Key: []Range{p, allProtocols}}
@@ -186,23 +197,51 @@ func (r *Ruleset) AddIsolatedEndpoint(dir Direction, id string, addrs []netip.Ad
 			ports6.Elements = append(ports6.Elements, e)
 		}
 	}
-	r.AddChain(&Chain{
-		Name:    n.Chain,
-		Comment: comment,
-		Rules: []Rule{
-			{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer4, FieldL4Proto}, Set: n.AnyV4}}}, Verdict: Return},
-			{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer6, FieldL4Proto}, Set: n.AnyV6}}}, Verdict: Return},
-			{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer4, FieldL4Proto, FieldTHDport}, Set: n.PortsV4}}}, Verdict: Return},
-			{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer6, FieldL4Proto, FieldTHDport}, Set: n.PortsV6}}}, Verdict: Return},
-			{Verdict: Drop},
+	e := &IsolatedEndpoint{
+		Dir:   dir,
+		Names: n,
+		Sets:  [4]*Set{any4, any6, ports4, ports6},
+		Chain: &Chain{
+			Name:    n.Chain,
+			Comment: comment,
+			Rules: []Rule{
+				{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer4, FieldL4Proto}, Set: n.AnyV4}}}, Verdict: Return},
+				{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer6, FieldL4Proto}, Set: n.AnyV6}}}, Verdict: Return},
+				{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer4, FieldL4Proto, FieldTHDport}, Set: n.PortsV4}}}, Verdict: Return},
+				{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer6, FieldL4Proto, FieldTHDport}, Set: n.PortsV6}}}, Verdict: Return},
+				{Verdict: Drop},
+			},
 		},
-	})
-	for _, a := range addrs {
-		m := r.Sets[map4]
-		if a.Is6() && !a.Is4In6() {
-			m = r.Sets[map6]
-		}
-		m.Elements = append(m.Elements, Element{Key: []Range{Addr(a)}, Verdict: Jump(n.Chain), Comment: id})
 	}
-	return n
+	for _, a := range addrs {
+		el := Element{Key: []Range{Addr(a)}, Verdict: Jump(n.Chain), Comment: id}
+		if a.Is6() && !a.Is4In6() {
+			e.MapElements6 = append(e.MapElements6, el)
+		} else {
+			e.MapElements4 = append(e.MapElements4, el)
+		}
+	}
+	return e
+}
+
+// AddEndpoint adds e's chain and sets (shared, not copied) and appends its
+// jumps to the dispatch maps of e.Dir, which must exist (NewSkeleton).
+func (r *Ruleset) AddEndpoint(e *IsolatedEndpoint) {
+	for _, s := range e.Sets {
+		r.AddSet(s)
+	}
+	r.AddChain(e.Chain)
+	map4, map6 := MapIngressV4, MapIngressV6
+	if e.Dir == Egress {
+		map4, map6 = MapEgressV4, MapEgressV6
+	}
+	r.Sets[map4].Elements = append(r.Sets[map4].Elements, e.MapElements4...)
+	r.Sets[map6].Elements = append(r.Sets[map6].Elements, e.MapElements6...)
+}
+
+// AddIsolatedEndpoint is AddEndpoint(NewIsolatedEndpoint(...)).
+func (r *Ruleset) AddIsolatedEndpoint(dir Direction, id string, addrs []netip.Addr, allow AllowList) EndpointNames {
+	e := NewIsolatedEndpoint(dir, id, addrs, allow)
+	r.AddEndpoint(e)
+	return e.Names
 }

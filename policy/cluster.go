@@ -2,10 +2,13 @@ package policy
 
 import (
 	"cmp"
+	"net/netip"
 	"slices"
 	"strings"
 
+	"go4.org/netipx"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/nftpolicy/nftpolicy/nft"
 )
@@ -14,17 +17,52 @@ import (
 // object at a time as watch events arrive (SetPod, DeletePod, ...), and
 // Compile returns the node's ruleset for the current state.
 //
+// Compile is incremental. Between calls the Cluster keeps what it resolved
+// (compiled policies, the addresses each selector matches, each rule's
+// peers, each local pod's built chain and sets), and every update drops or
+// patches exactly the parts it can change: a remote pod appearing touches
+// the selectors it matches and the local pods whose rules use them, and
+// nothing else. Compile(snap) is a Cluster loaded with snap and compiled
+// once; FuzzClusterMatchesFreshCompile holds the incremental path to it.
+//
 // Objects handed to a Cluster are kept by pointer and must not be modified
 // afterwards; to change an object, pass a new one. Rulesets returned by
-// Compile must not be modified either: a later Compile may return the same
-// sets and chains again for the parts of the node that did not change.
+// Compile must not be modified either: a later Compile returns the same
+// sets and chains again for the pods that did not change, which lets
+// nft.Diff skip them by identity.
 //
 // A Cluster is not safe for concurrent use.
 type Cluster struct {
-	nodeName   string
+	nodeName string
+	// pods holds every pod as given; activeByNS only those that take part
+	// in policy (Pod.Active), with IPv4-mapped addresses unmapped (the same
+	// pointer as in pods when there was nothing to unmap).
 	pods       map[podKey]*Pod
+	activeByNS map[string]map[podKey]*Pod
+	local      map[podKey]*Pod // active pods on nodeName
+	// ipOwners counts active pods per address. Two active pods share an
+	// address only in a broken or racing cluster, but then removing one of
+	// them must not remove the address from a selector's set.
+	ipOwners   map[netip.Addr]int32
 	namespaces map[string]map[string]string
-	policies   map[podKey]*networkingv1.NetworkPolicy
+	nsNames    []string // sorted names of namespaces; nil when stale
+	policies   map[string]map[string]*networkingv1.NetworkPolicy
+
+	// Caches, valid across Compile calls. An entry is replaced (never
+	// modified) when what it depends on changes; a user checks that the
+	// entries it was built from are still the current ones.
+	compiled  map[string]*namespacePolicies // namespace → its compiled policies
+	peers     map[string]*peerEntry         // selector key → matched addresses
+	rules     map[*compiledRule]*ruleEntry
+	named     map[namedKey]*namedEntry
+	endpoints map[endpointKey]*endpoint
+
+	// epoch counts Compile calls; entries not used by the latest Compile
+	// are dropped at its end.
+	epoch uint64
+	// warnings collects the warnings of what is being compiled right now;
+	// each cache entry keeps its own.
+	warnings warningSet
 }
 
 // podKey is a namespace/name pair (of a pod or a policy).
@@ -35,8 +73,16 @@ func NewCluster(nodeName string) *Cluster {
 	return &Cluster{
 		nodeName:   nodeName,
 		pods:       map[podKey]*Pod{},
+		activeByNS: map[string]map[podKey]*Pod{},
+		local:      map[podKey]*Pod{},
+		ipOwners:   map[netip.Addr]int32{},
 		namespaces: map[string]map[string]string{},
-		policies:   map[podKey]*networkingv1.NetworkPolicy{},
+		policies:   map[string]map[string]*networkingv1.NetworkPolicy{},
+		compiled:   map[string]*namespacePolicies{},
+		peers:      map[string]*peerEntry{},
+		rules:      map[*compiledRule]*ruleEntry{},
+		named:      map[namedKey]*namedEntry{},
+		endpoints:  map[endpointKey]*endpoint{},
 	}
 }
 
@@ -45,38 +91,190 @@ func (c *Cluster) NodeName() string { return c.nodeName }
 
 // SetPod adds p or replaces the pod of the same namespace and name.
 func (c *Cluster) SetPod(p *Pod) {
-	c.pods[podKey{p.Namespace, p.Name}] = p
+	k := podKey{p.Namespace, p.Name}
+	c.pods[k] = p
+	var now *Pod
+	if p.Active() {
+		now = p
+		if ips := unmapAll(p.IPs); len(ips) > 0 && &ips[0] != &p.IPs[0] {
+			cp := *p
+			cp.IPs = ips
+			now = &cp
+		}
+	}
+	c.setActive(k, now)
 }
 
 // DeletePod removes a pod; an unknown pod is ignored.
 func (c *Cluster) DeletePod(namespace, name string) {
-	delete(c.pods, podKey{namespace, name})
+	k := podKey{namespace, name}
+	if _, ok := c.pods[k]; !ok {
+		return
+	}
+	delete(c.pods, k)
+	c.setActive(k, nil)
+}
+
+// setActive makes now (nil: none) the active version of pod k, and updates
+// every cache the change can reach.
+func (c *Cluster) setActive(k podKey, now *Pod) {
+	was := c.activeByNS[k.namespace][k]
+	if was == nil && now == nil {
+		return
+	}
+	if was != nil {
+		delete(c.activeByNS[k.namespace], k)
+		if len(c.activeByNS[k.namespace]) == 0 {
+			delete(c.activeByNS, k.namespace)
+		}
+		delete(c.local, k)
+		for _, ip := range was.IPs {
+			if c.ipOwners[ip]--; c.ipOwners[ip] <= 0 {
+				delete(c.ipOwners, ip)
+			}
+		}
+	}
+	if now != nil {
+		if c.activeByNS[k.namespace] == nil {
+			c.activeByNS[k.namespace] = map[podKey]*Pod{}
+		}
+		c.activeByNS[k.namespace][k] = now
+		if now.NodeName == c.nodeName {
+			c.local[k] = now
+		}
+		for _, ip := range now.IPs {
+			c.ipOwners[ip]++
+		}
+	}
+	// The pod's own endpoints see the change through their pod pointer.
+	// Selectors that match either version see it here.
+	for key, e := range c.peers {
+		inWas, inNow := e.matches(c, was), e.matches(c, now)
+		if !inWas && !inNow {
+			continue
+		}
+		if inWas && inNow && slices.Equal(was.IPs, now.IPs) {
+			continue // still matched, same addresses: same set
+		}
+		if patched := c.patchPeers(e, was, now, inWas, inNow); patched != nil {
+			c.peers[key] = patched
+		} else {
+			delete(c.peers, key)
+		}
+	}
+	// Egress named ports resolve on every active pod in a rule's peers,
+	// selected or not (an ipBlock covers pods too).
+	if declaresPorts(was) || declaresPorts(now) {
+		for key := range c.named {
+			if containsAny(key.peers, was) || containsAny(key.peers, now) {
+				delete(c.named, key)
+			}
+		}
+	}
+}
+
+// patchPeers returns e's set with was's addresses taken out (if it matched)
+// and now's added (if it matches), or nil when an address to take out is
+// still owned by another active pod, which then must be looked at: the
+// caller drops e and it is resolved again when needed.
+func (c *Cluster) patchPeers(e *peerEntry, was, now *Pod, inWas, inNow bool) *peerEntry {
+	var b netipx.IPSetBuilder
+	b.AddSet(e.set)
+	if inWas {
+		for _, ip := range was.IPs {
+			if inNow && slices.Contains(now.IPs, ip) {
+				continue
+			}
+			if c.ipOwners[ip] > 0 {
+				return nil
+			}
+			b.Remove(ip)
+		}
+	}
+	if inNow {
+		for _, ip := range now.IPs {
+			b.Add(ip)
+		}
+	}
+	s, _ := b.IPSet()
+	return &peerEntry{key: e.key, peer: e.peer, policyNamespace: e.policyNamespace, set: s, used: e.used}
+}
+
+func declaresPorts(p *Pod) bool { return p != nil && len(p.Ports) > 0 }
+
+func containsAny(s *netipx.IPSet, p *Pod) bool {
+	if p == nil {
+		return false
+	}
+	for _, ip := range p.IPs {
+		if s.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // SetNamespace adds ns or replaces the namespace of the same name.
 func (c *Cluster) SetNamespace(ns Namespace) {
+	old, existed := c.namespaces[ns.Name]
 	c.namespaces[ns.Name] = ns.Labels
+	if !existed {
+		c.nsNames = nil
+	}
+	c.namespaceChanged(old, existed, ns.Labels, true)
 }
 
 // DeleteNamespace removes a namespace (not its pods or policies, which
-// are deleted by their own events).
+// are deleted by their own events). A namespace selector matches no pod of
+// a namespace the Cluster does not know.
 func (c *Cluster) DeleteNamespace(name string) {
+	old, existed := c.namespaces[name]
+	if !existed {
+		return
+	}
 	delete(c.namespaces, name)
+	c.nsNames = nil
+	c.namespaceChanged(old, true, nil, false)
+}
+
+// namespaceChanged drops the selectors whose namespace selector matched
+// the namespace before and not after, or the other way round.
+func (c *Cluster) namespaceChanged(old map[string]string, existed bool, now map[string]string, exists bool) {
+	for key, e := range c.peers {
+		sel := e.peer.namespaceSelector
+		if sel == nil {
+			continue
+		}
+		if (existed && sel.Matches(labels.Set(old))) != (exists && sel.Matches(labels.Set(now))) {
+			delete(c.peers, key)
+		}
+	}
 }
 
 // SetPolicy adds np or replaces the policy of the same namespace and name.
 func (c *Cluster) SetPolicy(np *networkingv1.NetworkPolicy) {
-	c.policies[podKey{np.Namespace, np.Name}] = np
+	if c.policies[np.Namespace] == nil {
+		c.policies[np.Namespace] = map[string]*networkingv1.NetworkPolicy{}
+	}
+	c.policies[np.Namespace][np.Name] = np
+	delete(c.compiled, np.Namespace)
 }
 
 // DeletePolicy removes a policy; an unknown policy is ignored.
 func (c *Cluster) DeletePolicy(namespace, name string) {
-	delete(c.policies, podKey{namespace, name})
+	if _, ok := c.policies[namespace][name]; !ok {
+		return
+	}
+	delete(c.policies[namespace], name)
+	if len(c.policies[namespace]) == 0 {
+		delete(c.policies, namespace)
+	}
+	delete(c.compiled, namespace)
 }
 
 // Policy returns the policy of that namespace and name, or nil.
 func (c *Cluster) Policy(namespace, name string) *networkingv1.NetworkPolicy {
-	return c.policies[podKey{namespace, name}]
+	return c.policies[namespace][name]
 }
 
 // Counts are the sizes of a Cluster.
@@ -88,19 +286,11 @@ type Counts struct {
 
 // Counts returns how many objects the Cluster holds.
 func (c *Cluster) Counts() Counts {
-	n := Counts{Pods: len(c.pods), Namespaces: len(c.namespaces), Policies: len(c.policies)}
-	for _, p := range c.pods {
-		if p.NodeName == c.nodeName && p.Active() {
-			n.LocalActivePods++
-		}
+	n := Counts{Pods: len(c.pods), Namespaces: len(c.namespaces), LocalActivePods: len(c.local)}
+	for _, ps := range c.policies {
+		n.Policies += len(ps)
 	}
 	return n
-}
-
-// Compile returns the node's ruleset and the warnings of the current state,
-// exactly what Compile(c.Snapshot()) returns.
-func (c *Cluster) Compile() (*nft.Ruleset, []Warning) {
-	return Compile(c.Snapshot())
 }
 
 // Snapshot returns the current state as a Snapshot, sorted as the
@@ -110,7 +300,6 @@ func (c *Cluster) Snapshot() *Snapshot {
 		NodeName:   c.nodeName,
 		Namespaces: make([]Namespace, 0, len(c.namespaces)),
 		Pods:       make([]Pod, 0, len(c.pods)),
-		Policies:   make([]*networkingv1.NetworkPolicy, 0, len(c.policies)),
 	}
 	for name, l := range c.namespaces {
 		s.Namespaces = append(s.Namespaces, Namespace{Name: name, Labels: l})
@@ -118,8 +307,10 @@ func (c *Cluster) Snapshot() *Snapshot {
 	for _, p := range c.pods {
 		s.Pods = append(s.Pods, *p)
 	}
-	for _, np := range c.policies {
-		s.Policies = append(s.Policies, np)
+	for _, ps := range c.policies {
+		for _, np := range ps {
+			s.Policies = append(s.Policies, np)
+		}
 	}
 	slices.SortFunc(s.Namespaces, func(a, b Namespace) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(s.Pods, func(a, b Pod) int {
@@ -145,4 +336,91 @@ func (c *Cluster) LoadSnapshot(snap *Snapshot) {
 			c.SetPolicy(np)
 		}
 	}
+}
+
+// sortedNamespaces returns the namespace names in order.
+func (c *Cluster) sortedNamespaces() []string {
+	if c.nsNames == nil {
+		c.nsNames = make([]string, 0, len(c.namespaces))
+		for name := range c.namespaces {
+			c.nsNames = append(c.nsNames, name)
+		}
+		slices.Sort(c.nsNames)
+	}
+	return c.nsNames
+}
+
+// Compile returns the node's ruleset and the warnings of the current state.
+// See Compile (the function) for what it builds.
+func (c *Cluster) Compile() (*nft.Ruleset, []Warning) {
+	c.epoch++
+	rs := nft.NewSkeleton()
+	var warnings warningSet
+	locals := make([]*Pod, 0, len(c.local))
+	for _, p := range c.local {
+		locals = append(locals, p)
+	}
+	slices.SortFunc(locals, func(a, b *Pod) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
+	for _, pod := range locals {
+		// A node enforces, and so warns about, the policies of the
+		// namespaces its pods live in, and nothing else.
+		nsp := c.policiesIn(pod.Namespace)
+		nsp.used = c.epoch
+		warnings.addAll(nsp.warnings)
+		for _, dir := range []nft.Direction{nft.Ingress, nft.Egress} {
+			e := c.endpointOf(pod, dir, nsp)
+			if e.isolated != nil {
+				rs.AddEndpoint(e.isolated)
+			}
+			warnings.addAll(e.warnings)
+		}
+	}
+	c.dropUnused()
+	return rs, warnings.list()
+}
+
+// dropUnused forgets every cache entry the last Compile did not use, so
+// that the caches hold what the node needs now, and updates only pay for
+// that.
+func (c *Cluster) dropUnused() {
+	for k, v := range c.compiled {
+		if v.used != c.epoch {
+			delete(c.compiled, k)
+		}
+	}
+	for k, v := range c.peers {
+		if v.used != c.epoch {
+			delete(c.peers, k)
+		}
+	}
+	for k, v := range c.rules {
+		if v.used != c.epoch {
+			delete(c.rules, k)
+		}
+	}
+	for k, v := range c.named {
+		if v.used != c.epoch {
+			delete(c.named, k)
+		}
+	}
+	for k, v := range c.endpoints {
+		if v.used != c.epoch {
+			delete(c.endpoints, k)
+		}
+	}
+}
+
+// unmapAll returns ips with IPv4-mapped IPv6 addresses unmapped: ips itself
+// (never modified) when there is nothing to unmap.
+func unmapAll(ips []netip.Addr) []netip.Addr {
+	if !slices.ContainsFunc(ips, netip.Addr.Is4In6) {
+		return ips
+	}
+	out := make([]netip.Addr, 0, len(ips))
+	for _, ip := range ips {
+		out = append(out, ip.Unmap())
+	}
+	return out
 }

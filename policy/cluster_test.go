@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -23,31 +24,56 @@ func FuzzClusterMatchesFreshCompile(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		ch := &chooser{data: data}
-		node := node1
-		if ch.intn(2) == 1 {
-			node = node2
+	f.Fuzz(checkClusterSequence)
+}
+
+// TestCluster_RandomSequencesMatchFreshCompile runs the fuzz target's check
+// over a fixed set of pseudo-random inputs, so that every `go test` covers
+// thousands of event orders, not only the seed corpus.
+func TestCluster_RandomSequencesMatchFreshCompile(t *testing.T) {
+	n := 2000
+	if testing.Short() {
+		n = 200
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range n {
+		data := make([]byte, r.IntN(400))
+		for i := range data {
+			data[i] = byte(r.Uint32())
 		}
-		c := NewCluster(node)
-		var log []string
-		for state := 0; state < 3; state++ {
-			next := genSnapshot(ch)
-			events := transition(c, next)
-			// Apply the events in a random order (objects are independent:
-			// any order is a valid watch history), compiling now and then.
-			for len(events) > 0 {
-				i := ch.intn(len(events))
-				log = append(log, events[i].what)
-				events[i].apply()
-				events = append(events[:i], events[i+1:]...)
-				if ch.intn(3) == 0 {
-					checkClusterMatchesFresh(t, c, log)
-				}
+		checkClusterSequence(t, data)
+		if t.Failed() {
+			t.Fatalf("input %q", data)
+		}
+	}
+}
+
+// checkClusterSequence takes one Cluster through three random states, one
+// event at a time in a random order, comparing with a fresh compile at
+// random points and after each state.
+func checkClusterSequence(t *testing.T, data []byte) {
+	ch := &chooser{data: data}
+	node := node1
+	if ch.intn(2) == 1 {
+		node = node2
+	}
+	c := NewCluster(node)
+	var log []string
+	for range 3 {
+		next := genSnapshot(ch)
+		events := transition(c, next)
+		// Any order is a valid watch history: objects are independent.
+		for len(events) > 0 {
+			i := ch.intn(len(events))
+			log = append(log, events[i].what)
+			events[i].apply()
+			events = append(events[:i], events[i+1:]...)
+			if ch.intn(3) == 0 {
+				checkClusterMatchesFresh(t, c, log)
 			}
-			checkClusterMatchesFresh(t, c, log)
 		}
-	})
+		checkClusterMatchesFresh(t, c, log)
+	}
 }
 
 // checkClusterMatchesFresh compares c.Compile with a fresh compile of the

@@ -1,16 +1,14 @@
 package policy
 
 import (
-	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
 	"sort"
-	"strings"
 
 	"go4.org/netipx"
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/nftpolicy/nftpolicy/nft"
 )
@@ -18,43 +16,80 @@ import (
 // Compile builds the desired nftables ruleset of snap.NodeName.
 //
 // Every active pod on the node that some policy isolates in a direction gets
-// a chain and four sets for that direction (nft.AddIsolatedEndpoint): the
+// a chain and four sets for that direction (nft.NewIsolatedEndpoint): the
 // union of everything every rule of every selecting policy admits, folded
 // into disjoint (peer, protocol, port) boxes. Per-packet cost is then one
 // map lookup plus at most four set lookups, whatever the number of
 // policies. Policy parts that cannot be enforced are skipped and reported
 // as warnings; everything else is still compiled.
+//
+// Compile is a Cluster loaded with snap and compiled once; the agent keeps
+// a Cluster instead, so that a change costs what it touches.
 func Compile(snap *Snapshot) (*nft.Ruleset, []Warning) {
-	c := newCompiler(snap)
-	rs := nft.NewSkeleton()
-	for _, pod := range c.localPods() {
-		for _, dir := range []nft.Direction{nft.Ingress, nft.Egress} {
-			selecting := c.policiesIsolating(pod, dir)
-			if len(selecting) == 0 {
-				continue
-			}
-			allow := c.allowList(pod, dir, selecting)
-			rs.AddIsolatedEndpoint(dir, pod.Key(), pod.IPs, allow)
-		}
-	}
-	return rs, c.warnings.list()
+	c := NewCluster(snap.NodeName)
+	c.LoadSnapshot(snap)
+	return c.Compile()
 }
 
-// compiler holds the indexes and caches of one Compile call.
-type compiler struct {
-	snap       *Snapshot
-	namespaces map[string]map[string]string // name → labels
-	nsNames    []string                     // sorted namespace names
-	active     []*Pod                       // pods that take part in policy, with unmapped IPs, in snapshot order
-	activeByNS map[string][]*Pod
-	// rawPolicies are compiled lazily, per namespace, only where a local pod
-	// lives: a node enforces (and warns about) nothing else.
-	rawPolicies map[string][]*networkingv1.NetworkPolicy
-	policies    map[string][]*compiledPolicy
-	peerCache   map[string]*netipx.IPSet
-	namedCache  map[namedKey][]numberedPeers
-	ruleCache   map[*compiledRule]*netipx.IPSet
-	warnings    warningSet
+// namespacePolicies are the compiled policies of one namespace, with the
+// warnings compiling them gave.
+type namespacePolicies struct {
+	list     []*compiledPolicy
+	warnings []Warning
+	used     uint64 // the Compile epoch that last used it
+}
+
+// peerEntry is the set of addresses of the active pods one selector peer
+// matches.
+type peerEntry struct {
+	key  string
+	peer compiledPeer
+	// policyNamespace is where a pod selector without namespace selector
+	// looks (it is part of key).
+	policyNamespace string
+	set             *netipx.IPSet
+	used            uint64
+}
+
+// matches reports whether p (nil: no pod) is one of the pods e selects.
+func (e *peerEntry) matches(c *Cluster, p *Pod) bool {
+	if p == nil {
+		return false
+	}
+	if e.peer.namespaceSelector == nil {
+		if p.Namespace != e.policyNamespace {
+			return false
+		}
+	} else if l, ok := c.namespaces[p.Namespace]; !ok || !e.peer.namespaceSelector.Matches(labels.Set(l)) {
+		return false
+	}
+	return e.peer.podSelector == nil || e.peer.podSelector.Matches(labels.Set(p.Labels))
+}
+
+// ruleEntry is the set of peer addresses one rule admits, and the selector
+// entries it was built from.
+type ruleEntry struct {
+	set   *netipx.IPSet
+	peers []*peerEntry
+	used  uint64
+}
+
+// current reports whether every selector entry e was built from is still
+// the Cluster's.
+func (e *ruleEntry) current(c *Cluster) bool {
+	for _, p := range e.peers {
+		if c.peers[p.key] != p {
+			return false
+		}
+	}
+	return true
+}
+
+func (e *ruleEntry) markUsed(epoch uint64) {
+	e.used = epoch
+	for _, p := range e.peers {
+		p.used = epoch
+	}
 }
 
 // namedKey identifies an egress named-port resolution: the same name and
@@ -65,119 +100,129 @@ type namedKey struct {
 	peers *netipx.IPSet
 }
 
-func newCompiler(snap *Snapshot) *compiler {
-	c := &compiler{
-		snap:        snap,
-		namespaces:  map[string]map[string]string{},
-		activeByNS:  map[string][]*Pod{},
-		rawPolicies: map[string][]*networkingv1.NetworkPolicy{},
-		policies:    map[string][]*compiledPolicy{},
-		peerCache:   map[string]*netipx.IPSet{},
-		namedCache:  map[namedKey][]numberedPeers{},
-		ruleCache:   map[*compiledRule]*netipx.IPSet{},
-	}
-	for _, ns := range snap.Namespaces {
-		c.namespaces[ns.Name] = ns.Labels
-		c.nsNames = append(c.nsNames, ns.Name)
-	}
-	sort.Strings(c.nsNames)
-	// One backing array for the active pods' copies (the snapshot is not
-	// modified): one allocation instead of one per pod. Their order is the
-	// snapshot's; only localPods needs an order, and sorts its few pods.
-	// Everything built from c.active or activeByNS is a set, whatever the
-	// order.
-	active := make([]Pod, 0, len(snap.Pods))
-	for i := range snap.Pods {
-		if !snap.Pods[i].Active() {
-			continue
-		}
-		active = append(active, snap.Pods[i])
-		p := &active[len(active)-1]
-		p.IPs = unmapAll(p.IPs)
-	}
-	c.active = make([]*Pod, len(active))
-	for i := range active {
-		p := &active[i]
-		c.active[i] = p
-		c.activeByNS[p.Namespace] = append(c.activeByNS[p.Namespace], p)
-	}
-	for _, np := range snap.Policies {
-		if np != nil {
-			c.rawPolicies[np.Namespace] = append(c.rawPolicies[np.Namespace], np)
-		}
-	}
-	return c
+type namedEntry struct {
+	byNumber []numberedPeers
+	used     uint64
 }
 
-// policiesIn compiles, once, the policies of one namespace.
-func (c *compiler) policiesIn(namespace string) []*compiledPolicy {
-	if ps, ok := c.policies[namespace]; ok {
-		return ps
+type endpointKey struct {
+	pod podKey
+	dir nft.Direction
+}
+
+// endpoint is one local pod's compiled direction, with what it was built
+// from; it is reused while all of that is current.
+type endpoint struct {
+	pod      *Pod // the active version it was built for
+	policies *namespacePolicies
+	ruleKeys []*compiledRule
+	rules    []*ruleEntry
+	named    []namedKey
+	namedEnt []*namedEntry
+	// isolated is nil when no policy isolates the pod in this direction.
+	isolated *nft.IsolatedEndpoint
+	warnings []Warning
+	used     uint64
+}
+
+// current reports whether e still holds for pod under nsp.
+func (e *endpoint) current(c *Cluster, pod *Pod, nsp *namespacePolicies) bool {
+	if e.pod != pod || e.policies != nsp {
+		return false
 	}
-	ps := []*compiledPolicy{}
-	for _, np := range c.rawPolicies[namespace] {
-		if cp := c.compilePolicy(np); cp != nil {
-			ps = append(ps, cp)
+	for i, r := range e.rules {
+		if c.rules[e.ruleKeys[i]] != r || !r.current(c) {
+			return false
 		}
 	}
-	c.policies[namespace] = ps
-	return ps
-}
-
-// unmapAll returns ips with IPv4-mapped IPv6 addresses unmapped: ips itself
-// (never modified) when there is nothing to unmap.
-func unmapAll(ips []netip.Addr) []netip.Addr {
-	if !slices.ContainsFunc(ips, netip.Addr.Is4In6) {
-		return ips
-	}
-	out := make([]netip.Addr, 0, len(ips))
-	for _, ip := range ips {
-		out = append(out, ip.Unmap())
-	}
-	return out
-}
-
-// localPods are the active pods on the compiled node, sorted by key.
-func (c *compiler) localPods() []*Pod {
-	var out []*Pod
-	for _, p := range c.active {
-		if p.NodeName == c.snap.NodeName {
-			out = append(out, p)
+	for i, k := range e.named {
+		if c.named[k] != e.namedEnt[i] {
+			return false
 		}
 	}
-	slices.SortFunc(out, func(a, b *Pod) int {
-		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
-	})
-	return out
+	return true
 }
 
-// policiesIsolating are the policies in pod's namespace that select it and
-// name dir in their policyTypes.
-func (c *compiler) policiesIsolating(pod *Pod, dir nft.Direction) []*compiledPolicy {
-	var out []*compiledPolicy
-	for _, p := range c.policiesIn(pod.Namespace) {
-		if p.has(dir) && p.podSelector.Matches(labelSet(pod.Labels)) {
-			out = append(out, p)
+func (e *endpoint) markUsed(epoch uint64) {
+	e.used = epoch
+	for _, r := range e.rules {
+		r.markUsed(epoch)
+	}
+	for _, n := range e.namedEnt {
+		n.used = epoch
+	}
+}
+
+// policiesIn compiles, once per change of the namespace's policies, the
+// policies of one namespace.
+func (c *Cluster) policiesIn(namespace string) *namespacePolicies {
+	if nsp, ok := c.compiled[namespace]; ok {
+		return nsp
+	}
+	saved := c.warnings
+	c.warnings = warningSet{}
+	nsp := &namespacePolicies{}
+	names := make([]string, 0, len(c.policies[namespace]))
+	for name := range c.policies[namespace] {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if cp := c.compilePolicy(c.policies[namespace][name]); cp != nil {
+			nsp.list = append(nsp.list, cp)
 		}
 	}
-	return out
+	nsp.warnings = c.warnings.list()
+	c.warnings = saved
+	c.compiled[namespace] = nsp
+	return nsp
 }
 
-// allowList folds every rule of the selecting policies into one allow-list.
-func (c *compiler) allowList(pod *Pod, dir nft.Direction, selecting []*compiledPolicy) nft.AllowList {
+// endpointOf returns pod's compiled direction dir: the kept one while it
+// is current, else a new one.
+func (c *Cluster) endpointOf(pod *Pod, dir nft.Direction, nsp *namespacePolicies) *endpoint {
+	key := endpointKey{podKey{pod.Namespace, pod.Name}, dir}
+	if e := c.endpoints[key]; e != nil && e.current(c, pod, nsp) {
+		e.markUsed(c.epoch)
+		return e
+	}
+	e := &endpoint{pod: pod, policies: nsp, used: c.epoch}
+	var selecting []*compiledPolicy
+	for _, p := range nsp.list {
+		if p.has(dir) && p.podSelector.Matches(labels.Set(pod.Labels)) {
+			selecting = append(selecting, p)
+		}
+	}
+	if len(selecting) > 0 {
+		saved := c.warnings
+		c.warnings = warningSet{}
+		allow := c.allowList(e, pod, dir, selecting)
+		e.isolated = nft.NewIsolatedEndpoint(dir, pod.Key(), pod.IPs, allow)
+		e.warnings = c.warnings.list()
+		c.warnings = saved
+	}
+	c.endpoints[key] = e
+	return e
+}
+
+// allowList folds every rule of the selecting policies into one allow-list,
+// recording in e the cache entries it used.
+func (c *Cluster) allowList(e *endpoint, pod *Pod, dir nft.Direction, selecting []*compiledPolicy) nft.AllowList {
 	var anyPeers []*netipx.IPSet
 	boxes := portBoxes{}
 	for _, p := range selecting {
 		rules := p.rules(dir)
 		for i := range rules {
 			rule := &rules[i]
-			peers := c.rulePeers(p, rule)
+			re := c.rulePeers(p, rule)
+			e.ruleKeys = append(e.ruleKeys, rule)
+			e.rules = append(e.rules, re)
 			if len(rule.ports) == 0 {
-				anyPeers = append(anyPeers, peers)
+				anyPeers = append(anyPeers, re.set)
 				continue
 			}
 			for _, port := range rule.ports {
-				c.addPort(boxes, pod, dir, p, peers, port)
+				c.addPort(e, boxes, pod, dir, p, re.set, port)
 			}
 		}
 	}
@@ -196,7 +241,7 @@ func (c *compiler) allowList(pod *Pod, dir nft.Direction, selecting []*compiledP
 }
 
 // addPort adds the boxes one port entry of a rule admits.
-func (c *compiler) addPort(boxes portBoxes, pod *Pod, dir nft.Direction, p *compiledPolicy, peers *netipx.IPSet, port compiledPort) {
+func (c *Cluster) addPort(e *endpoint, boxes portBoxes, pod *Pod, dir nft.Direction, p *compiledPolicy, peers *netipx.IPSet, port compiledPort) {
 	if port.name == "" {
 		boxes.add(port.proto, port.from, port.to, peers)
 		return
@@ -215,11 +260,15 @@ func (c *compiler) addPort(boxes portBoxes, pod *Pod, dir nft.Direction, p *comp
 	// Egress: the name is resolved on each destination pod, so each
 	// destination pod address gets its own number.
 	key := namedKey{name: port.name, proto: port.proto, peers: peers}
-	byNumber, ok := c.namedCache[key]
-	if !ok {
-		byNumber = c.namedPortPeers(key)
-		c.namedCache[key] = byNumber
+	ne := c.named[key]
+	if ne == nil {
+		ne = &namedEntry{byNumber: c.namedPortPeers(key)}
+		c.named[key] = ne
 	}
+	ne.used = c.epoch
+	e.named = append(e.named, key)
+	e.namedEnt = append(e.namedEnt, ne)
+	byNumber := ne.byNumber
 	if len(byNumber) == 0 {
 		c.warnings.add(p.namespace, p.name, fmt.Sprintf(
 			"egress named port %q/%s is declared by no destination pod of its rule: that port entry admits nothing",
@@ -239,19 +288,21 @@ type numberedPeers struct {
 
 // namedPortPeers groups the addresses, among k.peers, of active pods that
 // declare the named port, by the number each pod gives it.
-func (c *compiler) namedPortPeers(k namedKey) []numberedPeers {
+func (c *Cluster) namedPortPeers(k namedKey) []numberedPeers {
 	builders := map[uint16]*netipx.IPSetBuilder{}
-	for _, dst := range c.active {
-		num, ok := dst.namedPort(k.name, k.proto)
-		if !ok {
-			continue
-		}
-		for _, ip := range dst.IPs {
-			if k.peers.Contains(ip) {
-				if builders[num] == nil {
-					builders[num] = &netipx.IPSetBuilder{}
+	for _, pods := range c.activeByNS {
+		for _, dst := range pods {
+			num, ok := dst.namedPort(k.name, k.proto)
+			if !ok {
+				continue
+			}
+			for _, ip := range dst.IPs {
+				if k.peers.Contains(ip) {
+					if builders[num] == nil {
+						builders[num] = &netipx.IPSetBuilder{}
+					}
+					builders[num].Add(ip)
 				}
-				builders[num].Add(ip)
 			}
 		}
 	}

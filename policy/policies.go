@@ -63,7 +63,7 @@ type compiledPort struct {
 // compilePolicy parses np. A policy whose own podSelector cannot be parsed
 // is skipped whole (the API server rejects such selectors, so this is only
 // defence in depth); a bad peer or port skips just that part.
-func (c *compiler) compilePolicy(np *networkingv1.NetworkPolicy) *compiledPolicy {
+func (c *Cluster) compilePolicy(np *networkingv1.NetworkPolicy) *compiledPolicy {
 	p := &compiledPolicy{namespace: np.Namespace, name: np.Name}
 	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
 	if err != nil {
@@ -97,7 +97,7 @@ func (c *compiler) compilePolicy(np *networkingv1.NetworkPolicy) *compiledPolicy
 	return p
 }
 
-func (c *compiler) compileRule(p *compiledPolicy, where string, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) compiledRule {
+func (c *Cluster) compileRule(p *compiledPolicy, where string, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) compiledRule {
 	var r compiledRule
 	for i, peer := range peers {
 		r.peers = append(r.peers, c.compilePeer(p, fmt.Sprintf("%s.peers[%d]", where, i), peer))
@@ -115,7 +115,7 @@ func (c *compiler) compileRule(p *compiledPolicy, where string, peers []networki
 	return r
 }
 
-func (c *compiler) compilePeer(p *compiledPolicy, where string, peer networkingv1.NetworkPolicyPeer) compiledPeer {
+func (c *Cluster) compilePeer(p *compiledPolicy, where string, peer networkingv1.NetworkPolicyPeer) compiledPeer {
 	var out compiledPeer
 	bad := func(err error) compiledPeer {
 		c.warnings.add(p.namespace, p.name, fmt.Sprintf("%s: %v: this peer matches nothing", where, err))
@@ -184,7 +184,7 @@ func unmapPrefix(p netip.Prefix) netip.Prefix {
 	return p
 }
 
-func (c *compiler) compilePort(p *compiledPolicy, where string, port networkingv1.NetworkPolicyPort) (compiledPort, bool) {
+func (c *Cluster) compilePort(p *compiledPolicy, where string, port networkingv1.NetworkPolicyPort) (compiledPort, bool) {
 	proto := corev1.ProtocolTCP
 	if port.Protocol != nil {
 		proto = *port.Protocol
@@ -219,17 +219,21 @@ func (c *compiler) compilePort(p *compiledPolicy, where string, port networkingv
 }
 
 // rulePeers is the set of remote addresses a rule's peer list admits,
-// computed once per rule however many local pods the policy selects.
-func (c *compiler) rulePeers(p *compiledPolicy, rule *compiledRule) *netipx.IPSet {
-	if s, ok := c.ruleCache[rule]; ok {
-		return s
+// resolved once per rule however many local pods the policy selects, and
+// kept while the selectors it was built from are current.
+func (c *Cluster) rulePeers(p *compiledPolicy, rule *compiledRule) *ruleEntry {
+	if re := c.rules[rule]; re != nil && re.current(c) {
+		re.markUsed(c.epoch)
+		return re
 	}
+	re := &ruleEntry{used: c.epoch}
 	if len(rule.peers) == 1 && !rule.peers[0].invalid && rule.peers[0].ipBlock == nil {
 		// One selector peer (the common case): its cached set is the
 		// rule's, without copying and normalising it again.
-		s := c.selectedPods(p.namespace, rule.peers[0])
-		c.ruleCache[rule] = s
-		return s
+		pe := c.selectedPods(p.namespace, rule.peers[0])
+		re.set, re.peers = pe.set, []*peerEntry{pe}
+		c.rules[rule] = re
+		return re
 	}
 	var b netipx.IPSetBuilder
 	if len(rule.peers) == 0 {
@@ -242,24 +246,27 @@ func (c *compiler) rulePeers(p *compiledPolicy, rule *compiledRule) *netipx.IPSe
 		case peer.ipBlock != nil:
 			b.AddSet(peer.ipBlock)
 		default:
-			b.AddSet(c.selectedPods(p.namespace, peer))
+			pe := c.selectedPods(p.namespace, peer)
+			re.peers = append(re.peers, pe)
+			b.AddSet(pe.set)
 		}
 	}
-	s, _ := b.IPSet()
-	c.ruleCache[rule] = s
-	return s
+	re.set, _ = b.IPSet()
+	c.rules[rule] = re
+	return re
 }
 
-// selectedPods is the set of addresses of active pods a selector peer
-// matches, cached by selector so shared peers are resolved once.
-func (c *compiler) selectedPods(policyNamespace string, peer compiledPeer) *netipx.IPSet {
-	if s, ok := c.peerCache[peer.key]; ok {
-		return s
+// selectedPods is the entry of the addresses of the active pods a selector
+// peer matches, shared by every rule with the same selectors.
+func (c *Cluster) selectedPods(policyNamespace string, peer compiledPeer) *peerEntry {
+	if e := c.peers[peer.key]; e != nil {
+		e.used = c.epoch
+		return e
 	}
 	var b netipx.IPSetBuilder
-	add := func(pods []*Pod) {
+	add := func(pods map[podKey]*Pod) {
 		for _, pod := range pods {
-			if peer.podSelector != nil && !peer.podSelector.Matches(labelSet(pod.Labels)) {
+			if peer.podSelector != nil && !peer.podSelector.Matches(labels.Set(pod.Labels)) {
 				continue
 			}
 			for _, ip := range pod.IPs {
@@ -270,21 +277,26 @@ func (c *compiler) selectedPods(policyNamespace string, peer compiledPeer) *neti
 	if peer.namespaceSelector == nil {
 		add(c.activeByNS[policyNamespace])
 	} else {
-		for _, ns := range c.nsNames {
+		for _, ns := range c.sortedNamespaces() {
 			if peer.namespaceSelector.Matches(labels.Set(c.namespaces[ns])) {
 				add(c.activeByNS[ns])
 			}
 		}
 	}
 	s, _ := b.IPSet()
-	c.peerCache[peer.key] = s
-	return s
+	e := &peerEntry{key: peer.key, peer: peer, policyNamespace: policyNamespace, set: s, used: c.epoch}
+	c.peers[peer.key] = e
+	return e
 }
-
-func labelSet(m map[string]string) labels.Set { return labels.Set(m) }
 
 // warningSet collects warnings without duplicates.
 type warningSet map[Warning]struct{}
+
+func (w *warningSet) addAll(ws []Warning) {
+	for _, x := range ws {
+		w.add(x.Namespace, x.Policy, x.Message)
+	}
+}
 
 func (w *warningSet) add(namespace, policy, msg string) {
 	if *w == nil {
