@@ -87,10 +87,40 @@ func (o Op) String() string {
 //
 // Base chains are never deleted: their policy is part of OpReplaceRules.
 func Diff(old, new *Ruleset) []Op {
+	return diff(old, new, unchanged{})
+}
+
+// DiffSince is Diff(old, new) when old is what the kernel holds after
+// applying prev, the previous desired ruleset: every set and chain that new
+// shares with prev by pointer is taken as equal to old's without comparing
+// its elements or rules. A compiler that hands unchanged sets and chains to
+// the next ruleset by pointer (and never modifies them, see
+// policy.Cluster) makes a sync cost what changed, not what exists.
+func DiffSince(old, prev, new *Ruleset) []Op {
+	same := unchanged{sets: map[string]bool{}, chains: map[string]bool{}}
+	if prev != nil && old != nil {
+		for name, s := range new.Sets {
+			if _, ok := old.Sets[name]; ok && prev.Sets[name] == s {
+				same.sets[name] = true
+			}
+		}
+		for name, c := range new.Chains {
+			if _, ok := old.Chains[name]; ok && prev.Chains[name] == c {
+				same.chains[name] = true
+			}
+		}
+	}
+	return diff(old, new, same)
+}
+
+// unchanged names the sets and chains known to be equal in old and new.
+type unchanged struct{ sets, chains map[string]bool }
+
+func diff(old, new *Ruleset, same unchanged) []Op {
 	if old == nil {
 		old = NewRuleset()
 	}
-	redefined := redefinedSets(old, new)
+	redefined := redefinedSets(old, new, same)
 	var ops []Op
 	ops = append(ops, flushReferrers(old, new, redefined)...)
 	for _, name := range redefined {
@@ -98,8 +128,8 @@ func Diff(old, new *Ruleset) []Op {
 	}
 	ops = append(ops, addedSets(old, new, redefined)...)
 	ops = append(ops, addedChains(old, new)...)
-	ops = append(ops, elementOps(old, new, redefined)...)
-	ops = append(ops, ruleOps(old, new, redefined)...)
+	ops = append(ops, elementOps(old, new, redefined, same)...)
+	ops = append(ops, ruleOps(old, new, redefined, same)...)
 	ops = append(ops, deletedChains(old, new)...)
 	ops = append(ops, deletedSets(old, new)...)
 	return ops
@@ -107,9 +137,12 @@ func Diff(old, new *Ruleset) []Op {
 
 // redefinedSets are sets present in both whose definition (anything but
 // elements) differs: they must be deleted and created again.
-func redefinedSets(old, new *Ruleset) []string {
+func redefinedSets(old, new *Ruleset, same unchanged) []string {
 	var out []string
 	for _, name := range sortedNames(new.Sets) {
+		if same.sets[name] {
+			continue
+		}
 		o, ok := old.Sets[name]
 		if ok && !sameSetDefinition(o, new.Sets[name]) {
 			out = append(out, name)
@@ -189,9 +222,12 @@ func addedChains(old, new *Ruleset) []Op {
 
 // elementOps returns all element deletes (of every set) before all element
 // adds, one op per set and direction.
-func elementOps(old, new *Ruleset, redefined []string) []Op {
+func elementOps(old, new *Ruleset, redefined []string, same unchanged) []Op {
 	var dels, adds []Op
 	for _, name := range sortedNames(new.Sets) {
+		if same.sets[name] {
+			continue
+		}
 		var before []Element
 		if o, ok := old.Sets[name]; ok && !slices.Contains(redefined, name) {
 			before = o.Elements
@@ -294,7 +330,7 @@ func keyString(key []Range) string {
 
 // ruleOps replaces the rules of new chains and of chains whose rules or
 // hook changed, and refills chains flushed by flushReferrers.
-func ruleOps(old, new *Ruleset, redefined []string) []Op {
+func ruleOps(old, new *Ruleset, redefined []string, same unchanged) []Op {
 	var ops []Op
 	for _, name := range sortedNames(new.Chains) {
 		n := new.Chains[name]
@@ -302,7 +338,7 @@ func ruleOps(old, new *Ruleset, redefined []string) []Op {
 		switch {
 		case !existed && len(n.Rules) == 0 && n.Hook == nil:
 			continue // created empty by addedChains
-		case existed && sameChain(o, n) && !refersToAny(o, redefined):
+		case existed && (same.chains[name] || sameChain(o, n)) && !refersToAny(o, redefined):
 			continue
 		}
 		c := *n

@@ -244,3 +244,59 @@ func TestDiff_RandomTransitions(t *testing.T) {
 		}
 	}
 }
+
+// TestDiffSince_SkipsOnlyWhatIsShared builds B from A's endpoints, sharing
+// some by pointer (as policy.Cluster does for unchanged pods) and building
+// the others anew: DiffSince must return exactly Diff's operations.
+func TestDiffSince_SkipsOnlyWhatIsShared(t *testing.T) {
+	rng := rand.New(rand.NewSource(2))
+	randomEndpoints := func() []*IsolatedEndpoint {
+		var eps []*IsolatedEndpoint
+		for pod := 1; pod <= 6; pod++ {
+			for _, dir := range []Direction{Ingress, Egress} {
+				var e *IsolatedEndpoint
+				if rng.Intn(3) > 0 {
+					e = NewIsolatedEndpoint(dir, fmt.Sprintf("ns/p%d", pod), podAddrs(pod), randomAllow(rng))
+				}
+				eps = append(eps, e)
+			}
+		}
+		return eps
+	}
+	build := func(eps []*IsolatedEndpoint) *Ruleset {
+		r := NewSkeleton()
+		for _, e := range eps {
+			if e != nil {
+				r.AddEndpoint(e)
+			}
+		}
+		return r
+	}
+	for round := 0; round < 50; round++ {
+		epsA := randomEndpoints()
+		fresh := randomEndpoints()
+		epsB := make([]*IsolatedEndpoint, len(epsA))
+		shared := 0
+		for i := range epsA {
+			if rng.Intn(2) == 0 {
+				epsB[i] = epsA[i]
+				shared++
+			} else {
+				epsB[i] = fresh[i]
+			}
+		}
+		a, b := build(epsA), build(epsB)
+		applied := a.Clone()
+		since := DiffSince(applied, a, b)
+		if diff := cmp.Diff(Diff(applied, b), since); diff != "" {
+			t.Fatalf("round %d (%d endpoints shared): DiffSince differs from Diff (-Diff +DiffSince):\n%s", round, shared, diff)
+		}
+		got, err := Apply(applied, since)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if diff := cmp.Diff(b, got, normalise); diff != "" {
+			t.Fatalf("round %d: applying DiffSince does not give B (-want +got):\n%s", round, diff)
+		}
+	}
+}

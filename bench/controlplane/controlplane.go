@@ -58,9 +58,12 @@ type FullSync struct {
 
 // ChurnStep is the cost of one kind of sync, medians and p99 over Reps.
 type ChurnStep struct {
-	CompileSeconds float64 `json:"compile_seconds"` // policy.Compile of the whole snapshot
-	// DiffSeconds is nft.Diff(previous, next) alone, measured apart; the
-	// Syncer runs the same Diff inside ApplySeconds.
+	// CompileSeconds is the agent's incremental compile: the update of its
+	// long-lived policy.Cluster (SetPod / DeletePod; nothing for the no-op)
+	// plus Cluster.Compile.
+	CompileSeconds float64 `json:"compile_seconds"`
+	// DiffSeconds is nft.DiffSince(applied, previous, next) alone,
+	// measured apart; the Syncer runs the same diff inside ApplySeconds.
 	DiffSeconds float64 `json:"diff_seconds"`
 	// ApplySeconds is Syncer.Sync, incremental: Diff, rendering, the
 	// netlink batch and the kernel's commit, updating the applied model.
@@ -75,8 +78,9 @@ type ChurnStep struct {
 }
 
 // Churn is one shape's one-pod churn: a remote peer pod that one local
-// pod's policy admits appears (Appear), then disappears (Disappear). Noop
-// is the baseline: the same compile and sync with nothing changed.
+// pod's policy admits appears (Appear), then disappears (Disappear), in a
+// long-lived policy.Cluster, as the agent handles a pod event. Noop is the
+// baseline: the same compile and sync with nothing changed.
 type Churn struct {
 	Shape     string    `json:"shape"`
 	Pods      int       `json:"pods"`
@@ -84,6 +88,10 @@ type Churn struct {
 	Noop      ChurnStep `json:"noop"`
 	Appear    ChurnStep `json:"appear"`
 	Disappear ChurnStep `json:"disappear"`
+	// ScratchCompileSeconds is policy.Compile of the whole snapshot with
+	// the peer, median: what each churn step would cost without the
+	// long-lived Cluster (how the agent compiled before it had one).
+	ScratchCompileSeconds float64 `json:"scratch_compile_seconds"`
 }
 
 // CountRuleset counts r.
@@ -206,11 +214,12 @@ func applyFresh(rs *nft.Ruleset) (time.Duration, error) {
 	return d, nil
 }
 
-// MeasureChurn syncs snap into a fresh namespace, then alternates reps
-// times: peer appears, peer disappears, nothing changes (the baseline).
+// MeasureChurn loads snap into a policy.Cluster, syncs it into a fresh
+// namespace, then alternates reps times: peer appears, peer disappears,
+// nothing changes (the baseline).
 func MeasureChurn(shape synth.Shape, snap *policy.Snapshot, reps int) (Churn, error) {
 	out := Churn{Shape: shape.String(), Pods: shape.Pods, Reps: reps}
-	with := synth.WithPod(snap, synth.ChurnPeer(shape))
+	peer := synth.ChurnPeer(shape)
 	ns, err := NewNetNS()
 	if err != nil {
 		return out, err
@@ -220,20 +229,23 @@ func MeasureChurn(shape synth.Shape, snap *policy.Snapshot, reps int) (Churn, er
 	if err != nil {
 		return out, err
 	}
-	cur, _ := policy.Compile(snap)
+	cl := policy.NewCluster(snap.NodeName)
+	cl.LoadSnapshot(snap)
+	cur, _ := cl.Compile()
 	if err := s.Sync(context.Background(), cur); err != nil {
 		return out, err
 	}
+	applied := cur.Clone()
 	var noop, appear, disappear stepTimes
 	for range reps {
 		var err error
-		if cur, err = noop.step(s, cur, snap); err != nil {
+		if cur, applied, err = noop.step(s, cl, cur, applied, func() {}); err != nil {
 			return out, fmt.Errorf("no-op sync: %w", err)
 		}
-		if cur, err = appear.step(s, cur, with); err != nil {
+		if cur, applied, err = appear.step(s, cl, cur, applied, func() { cl.SetPod(&peer) }); err != nil {
 			return out, fmt.Errorf("peer appears: %w", err)
 		}
-		if cur, err = disappear.step(s, cur, snap); err != nil {
+		if cur, applied, err = disappear.step(s, cl, cur, applied, func() { cl.DeletePod(peer.Namespace, peer.Name) }); err != nil {
 			return out, fmt.Errorf("peer disappears: %w", err)
 		}
 	}
@@ -244,6 +256,23 @@ func MeasureChurn(shape synth.Shape, snap *policy.Snapshot, reps int) (Churn, er
 	if out.Appear.Ops == 0 || out.Disappear.Ops == 0 {
 		return out, fmt.Errorf("%s: the churn peer changed nothing (appear %d ops, disappear %d)", shape, out.Appear.Ops, out.Disappear.Ops)
 	}
+	// The same change compiled from scratch, for comparison; its result
+	// must be what the incremental path synced.
+	with := synth.WithPod(snap, peer)
+	var scratch []time.Duration
+	for range min(reps, 5) {
+		runtime.GC()
+		t0 := time.Now()
+		rs, _ := policy.Compile(with)
+		scratch = append(scratch, time.Since(t0))
+		cl.SetPod(&peer)
+		inc, _ := cl.Compile()
+		if ops := nft.Diff(rs, inc); len(ops) != 0 {
+			return out, fmt.Errorf("%s: incremental compile differs from a fresh one by %d ops, first %v", shape, len(ops), ops[0])
+		}
+		cl.DeletePod(peer.Namespace, peer.Name)
+	}
+	out.ScratchCompileSeconds = median(scratch)
 	return out, nil
 }
 
@@ -252,16 +281,19 @@ type stepTimes struct {
 	ops, elements               int
 }
 
-// step is one measured sync from cur (what the kernel holds) to snap.
-func (st *stepTimes) step(s *kernel.Syncer, cur *nft.Ruleset, snap *policy.Snapshot) (*nft.Ruleset, error) {
+// step is one measured event: update changes cl, then the agent's work
+// follows: compile, and sync from cur (the last desired ruleset, which the
+// kernel holds as applied).
+func (st *stepTimes) step(s *kernel.Syncer, cl *policy.Cluster, cur, applied *nft.Ruleset, update func()) (next, nextApplied *nft.Ruleset, err error) {
 	runtime.GC()
 	t0 := time.Now()
-	next, _ := policy.Compile(snap)
+	update()
+	next, _ = cl.Compile()
 	t1 := time.Now()
-	ops := nft.Diff(cur, next)
+	ops := nft.DiffSince(applied, cur, next)
 	t2 := time.Now()
 	if err := s.Sync(context.Background(), next); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	t3 := time.Now()
 	st.compile = append(st.compile, t1.Sub(t0))
@@ -269,7 +301,7 @@ func (st *stepTimes) step(s *kernel.Syncer, cur *nft.Ruleset, snap *policy.Snaps
 	st.apply = append(st.apply, t3.Sub(t2))
 	st.total = append(st.total, t1.Sub(t0)+t3.Sub(t2))
 	st.ops, st.elements = CountOps(ops)
-	return next, nil
+	return next, nft.Advance(applied, ops, next), nil
 }
 
 func (st *stepTimes) result() ChurnStep {

@@ -126,6 +126,50 @@ func TestSync_NoOpSendsNothing(t *testing.T) {
 	}
 }
 
+// TestSync_SharedEndpointsAreSkippedNotLost syncs rulesets that share
+// endpoints by pointer with the previous one, as policy.Cluster builds
+// them: the shared ones are not compared, the others must still reach the
+// kernel, and after a failed sync the next one replaces everything, shared
+// or not.
+func TestSync_SharedEndpointsAreSkippedNotLost(t *testing.T) {
+	requirePrivileges(t)
+	ns, fd := newNetns(t, "shared")
+	s := newSyncer(t, fd)
+	web := nft.NewIsolatedEndpoint(nft.Ingress, "default/web", addrs("10.244.1.2"), nft.AllowList{AnyPort: []nft.Range{mustAddr("10.244.2.7")}})
+	dnsA := nft.NewIsolatedEndpoint(nft.Ingress, "kube-system/dns", addrs("10.244.1.4"), nft.AllowList{})
+	dnsB := nft.NewIsolatedEndpoint(nft.Ingress, "kube-system/dns", addrs("10.244.1.4"), nft.AllowList{
+		Ports: []nft.PortAllow{{Peer: mustPrefix("10.244.0.0/16"), Proto: nft.ProtoUDP, Ports: nft.Port(53)}},
+	})
+	build := func(eps ...*nft.IsolatedEndpoint) *nft.Ruleset {
+		r := nft.NewSkeleton()
+		for _, e := range eps {
+			r.AddEndpoint(e)
+		}
+		return r
+	}
+	sync(t, s, build(web, dnsA))
+	b := build(web, dnsB) // web shared, dns rebuilt with a new element
+	sync(t, s, b)
+	assertReadback(t, ns, b)
+	if err := s.Verify(context.Background()); err != nil {
+		t.Errorf("Verify after a sync that shared an endpoint: %v", err)
+	}
+
+	// Break the kernel's copy of the shared endpoint behind the Syncer's
+	// back; a failed sync then forgets what it applied, so the next sync
+	// replaces (and so repairs) everything, the shared endpoint included.
+	nftIn(t, ns, "flush", "set", "inet", "nftpolicy", web.Names.AnyV4)
+	// Overlapping intervals in one set: the kernel rejects the batch.
+	overlapping := nft.NewIsolatedEndpoint(nft.Egress, "default/web", addrs("10.244.1.2"), nft.AllowList{
+		AnyPort: []nft.Range{mustPrefix("10.244.2.0/24"), mustPrefix("10.244.2.128/25")},
+	})
+	if err := s.Sync(context.Background(), build(web, dnsB, overlapping)); err == nil {
+		t.Fatal("Sync of overlapping intervals succeeded, want an error")
+	}
+	sync(t, s, b)
+	assertReadback(t, ns, b)
+}
+
 func TestSync_KernelRejectionKeepsPreviousRuleset(t *testing.T) {
 	requirePrivileges(t)
 	ns, fd := newNetns(t, "atomic")

@@ -47,6 +47,10 @@ type Syncer struct {
 	// means unknown (start, or after an error), so the next sync replaces
 	// everything.
 	last *nft.Ruleset
+	// prev is the desired ruleset last synced successfully, as the caller
+	// passed it: sets and chains the next desired shares with it by
+	// pointer are unchanged (nft.DiffSince).
+	prev *nft.Ruleset
 }
 
 // New returns a Syncer whose first Sync replaces whatever the table holds.
@@ -71,16 +75,20 @@ func (s *Syncer) conn() (*nftables.Conn, error) {
 // only the difference to the last applied model, or a full replace when
 // that model is unknown. On error the kernel keeps its previous ruleset
 // (the batch is one transaction) and the next Sync does a full replace.
+//
+// desired must not be modified after Sync returns: the Syncer remembers
+// it, and takes the sets and chains a later desired shares with it by
+// pointer as unchanged, without comparing them.
 func (s *Syncer) Sync(ctx context.Context, desired *nft.Ruleset) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	applied, err := s.sync(desired)
 	if err != nil {
-		s.last = nil
+		s.last, s.prev = nil, nil
 		return fmt.Errorf("sync table %s %s: %w", nft.TableFamily, nft.TableName, err)
 	}
-	s.last = applied
+	s.last, s.prev = applied, desired
 	return nil
 }
 
@@ -97,7 +105,7 @@ func (s *Syncer) sync(desired *nft.Ruleset) (*nft.Ruleset, error) {
 	if s.last == nil {
 		err = queueFullReplace(cc, desired)
 	} else {
-		ops = nft.Diff(s.last, desired)
+		ops = nft.DiffSince(s.last, s.prev, desired)
 		err = queueOps(cc, ops, s.last, desired)
 	}
 	if err != nil {
@@ -142,7 +150,7 @@ func bigBuffers(c *netlink.Conn) error {
 }
 
 // MarkDirty makes the next Sync a full replace.
-func (s *Syncer) MarkDirty() { s.last = nil }
+func (s *Syncer) MarkDirty() { s.last, s.prev = nil, nil }
 
 // ErrDrift is wrapped by Verify's error when the kernel no longer holds
 // the last applied model.
@@ -165,11 +173,11 @@ func (s *Syncer) Verify(ctx context.Context) error {
 	}
 	diffs, err := compareKernel(cc, s.last)
 	if err != nil {
-		s.last = nil
+		s.last, s.prev = nil, nil
 		return fmt.Errorf("read back table: %w", err)
 	}
 	if len(diffs) > 0 {
-		s.last = nil
+		s.last, s.prev = nil, nil
 		return fmt.Errorf("%w: %s", ErrDrift, strings.Join(diffs, "; "))
 	}
 	return nil
