@@ -325,6 +325,11 @@ func (c *Cluster) Snapshot() *Snapshot {
 // LoadSnapshot sets every object of snap into c (which keeps pointers into
 // snap.Pods: snap must not be modified afterwards).
 func (c *Cluster) LoadSnapshot(snap *Snapshot) {
+	if len(c.pods) == 0 {
+		// Sized once instead of grown step by step (most of a cold load).
+		c.pods = make(map[podKey]*Pod, len(snap.Pods))
+		c.ipOwners = make(map[netip.Addr]int32, len(snap.Pods))
+	}
 	for _, ns := range snap.Namespaces {
 		c.SetNamespace(ns)
 	}
