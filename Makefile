@@ -46,8 +46,9 @@ lint: fmt-check vet ## gofmt, go vet and golangci-lint
 unit: host-deps ## every Go test with the race detector, real kernel and real kube-apiserver included
 	KUBEBUILDER_ASSETS="$$(hack/build-tools.sh apiserver | tail -n1)" $(GO) test -race -count=1 ./...
 
-fuzz: ## the differential fuzz target: compiled dataplane vs reference semantics
+fuzz: ## the differential fuzz targets: compiled dataplane vs reference semantics, incremental vs fresh compile
 	$(GO) test -run '^$$' -fuzz '^FuzzCompileMatchesEvaluate$$' -fuzztime $(FUZZTIME) ./policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzClusterMatchesFreshCompile$$' -fuzztime $(FUZZTIME) ./policy/
 
 test: lint unit fuzz e2e-test ## everything CI runs
 
