@@ -3,6 +3,10 @@
 // bridge + host-local, plus loopback), creates the Pod object with its node,
 // labels and named container ports, sets its status through the status
 // subresource, starts the pod's podserver, and creates the pod's Service.
+//
+// A pod created with PodSpec.Pending stops before the status: its namespace,
+// address and podserver exist, its Pod object is Pending without an IP, and
+// MarkRunning is the kubelet's status update that makes it Running.
 package kubelet
 
 import (
@@ -55,6 +59,13 @@ type PodSpec struct {
 	Labels          map[string]string
 	IP              string // optional, exact IP
 	Servers         []Server
+	// Pending leaves the Pod object without a status (phase Pending, no
+	// IP), as between scheduling and the kubelet's first status update;
+	// MarkRunning makes it Running and clears the flag.
+	Pending bool
+	// NoService skips the pod's ClusterIP Service and EndpointSlice, for
+	// callers that reach pods by IP only (no kube-proxy resync per pod).
+	NoService bool
 }
 
 // Key is namespace/name.
@@ -68,8 +79,10 @@ type Pod struct {
 	ID        string
 	NetNS     string
 	Ctl       string // podserver control socket
-	Service   string
+	Service   string // empty with PodSpec.NoService
 	ClusterIP string
+
+	pending *corev1.Pod // the Pod object as created, while Spec.Pending
 }
 
 // Kubelet creates and deletes pods on the cluster's nodes.
@@ -190,7 +203,8 @@ func (k *Kubelet) cni(ctx context.Context, n cluster.Node, command, id, netnsNam
 }
 
 // CreatePod makes the pod's network namespace, attaches it, starts its
-// podserver and creates its Pod object and Service.
+// podserver and creates its Pod object and Service. With spec.Pending it
+// stops after creating the Pod object (see MarkRunning).
 func (k *Kubelet) CreatePod(ctx context.Context, spec PodSpec) (_ *Pod, err error) {
 	node, err := k.pickNode(spec)
 	if err != nil {
@@ -202,7 +216,10 @@ func (k *Kubelet) CreatePod(ctx context.Context, spec PodSpec) (_ *Pod, err erro
 	k.mu.Unlock()
 	id := shortName("", fmt.Sprintf("%s-%s-%s%d", spec.Namespace, spec.Name, k.run, gen), 48)
 	p := &Pod{Spec: spec, Node: node, ID: id, NetNS: cluster.NSPrefix + "p-" + id,
-		Ctl: filepath.Join(k.podDir(), id+".sock"), Service: shortName("s-", spec.Name, 63)}
+		Ctl: filepath.Join(k.podDir(), id+".sock")}
+	if !spec.NoService {
+		p.Service = shortName("s-", spec.Name, 63)
+	}
 	defer func() {
 		if err != nil {
 			_ = k.DeletePod(context.Background(), p)
@@ -299,6 +316,8 @@ func (k *Kubelet) serve(p *Pod) error {
 	return err
 }
 
+// createObjects creates the Pod object, then (unless p.Spec.Pending) sets it
+// Running and creates its Service.
 func (k *Kubelet) createObjects(ctx context.Context, p *Pod) error {
 	var ports []corev1.ContainerPort
 	for _, s := range p.Spec.Servers {
@@ -321,11 +340,55 @@ func (k *Kubelet) createObjects(ctx context.Context, p *Pod) error {
 	if err != nil {
 		return fmt.Errorf("create pod %s: %w", p.Spec.Key(), err)
 	}
+	if p.Spec.Pending {
+		p.pending = created
+		return nil
+	}
+	if err := k.setRunning(ctx, p, created); err != nil {
+		return err
+	}
+	if p.Spec.NoService {
+		return nil
+	}
+	return k.ensureService(ctx, p, created)
+}
+
+// MarkRunning is the kubelet's status update for a pod created with
+// PodSpec.Pending: one UpdateStatus to phase Running with the pod's IP, host
+// IP and Ready conditions (a fresh read and a retry only if the object
+// changed since it was created), then its Service unless PodSpec.NoService.
+// The pod then is exactly as CreatePod without Pending would have left it.
+func (k *Kubelet) MarkRunning(ctx context.Context, p *Pod) error {
+	if !p.Spec.Pending || p.pending == nil {
+		return fmt.Errorf("pod %s is not pending", p.Spec.Key())
+	}
+	obj := p.pending
+	err := k.setRunning(ctx, p, obj)
+	for i := 0; apierrors.IsConflict(err) && i < 4; i++ {
+		if obj, err = k.CS.CoreV1().Pods(p.Spec.Namespace).Get(ctx, p.Spec.Name, metav1.GetOptions{}); err != nil {
+			return fmt.Errorf("pod %s: %w", p.Spec.Key(), err)
+		}
+		err = k.setRunning(ctx, p, obj)
+	}
+	if err != nil {
+		return err
+	}
+	p.Spec.Pending, p.pending = false, nil
+	if p.Spec.NoService {
+		return nil
+	}
+	return k.ensureService(ctx, p, obj)
+}
+
+// setRunning writes the status of a Running pod with p's IP over obj's
+// (through the status subresource; obj's resourceVersion must be current).
+func (k *Kubelet) setRunning(ctx context.Context, p *Pod, obj *corev1.Pod) error {
+	obj = obj.DeepCopy()
 	now := metav1.Now()
 	cond := func(t corev1.PodConditionType) corev1.PodCondition {
 		return corev1.PodCondition{Type: t, Status: corev1.ConditionTrue, LastTransitionTime: now}
 	}
-	created.Status = corev1.PodStatus{
+	obj.Status = corev1.PodStatus{
 		Phase:     corev1.PodRunning,
 		PodIP:     p.IP.String(),
 		PodIPs:    []corev1.PodIP{{IP: p.IP.String()}},
@@ -334,13 +397,13 @@ func (k *Kubelet) createObjects(ctx context.Context, p *Pod) error {
 		StartTime: &now,
 		Conditions: []corev1.PodCondition{cond(corev1.PodScheduled), cond(corev1.PodInitialized),
 			cond(corev1.ContainersReady), cond(corev1.PodReady)},
-		ContainerStatuses: []corev1.ContainerStatus{{Name: "podserver", Ready: true, Image: pod.Spec.Containers[0].Image,
+		ContainerStatuses: []corev1.ContainerStatus{{Name: "podserver", Ready: true, Image: obj.Spec.Containers[0].Image,
 			ContainerID: "e2e://" + p.ID, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}},
 	}
-	if _, err := k.CS.CoreV1().Pods(p.Spec.Namespace).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+	if _, err := k.CS.CoreV1().Pods(p.Spec.Namespace).UpdateStatus(ctx, obj, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("pod %s status: %w", p.Spec.Key(), err)
 	}
-	return k.ensureService(ctx, p, created)
+	return nil
 }
 
 // ensureService creates or updates the pod's selectorless ClusterIP Service
@@ -453,12 +516,14 @@ func (k *Kubelet) SetLabels(ctx context.Context, p *Pod, labels map[string]strin
 // DeletePod removes the pod's objects, podserver, attachment and namespace.
 func (k *Kubelet) DeletePod(ctx context.Context, p *Pod) error {
 	var errs []error
-	svcErr := k.CS.CoreV1().Services(p.Spec.Namespace).Delete(ctx, p.Service, metav1.DeleteOptions{})
-	if svcErr != nil && !apierrors.IsNotFound(svcErr) {
-		errs = append(errs, svcErr)
-	}
-	if err := k.CS.DiscoveryV1().EndpointSlices(p.Spec.Namespace).Delete(ctx, p.Service, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		errs = append(errs, err)
+	if !p.Spec.NoService {
+		svcErr := k.CS.CoreV1().Services(p.Spec.Namespace).Delete(ctx, p.Service, metav1.DeleteOptions{})
+		if svcErr != nil && !apierrors.IsNotFound(svcErr) {
+			errs = append(errs, svcErr)
+		}
+		if err := k.CS.DiscoveryV1().EndpointSlices(p.Spec.Namespace).Delete(ctx, p.Service, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, err)
+		}
 	}
 	if err := k.forceDelete(ctx, p.Spec.Namespace, p.Spec.Name); err != nil && !apierrors.IsNotFound(err) {
 		errs = append(errs, err)
