@@ -9,6 +9,12 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	toolscache "k8s.io/client-go/tools/cache"
+
 	"github.com/nftpolicy/nftpolicy/nft"
 )
 
@@ -177,4 +183,64 @@ func wantIsolation(s *recordingSyncer, dir nft.Direction, key string, want bool)
 		}
 		return ""
 	}
+}
+
+// podListWatch is a fake list and watch of pods: List returns the pods it
+// was made with, Watch the one FakeWatcher through which a test sends
+// later events. It declares that it cannot stream lists, so the reflector
+// lists and then watches (a real API server streams the initial list over
+// the watch instead; both end in the same store).
+type podListWatch struct {
+	*toolscache.ListWatch
+}
+
+func (podListWatch) IsWatchListSemanticsUnSupported() bool { return true }
+
+func newPodListWatch(pods []*corev1.Pod) (podListWatch, *watch.FakeWatcher) {
+	w := watch.NewFakeWithChanSize(100, false)
+	list := &corev1.PodList{ListMeta: metav1.ListMeta{ResourceVersion: "1"}}
+	for _, p := range pods {
+		list.Items = append(list.Items, *p.DeepCopy())
+	}
+	return podListWatch{&toolscache.ListWatch{
+		ListWithContextFunc: func(context.Context, metav1.ListOptions) (runtime.Object, error) {
+			return list.DeepCopy(), nil
+		},
+		WatchFuncWithContext: func(context.Context, metav1.ListOptions) (watch.Interface, error) {
+			return w, nil
+		},
+	}}, w
+}
+
+// startPodStore runs a PodStore over a fake list of pods until the test
+// ends, and waits for its initial sync. The watcher sends later events.
+func startPodStore(t *testing.T, pods ...*corev1.Pod) (*PodStore, *watch.FakeWatcher) {
+	t.Helper()
+	lw, w := newPodListWatch(pods)
+	s := NewPodStore(lw)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.Start(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	if !toolscache.WaitForCacheSync(ctx.Done(), s.HasSynced) {
+		t.Fatal("pod store did not sync")
+	}
+	return s, w
+}
+
+// waitStored waits until the store holds pod ns/name (want) or not.
+func waitStored(t *testing.T, s *PodStore, ns, name string, want bool) {
+	t.Helper()
+	eventually(t, waitTimeout, nil, fmt.Sprintf("pod %s/%s stored=%v", ns, name, want), func() string {
+		if got := s.Get(ns, name) != nil; got != want {
+			return fmt.Sprintf("stored=%v", got)
+		}
+		return ""
+	})
 }
