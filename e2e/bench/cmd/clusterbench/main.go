@@ -2,8 +2,9 @@
 // latency) of issue 5 on the local e2e cluster (`make up AGENT=none`): it
 // creates its own pods through the harness's kubelet, starts the nftpolicy
 // agent itself on every node (so the no-agent baseline is taken in the same
-// run), and writes the keys `datapath` and `programming_latency` of
-// bench/results.json, leaving the other keys alone.
+// run), and writes the keys `datapath` and `programming_latency` (one entry
+// per count of background policies) of bench/results.json, leaving the other
+// keys alone.
 //
 // Subcommands serve, load, probe and fetch are the in-namespace halves; they
 // are started by `run` through `ip netns exec`.

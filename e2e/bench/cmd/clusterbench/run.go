@@ -62,21 +62,29 @@ func runMain(args []string) error {
 	reps := fs.Int("reps", 3, "repetitions of each datapath measurement (median reported)")
 	dur := fs.Duration("duration", 2*time.Second, "length of one load run (at most 5s)")
 	latReps := fs.Int("latency-reps", 100, "programming latency repetitions per kind (0 = skip figure 2)")
+	latGap := fs.Duration("latency-gap", 30*time.Millisecond, "pause between a verdict and the next write in figure 2")
+	latBackground := fs.String("latency-background", "0,10000", "figure 2 is run once per count of background policies (largest first)")
 	skipDatapath := fs.Bool("skip-datapath", false, "only figure 2")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var policyCounts []int
-	for _, s := range strings.Split(*counts, ",") {
-		if s = strings.TrimSpace(s); s == "" {
-			continue
-		}
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			return fmt.Errorf("-policies: %w", err)
-		}
-		policyCounts = append(policyCounts, n)
+	policyCounts, err := parseCounts(*counts)
+	if err != nil {
+		return fmt.Errorf("-policies: %w", err)
 	}
+	backgrounds, err := parseCounts(*latBackground)
+	if err != nil {
+		return fmt.Errorf("-latency-background: %w", err)
+	}
+	for _, n := range backgrounds {
+		if n > 99999 { // bp-99999 is the clients' policy, never background
+			return fmt.Errorf("-latency-background: %d: at most 99999", n)
+		}
+	}
+	// Largest first: the first run reuses the datapath's policies.
+	slices.Sort(backgrounds)
+	backgrounds = slices.Compact(backgrounds)
+	slices.Reverse(backgrounds)
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	e := &env{log: os.Stderr, pods: map[string]*kubelet.Pod{}}
@@ -133,19 +141,41 @@ func runMain(args []string) error {
 		}
 	}
 	if *latReps > 0 {
-		t := time.Now()
-		pl, err := e.programmingLatency(ctx, *latReps)
-		if err != nil {
-			return err
-		}
-		pl.Started, pl.Seconds = t.UTC(), time.Since(t).Seconds()
-		results["programming_latency"] = pl
-		printLatency(os.Stdout, pl)
-		if err := writeResults(*out, map[string]any{"programming_latency": pl}); err != nil {
-			return err
+		// Every run is written as soon as it ends, in background order.
+		var runs []*Latency
+		for _, n := range backgrounds {
+			pl, err := e.programmingLatency(ctx, *latReps, n, *latGap)
+			if err != nil {
+				return fmt.Errorf("figure 2 with %d background policies: %w", n, err)
+			}
+			printLatency(os.Stdout, pl)
+			runs = append(runs, pl)
+			slices.SortFunc(runs, func(a, b *Latency) int { return a.BackgroundPolicies - b.BackgroundPolicies })
+			if err := writeResults(*out, map[string]any{"programming_latency": runs}); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// parseCounts parses a comma-separated list of non-negative counts.
+func parseCounts(list string) ([]int, error) {
+	var out []int
+	for _, s := range strings.Split(list, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return nil, err
+		}
+		if n < 0 {
+			return nil, fmt.Errorf("%d: negative", n)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func envOr(k, def string) string {
@@ -160,7 +190,7 @@ func envOr(k, def string) string {
 // only by the last policy), and an outsider admitted by none (the check that
 // the policies are enforced at all).
 func (e *env) podLayout() []kubelet.PodSpec {
-	ip := func(node, host int) string { return fmt.Sprintf("10.244.%d.%d", e.st.Nodes[node].Index, host) }
+	ip := func(node, host int) string { return e.podIP(e.st.Nodes[node], host) }
 	web := []kubelet.Server{{Port: 80, Protocol: "TCP"}}
 	specs := []kubelet.PodSpec{
 		{Namespace: benchNS, Name: "server", IP: ip(0, 200), Labels: map[string]string{"app": "server", "tier": "bench"}, Servers: web},
@@ -174,6 +204,11 @@ func (e *env) podLayout() []kubelet.PodSpec {
 		specs = append(specs, kubelet.PodSpec{Namespace: benchNS, Name: "other-3", IP: ip(2, 200), Labels: map[string]string{"tier": "bench"}, Servers: web})
 	}
 	return specs
+}
+
+// podIP is address .host of node n's podCIDR (10.244.<index>.0/24).
+func (e *env) podIP(n cluster.Node, host int) string {
+	return fmt.Sprintf("10.244.%d.%d", n.Index, host)
 }
 
 func (e *env) setup(ctx context.Context) error {
@@ -378,37 +413,57 @@ func ipBlockOf(i int) string {
 
 // createPolicies creates the given indexes with a few workers.
 func (e *env) createPolicies(ctx context.Context, idx []int) error {
-	ch := make(chan int)
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
+	return parallel(ctx, idx, func(i int) error {
+		peer := fmt.Sprintf("p%d", i)
+		if i == 99999 {
+			peer = "last"
+		}
+		_, err := e.cs.NetworkingV1().NetworkPolicies(benchNS).Create(ctx, benchPolicy(i, peer), metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		return err
+	})
+}
+
+// parallel runs fn on every item with 6 workers (API writes), stopping at
+// the first error.
+func parallel[T any](ctx context.Context, items []T, fn func(T) error) error {
+	ch := make(chan T)
+	var (
+		mu       sync.Mutex
+		firstErr error
+		failed   atomic.Bool
+		wg       sync.WaitGroup
+	)
 	for w := 0; w < 6; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range ch {
-				peer := fmt.Sprintf("p%d", i)
-				if i == 99999 {
-					peer = "last"
-				}
-				_, err := e.cs.NetworkingV1().NetworkPolicies(benchNS).Create(ctx, benchPolicy(i, peer), metav1.CreateOptions{})
-				if err != nil && !apierrors.IsAlreadyExists(err) {
-					firstErr.CompareAndSwap(nil, err)
+			for it := range ch {
+				if err := fn(it); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					failed.Store(true)
 				}
 			}
 		}()
 	}
-	for _, i := range idx {
-		if firstErr.Load() != nil {
+	for _, it := range items {
+		if failed.Load() || ctx.Err() != nil {
 			break
 		}
-		ch <- i
+		ch <- it
 	}
 	close(ch)
 	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
-		return err
+	if firstErr != nil {
+		return firstErr
 	}
-	return nil
+	return ctx.Err()
 }
 
 // --- figure 1 ---
