@@ -5,19 +5,24 @@ package controlplane
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/nftpolicy/nftpolicy/controllers"
 	"github.com/nftpolicy/nftpolicy/nft/kernel"
@@ -31,47 +36,58 @@ import (
 type Memory struct {
 	Shape string `json:"shape"`
 	Pods  int    `json:"pods"`
-	// CacheRSSBytes is VmRSS once the process holds the cache: every pod,
-	// namespace and policy as the agent's informers store them (API
-	// objects trimmed by controllers.TrimPod and friends). This is the
+	// CacheRSSBytes is VmRSS once the process holds what the agent's
+	// watches store: every pod as a controllers.PodStore record, built by
+	// the agent's own informer and transform from API objects; namespaces
+	// and policies as controller-runtime's cache stores them (trimmed by
+	// controllers.TrimNamespace and TrimNetworkPolicy). This is the
 	// baseline of the figure.
 	CacheRSSBytes int64 `json:"cache_rss_bytes"`
-	// PeakRSSBytes is VmHWM (peak RSS) over: building the snapshot from
-	// the cache, Compile, a full Sync into a fresh namespace, and ChurnSyncs
-	// incremental syncs of one-pod churn, each with a fresh snapshot and
-	// compile as the agent's reconcile does. The peak is reset
-	// (/proc/self/clear_refs) after the cache is built, so the synthetic
-	// generator's own garbage does not count.
+	// PeakRSSBytes is VmHWM (peak RSS) over: loading every object into a
+	// policy.Cluster (the agent's first reconcile), Compile, a full Sync
+	// into a fresh namespace, and ChurnSyncs incremental syncs of one-pod
+	// churn, each as the agent's reconcile does it: the pod comes or goes
+	// through the store's informer, then SetPod or DeletePod, Compile and
+	// Sync. The peak is reset (/proc/self/clear_refs) after the stores are
+	// built, so the synthetic generator's own garbage does not count.
 	PeakRSSBytes int64 `json:"peak_rss_bytes"`
-	// HeapCacheBytes and HeapPeakBytes are the Go heap in use (live +
-	// not yet collected, runtime.MemStats.HeapInuse) at the same points.
-	HeapCacheBytes int64  `json:"heap_cache_bytes"`
-	HeapPeakBytes  int64  `json:"heap_peak_bytes"`
-	ChurnSyncs     int    `json:"churn_syncs"`
-	GOGC           string `json:"gogc"`
+	// SteadyRSSBytes is VmRSS after the churn and a forced GC: what the
+	// agent holds between events (stores, the Cluster with its caches, the
+	// Syncer's applied ruleset).
+	SteadyRSSBytes int64 `json:"steady_rss_bytes"`
+	// HeapCacheBytes, HeapPeakBytes and HeapSteadyBytes are the Go heap
+	// in use (live + not yet collected, runtime.MemStats.HeapInuse) at the
+	// same points; the peak is sampled after each compile and each sync.
+	HeapCacheBytes  int64 `json:"heap_cache_bytes"`
+	HeapPeakBytes   int64 `json:"heap_peak_bytes"`
+	HeapSteadyBytes int64 `json:"heap_steady_bytes"`
+	// CPUSeconds (user + system) and GCCycles are spent over the same
+	// phase as the peak: what a memory limit (GOMEMLIMIT) or GOGC setting
+	// trades for a lower peak.
+	CPUSeconds float64 `json:"cpu_seconds"`
+	GCCycles   uint32  `json:"gc_cycles"`
+	ChurnSyncs int     `json:"churn_syncs"`
+	GOGC       string  `json:"gogc"`
+	GOMEMLIMIT string  `json:"gomemlimit"`
 }
 
-// agentCache is what the agent's informer cache holds.
-type agentCache struct {
-	nodeName   string
-	pods       []corev1.Pod
-	namespaces []corev1.Namespace
-	policies   []networkingv1.NetworkPolicy
+// agentStores is what the agent's watches hold.
+type agentStores struct {
+	pods  *controllers.PodStore
+	watch *watch.FakeWatcher // later pod events
+	stop  func()
+	// As controller-runtime's cache stores them.
+	namespaces []*corev1.Namespace
+	policies   []*networkingv1.NetworkPolicy
 }
 
-// cacheOf turns a synthetic snapshot into API objects as the agent's cache
-// stores them: pods with the fields an API server sends that TrimPod keeps
-// (uid, resourceVersion, a container with its ports, status with podIPs).
-func cacheOf(snap *policy.Snapshot) (*agentCache, error) {
-	c := &agentCache{nodeName: snap.NodeName}
-	for i, p := range snap.Pods {
-		pod := podObject(p, i)
-		t, err := controllers.TrimPod(pod)
-		if err != nil {
-			return nil, err
-		}
-		c.pods = append(c.pods, *t.(*corev1.Pod))
-	}
+// storesOf builds the agent's stores for a synthetic snapshot. Pods go
+// through a real PodStore: its informer lists API objects with the fields
+// an API server sends that matter here (uid, resourceVersion, a container
+// with an image and its ports, status with podIPs) and stores what its
+// transform makes of them.
+func storesOf(snap *policy.Snapshot) (*agentStores, error) {
+	st := &agentStores{}
 	for i, ns := range snap.Namespaces {
 		o := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 			Name: ns.Name, Labels: ns.Labels, UID: types.UID(fmt.Sprintf("ns-uid-%08d", i)), ResourceVersion: strconv.Itoa(i + 1),
@@ -80,16 +96,65 @@ func cacheOf(snap *policy.Snapshot) (*agentCache, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.namespaces = append(c.namespaces, *t.(*corev1.Namespace))
+		st.namespaces = append(st.namespaces, t.(*corev1.Namespace))
 	}
 	for _, np := range snap.Policies {
 		t, err := controllers.TrimNetworkPolicy(np.DeepCopy())
 		if err != nil {
 			return nil, err
 		}
-		c.policies = append(c.policies, *t.(*networkingv1.NetworkPolicy))
+		st.policies = append(st.policies, t.(*networkingv1.NetworkPolicy))
 	}
-	return c, nil
+	pods := make([]corev1.Pod, 0, len(snap.Pods))
+	for i, p := range snap.Pods {
+		pods = append(pods, *podObject(p, i))
+	}
+	lw, w := newPodListWatch(pods)
+	st.pods, st.watch = controllers.NewPodStore(lw), w
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = st.pods.Start(ctx)
+	}()
+	st.stop = func() { cancel(); <-done }
+	if !toolscache.WaitForCacheSync(ctx.Done(), st.pods.HasSynced) || st.pods.Len() != len(snap.Pods) {
+		st.stop()
+		return nil, fmt.Errorf("pod store: %d of %d pods after the initial list", st.pods.Len(), len(snap.Pods))
+	}
+	return st, nil
+}
+
+// podListWatch serves one list of pods, once (so that the list is garbage
+// after the initial sync, as in the agent), then a fake watch for churn.
+// It declares that it cannot stream the initial list over the watch, so
+// the reflector lists; against an API server the agent streams it (same
+// records in the end).
+type podListWatch struct {
+	*toolscache.ListWatch
+}
+
+func (podListWatch) IsWatchListSemanticsUnSupported() bool { return true }
+
+func newPodListWatch(pods []corev1.Pod) (podListWatch, *watch.FakeWatcher) {
+	w := watch.NewFakeWithChanSize(16, false)
+	var mu sync.Mutex
+	list := &corev1.PodList{ListMeta: metav1.ListMeta{ResourceVersion: "1"}, Items: pods}
+	return podListWatch{&toolscache.ListWatch{
+		ListWithContextFunc: func(context.Context, metav1.ListOptions) (kruntime.Object, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if list == nil {
+				return nil, errors.New("listed twice")
+			}
+			l := list
+			list = nil
+			return l, nil
+		},
+		WatchFuncWithContext: func(context.Context, metav1.ListOptions) (watch.Interface, error) {
+			return w, nil
+		},
+	}}, w
 }
 
 func podObject(p policy.Pod, i int) *corev1.Pod {
@@ -116,60 +181,57 @@ func podObject(p policy.Pod, i int) *corev1.Pod {
 	return pod
 }
 
-// snapshot converts the cache the way controllers.buildSnapshot does (a
-// copy of it: that function is unexported): converted pods, sorted.
-func (c *agentCache) snapshot() *policy.Snapshot {
-	s := &policy.Snapshot{NodeName: c.nodeName}
-	for i := range c.namespaces {
-		s.Namespaces = append(s.Namespaces, policy.Namespace{Name: c.namespaces[i].Name, Labels: c.namespaces[i].Labels})
+// load is the agent's first reconcile: every object into a new Cluster.
+// Policies are handed over as controller-runtime's List without deep
+// copies returns them (shallow copies of the cached objects).
+func (st *agentStores) load(nodeName string) *policy.Cluster {
+	c := policy.NewCluster(nodeName)
+	for _, ns := range st.namespaces {
+		c.SetNamespace(policy.Namespace{Name: ns.Name, Labels: ns.Labels})
 	}
-	s.Pods = make([]policy.Pod, 0, len(c.pods))
-	for i := range c.pods {
-		p := &c.pods[i]
-		out := policy.Pod{
-			Namespace: p.Namespace, Name: p.Name, Labels: p.Labels, NodeName: p.Spec.NodeName,
-			HostNetwork: p.Spec.HostNetwork, Phase: p.Status.Phase,
-		}
-		for _, ip := range p.Status.PodIPs {
-			if a, err := netip.ParseAddr(ip.IP); err == nil {
-				out.IPs = append(out.IPs, a.Unmap())
-			}
-		}
-		for _, ctr := range p.Spec.Containers {
-			for _, cp := range ctr.Ports {
-				out.Ports = append(out.Ports, policy.ContainerPort{Name: cp.Name, Protocol: cp.Protocol, Port: cp.ContainerPort})
-			}
-		}
-		s.Pods = append(s.Pods, out)
+	items := make([]networkingv1.NetworkPolicy, len(st.policies))
+	for i, np := range st.policies {
+		items[i] = *np
+		c.SetPolicy(&items[i])
 	}
-	slices.SortFunc(s.Pods, func(a, b policy.Pod) int {
-		if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
-	for i := range c.policies {
-		np := c.policies[i].DeepCopy()
-		s.Policies = append(s.Policies, np)
-	}
-	return s
+	st.pods.Each(c.SetPod)
+	return c
 }
 
-// MeasureMemory builds the agent's cache for shape, then does what the
+// waitPod waits until the store has (or no longer has) the pod.
+func (st *agentStores) waitPod(namespace, name string, present bool) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for (st.pods.Get(namespace, name) != nil) != present {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pod %s/%s: present=%v not reached", namespace, name, present)
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	return nil
+}
+
+// MeasureMemory builds the agent's stores for shape, then does what the
 // agent does on start and on churn, and reports the process's memory.
 // Call it in a fresh process, once.
 func MeasureMemory(shape synth.Shape, churnSyncs int) (Memory, error) {
-	out := Memory{Shape: shape.String(), Pods: shape.Pods, ChurnSyncs: churnSyncs, GOGC: os.Getenv("GOGC")}
+	out := Memory{Shape: shape.String(), Pods: shape.Pods, ChurnSyncs: churnSyncs, GOGC: os.Getenv("GOGC"), GOMEMLIMIT: os.Getenv("GOMEMLIMIT")}
 	if out.GOGC == "" {
 		out.GOGC = "100 (default)"
 	}
-	cache, err := func() (*agentCache, error) {
-		return cacheOf(synth.Snapshot(shape))
+	if out.GOMEMLIMIT == "" {
+		out.GOMEMLIMIT = "none (default)"
+	}
+	var nodeName string
+	stores, err := func() (*agentStores, error) {
+		snap := synth.Snapshot(shape)
+		nodeName = snap.NodeName
+		return storesOf(snap)
 	}()
 	if err != nil {
 		return out, err
 	}
-	peer := podObject(synth.ChurnPeer(shape), len(cache.pods))
+	defer stores.stop()
+	peer := podObject(synth.ChurnPeer(shape), shape.Pods)
 	runtime.GC()
 	debug.FreeOSMemory()
 	if err := resetPeakRSS(); err != nil {
@@ -179,6 +241,7 @@ func MeasureMemory(shape synth.Shape, churnSyncs int) (Memory, error) {
 		return out, err
 	}
 	out.HeapCacheBytes = heapInuse()
+	cpuStart, gcStart := cpuTime(), gcCycles()
 
 	ns, err := NewNetNS()
 	if err != nil {
@@ -189,9 +252,10 @@ func MeasureMemory(shape synth.Shape, churnSyncs int) (Memory, error) {
 	if err != nil {
 		return out, err
 	}
+	cluster := stores.load(nodeName)
 	heapPeak := int64(0)
 	syncOnce := func() error {
-		rs, _ := policy.Compile(cache.snapshot())
+		rs, _ := cluster.Compile()
 		heapPeak = max(heapPeak, heapInuse())
 		err := s.Sync(context.Background(), rs)
 		heapPeak = max(heapPeak, heapInuse())
@@ -200,13 +264,21 @@ func MeasureMemory(shape synth.Shape, churnSyncs int) (Memory, error) {
 	if err := syncOnce(); err != nil {
 		return out, fmt.Errorf("full sync: %w", err)
 	}
-	base := len(cache.pods)
 	for i := range churnSyncs {
 		if i%2 == 0 {
-			t, _ := controllers.TrimPod(peer.DeepCopy())
-			cache.pods = append(cache.pods, *t.(*corev1.Pod))
+			p := peer.DeepCopy()
+			p.ResourceVersion = strconv.Itoa(2_000_000 + i)
+			stores.watch.Add(p)
+			if err := stores.waitPod(p.Namespace, p.Name, true); err != nil {
+				return out, err
+			}
+			cluster.SetPod(stores.pods.Get(p.Namespace, p.Name))
 		} else {
-			cache.pods = cache.pods[:base]
+			stores.watch.Delete(peer.DeepCopy())
+			if err := stores.waitPod(peer.Namespace, peer.Name, false); err != nil {
+				return out, err
+			}
+			cluster.DeletePod(peer.Namespace, peer.Name)
 		}
 		if err := syncOnce(); err != nil {
 			return out, fmt.Errorf("churn sync %d: %w", i, err)
@@ -216,7 +288,16 @@ func MeasureMemory(shape synth.Shape, churnSyncs int) (Memory, error) {
 		return out, err
 	}
 	out.HeapPeakBytes = heapPeak
-	runtime.KeepAlive(cache)
+	out.CPUSeconds, out.GCCycles = (cpuTime() - cpuStart).Seconds(), gcCycles()-gcStart
+	runtime.GC()
+	debug.FreeOSMemory()
+	if out.SteadyRSSBytes, err = procStatus("VmRSS"); err != nil {
+		return out, err
+	}
+	out.HeapSteadyBytes = heapInuse()
+	runtime.KeepAlive(cluster)
+	runtime.KeepAlive(stores)
+	runtime.KeepAlive(s)
 	return out, nil
 }
 
@@ -224,6 +305,21 @@ func heapInuse() int64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return int64(m.HeapInuse)
+}
+
+func gcCycles() uint32 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.NumGC
+}
+
+// cpuTime is the process's user + system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // resetPeakRSS makes VmHWM start again from the current RSS.
