@@ -463,9 +463,9 @@ func TestAgent_NamedPortWarningEvent(t *testing.T) {
 // TestAgent_WarningEventRecorded checks the Event path against the API
 // server with a compiler stand-in that warns about one policy by name.
 func TestAgent_WarningEventRecorded(t *testing.T) {
-	compile := func(s *policy.Snapshot) (*nft.Ruleset, []policy.Warning) {
-		r, w := policy.Compile(s)
-		for _, np := range s.Policies {
+	compile := func(c *policy.Cluster) (*nft.Ruleset, []policy.Warning) {
+		r, w := c.Compile()
+		for _, np := range c.Snapshot().Policies {
 			if np.Name == "warn-me" {
 				w = append(w, policy.Warning{Namespace: np.Namespace, Policy: np.Name, Message: "test warning"})
 			}

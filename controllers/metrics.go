@@ -13,7 +13,7 @@ const metricsNamespace = "nftpolicy"
 
 // Pod categories of the nftpolicy_pods gauge (label "category").
 const (
-	podsTotal           = "total"            // every pod in the cache, cluster-wide
+	podsTotal           = "total"            // every pod in the pod store, cluster-wide
 	podsLocal           = "local"            // active pods on this node (IP, not hostNetwork, not terminated)
 	podsIsolatedIngress = "isolated_ingress" // local pods with an ingress chain
 	podsIsolatedEgress  = "isolated_egress"  // local pods with an egress chain
@@ -51,7 +51,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}),
 		compileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: metricsNamespace, Name: "compile_duration_seconds",
-			Help:    "Time to build the snapshot from the cache and compile it into a ruleset.",
+			Help:    "Time to apply the changed objects to the policy state and compile the ruleset (everything is loaded anew on the first reconcile and once per resync period).",
 			Buckets: latency,
 		}),
 		eventToSync: prometheus.NewHistogram(prometheus.HistogramOpts{

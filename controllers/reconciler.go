@@ -1,11 +1,14 @@
 // Package controllers runs the agent's control loop for one node: it
-// watches NetworkPolicies, Namespaces, all Pods (trimmed) and its own Node,
-// and on any change recompiles the node's whole ruleset (policy.Compile) and
-// hands it to a Syncer, which applies it to the kernel.
+// watches NetworkPolicies, Namespaces and its own Node (controller-runtime's
+// cache, trimmed) and every Pod (PodStore, as compact policy records), keeps
+// a long-lived policy.Cluster up to date with what changed, compiles the
+// node's ruleset from it and hands that to a Syncer, which applies it to
+// the kernel.
 //
-// Every watch event enqueues one constant key, so bursts of events coalesce
-// into one reconcile of the whole node. There is no leader election: each
-// node's agent owns its own kernel state.
+// Every watch event records which object changed and enqueues one constant
+// key, so bursts of events coalesce into one reconcile, which applies just
+// those objects to the Cluster. There is no leader election: each node's
+// agent owns its own kernel state.
 package controllers
 
 import (
@@ -22,7 +25,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -31,8 +33,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/nftpolicy/nftpolicy/nft"
@@ -50,8 +50,9 @@ type EventRecorder interface {
 	Eventf(regarding runtime.Object, related runtime.Object, eventtype, reason, action, note string, args ...any)
 }
 
-// CompileFunc is policy.Compile's signature.
-type CompileFunc func(*policy.Snapshot) (*nft.Ruleset, []policy.Warning)
+// CompileFunc compiles the node's ruleset from the cluster state; the
+// default is (*policy.Cluster).Compile.
+type CompileFunc func(*policy.Cluster) (*nft.Ruleset, []policy.Warning)
 
 // Event reasons.
 const (
@@ -100,17 +101,24 @@ type Options struct {
 	// Registerer receives the metrics. Required (in the agent,
 	// controller-runtime's metrics.Registry).
 	Registerer prometheus.Registerer
-	// Reader lists the cached objects; default: the manager's cache.
+	// Reader reads Namespaces, NetworkPolicies and the own Node; default:
+	// the manager's cache.
 	Reader client.Reader
+	// Pods is the store of every pod; default: a PodStore over the
+	// manager's configuration, which the manager runs. A store passed here
+	// must be run by the caller.
+	Pods *PodStore
 	// Recorder records Events; default: the manager's recorder.
 	Recorder EventRecorder
 	// Precondition, if set, must pass for the agent to be ready (the host
 	// check for br_netfilter). It is called on every readiness probe.
 	Precondition func() error
-	// Compile defaults to policy.Compile.
+	// Compile defaults to (*policy.Cluster).Compile.
 	Compile CompileFunc
 	// ResyncPeriod: a reconcile runs at least this often without events, so
-	// that the syncer can repair drift. Default DefaultResyncPeriod.
+	// that the syncer can repair drift, and the first reconcile after each
+	// period rebuilds the Cluster from the stores. Default
+	// DefaultResyncPeriod.
 	ResyncPeriod time.Duration
 	// MinSyncInterval: default DefaultMinSyncInterval.
 	MinSyncInterval time.Duration
@@ -125,6 +133,7 @@ type Reconciler struct {
 	nodeName     string
 	syncer       Syncer
 	reader       client.Reader
+	pods         *PodStore
 	recorder     EventRecorder
 	precondition func() error
 	compile      CompileFunc
@@ -134,6 +143,11 @@ type Reconciler struct {
 	log          logr.Logger
 	metrics      *Metrics
 	now          func() time.Time
+	changes      *pendingChanges
+
+	// Only Reconcile touches these (MaxConcurrentReconciles is 1).
+	cluster      *policy.Cluster // nil until the first full load
+	lastFullLoad time.Time
 
 	mu          sync.Mutex
 	firstEvent  time.Time     // first event not yet included in a successful sync
@@ -178,6 +192,7 @@ func New(opts Options) (*Reconciler, error) {
 		nodeName:     opts.NodeName,
 		syncer:       opts.Syncer,
 		reader:       opts.Reader,
+		pods:         opts.Pods,
 		recorder:     opts.Recorder,
 		precondition: opts.Precondition,
 		compile:      opts.Compile,
@@ -187,10 +202,11 @@ func New(opts Options) (*Reconciler, error) {
 		log:          opts.Logger,
 		metrics:      m,
 		now:          time.Now,
+		changes:      newPendingChanges(),
 		warned:       map[types.NamespacedName]map[string]struct{}{},
 	}
 	if r.compile == nil {
-		r.compile = policy.Compile
+		r.compile = (*policy.Cluster).Compile
 	}
 	if r.resync == 0 {
 		r.resync = DefaultResyncPeriod
@@ -204,8 +220,9 @@ func New(opts Options) (*Reconciler, error) {
 	return r, nil
 }
 
-// SetupWithManager registers the controller and its watches with mgr. The
-// manager's cache must have been created with CacheOptions(nodeName).
+// SetupWithManager registers the controller, its watches and (unless
+// Options.Pods was set) the pod store with mgr. The manager's cache must
+// have been created with CacheOptions(nodeName).
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.reader == nil {
 		r.reader = mgr.GetCache()
@@ -217,13 +234,22 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.log = mgr.GetLogger()
 	}
 	r.log = r.log.WithName(ControllerName).WithValues("node", r.nodeName)
-	h := &enqueueNode{r: r}
+	if r.pods == nil {
+		lw, err := PodListWatch(mgr.GetConfig(), mgr.GetHTTPClient())
+		if err != nil {
+			return err
+		}
+		r.pods = NewPodStore(lw)
+		if err := mgr.Add(podStoreRunnable{PodStore: r.pods, log: r.log.WithName("pods")}); err != nil {
+			return fmt.Errorf("add pod store: %w", err)
+		}
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named(ControllerName).
-		Watches(&networkingv1.NetworkPolicy{}, h).
-		Watches(&corev1.Namespace{}, h).
-		Watches(&corev1.Pod{}, h).
-		Watches(&corev1.Node{}, h).
+		Watches(&networkingv1.NetworkPolicy{}, &objectEvents{r: r, note: func(o client.Object) { r.changes.policy(namespacedName(o)) }}).
+		Watches(&corev1.Namespace{}, &objectEvents{r: r, note: func(o client.Object) { r.changes.namespace(o.GetName()) }}).
+		Watches(&corev1.Node{}, &objectEvents{r: r}).
+		WatchesRawSource(&podSource{r: r, store: r.pods}).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: 1,
 			RateLimiter:             workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](retryBase, retryMax),
@@ -236,51 +262,15 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// enqueueNode maps every event to workKey: at once after a quiet period,
-// else at the end of the minimum sync interval. Updates that change nothing
-// once trimmed (e.g. pod conditions, which the transform drops) are ignored.
-type enqueueNode struct{ r *Reconciler }
-
-var _ handler.EventHandler = (*enqueueNode)(nil)
-
-func (h *enqueueNode) add(q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	q.AddAfter(workKey, h.r.noteEvent())
+// podStoreRunnable runs a PodStore under the manager, with the agent's
+// logger for client-go's reflector.
+type podStoreRunnable struct {
+	*PodStore
+	log logr.Logger
 }
 
-func (h *enqueueNode) Create(_ context.Context, _ event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	h.add(q)
-}
-
-func (h *enqueueNode) Update(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	if !changed(e.ObjectOld, e.ObjectNew) {
-		return
-	}
-	h.add(q)
-}
-
-func (h *enqueueNode) Delete(_ context.Context, _ event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	h.add(q)
-}
-
-func (h *enqueueNode) Generic(_ context.Context, _ event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	h.add(q)
-}
-
-// changed reports whether two versions of a trimmed object differ in more
-// than their resourceVersion.
-func changed(old, new client.Object) bool {
-	if old == nil || new == nil {
-		return true
-	}
-	if old.GetResourceVersion() == new.GetResourceVersion() {
-		return false // a resync of the informer, not a change
-	}
-	o, n := old.DeepCopyObject().(client.Object), new.DeepCopyObject().(client.Object)
-	o.SetResourceVersion("")
-	n.SetResourceVersion("")
-	o.SetGeneration(0)
-	n.SetGeneration(0)
-	return !equality.Semantic.DeepEqual(o, n)
+func (p podStoreRunnable) Start(ctx context.Context) error {
+	return p.PodStore.Start(logr.NewContext(ctx, p.log))
 }
 
 // noteEvent records the time of the first event of a batch and returns how
@@ -335,28 +325,29 @@ func (r *Reconciler) restoreFirstEvent(t time.Time) {
 	r.mu.Unlock()
 }
 
-// Reconcile compiles the whole node from the cache and syncs it. A sync
-// error is returned, so the work item is retried with exponential backoff;
-// success schedules the periodic resync.
+// Reconcile applies the pending changes to the Cluster, compiles it and
+// syncs the result. A sync error is returned, so the work item is retried
+// with exponential backoff; the Cluster already holds the changes, so the
+// retry compiles and syncs again. Success schedules the periodic resync.
 func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
 	log := r.log
 	compileStart := r.now()
 	batchStart := r.takeFirstEvent(compileStart)
 	defer r.recordDuration(compileStart)
 
-	snap, policies, err := r.snapshot(ctx)
-	if err != nil {
+	if err := r.applyChanges(ctx, compileStart); err != nil {
 		r.restoreFirstEvent(batchStart)
 		return reconcile.Result{}, err
 	}
-	ruleset, warnings := r.compile(snap)
+	r.checkNode(ctx)
+	ruleset, warnings := r.compile(r.cluster)
 	r.metrics.compileDuration.Observe(r.now().Sub(compileStart).Seconds())
-	r.reportWarnings(log, policies, warnings)
-	r.recordSnapshotMetrics(snap, ruleset, len(warnings))
+	r.reportWarnings(log, warnings)
+	r.recordMetrics(ruleset, len(warnings))
 
 	syncCtx, cancel := context.WithTimeout(ctx, r.syncTimeout)
 	syncStart := r.now()
-	err = r.syncer.Sync(syncCtx, ruleset)
+	err := r.syncer.Sync(syncCtx, ruleset)
 	cancel()
 	end := r.now()
 	r.metrics.syncDuration.Observe(end.Sub(syncStart).Seconds())
@@ -389,29 +380,96 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	return reconcile.Result{RequeueAfter: r.resync}, nil
 }
 
-// snapshot lists the cache. Pods and namespaces are listed without deep
-// copies: they are only read, and converted into policy types at once.
-// Policies are copied, as the compiler keeps pointers to them.
-func (r *Reconciler) snapshot(ctx context.Context) (*policy.Snapshot, map[types.NamespacedName]*networkingv1.NetworkPolicy, error) {
-	var pods corev1.PodList
-	if err := r.reader.List(ctx, &pods, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, nil, fmt.Errorf("list pods: %w", err)
+// applyChanges brings the Cluster up to date with the stores. It takes the
+// pending changes before reading any store, so that an event that comes
+// later is in the next batch, and reading an object that changed again
+// meanwhile only applies its newer state early. The first reconcile, and
+// the first one after each resync period, load everything into a fresh
+// Cluster instead: a change the incremental path got wrong cannot outlive
+// one period. A batch that fails is put back for the retry.
+func (r *Reconciler) applyChanges(ctx context.Context, now time.Time) error {
+	if !r.pods.HasSynced() {
+		// The controller starts no worker before its sources have synced.
+		return errors.New("pod store has not synced yet")
 	}
+	b := r.changes.take()
+	if r.cluster == nil || now.Sub(r.lastFullLoad) >= r.resync {
+		b = changeBatch{all: true}
+	}
+	var err error
+	if b.all {
+		err = r.loadAll(ctx, now)
+	} else {
+		err = r.apply(ctx, &b)
+	}
+	if err != nil {
+		r.changes.putBack(b)
+	}
+	return err
+}
+
+// loadAll builds a new Cluster from everything in the stores. Namespaces
+// and policies are listed without deep copies: the cache's objects are
+// never modified (an update stores a new one), which is what the Cluster
+// needs of the objects it keeps.
+func (r *Reconciler) loadAll(ctx context.Context, now time.Time) error {
 	var namespaces corev1.NamespaceList
 	if err := r.reader.List(ctx, &namespaces, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, nil, fmt.Errorf("list namespaces: %w", err)
+		return fmt.Errorf("list namespaces: %w", err)
 	}
 	var nps networkingv1.NetworkPolicyList
-	if err := r.reader.List(ctx, &nps); err != nil {
-		return nil, nil, fmt.Errorf("list networkpolicies: %w", err)
+	if err := r.reader.List(ctx, &nps, client.UnsafeDisableDeepCopy); err != nil {
+		return fmt.Errorf("list networkpolicies: %w", err)
 	}
-	r.checkNode(ctx)
-	snap := buildSnapshot(r.nodeName, pods.Items, namespaces.Items, nps.Items)
-	byName := make(map[types.NamespacedName]*networkingv1.NetworkPolicy, len(snap.Policies))
-	for _, np := range snap.Policies {
-		byName[types.NamespacedName{Namespace: np.Namespace, Name: np.Name}] = np
+	r.cluster = nil // the old one can go before the new one grows
+	c := policy.NewCluster(r.nodeName)
+	for i := range namespaces.Items {
+		ns := &namespaces.Items[i]
+		c.SetNamespace(policy.Namespace{Name: ns.Name, Labels: ns.Labels})
 	}
-	return snap, byName, nil
+	for i := range nps.Items {
+		c.SetPolicy(&nps.Items[i])
+	}
+	r.pods.Each(c.SetPod)
+	r.cluster, r.lastFullLoad = c, now
+	return nil
+}
+
+// apply reads the current state of each object in b into the Cluster:
+// present → Set, gone → Delete.
+func (r *Reconciler) apply(ctx context.Context, b *changeBatch) error {
+	for name := range b.namespaces {
+		var ns corev1.Namespace
+		err := r.reader.Get(ctx, types.NamespacedName{Name: name}, &ns, client.UnsafeDisableDeepCopy)
+		switch {
+		case apierrors.IsNotFound(err):
+			r.cluster.DeleteNamespace(name)
+		case err != nil:
+			return fmt.Errorf("get namespace %s: %w", name, err)
+		default:
+			r.cluster.SetNamespace(policy.Namespace{Name: ns.Name, Labels: ns.Labels})
+		}
+	}
+	for key := range b.policies {
+		np := &networkingv1.NetworkPolicy{}
+		err := r.reader.Get(ctx, key, np, client.UnsafeDisableDeepCopy)
+		switch {
+		case apierrors.IsNotFound(err):
+			r.cluster.DeletePolicy(key.Namespace, key.Name)
+		case err != nil:
+			return fmt.Errorf("get networkpolicy %s: %w", key, err)
+		default:
+			r.cluster.SetPolicy(np)
+		}
+	}
+	for key := range b.pods {
+		if p := r.pods.Get(key.Namespace, key.Name); p != nil {
+			r.cluster.SetPod(p)
+		} else {
+			r.cluster.DeletePod(key.Namespace, key.Name)
+		}
+	}
+	return nil
 }
 
 // checkNode logs when the agent's own Node object appears or disappears.
@@ -434,19 +492,14 @@ func (r *Reconciler) checkNode(ctx context.Context) {
 	}
 }
 
-// recordSnapshotMetrics sets the gauges that describe the compiled state.
-func (r *Reconciler) recordSnapshotMetrics(snap *policy.Snapshot, rs *nft.Ruleset, warnings int) {
-	local := 0
-	for i := range snap.Pods {
-		if p := &snap.Pods[i]; p.NodeName == r.nodeName && p.Active() {
-			local++
-		}
-	}
+// recordMetrics sets the gauges that describe the compiled state.
+func (r *Reconciler) recordMetrics(rs *nft.Ruleset, warnings int) {
+	n := r.cluster.Counts()
 	st := statsOf(rs)
 	m := r.metrics
-	m.policies.Set(float64(len(snap.Policies)))
-	m.pods.WithLabelValues(podsTotal).Set(float64(len(snap.Pods)))
-	m.pods.WithLabelValues(podsLocal).Set(float64(local))
+	m.policies.Set(float64(n.Policies))
+	m.pods.WithLabelValues(podsTotal).Set(float64(n.Pods))
+	m.pods.WithLabelValues(podsLocal).Set(float64(n.LocalActivePods))
 	m.pods.WithLabelValues(podsIsolatedIngress).Set(float64(st.IsolatedIngress))
 	m.pods.WithLabelValues(podsIsolatedEgress).Set(float64(st.IsolatedEgress))
 	m.chains.Set(float64(st.Chains))
@@ -460,7 +513,7 @@ func (r *Reconciler) recordSnapshotMetrics(snap *policy.Snapshot, rs *nft.Rulese
 // reported before for its policy, and a Normal Event when a policy that had
 // warnings has none left. The set of reported warnings lives in memory, so
 // a restarted agent reports current warnings once more.
-func (r *Reconciler) reportWarnings(log logr.Logger, policies map[types.NamespacedName]*networkingv1.NetworkPolicy, warnings []policy.Warning) {
+func (r *Reconciler) reportWarnings(log logr.Logger, warnings []policy.Warning) {
 	cur := map[types.NamespacedName]map[string]struct{}{}
 	for _, w := range warnings {
 		key := types.NamespacedName{Namespace: w.Namespace, Name: w.Policy}
@@ -473,14 +526,14 @@ func (r *Reconciler) reportWarnings(log logr.Logger, policies map[types.Namespac
 	prev := r.warned
 	r.warned = map[types.NamespacedName]map[string]struct{}{}
 	for key, msgs := range cur {
-		if _, ok := policies[key]; ok { // a warning about a policy we cannot name is only logged
+		if r.cluster.Policy(key.Namespace, key.Name) != nil { // a warning about a policy we cannot name is only logged
 			r.warned[key] = msgs
 		}
 	}
 	r.mu.Unlock()
 
 	for _, key := range sortedKeys(cur) {
-		np := policies[key]
+		np := r.cluster.Policy(key.Namespace, key.Name)
 		for _, msg := range sortedMsgs(cur[key]) {
 			if _, seen := prev[key][msg]; seen {
 				continue
@@ -492,7 +545,7 @@ func (r *Reconciler) reportWarnings(log logr.Logger, policies map[types.Namespac
 		}
 	}
 	for _, key := range sortedKeys(prev) {
-		np := policies[key]
+		np := r.cluster.Policy(key.Namespace, key.Name)
 		if _, still := cur[key]; still || np == nil {
 			continue
 		}

@@ -23,9 +23,13 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/nftpolicy/nftpolicy/nft"
 	"github.com/nftpolicy/nftpolicy/policy"
@@ -71,24 +75,67 @@ func runningPod(ns, name, node string, labels map[string]string, ips ...string) 
 	return p
 }
 
-func newFakeReconciler(t *testing.T, objs []client.Object, opts Options) (*Reconciler, *recordingSyncer, *prometheus.Registry) {
+// fakeAgent is a Reconciler for node-a over a fake client (namespaces,
+// policies) and a PodStore over a fake list and watch (pods), with its
+// pod event handler registered as the controller would (podSource).
+type fakeAgent struct {
+	r      *Reconciler
+	syncer *recordingSyncer
+	reg    *prometheus.Registry
+	client client.Client
+	pods   *watch.FakeWatcher
+	store  *PodStore
+	queue  workqueue.TypedRateLimitingInterface[reconcile.Request]
+}
+
+func newFakeAgent(t *testing.T, objs []client.Object, opts Options, funcs ...interceptor.Funcs) *fakeAgent {
 	t.Helper()
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	s := newRecordingSyncer()
+	var pods []*corev1.Pod
+	var others []client.Object
+	for _, o := range objs {
+		if p, ok := o.(*corev1.Pod); ok {
+			pods = append(pods, p)
+		} else {
+			others = append(others, o)
+		}
+	}
+	a := &fakeAgent{syncer: newRecordingSyncer(), reg: prometheus.NewRegistry()}
+	b := fake.NewClientBuilder().WithScheme(scheme).WithObjects(others...)
+	for _, f := range funcs {
+		b = b.WithInterceptorFuncs(f)
+	}
+	a.client = b.Build()
+	a.store, a.pods = startPodStore(t, pods...)
 	opts.NodeName = "node-a"
-	opts.Syncer = s
-	opts.Registerer = reg
-	opts.Reader = fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build()
+	opts.Syncer = a.syncer
+	opts.Registerer = a.reg
+	opts.Reader = a.client
+	opts.Pods = a.store
 	opts.Logger = logr.Discard()
-	r, err := New(opts)
-	if err != nil {
+	var err error
+	if a.r, err = New(opts); err != nil {
 		t.Fatal(err)
 	}
-	return r, s, reg
+	a.queue = workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	t.Cleanup(a.queue.ShutDown)
+	src := &podSource{r: a.r, store: a.store}
+	if err := src.Start(context.Background(), a.queue); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.WaitForSync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func newFakeReconciler(t *testing.T, objs []client.Object, opts Options) (*Reconciler, *recordingSyncer, *prometheus.Registry) {
+	t.Helper()
+	a := newFakeAgent(t, objs, opts)
+	return a.r, a.syncer, a.reg
 }
 
 // gauge reads one metric value from reg (label pairs as "k=v").
@@ -141,8 +188,8 @@ func TestReconcile_SyncsCompiledRulesetAndMetrics(t *testing.T) {
 		&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "deny"}},
 	}
 	var gotSnap *policy.Snapshot
-	compile := func(s *policy.Snapshot) (*nft.Ruleset, []policy.Warning) {
-		gotSnap = s
+	compile := func(c *policy.Cluster) (*nft.Ruleset, []policy.Warning) {
+		gotSnap = c.Snapshot()
 		r := nft.NewSkeleton()
 		r.AddIsolatedEndpoint(nft.Ingress, "shop/web", []netip.Addr{netip.MustParseAddr("10.0.1.2"), netip.MustParseAddr("fd00:1::2")}, nft.AllowList{})
 		return r, nil
@@ -285,9 +332,9 @@ func TestNoteEvent_ReconcilesAtOnceAfterQuietElseAtIntervalEnd(t *testing.T) {
 	// twice its duration: at most half the time goes to reconciling.
 	clock = start.Add(10 * time.Second)
 	slowStart := clock
-	r.compile = func(s *policy.Snapshot) (*nft.Ruleset, []policy.Warning) {
+	r.compile = func(c *policy.Cluster) (*nft.Ruleset, []policy.Warning) {
 		clock = clock.Add(300 * time.Millisecond)
-		return policy.Compile(s)
+		return c.Compile()
 	}
 	if _, err := r.Reconcile(context.Background(), workKey); err != nil {
 		t.Fatal(err)
@@ -352,7 +399,7 @@ func TestReconcile_WarningEventsOnlyOnChange(t *testing.T) {
 		&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "p2"}},
 	}
 	var warnings []policy.Warning
-	compile := func(*policy.Snapshot) (*nft.Ruleset, []policy.Warning) { return nft.NewSkeleton(), warnings }
+	compile := func(*policy.Cluster) (*nft.Ruleset, []policy.Warning) { return nft.NewSkeleton(), warnings }
 	rec := &fakeRecorder{}
 	r, _, reg := newFakeReconciler(t, objs, Options{Compile: compile, Recorder: rec})
 	w := func(pol, msg string) policy.Warning {

@@ -9,14 +9,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// CacheOptions configures the informer cache of the agent on nodeName: every
-// object is trimmed to what policy needs before it is stored (the cache
-// holds every pod of the cluster, so this is most of the agent's memory),
-// and only the agent's own Node is watched.
+// CacheOptions configures the controller-runtime cache of the agent on
+// nodeName, which holds the few objects of the cluster: Namespaces,
+// NetworkPolicies and the agent's own Node (only that one is watched),
+// each trimmed to what policy needs before it is stored. Pods, as many as
+// the cluster is large, are in the PodStore instead.
 func CacheOptions(nodeName string) cache.Options {
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}:                 {Transform: TrimPod},
 			&corev1.Namespace{}:           {Transform: TrimNamespace},
 			&networkingv1.NetworkPolicy{}: {Transform: TrimNetworkPolicy},
 			&corev1.Node{}: {
@@ -27,6 +27,10 @@ func CacheOptions(nodeName string) cache.Options {
 		// Anything watched later (e.g. network-policy-api objects) at least
 		// loses its managedFields.
 		DefaultTransform: cache.TransformStripManagedFields(),
+		// A read of a type nobody watches (a Pod, by mistake) fails
+		// instead of quietly starting an informer that caches every pod
+		// of the cluster as a full object.
+		ReaderFailOnMissingInformer: true,
 	}
 }
 
@@ -42,59 +46,6 @@ func trimMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
 		Labels:            m.Labels,
 		DeletionTimestamp: m.DeletionTimestamp,
 	}
-}
-
-// TrimPod is the cache transform for Pods. It keeps labels, namespace, name,
-// node name, hostNetwork, phase, pod IPs, deletion timestamp and the declared
-// container ports (name, protocol, number) of containers and of sidecar
-// (restartable init) containers, which serve ports for the pod's lifetime.
-// Anything that is not a *corev1.Pod (a cache tombstone) passes unchanged.
-// It is idempotent, as client-go requires of transforms.
-func TrimPod(obj any) (any, error) {
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
-	}
-	out := &corev1.Pod{
-		TypeMeta:   pod.TypeMeta,
-		ObjectMeta: trimMeta(&pod.ObjectMeta),
-		Spec: corev1.PodSpec{
-			NodeName:    pod.Spec.NodeName,
-			HostNetwork: pod.Spec.HostNetwork,
-			Containers:  trimContainers(pod.Spec.Containers, false),
-		},
-		Status: corev1.PodStatus{
-			Phase:  pod.Status.Phase,
-			PodIP:  pod.Status.PodIP,
-			PodIPs: pod.Status.PodIPs,
-		},
-	}
-	// Sidecars are kept as init containers, so that the trimmed pod still
-	// reads as what it is.
-	out.Spec.InitContainers = trimContainers(pod.Spec.InitContainers, true)
-	return out, nil
-}
-
-// trimContainers keeps the containers that declare ports, with their name
-// and ports only. With sidecarsOnly, only init containers with restartPolicy
-// Always count.
-func trimContainers(cs []corev1.Container, sidecarsOnly bool) []corev1.Container {
-	var out []corev1.Container
-	for i := range cs {
-		c := &cs[i]
-		if len(c.Ports) == 0 {
-			continue
-		}
-		if sidecarsOnly && (c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways) {
-			continue
-		}
-		t := corev1.Container{Name: c.Name, RestartPolicy: c.RestartPolicy, Ports: make([]corev1.ContainerPort, 0, len(c.Ports))}
-		for _, p := range c.Ports {
-			t.Ports = append(t.Ports, corev1.ContainerPort{Name: p.Name, Protocol: p.Protocol, ContainerPort: p.ContainerPort})
-		}
-		out = append(out, t)
-	}
-	return out
 }
 
 // TrimNamespace is the cache transform for Namespaces: name and labels.

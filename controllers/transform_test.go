@@ -14,8 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
-
-	"github.com/nftpolicy/nftpolicy/policy"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // addrCmp compares netip.Addr values (unexported fields).
@@ -63,58 +62,13 @@ func fullPod() *corev1.Pod {
 	}
 }
 
-func TestTrimPod(t *testing.T) {
-	in := fullPod()
-	always := corev1.ContainerRestartPolicyAlways
-	want := &corev1.Pod{
-		TypeMeta: metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name: "web", Namespace: "shop", UID: "u1", ResourceVersion: "42",
-			Labels:            map[string]string{"app": "web"},
-			DeletionTimestamp: in.DeletionTimestamp,
-		},
-		Spec: corev1.PodSpec{
-			NodeName: "node-a",
-			InitContainers: []corev1.Container{
-				{Name: "proxy", RestartPolicy: &always, Ports: []corev1.ContainerPort{{Name: "admin", ContainerPort: 9901, Protocol: corev1.ProtocolTCP}}},
-			},
-			Containers: []corev1.Container{
-				{Name: "app", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP}, {Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP}}},
-			},
-		},
-		Status: corev1.PodStatus{
-			Phase:  corev1.PodRunning,
-			PodIP:  "10.0.1.5",
-			PodIPs: []corev1.PodIP{{IP: "10.0.1.5"}, {IP: "fd00:1::5"}},
-		},
-	}
-	got, err := TrimPod(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("TrimPod (-want +got):\n%s", diff)
-	}
-	again, err := TrimPod(got)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(got, again); diff != "" {
-		t.Errorf("TrimPod is not idempotent (-first +second):\n%s", diff)
-	}
-	// What policy sees must not change by trimming.
-	if diff := cmp.Diff(snapshotPod(fullPod()), snapshotPod(got.(*corev1.Pod)), addrCmp); diff != "" {
-		t.Errorf("snapshotPod of trimmed pod differs (-full +trimmed):\n%s", diff)
-	}
-}
-
 func TestTransforms_PassThroughTombstones(t *testing.T) {
 	tomb := cache.DeletedFinalStateUnknown{Key: "shop/web", Obj: fullPod()}
 	for _, tc := range []struct {
 		name string
 		fn   cache.TransformFunc
 	}{
-		{"pod", TrimPod}, {"namespace", TrimNamespace}, {"networkpolicy", TrimNetworkPolicy}, {"node", TrimNode},
+		{"pod", NewPodStore(nil).transform}, {"namespace", TrimNamespace}, {"networkpolicy", TrimNetworkPolicy}, {"node", TrimNode},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := tc.fn(tomb)
@@ -183,97 +137,14 @@ func TestTrimOthers(t *testing.T) {
 	}
 }
 
-func TestSnapshotPod(t *testing.T) {
-	always := corev1.ContainerRestartPolicyAlways
-	tests := []struct {
-		name string
-		in   *corev1.Pod
-		want policy.Pod
-	}{
-		{
-			name: "dual stack with sidecar ports",
-			in:   fullPod(),
-			want: policy.Pod{
-				Namespace: "shop", Name: "web", Labels: map[string]string{"app": "web"}, NodeName: "node-a", Phase: corev1.PodRunning,
-				IPs: []netip.Addr{netip.MustParseAddr("10.0.1.5"), netip.MustParseAddr("fd00:1::5")},
-				Ports: []policy.ContainerPort{
-					{Name: "http", Protocol: corev1.ProtocolTCP, Port: 8080},
-					{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53},
-					{Name: "admin", Protocol: corev1.ProtocolTCP, Port: 9901},
-				},
-			},
-		},
-		{
-			name: "podIP only, mapped v4 is unmapped",
-			in: &corev1.Pod{
-				ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "n"},
-				Spec:       corev1.PodSpec{NodeName: "node-b"},
-				Status:     corev1.PodStatus{Phase: corev1.PodPending, PodIP: "::ffff:10.0.1.6"},
-			},
-			want: policy.Pod{Namespace: "n", Name: "a", NodeName: "node-b", Phase: corev1.PodPending, IPs: []netip.Addr{netip.MustParseAddr("10.0.1.6")}},
-		},
-		{
-			name: "garbage and duplicate IPs skipped, non-sidecar init ports ignored",
-			in: &corev1.Pod{
-				ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "n"},
-				Spec: corev1.PodSpec{HostNetwork: true, InitContainers: []corev1.Container{
-					{Name: "i", Ports: []corev1.ContainerPort{{Name: "x", ContainerPort: 1}}},
-					{Name: "s", RestartPolicy: &always, Ports: []corev1.ContainerPort{{Name: "y", ContainerPort: 2}}},
-				}},
-				Status: corev1.PodStatus{Phase: corev1.PodSucceeded, PodIPs: []corev1.PodIP{{IP: "nope"}, {IP: "10.0.1.7"}, {IP: "10.0.1.7"}}},
-			},
-			want: policy.Pod{
-				Namespace: "n", Name: "a", HostNetwork: true, Phase: corev1.PodSucceeded,
-				IPs:   []netip.Addr{netip.MustParseAddr("10.0.1.7")},
-				Ports: []policy.ContainerPort{{Name: "y", Port: 2}},
-			},
-		},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if diff := cmp.Diff(tc.want, snapshotPod(tc.in), addrCmp); diff != "" {
-				t.Errorf("snapshotPod (-want +got):\n%s", diff)
-			}
-		})
-	}
-}
-
-func TestBuildSnapshot_Sorted(t *testing.T) {
-	pods := []corev1.Pod{
-		{ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "a"}},
-		{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "z"}},
-		{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "b"}},
-	}
-	nss := []corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "b"}}, {ObjectMeta: metav1.ObjectMeta{Name: "a"}}}
-	nps := []networkingv1.NetworkPolicy{
-		{ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "p"}},
-		{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "q"}},
-	}
-	s := buildSnapshot("node-a", pods, nss, nps)
-	var got []string
-	for _, p := range s.Pods {
-		got = append(got, p.Key())
-	}
-	for _, n := range s.Namespaces {
-		got = append(got, "ns:"+n.Name)
-	}
-	for _, p := range s.Policies {
-		got = append(got, "np:"+p.Namespace+"/"+p.Name)
-	}
-	want := []string{"a/b", "a/z", "b/a", "ns:a", "ns:b", "np:a/q", "np:b/p"}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("snapshot order (-want +got):\n%s", diff)
-	}
-	if s.NodeName != "node-a" {
-		t.Errorf("NodeName = %q", s.NodeName)
-	}
-}
-
 func TestChanged(t *testing.T) {
-	base, _ := TrimPod(fullPod())
-	pod := base.(*corev1.Pod)
-	withRV := func(rv string, mut func(*corev1.Pod)) *corev1.Pod {
-		p := pod.DeepCopy()
+	base, _ := TrimNetworkPolicy(&networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "np", Labels: map[string]string{"a": "b"}},
+		Spec:       networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
+	})
+	np := base.(*networkingv1.NetworkPolicy)
+	withRV := func(rv string, mut func(*networkingv1.NetworkPolicy)) *networkingv1.NetworkPolicy {
+		p := np.DeepCopy()
 		p.ResourceVersion = rv
 		if mut != nil {
 			mut(p)
@@ -282,18 +153,23 @@ func TestChanged(t *testing.T) {
 	}
 	tests := []struct {
 		name     string
-		old, new *corev1.Pod
+		old, new *networkingv1.NetworkPolicy
 		want     bool
 	}{
 		{name: "informer resync", old: withRV("1", nil), new: withRV("1", nil), want: false},
 		{name: "only resourceVersion", old: withRV("1", nil), new: withRV("2", nil), want: false},
-		{name: "label", old: withRV("1", nil), new: withRV("2", func(p *corev1.Pod) { p.Labels = map[string]string{"app": "x"} }), want: true},
-		{name: "phase", old: withRV("1", nil), new: withRV("2", func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }), want: true},
-		{name: "ip", old: withRV("1", nil), new: withRV("2", func(p *corev1.Pod) { p.Status.PodIPs = nil }), want: true},
+		{name: "only generation", old: withRV("1", nil), new: withRV("2", func(p *networkingv1.NetworkPolicy) { p.Generation = 7 }), want: false},
+		{name: "label", old: withRV("1", nil), new: withRV("2", func(p *networkingv1.NetworkPolicy) { p.Labels = map[string]string{"a": "c"} }), want: true},
+		{name: "spec", old: withRV("1", nil), new: withRV("2", func(p *networkingv1.NetworkPolicy) { p.Spec.PodSelector = metav1.LabelSelector{} }), want: true},
+		{name: "no old object", old: nil, new: withRV("2", nil), want: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := changed(tc.old, tc.new); got != tc.want {
+			var old client.Object
+			if tc.old != nil {
+				old = tc.old
+			}
+			if got := changed(old, tc.new); got != tc.want {
 				t.Errorf("changed = %v, want %v", got, tc.want)
 			}
 		})
