@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -72,6 +73,10 @@ func runArgs(args []string, getenv func(string) string, readFile func(string) ([
 	log := newLogger(stderr, cfg.LogFormat, int(cfg.LogVerbosity))
 	ctrl.SetLogger(log)
 	klog.SetLogger(log)
+	if limit, container := goMemoryLimit(getenv, readFile); limit > 0 {
+		debug.SetMemoryLimit(limit)
+		log.Info("Go memory limit set below the container's", "goMemoryLimitBytes", limit, "containerLimitBytes", container)
+	}
 	if err := runAgent(ctrl.SetupSignalHandler(), cfg, log); err != nil {
 		log.Error(err, "agent stopped")
 		return 1
@@ -95,7 +100,7 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 	fs.StringVar(&flags.Kubeconfig, "kubeconfig", "", "kubeconfig path; empty: $KUBECONFIG, then in-cluster, then ~/.kube/config")
 	fs.StringVar(&flags.MetricsBindAddress, "metrics-bind-address", v1alpha1.DefaultMetricsBindAddress, `address of /metrics; "0" disables`)
 	fs.StringVar(&flags.HealthProbeBindAddress, "health-probe-bind-address", v1alpha1.DefaultHealthProbeBindAddress, `address of /healthz and /readyz; "0" disables`)
-	fs.DurationVar(&resync, "resync-period", v1alpha1.DefaultResyncPeriod, "recompile and re-sync at least this often without events, repairing drift in the kernel (minimum 10s)")
+	fs.DurationVar(&resync, "resync-period", v1alpha1.DefaultResyncPeriod, "rebuild the policy state from the caches, recompile and re-sync at least this often, repairing drift in the kernel (minimum 10s)")
 	fs.DurationVar(&minSync, "min-sync-interval", v1alpha1.DefaultMinSyncInterval, "least time between the starts of two syncs; an event after a quiet period syncs at once, events within the interval share the next sync (at most 10s)")
 	fs.StringVar(&flags.LogFormat, "log-format", v1alpha1.DefaultLogFormat, "log format: json or text")
 	fs.Int32VarP(&flags.LogVerbosity, "v", "v", 0, "log verbosity (0 info, 1 debug, higher more)")

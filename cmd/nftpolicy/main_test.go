@@ -165,3 +165,41 @@ func TestVerifyingSyncer(t *testing.T) {
 		t.Errorf("kernel calls (-want +got):\n%s", diff)
 	}
 }
+
+func TestGoMemoryLimit(t *testing.T) {
+	const v2, v1 = "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+	tests := []struct {
+		name          string
+		gomemlimit    string
+		files         map[string]string
+		want, wantCon int64
+	}{
+		{name: "cgroup v2 limit", files: map[string]string{v2: "536870912\n"}, want: 483183820, wantCon: 536870912},
+		{name: "cgroup v2 without limit", files: map[string]string{v2: "max\n"}},
+		{name: "cgroup v1 limit", files: map[string]string{v1: "1073741824\n"}, want: 966367641, wantCon: 1073741824},
+		{name: "cgroup v1 without limit", files: map[string]string{v1: "9223372036854771712\n"}},
+		{name: "GOMEMLIMIT set: left to the runtime", gomemlimit: "300MiB", files: map[string]string{v2: "536870912\n"}},
+		{name: "no cgroup files", files: map[string]string{}},
+		{name: "garbage", files: map[string]string{v2: "lots\n"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			getenv := func(k string) string {
+				if k == "GOMEMLIMIT" {
+					return tc.gomemlimit
+				}
+				return ""
+			}
+			readFile := func(p string) ([]byte, error) {
+				if s, ok := tc.files[p]; ok {
+					return []byte(s), nil
+				}
+				return nil, fs.ErrNotExist
+			}
+			got, con := goMemoryLimit(getenv, readFile)
+			if got != tc.want || con != tc.wantCon {
+				t.Errorf("goMemoryLimit = %d (container %d), want %d (container %d)", got, con, tc.want, tc.wantCon)
+			}
+		})
+	}
+}
