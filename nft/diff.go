@@ -662,36 +662,3 @@ func (l *Lookup) clone() *Lookup {
 	}
 	return &Lookup{Fields: slices.Clone(l.Fields), Set: l.Set}
 }
-
-// Advance returns what the kernel holds after ops = Diff(last, desired)
-// were applied to last: a copy of desired that does not share memory with
-// desired. Every set and chain that no op names is taken from last, which
-// Diff found equal, without copying it again, so the cost grows with the
-// change, not with the ruleset. last must be private to the caller (a
-// previous Clone or Advance result); it is not modified, and the result
-// shares its untouched sets and chains.
-func Advance(last *Ruleset, ops []Op, desired *Ruleset) *Ruleset {
-	if last == nil {
-		return desired.Clone()
-	}
-	out := &Ruleset{Sets: make(map[string]*Set, len(desired.Sets)), Chains: make(map[string]*Chain, len(desired.Chains))}
-	touched := map[string]bool{}
-	for _, op := range ops {
-		touched[op.Name] = true
-	}
-	for name, s := range desired.Sets {
-		if old, ok := last.Sets[name]; ok && !touched[name] {
-			out.Sets[name] = old
-			continue
-		}
-		out.Sets[name] = s.clone()
-	}
-	for name, c := range desired.Chains {
-		if old, ok := last.Chains[name]; ok && !touched[name] {
-			out.Chains[name] = old
-			continue
-		}
-		out.Chains[name] = c.clone()
-	}
-	return out
-}

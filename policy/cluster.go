@@ -34,11 +34,13 @@ import (
 // A Cluster is not safe for concurrent use.
 type Cluster struct {
 	nodeName string
-	// pods holds every pod as given; activeByNS only those that take part
-	// in policy (Pod.Active), with IPv4-mapped addresses unmapped (the same
-	// pointer as in pods when there was nothing to unmap).
-	pods       map[podKey]*Pod
+	// activeByNS holds the pods that take part in policy (Pod.Active),
+	// with IPv4-mapped addresses unmapped (the pod as given when there was
+	// nothing to unmap), inactive the others as given. Each pod is in one
+	// of them: at 150k pods, a third map of all pods would cost ~10 MB.
 	activeByNS map[string]map[podKey]*Pod
+	inactive   map[podKey]*Pod
+	numActive  int
 	local      map[podKey]*Pod // active pods on nodeName
 	// ipOwners counts active pods per address. Two active pods share an
 	// address only in a broken or racing cluster, but then removing one of
@@ -72,7 +74,7 @@ type podKey struct{ namespace, name string }
 func NewCluster(nodeName string) *Cluster {
 	return &Cluster{
 		nodeName:   nodeName,
-		pods:       map[podKey]*Pod{},
+		inactive:   map[podKey]*Pod{},
 		activeByNS: map[string]map[podKey]*Pod{},
 		local:      map[podKey]*Pod{},
 		ipOwners:   map[netip.Addr]int32{},
@@ -92,15 +94,17 @@ func (c *Cluster) NodeName() string { return c.nodeName }
 // SetPod adds p or replaces the pod of the same namespace and name.
 func (c *Cluster) SetPod(p *Pod) {
 	k := podKey{p.Namespace, p.Name}
-	c.pods[k] = p
 	var now *Pod
 	if p.Active() {
+		delete(c.inactive, k)
 		now = p
 		if ips := unmapAll(p.IPs); len(ips) > 0 && &ips[0] != &p.IPs[0] {
 			cp := *p
 			cp.IPs = ips
 			now = &cp
 		}
+	} else {
+		c.inactive[k] = p
 	}
 	c.setActive(k, now)
 }
@@ -108,10 +112,7 @@ func (c *Cluster) SetPod(p *Pod) {
 // DeletePod removes a pod; an unknown pod is ignored.
 func (c *Cluster) DeletePod(namespace, name string) {
 	k := podKey{namespace, name}
-	if _, ok := c.pods[k]; !ok {
-		return
-	}
-	delete(c.pods, k)
+	delete(c.inactive, k)
 	c.setActive(k, nil)
 }
 
@@ -128,6 +129,7 @@ func (c *Cluster) setActive(k podKey, now *Pod) {
 			delete(c.activeByNS, k.namespace)
 		}
 		delete(c.local, k)
+		c.numActive--
 		for _, ip := range was.IPs {
 			if c.ipOwners[ip]--; c.ipOwners[ip] <= 0 {
 				delete(c.ipOwners, ip)
@@ -139,6 +141,7 @@ func (c *Cluster) setActive(k podKey, now *Pod) {
 			c.activeByNS[k.namespace] = map[podKey]*Pod{}
 		}
 		c.activeByNS[k.namespace][k] = now
+		c.numActive++
 		if now.NodeName == c.nodeName {
 			c.local[k] = now
 		}
@@ -286,25 +289,31 @@ type Counts struct {
 
 // Counts returns how many objects the Cluster holds.
 func (c *Cluster) Counts() Counts {
-	n := Counts{Pods: len(c.pods), Namespaces: len(c.namespaces), LocalActivePods: len(c.local)}
+	n := Counts{Pods: c.numActive + len(c.inactive), Namespaces: len(c.namespaces), LocalActivePods: len(c.local)}
 	for _, ps := range c.policies {
 		n.Policies += len(ps)
 	}
 	return n
 }
 
-// Snapshot returns the current state as a Snapshot, sorted as the
-// controllers build it. It shares labels maps and policies with c.
+// Snapshot returns the current state as a Snapshot, sorted by name. It
+// shares labels maps and policies with c; active pods' IPv4-mapped IPv6
+// addresses come out unmapped.
 func (c *Cluster) Snapshot() *Snapshot {
 	s := &Snapshot{
 		NodeName:   c.nodeName,
 		Namespaces: make([]Namespace, 0, len(c.namespaces)),
-		Pods:       make([]Pod, 0, len(c.pods)),
+		Pods:       make([]Pod, 0, c.numActive+len(c.inactive)),
 	}
 	for name, l := range c.namespaces {
 		s.Namespaces = append(s.Namespaces, Namespace{Name: name, Labels: l})
 	}
-	for _, p := range c.pods {
+	for _, pods := range c.activeByNS {
+		for _, p := range pods {
+			s.Pods = append(s.Pods, *p)
+		}
+	}
+	for _, p := range c.inactive {
 		s.Pods = append(s.Pods, *p)
 	}
 	for _, ps := range c.policies {
@@ -325,9 +334,8 @@ func (c *Cluster) Snapshot() *Snapshot {
 // LoadSnapshot sets every object of snap into c (which keeps pointers into
 // snap.Pods: snap must not be modified afterwards).
 func (c *Cluster) LoadSnapshot(snap *Snapshot) {
-	if len(c.pods) == 0 {
+	if len(c.ipOwners) == 0 {
 		// Sized once instead of grown step by step (most of a cold load).
-		c.pods = make(map[podKey]*Pod, len(snap.Pods))
 		c.ipOwners = make(map[netip.Addr]int32, len(snap.Pods))
 	}
 	for _, ns := range snap.Namespaces {

@@ -62,7 +62,7 @@ type ChurnStep struct {
 	// long-lived policy.Cluster (SetPod / DeletePod; nothing for the no-op)
 	// plus Cluster.Compile.
 	CompileSeconds float64 `json:"compile_seconds"`
-	// DiffSeconds is nft.DiffSince(applied, previous, next) alone,
+	// DiffSeconds is nft.DiffSince(previous, previous, next) alone,
 	// measured apart; the Syncer runs the same diff inside ApplySeconds.
 	DiffSeconds float64 `json:"diff_seconds"`
 	// ApplySeconds is Syncer.Sync, incremental: Diff, rendering, the
@@ -235,17 +235,16 @@ func MeasureChurn(shape synth.Shape, snap *policy.Snapshot, reps int) (Churn, er
 	if err := s.Sync(context.Background(), cur); err != nil {
 		return out, err
 	}
-	applied := cur.Clone()
 	var noop, appear, disappear stepTimes
 	for range reps {
 		var err error
-		if cur, applied, err = noop.step(s, cl, cur, applied, func() {}); err != nil {
+		if cur, err = noop.step(s, cl, cur, func() {}); err != nil {
 			return out, fmt.Errorf("no-op sync: %w", err)
 		}
-		if cur, applied, err = appear.step(s, cl, cur, applied, func() { cl.SetPod(&peer) }); err != nil {
+		if cur, err = appear.step(s, cl, cur, func() { cl.SetPod(&peer) }); err != nil {
 			return out, fmt.Errorf("peer appears: %w", err)
 		}
-		if cur, applied, err = disappear.step(s, cl, cur, applied, func() { cl.DeletePod(peer.Namespace, peer.Name) }); err != nil {
+		if cur, err = disappear.step(s, cl, cur, func() { cl.DeletePod(peer.Namespace, peer.Name) }); err != nil {
 			return out, fmt.Errorf("peer disappears: %w", err)
 		}
 	}
@@ -282,18 +281,18 @@ type stepTimes struct {
 }
 
 // step is one measured event: update changes cl, then the agent's work
-// follows: compile, and sync from cur (the last desired ruleset, which the
-// kernel holds as applied).
-func (st *stepTimes) step(s *kernel.Syncer, cl *policy.Cluster, cur, applied *nft.Ruleset, update func()) (next, nextApplied *nft.Ruleset, err error) {
+// follows: compile, and sync from cur (the last ruleset synced, which the
+// kernel holds).
+func (st *stepTimes) step(s *kernel.Syncer, cl *policy.Cluster, cur *nft.Ruleset, update func()) (*nft.Ruleset, error) {
 	runtime.GC()
 	t0 := time.Now()
 	update()
-	next, _ = cl.Compile()
+	next, _ := cl.Compile()
 	t1 := time.Now()
-	ops := nft.DiffSince(applied, cur, next)
+	ops := nft.DiffSince(cur, cur, next)
 	t2 := time.Now()
 	if err := s.Sync(context.Background(), next); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	t3 := time.Now()
 	st.compile = append(st.compile, t1.Sub(t0))
@@ -301,7 +300,7 @@ func (st *stepTimes) step(s *kernel.Syncer, cl *policy.Cluster, cur, applied *nf
 	st.apply = append(st.apply, t3.Sub(t2))
 	st.total = append(st.total, t1.Sub(t0)+t3.Sub(t2))
 	st.ops, st.elements = CountOps(ops)
-	return next, nft.Advance(applied, ops, next), nil
+	return next, nil
 }
 
 func (st *stepTimes) result() ChurnStep {

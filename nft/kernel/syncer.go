@@ -43,14 +43,14 @@ func newConfig(opts []Option) config {
 // safe for concurrent use: the agent syncs from one reconcile loop.
 type Syncer struct {
 	cfg config
-	// last is what the kernel held after the last successful sync; nil
-	// means unknown (start, or after an error), so the next sync replaces
-	// everything.
+	// last is the desired ruleset of the last successful sync, as the
+	// caller passed it (never modified, see Sync), which is what the
+	// kernel holds; nil means unknown (start, or after an error), so the
+	// next sync replaces everything. Keeping the caller's ruleset instead
+	// of a private copy saves a second copy of every element, and lets the
+	// next sync skip the sets and chains it shares by pointer
+	// (nft.DiffSince).
 	last *nft.Ruleset
-	// prev is the desired ruleset last synced successfully, as the caller
-	// passed it: sets and chains the next desired shares with it by
-	// pointer are unchanged (nft.DiffSince).
-	prev *nft.Ruleset
 }
 
 // New returns a Syncer whose first Sync replaces whatever the table holds.
@@ -76,48 +76,39 @@ func (s *Syncer) conn() (*nftables.Conn, error) {
 // that model is unknown. On error the kernel keeps its previous ruleset
 // (the batch is one transaction) and the next Sync does a full replace.
 //
-// desired must not be modified after Sync returns: the Syncer remembers
-// it, and takes the sets and chains a later desired shares with it by
-// pointer as unchanged, without comparing them.
+// desired must not be modified after Sync returns: the Syncer keeps it as
+// the kernel's state, and takes the sets and chains a later desired shares
+// with it by pointer as unchanged, without comparing them.
 func (s *Syncer) Sync(ctx context.Context, desired *nft.Ruleset) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	applied, err := s.sync(desired)
-	if err != nil {
-		s.last, s.prev = nil, nil
+	if err := s.sync(desired); err != nil {
+		s.last = nil
 		return fmt.Errorf("sync table %s %s: %w", nft.TableFamily, nft.TableName, err)
 	}
-	s.last, s.prev = applied, desired
+	s.last = desired
 	return nil
 }
 
-// sync sends one batch and returns the new last-applied model: a private
-// copy of desired. After an incremental batch only the sets and chains the
-// batch touched are copied (nft.Advance), so one-pod churn does not copy
-// the whole ruleset.
-func (s *Syncer) sync(desired *nft.Ruleset) (*nft.Ruleset, error) {
+// sync sends one batch: a full replace, or the difference from s.last.
+func (s *Syncer) sync(desired *nft.Ruleset) error {
 	cc, err := s.conn()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var ops []nft.Op
 	if s.last == nil {
 		err = queueFullReplace(cc, desired)
 	} else {
-		ops = nft.DiffSince(s.last, s.prev, desired)
-		err = queueOps(cc, ops, s.last, desired)
+		err = queueOps(cc, nft.DiffSince(s.last, s.last, desired), s.last, desired)
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := cc.Flush(); err != nil {
-		return nil, fmt.Errorf("netlink batch: %w", err)
+		return fmt.Errorf("netlink batch: %w", err)
 	}
-	if s.last == nil {
-		return desired.Clone(), nil
-	}
-	return nft.Advance(s.last, ops, desired), nil
+	return nil
 }
 
 // socketBuffer is the netlink socket buffer size in each direction. The
@@ -150,7 +141,7 @@ func bigBuffers(c *netlink.Conn) error {
 }
 
 // MarkDirty makes the next Sync a full replace.
-func (s *Syncer) MarkDirty() { s.last, s.prev = nil, nil }
+func (s *Syncer) MarkDirty() { s.last = nil }
 
 // ErrDrift is wrapped by Verify's error when the kernel no longer holds
 // the last applied model.
@@ -173,11 +164,11 @@ func (s *Syncer) Verify(ctx context.Context) error {
 	}
 	diffs, err := compareKernel(cc, s.last)
 	if err != nil {
-		s.last, s.prev = nil, nil
+		s.last = nil
 		return fmt.Errorf("read back table: %w", err)
 	}
 	if len(diffs) > 0 {
-		s.last, s.prev = nil, nil
+		s.last = nil
 		return fmt.Errorf("%w: %s", ErrDrift, strings.Join(diffs, "; "))
 	}
 	return nil
