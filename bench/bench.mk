@@ -3,9 +3,11 @@
 #   make bench                      all figures: control plane (3, 4) then the local cluster (1, 2)
 #   make bench-controlplane         figures 3 and 4 only, table + bench/results.json
 #   make bench BENCH_FLAGS='-pods 1000,10000 -reps 3'   a quicker control-plane run
-#   make bench-cluster [BENCH_CLUSTER_FLAGS='-policies 1000 -reps 1 -latency-reps 20']
-#                                   figures 1 and 2 on `make up AGENT=none` (~5 min;
-#                                   the cluster is taken down afterwards unless BENCH_KEEP_CLUSTER=1)
+#   make bench-cluster [BENCH_CLUSTER_FLAGS='-policies 1000 -reps 1 -latency-reps 20 -latency-background 0,1000']
+#                                   figures 1 and 2 on `make up AGENT=none` (~12 min: figure 2
+#                                   runs with 0 and 10,000 background policies, ~7 min of it at
+#                                   10,000; the cluster is taken down afterwards unless
+#                                   BENCH_KEEP_CLUSTER=1)
 #
 # Needs root: every apply goes into a throwaway (unnamed) network namespace.
 # Nothing here asserts a duration; `make test` runs only a smoke test of the
