@@ -53,11 +53,13 @@ type Cluster struct {
 	// Caches, valid across Compile calls. An entry is replaced (never
 	// modified) when what it depends on changes; a user checks that the
 	// entries it was built from are still the current ones.
-	compiled  map[string]*namespacePolicies // namespace → its compiled policies
-	peers     map[string]*peerEntry         // selector key → matched addresses
-	rules     map[*compiledRule]*ruleEntry
-	named     map[namedKey]*namedEntry
-	endpoints map[endpointKey]*endpoint
+	compiled map[string]*namespacePolicies // namespace → its compiled policies
+	// policyCache holds each policy object compiled, by identity.
+	policyCache map[*networkingv1.NetworkPolicy]*policyEntry
+	peers       map[string]*peerEntry // selector key → matched addresses
+	rules       map[*compiledRule]*ruleEntry
+	named       map[namedKey]*namedEntry
+	endpoints   map[endpointKey]*endpoint
 
 	// epoch counts Compile calls; entries not used by the latest Compile
 	// are dropped at its end.
@@ -73,18 +75,19 @@ type podKey struct{ namespace, name string }
 // NewCluster returns an empty Cluster that compiles for nodeName.
 func NewCluster(nodeName string) *Cluster {
 	return &Cluster{
-		nodeName:   nodeName,
-		inactive:   map[podKey]*Pod{},
-		activeByNS: map[string]map[podKey]*Pod{},
-		local:      map[podKey]*Pod{},
-		ipOwners:   map[netip.Addr]int32{},
-		namespaces: map[string]map[string]string{},
-		policies:   map[string]map[string]*networkingv1.NetworkPolicy{},
-		compiled:   map[string]*namespacePolicies{},
-		peers:      map[string]*peerEntry{},
-		rules:      map[*compiledRule]*ruleEntry{},
-		named:      map[namedKey]*namedEntry{},
-		endpoints:  map[endpointKey]*endpoint{},
+		nodeName:    nodeName,
+		inactive:    map[podKey]*Pod{},
+		activeByNS:  map[string]map[podKey]*Pod{},
+		local:       map[podKey]*Pod{},
+		ipOwners:    map[netip.Addr]int32{},
+		namespaces:  map[string]map[string]string{},
+		policies:    map[string]map[string]*networkingv1.NetworkPolicy{},
+		compiled:    map[string]*namespacePolicies{},
+		policyCache: map[*networkingv1.NetworkPolicy]*policyEntry{},
+		peers:       map[string]*peerEntry{},
+		rules:       map[*compiledRule]*ruleEntry{},
+		named:       map[namedKey]*namedEntry{},
+		endpoints:   map[endpointKey]*endpoint{},
 	}
 }
 
@@ -380,8 +383,13 @@ func (c *Cluster) Compile() (*nft.Ruleset, []Warning) {
 		// A node enforces, and so warns about, the policies of the
 		// namespaces its pods live in, and nothing else.
 		nsp := c.policiesIn(pod.Namespace)
-		nsp.used = c.epoch
-		warnings.addAll(nsp.warnings)
+		if nsp.used != c.epoch { // first local pod of this namespace
+			nsp.used = c.epoch
+			for _, pe := range nsp.entries {
+				pe.used = c.epoch
+			}
+			warnings.addAll(nsp.warnings)
+		}
 		for _, dir := range []nft.Direction{nft.Ingress, nft.Egress} {
 			e := c.endpointOf(pod, dir, nsp)
 			if e.isolated != nil {
@@ -401,6 +409,11 @@ func (c *Cluster) dropUnused() {
 	for k, v := range c.compiled {
 		if v.used != c.epoch {
 			delete(c.compiled, k)
+		}
+	}
+	for k, v := range c.policyCache {
+		if v.used != c.epoch {
+			delete(c.policyCache, k)
 		}
 	}
 	for k, v := range c.peers {

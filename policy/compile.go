@@ -35,8 +35,19 @@ func Compile(snap *Snapshot) (*nft.Ruleset, []Warning) {
 // warnings compiling them gave.
 type namespacePolicies struct {
 	list     []*compiledPolicy
+	entries  []*policyEntry
 	warnings []Warning
 	used     uint64 // the Compile epoch that last used it
+}
+
+// policyEntry is one policy object compiled, with its warnings. It depends
+// on nothing but the (immutable) object, so a namespace whose policies
+// change recompiles only the new objects, and the rule entries of the
+// others stay valid.
+type policyEntry struct {
+	compiled *compiledPolicy // nil: the policy is ignored whole
+	warnings []Warning
+	used     uint64
 }
 
 // peerEntry is the set of addresses of the active pods one selector peer
@@ -159,21 +170,32 @@ func (c *Cluster) policiesIn(namespace string) *namespacePolicies {
 	if nsp, ok := c.compiled[namespace]; ok {
 		return nsp
 	}
-	saved := c.warnings
-	c.warnings = warningSet{}
 	nsp := &namespacePolicies{}
 	names := make([]string, 0, len(c.policies[namespace]))
 	for name := range c.policies[namespace] {
 		names = append(names, name)
 	}
 	slices.Sort(names)
+	var warnings warningSet
 	for _, name := range names {
-		if cp := c.compilePolicy(c.policies[namespace][name]); cp != nil {
-			nsp.list = append(nsp.list, cp)
+		np := c.policies[namespace][name]
+		pe := c.policyCache[np]
+		if pe == nil {
+			saved := c.warnings
+			c.warnings = warningSet{}
+			pe = &policyEntry{compiled: c.compilePolicy(np)}
+			pe.warnings = c.warnings.list()
+			c.warnings = saved
+			c.policyCache[np] = pe
 		}
+		pe.used = c.epoch
+		nsp.entries = append(nsp.entries, pe)
+		if pe.compiled != nil {
+			nsp.list = append(nsp.list, pe.compiled)
+		}
+		warnings.addAll(pe.warnings)
 	}
-	nsp.warnings = c.warnings.list()
-	c.warnings = saved
+	nsp.warnings = warnings.list()
 	c.compiled[namespace] = nsp
 	return nsp
 }
