@@ -4,10 +4,9 @@
 #   make bench-controlplane         figures 3 and 4 only, table + bench/results.json
 #   make bench BENCH_FLAGS='-pods 1000,10000 -reps 3'   a quicker control-plane run
 #   make bench-cluster [BENCH_CLUSTER_FLAGS='-policies 1000 -reps 1 -latency-reps 20 -latency-background 0,1000']
-#                                   figures 1 and 2 on `make up AGENT=none` (~12 min: figure 2
-#                                   runs with 0 and 10,000 background policies, ~7 min of it at
-#                                   10,000; the cluster is taken down afterwards unless
-#                                   BENCH_KEEP_CLUSTER=1)
+#                                   figures 1 and 2 on a fresh `make up AGENT=none` (~7 min:
+#                                   figure 2 runs with 0 and 10,000 background policies; the
+#                                   cluster is taken down afterwards unless BENCH_KEEP_CLUSTER=1)
 #
 # Needs root: every apply goes into a throwaway (unnamed) network namespace.
 # Nothing here asserts a duration; `make test` runs only a smoke test of the
@@ -33,6 +32,9 @@ bench-controlplane:
 # clusterbench starts nftpolicy itself on every node after measuring it.
 bench-cluster:
 	$(GO) build -o $(BENCH_CLUSTER_BIN) ./e2e/bench/cmd/clusterbench
+	@# A fresh cluster: an agent that ran before (make e2e, make demo) leaves
+	@# its table in the nodes, and the no-agent baseline refuses to run then.
+	$(MAKE) down
 	$(MAKE) up AGENT=none
 	$(MAKE) e2e-bin AGENT=nftpolicy
 	rc=0; timeout 20m $(BENCH_CLUSTER_BIN) run -out $(BENCH_OUT) $(BENCH_CLUSTER_FLAGS) || rc=$$?; \
