@@ -180,17 +180,32 @@ func NewIsolatedEndpoint(dir Direction, id string, addrs []netip.Addr, allow All
 	any6 := &Set{Name: n.AnyV6, Comment: comment, KeyTypes: []KeyType{TypeIPv6Addr, TypeInetProto}, Interval: true}
 	ports4 := &Set{Name: n.PortsV4, Comment: comment, KeyTypes: []KeyType{TypeIPv4Addr, TypeInetProto, TypeInetService}, Interval: true}
 	ports6 := &Set{Name: n.PortsV6, Comment: comment, KeyTypes: []KeyType{TypeIPv6Addr, TypeInetProto, TypeInetService}, Interval: true}
+	// Elements share their keys' backing arrays and protocol ranges (sets
+	// of a ruleset are never modified), so a 20k-element allow-list costs
+	// a few allocations, not several per element.
 	allProtocols := ProtoRange(0, 255)
+	keys := make([]Range, 0, 2*len(allow.AnyPort)+3*len(allow.Ports))
+	key := func(parts ...Range) []Range {
+		start := len(keys)
+		keys = append(keys, parts...)
+		return keys[start:len(keys):len(keys)]
+	}
 	for _, p := range allow.AnyPort {
-		e := Element{Key: []Range{p, allProtocols}}
+		e := Element{Key: key(p, allProtocols)}
 		if len(p.From) == 4 {
 			any4.Elements = append(any4.Elements, e)
 		} else {
 			any6.Elements = append(any6.Elements, e)
 		}
 	}
+	protos := map[uint8]Range{}
 	for _, p := range allow.Ports {
-		e := Element{Key: []Range{p.Peer, Proto(p.Proto), p.Ports}, Comment: p.Comment}
+		proto, ok := protos[p.Proto]
+		if !ok {
+			proto = Proto(p.Proto)
+			protos[p.Proto] = proto
+		}
+		e := Element{Key: key(p.Peer, proto, p.Ports), Comment: p.Comment}
 		if len(p.Peer.From) == 4 {
 			ports4.Elements = append(ports4.Elements, e)
 		} else {

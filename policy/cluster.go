@@ -49,6 +49,9 @@ type Cluster struct {
 	namespaces map[string]map[string]string
 	nsNames    []string // sorted names of namespaces; nil when stale
 	policies   map[string]map[string]*networkingv1.NetworkPolicy
+	// policyNames are the names of each namespace's policies, sorted, kept
+	// up to date on each change instead of sorted on each recompile.
+	policyNames map[string][]string
 
 	// Caches, valid across Compile calls. An entry is replaced (never
 	// modified) when what it depends on changes; a user checks that the
@@ -82,6 +85,7 @@ func NewCluster(nodeName string) *Cluster {
 		ipOwners:    map[netip.Addr]int32{},
 		namespaces:  map[string]map[string]string{},
 		policies:    map[string]map[string]*networkingv1.NetworkPolicy{},
+		policyNames: map[string][]string{},
 		compiled:    map[string]*namespacePolicies{},
 		policyCache: map[*networkingv1.NetworkPolicy]*policyEntry{},
 		peers:       map[string]*peerEntry{},
@@ -262,6 +266,11 @@ func (c *Cluster) SetPolicy(np *networkingv1.NetworkPolicy) {
 	if c.policies[np.Namespace] == nil {
 		c.policies[np.Namespace] = map[string]*networkingv1.NetworkPolicy{}
 	}
+	if _, ok := c.policies[np.Namespace][np.Name]; !ok {
+		names := c.policyNames[np.Namespace]
+		i, _ := slices.BinarySearch(names, np.Name)
+		c.policyNames[np.Namespace] = slices.Insert(names, i, np.Name)
+	}
 	c.policies[np.Namespace][np.Name] = np
 	delete(c.compiled, np.Namespace)
 }
@@ -274,6 +283,15 @@ func (c *Cluster) DeletePolicy(namespace, name string) {
 	delete(c.policies[namespace], name)
 	if len(c.policies[namespace]) == 0 {
 		delete(c.policies, namespace)
+	}
+	names := c.policyNames[namespace]
+	if i, ok := slices.BinarySearch(names, name); ok {
+		names = slices.Delete(names, i, i+1)
+	}
+	if len(names) == 0 {
+		delete(c.policyNames, namespace)
+	} else {
+		c.policyNames[namespace] = names
 	}
 	delete(c.compiled, namespace)
 }

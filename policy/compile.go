@@ -3,7 +3,6 @@ package policy
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 	"sort"
 
 	"go4.org/netipx"
@@ -171,13 +170,8 @@ func (c *Cluster) policiesIn(namespace string) *namespacePolicies {
 		return nsp
 	}
 	nsp := &namespacePolicies{}
-	names := make([]string, 0, len(c.policies[namespace]))
-	for name := range c.policies[namespace] {
-		names = append(names, name)
-	}
-	slices.Sort(names)
 	var warnings warningSet
-	for _, name := range names {
+	for _, name := range c.policyNames[namespace] {
 		np := c.policies[namespace][name]
 		pe := c.policyCache[np]
 		if pe == nil {

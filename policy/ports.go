@@ -40,12 +40,11 @@ func (b portBoxes) disjoint(covered *netipx.IPSet) []nft.PortAllow {
 	for _, p := range protos {
 		proto := uint8(p)
 		for _, piece := range sweep(b[proto], covered) {
-			for _, r := range piece.peers.Ranges() {
-				out = append(out, nft.PortAllow{
-					Peer:  nft.AddrRange(r.From(), r.To()),
-					Proto: proto,
-					Ports: nft.PortRange(piece.from, piece.to),
-				})
+			// The piece's elements share its port range and one buffer
+			// for their addresses (the model is never modified).
+			ports := nft.PortRange(piece.from, piece.to)
+			for _, peer := range ipRanges(piece.peers) {
+				out = append(out, nft.PortAllow{Peer: peer, Proto: proto, Ports: ports})
 			}
 		}
 	}
