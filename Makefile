@@ -46,9 +46,11 @@ lint: fmt-check vet ## gofmt, go vet and golangci-lint
 unit: host-deps ## every Go test with the race detector, real kernel and real kube-apiserver included
 	KUBEBUILDER_ASSETS="$$(hack/build-tools.sh apiserver | tail -n1)" $(GO) test -race -count=1 ./...
 
+# A new interesting input is minimised for at most 200 runs: the default
+# (60 s each) spent a whole FUZZTIME on a few inputs of the Cluster target.
 fuzz: ## the differential fuzz targets: compiled dataplane vs reference semantics, incremental vs fresh compile
-	$(GO) test -run '^$$' -fuzz '^FuzzCompileMatchesEvaluate$$' -fuzztime $(FUZZTIME) ./policy/
-	$(GO) test -run '^$$' -fuzz '^FuzzClusterMatchesFreshCompile$$' -fuzztime $(FUZZTIME) ./policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzCompileMatchesEvaluate$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzClusterMatchesFreshCompile$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x ./policy/
 
 test: lint unit fuzz e2e-test ## everything CI runs
 
