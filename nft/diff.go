@@ -86,41 +86,17 @@ func (o Op) String() string {
 //  6. set deletions, now that no rule looks them up.
 //
 // Base chains are never deleted: their policy is part of OpReplaceRules.
+//
+// A set or chain that old and new share by pointer is equal to itself: it
+// is not compared. A compiler that hands the sets and chains of unchanged
+// pods to the next ruleset by pointer (policy.Cluster), diffed against the
+// ruleset it last synced (kernel.Syncer keeps it), makes a sync cost what
+// changed, not what exists.
 func Diff(old, new *Ruleset) []Op {
-	return diff(old, new, unchanged{})
-}
-
-// DiffSince is Diff(old, new) when old is what the kernel holds after
-// applying prev, the previous desired ruleset: every set and chain that new
-// shares with prev by pointer is taken as equal to old's without comparing
-// its elements or rules. A compiler that hands unchanged sets and chains to
-// the next ruleset by pointer (and never modifies them, see
-// policy.Cluster) makes a sync cost what changed, not what exists.
-func DiffSince(old, prev, new *Ruleset) []Op {
-	same := unchanged{sets: map[string]bool{}, chains: map[string]bool{}}
-	if prev != nil && old != nil {
-		for name, s := range new.Sets {
-			if _, ok := old.Sets[name]; ok && prev.Sets[name] == s {
-				same.sets[name] = true
-			}
-		}
-		for name, c := range new.Chains {
-			if _, ok := old.Chains[name]; ok && prev.Chains[name] == c {
-				same.chains[name] = true
-			}
-		}
-	}
-	return diff(old, new, same)
-}
-
-// unchanged names the sets and chains known to be equal in old and new.
-type unchanged struct{ sets, chains map[string]bool }
-
-func diff(old, new *Ruleset, same unchanged) []Op {
 	if old == nil {
 		old = NewRuleset()
 	}
-	redefined := redefinedSets(old, new, same)
+	redefined := redefinedSets(old, new)
 	var ops []Op
 	ops = append(ops, flushReferrers(old, new, redefined)...)
 	for _, name := range redefined {
@@ -128,8 +104,8 @@ func diff(old, new *Ruleset, same unchanged) []Op {
 	}
 	ops = append(ops, addedSets(old, new, redefined)...)
 	ops = append(ops, addedChains(old, new)...)
-	ops = append(ops, elementOps(old, new, redefined, same)...)
-	ops = append(ops, ruleOps(old, new, redefined, same)...)
+	ops = append(ops, elementOps(old, new, redefined)...)
+	ops = append(ops, ruleOps(old, new, redefined)...)
 	ops = append(ops, deletedChains(old, new)...)
 	ops = append(ops, deletedSets(old, new)...)
 	return ops
@@ -137,14 +113,11 @@ func diff(old, new *Ruleset, same unchanged) []Op {
 
 // redefinedSets are sets present in both whose definition (anything but
 // elements) differs: they must be deleted and created again.
-func redefinedSets(old, new *Ruleset, same unchanged) []string {
+func redefinedSets(old, new *Ruleset) []string {
 	var out []string
 	for _, name := range sortedNames(new.Sets) {
-		if same.sets[name] {
-			continue
-		}
 		o, ok := old.Sets[name]
-		if ok && !sameSetDefinition(o, new.Sets[name]) {
+		if ok && o != new.Sets[name] && !sameSetDefinition(o, new.Sets[name]) {
 			out = append(out, name)
 		}
 	}
@@ -222,11 +195,11 @@ func addedChains(old, new *Ruleset) []Op {
 
 // elementOps returns all element deletes (of every set) before all element
 // adds, one op per set and direction.
-func elementOps(old, new *Ruleset, redefined []string, same unchanged) []Op {
+func elementOps(old, new *Ruleset, redefined []string) []Op {
 	var dels, adds []Op
 	for _, name := range sortedNames(new.Sets) {
-		if same.sets[name] {
-			continue
+		if old.Sets[name] == new.Sets[name] {
+			continue // shared, so unchanged (and never redefined)
 		}
 		var before []Element
 		if o, ok := old.Sets[name]; ok && !slices.Contains(redefined, name) {
@@ -372,7 +345,7 @@ func keyString(key []Range) string {
 
 // ruleOps replaces the rules of new chains and of chains whose rules or
 // hook changed, and refills chains flushed by flushReferrers.
-func ruleOps(old, new *Ruleset, redefined []string, same unchanged) []Op {
+func ruleOps(old, new *Ruleset, redefined []string) []Op {
 	var ops []Op
 	for _, name := range sortedNames(new.Chains) {
 		n := new.Chains[name]
@@ -380,7 +353,7 @@ func ruleOps(old, new *Ruleset, redefined []string, same unchanged) []Op {
 		switch {
 		case !existed && len(n.Rules) == 0 && n.Hook == nil:
 			continue // created empty by addedChains
-		case existed && (same.chains[name] || sameChain(o, n)) && !refersToAny(o, redefined):
+		case existed && (o == n || sameChain(o, n)) && !refersToAny(o, redefined):
 			continue
 		}
 		c := *n

@@ -42,7 +42,7 @@ func BenchmarkCluster_PolicyChangeAmongMany(b *testing.B) {
 				c.SetPolicy(np)
 				rs, _ := c.Compile()
 				t2 := testingNow()
-				nft.DiffSince(prev, prev, rs)
+				nft.Diff(prev, rs)
 				compile += t2.Sub(t).Seconds()
 				diff += testingNow().Sub(t2).Seconds()
 				prev = rs

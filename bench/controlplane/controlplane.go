@@ -62,7 +62,7 @@ type ChurnStep struct {
 	// long-lived policy.Cluster (SetPod / DeletePod; nothing for the no-op)
 	// plus Cluster.Compile.
 	CompileSeconds float64 `json:"compile_seconds"`
-	// DiffSeconds is nft.DiffSince(previous, previous, next) alone,
+	// DiffSeconds is nft.Diff(previous, next) alone,
 	// measured apart; the Syncer runs the same diff inside ApplySeconds.
 	DiffSeconds float64 `json:"diff_seconds"`
 	// ApplySeconds is Syncer.Sync, incremental: Diff, rendering, the
@@ -289,7 +289,7 @@ func (st *stepTimes) step(s *kernel.Syncer, cl *policy.Cluster, cur *nft.Ruleset
 	update()
 	next, _ := cl.Compile()
 	t1 := time.Now()
-	ops := nft.DiffSince(cur, cur, next)
+	ops := nft.Diff(cur, next)
 	t2 := time.Now()
 	if err := s.Sync(context.Background(), next); err != nil {
 		return nil, err

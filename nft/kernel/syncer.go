@@ -49,7 +49,7 @@ type Syncer struct {
 	// next sync replaces everything. Keeping the caller's ruleset instead
 	// of a private copy saves a second copy of every element, and lets the
 	// next sync skip the sets and chains it shares by pointer
-	// (nft.DiffSince).
+	// (nft.Diff).
 	last *nft.Ruleset
 }
 
@@ -100,7 +100,7 @@ func (s *Syncer) sync(desired *nft.Ruleset) error {
 	if s.last == nil {
 		err = queueFullReplace(cc, desired)
 	} else {
-		err = queueOps(cc, nft.DiffSince(s.last, s.last, desired), s.last, desired)
+		err = queueOps(cc, nft.Diff(s.last, desired), s.last, desired)
 	}
 	if err != nil {
 		return err
