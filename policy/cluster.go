@@ -207,7 +207,7 @@ func (c *Cluster) patchPeers(e *peerEntry, was, now *Pod, inWas, inNow bool) *pe
 		}
 	}
 	s, _ := b.IPSet()
-	return &peerEntry{key: e.key, peer: e.peer, policyNamespace: e.policyNamespace, set: s, used: e.used}
+	return &peerEntry{key: e.key, peer: e.peer, policyNamespace: e.policyNamespace, set: s, usage: e.usage}
 }
 
 func declaresPorts(p *Pod) bool { return p != nil && len(p.Ports) > 0 }
@@ -424,36 +424,12 @@ func (c *Cluster) Compile() (*nft.Ruleset, []Warning) {
 // that the caches hold what the node needs now, and updates only pay for
 // that.
 func (c *Cluster) dropUnused() {
-	for k, v := range c.compiled {
-		if v.used != c.epoch {
-			delete(c.compiled, k)
-		}
-	}
-	for k, v := range c.policyCache {
-		if v.used != c.epoch {
-			delete(c.policyCache, k)
-		}
-	}
-	for k, v := range c.peers {
-		if v.used != c.epoch {
-			delete(c.peers, k)
-		}
-	}
-	for k, v := range c.rules {
-		if v.used != c.epoch {
-			delete(c.rules, k)
-		}
-	}
-	for k, v := range c.named {
-		if v.used != c.epoch {
-			delete(c.named, k)
-		}
-	}
-	for k, v := range c.endpoints {
-		if v.used != c.epoch {
-			delete(c.endpoints, k)
-		}
-	}
+	dropStale(c.compiled, c.epoch)
+	dropStale(c.policyCache, c.epoch)
+	dropStale(c.peers, c.epoch)
+	dropStale(c.rules, c.epoch)
+	dropStale(c.named, c.epoch)
+	dropStale(c.endpoints, c.epoch)
 }
 
 // unmapAll returns ips with IPv4-mapped IPv6 addresses unmapped: ips itself

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"sort"
 
@@ -30,13 +31,24 @@ func Compile(snap *Snapshot) (*nft.Ruleset, []Warning) {
 	return c.Compile()
 }
 
+// usage is the Compile epoch that last used a cache entry: dropUnused
+// forgets the entries of older epochs.
+type usage struct{ used uint64 }
+
+func (u *usage) lastUsed() uint64 { return u.used }
+
+// dropStale deletes the entries of m that the Compile of epoch did not use.
+func dropStale[K comparable, V interface{ lastUsed() uint64 }](m map[K]V, epoch uint64) {
+	maps.DeleteFunc(m, func(_ K, v V) bool { return v.lastUsed() != epoch })
+}
+
 // namespacePolicies are the compiled policies of one namespace, with the
 // warnings compiling them gave.
 type namespacePolicies struct {
 	list     []*compiledPolicy
 	entries  []*policyEntry
 	warnings []Warning
-	used     uint64 // the Compile epoch that last used it
+	usage
 }
 
 // policyEntry is one policy object compiled, with its warnings. It depends
@@ -46,7 +58,7 @@ type namespacePolicies struct {
 type policyEntry struct {
 	compiled *compiledPolicy // nil: the policy is ignored whole
 	warnings []Warning
-	used     uint64
+	usage
 }
 
 // peerEntry is the set of addresses of the active pods one selector peer
@@ -58,7 +70,7 @@ type peerEntry struct {
 	// looks (it is part of key).
 	policyNamespace string
 	set             *netipx.IPSet
-	used            uint64
+	usage
 }
 
 // matches reports whether p (nil: no pod) is one of the pods e selects.
@@ -81,7 +93,7 @@ func (e *peerEntry) matches(c *Cluster, p *Pod) bool {
 type ruleEntry struct {
 	set   *netipx.IPSet
 	peers []*peerEntry
-	used  uint64
+	usage
 }
 
 // current reports whether every selector entry e was built from is still
@@ -112,7 +124,7 @@ type namedKey struct {
 
 type namedEntry struct {
 	byNumber []numberedPeers
-	used     uint64
+	usage
 }
 
 type endpointKey struct {
@@ -125,14 +137,24 @@ type endpointKey struct {
 type endpoint struct {
 	pod      *Pod // the active version it was built for
 	policies *namespacePolicies
-	ruleKeys []*compiledRule
-	rules    []*ruleEntry
-	named    []namedKey
-	namedEnt []*namedEntry
+	rules    []ruleUse
+	named    []namedUse
 	// isolated is nil when no policy isolates the pod in this direction.
 	isolated *nft.IsolatedEndpoint
 	warnings []Warning
-	used     uint64
+	usage
+}
+
+// ruleUse and namedUse are cache entries an endpoint was built from, with
+// the keys under which they must still be found for it to be current.
+type ruleUse struct {
+	rule  *compiledRule
+	entry *ruleEntry
+}
+
+type namedUse struct {
+	key   namedKey
+	entry *namedEntry
 }
 
 // current reports whether e still holds for pod under nsp.
@@ -140,13 +162,13 @@ func (e *endpoint) current(c *Cluster, pod *Pod, nsp *namespacePolicies) bool {
 	if e.pod != pod || e.policies != nsp {
 		return false
 	}
-	for i, r := range e.rules {
-		if c.rules[e.ruleKeys[i]] != r || !r.current(c) {
+	for _, u := range e.rules {
+		if c.rules[u.rule] != u.entry || !u.entry.current(c) {
 			return false
 		}
 	}
-	for i, k := range e.named {
-		if c.named[k] != e.namedEnt[i] {
+	for _, u := range e.named {
+		if c.named[u.key] != u.entry {
 			return false
 		}
 	}
@@ -155,11 +177,11 @@ func (e *endpoint) current(c *Cluster, pod *Pod, nsp *namespacePolicies) bool {
 
 func (e *endpoint) markUsed(epoch uint64) {
 	e.used = epoch
-	for _, r := range e.rules {
-		r.markUsed(epoch)
+	for _, u := range e.rules {
+		u.entry.markUsed(epoch)
 	}
-	for _, n := range e.namedEnt {
-		n.used = epoch
+	for _, u := range e.named {
+		u.entry.used = epoch
 	}
 }
 
@@ -202,7 +224,7 @@ func (c *Cluster) endpointOf(pod *Pod, dir nft.Direction, nsp *namespacePolicies
 		e.markUsed(c.epoch)
 		return e
 	}
-	e := &endpoint{pod: pod, policies: nsp, used: c.epoch}
+	e := &endpoint{pod: pod, policies: nsp, usage: usage{c.epoch}}
 	var selecting []*compiledPolicy
 	for _, p := range nsp.list {
 		if p.has(dir) && p.podSelector.Matches(labels.Set(pod.Labels)) {
@@ -231,8 +253,7 @@ func (c *Cluster) allowList(e *endpoint, pod *Pod, dir nft.Direction, selecting 
 		for i := range rules {
 			rule := &rules[i]
 			re := c.rulePeers(p, rule)
-			e.ruleKeys = append(e.ruleKeys, rule)
-			e.rules = append(e.rules, re)
+			e.rules = append(e.rules, ruleUse{rule, re})
 			if len(rule.ports) == 0 {
 				anyPeers = append(anyPeers, re.set)
 				continue
@@ -282,8 +303,7 @@ func (c *Cluster) addPort(e *endpoint, boxes portBoxes, pod *Pod, dir nft.Direct
 		c.named[key] = ne
 	}
 	ne.used = c.epoch
-	e.named = append(e.named, key)
-	e.namedEnt = append(e.namedEnt, ne)
+	e.named = append(e.named, namedUse{key, ne})
 	byNumber := ne.byNumber
 	if len(byNumber) == 0 {
 		c.warnings.add(p.namespace, p.name, fmt.Sprintf(

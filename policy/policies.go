@@ -226,7 +226,7 @@ func (c *Cluster) rulePeers(p *compiledPolicy, rule *compiledRule) *ruleEntry {
 		re.markUsed(c.epoch)
 		return re
 	}
-	re := &ruleEntry{used: c.epoch}
+	re := &ruleEntry{usage: usage{c.epoch}}
 	if len(rule.peers) == 1 && !rule.peers[0].invalid && rule.peers[0].ipBlock == nil {
 		// One selector peer (the common case): its cached set is the
 		// rule's, without copying and normalising it again.
@@ -284,7 +284,7 @@ func (c *Cluster) selectedPods(policyNamespace string, peer compiledPeer) *peerE
 		}
 	}
 	s, _ := b.IPSet()
-	e := &peerEntry{key: peer.key, peer: peer, policyNamespace: policyNamespace, set: s, used: c.epoch}
+	e := &peerEntry{key: peer.key, peer: peer, policyNamespace: policyNamespace, set: s, usage: usage{c.epoch}}
 	c.peers[peer.key] = e
 	return e
 }
