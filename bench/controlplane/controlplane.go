@@ -190,17 +190,30 @@ func MeasureFullSync(shape synth.Shape, snap *policy.Snapshot, reps int) (FullSy
 	return out, nil
 }
 
-// applyFresh times one full Sync of rs into a new namespace.
-func applyFresh(rs *nft.Ruleset) (time.Duration, error) {
+// newSyncerInFreshNetNS returns a Syncer into a new throwaway namespace
+// and the function that releases the namespace (closing a namespace
+// handle cannot fail in a way the benchmark could act on).
+func newSyncerInFreshNetNS() (*kernel.Syncer, func(), error) {
 	ns, err := NewNetNS()
 	if err != nil {
-		return 0, err
+		return nil, nil, err
 	}
-	defer ns.Close()
+	closeNS := func() { _ = ns.Close() }
 	s, err := kernel.New(kernel.WithNetNSFd(ns.Fd()))
+	if err != nil {
+		closeNS()
+		return nil, nil, err
+	}
+	return s, closeNS, nil
+}
+
+// applyFresh times one full Sync of rs into a new namespace.
+func applyFresh(rs *nft.Ruleset) (time.Duration, error) {
+	s, closeNS, err := newSyncerInFreshNetNS()
 	if err != nil {
 		return 0, err
 	}
+	defer closeNS()
 	runtime.GC()
 	t0 := time.Now()
 	if err := s.Sync(context.Background(), rs); err != nil {
@@ -220,15 +233,11 @@ func applyFresh(rs *nft.Ruleset) (time.Duration, error) {
 func MeasureChurn(shape synth.Shape, snap *policy.Snapshot, reps int) (Churn, error) {
 	out := Churn{Shape: shape.String(), Pods: shape.Pods, Reps: reps}
 	peer := synth.ChurnPeer(shape)
-	ns, err := NewNetNS()
+	s, closeNS, err := newSyncerInFreshNetNS()
 	if err != nil {
 		return out, err
 	}
-	defer ns.Close()
-	s, err := kernel.New(kernel.WithNetNSFd(ns.Fd()))
-	if err != nil {
-		return out, err
-	}
+	defer closeNS()
 	cl := policy.NewCluster(snap.NodeName)
 	cl.LoadSnapshot(snap)
 	cur, _ := cl.Compile()

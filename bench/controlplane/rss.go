@@ -25,7 +25,6 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/nftpolicy/nftpolicy/controllers"
-	"github.com/nftpolicy/nftpolicy/nft/kernel"
 	"github.com/nftpolicy/nftpolicy/policy"
 	"github.com/nftpolicy/nftpolicy/policy/synth"
 )
@@ -243,15 +242,11 @@ func MeasureMemory(shape synth.Shape, churnSyncs int) (Memory, error) {
 	out.HeapCacheBytes = heapInuse()
 	cpuStart, gcStart := cpuTime(), gcCycles()
 
-	ns, err := NewNetNS()
+	s, closeNS, err := newSyncerInFreshNetNS()
 	if err != nil {
 		return out, err
 	}
-	defer ns.Close()
-	s, err := kernel.New(kernel.WithNetNSFd(ns.Fd()))
-	if err != nil {
-		return out, err
-	}
+	defer closeNS()
 	cluster := stores.load(nodeName)
 	heapPeak := int64(0)
 	syncOnce := func() error {
