@@ -20,7 +20,7 @@ FUZZ_CLUSTER_EXECS  ?= 30000x
 # The linters are pinned in hack/tools/go.mod and built through the module proxy.
 GOLANGCI  := $(GO) tool -modfile=hack/tools/go.mod golangci-lint
 
-.PHONY: host-deps build run test unit fuzz lint fmt-check vet tools-apiserver tools clean manifests manifests-check
+.PHONY: host-deps build run test unit fuzz lint fmt-check vet mod-check tools-apiserver tools clean manifests manifests-check
 
 build: ## the agent binary, static, as the container image ships it
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN_DIR)/nftpolicy ./cmd/nftpolicy
@@ -45,7 +45,12 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-lint: fmt-check vet ## gofmt, go vet and golangci-lint
+# go.mod must say what the code imports: direct and indirect requirements
+# apart, nothing that no package needs.
+mod-check:
+	@if ! out=$$($(GO) mod tidy -diff 2>&1); then echo "go.mod/go.sum are not tidy; run 'go mod tidy':"; echo "$$out"; exit 1; fi
+
+lint: fmt-check vet mod-check ## gofmt, go vet, go mod tidy -diff and golangci-lint
 	$(GOLANGCI) run ./...
 
 unit: host-deps ## every Go test with the race detector, real kernel and real kube-apiserver included
