@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -55,6 +56,9 @@ type Response struct {
 	Result string `json:"result,omitempty"`
 	Detail string `json:"detail,omitempty"`
 	Error  string `json:"error,omitempty"`
+	// Answer is the name the server that answered a TCP or UDP probe gave,
+	// so the runner can tell a connection to the wrong pod from a right one.
+	Answer string `json:"answer,omitempty"`
 }
 
 type server struct {
@@ -107,7 +111,7 @@ func (s *server) handle(c net.Conn) {
 			resp.Result = "ok"
 		}
 	case "probe":
-		resp.Result, resp.Detail = s.probe(req)
+		resp = s.probe(req)
 	case "seen":
 		resp.Result = s.waitSeen(req.Tag, time.Duration(req.Timeout)*time.Millisecond)
 	default:
@@ -259,42 +263,53 @@ func (s *server) waitSeen(tag uint32, d time.Duration) string {
 	}
 }
 
-func (s *server) probe(req Request) (string, string) {
+// probe connects to req.Addr from this pod. A TCP probe reads the server's
+// answer (its pod name) before closing, so the connection ends in an
+// orderly close and the runner learns who answered.
+func (s *server) probe(req Request) Response {
 	d := time.Duration(req.Timeout) * time.Millisecond
 	if d <= 0 {
 		d = time.Second
 	}
+	var conn net.Conn
+	var err error
 	switch req.Protocol {
 	case "TCP":
-		c, err := net.DialTimeout("tcp", req.Addr, d)
+		conn, err = net.DialTimeout("tcp", req.Addr, d)
 		if err != nil {
-			return classify(err)
+			return classified(err)
 		}
-		defer c.Close()
-		return Connected, ""
 	case "UDP":
-		c, err := net.Dial("udp", req.Addr)
+		conn, err = net.Dial("udp", req.Addr)
 		if err != nil {
-			return Failed, err.Error()
+			return Response{Result: Failed, Detail: err.Error()}
 		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(d))
-		if _, err := c.Write([]byte("ping\n")); err != nil {
-			return classify(err)
+		_ = conn.SetDeadline(time.Now().Add(d))
+		if _, err := conn.Write([]byte("ping\n")); err != nil {
+			conn.Close()
+			return classified(err)
 		}
-		buf := make([]byte, 512)
-		n, err := c.Read(buf)
-		if err != nil {
-			return classify(err)
-		}
-		return Connected, string(buf[:n])
 	case "SCTP":
 		if err := sendSCTPInit(req.Addr, req.Tag); err != nil {
-			return Failed, err.Error()
+			return Response{Result: Failed, Detail: err.Error()}
 		}
-		return Sent, ""
+		return Response{Result: Sent}
+	default:
+		return Response{Result: Failed, Detail: "unknown protocol " + req.Protocol}
 	}
-	return Failed, "unknown protocol " + req.Protocol
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(d))
+	buf := make([]byte, 512)
+	n, err := conn.Read(buf)
+	if err != nil && req.Protocol == "UDP" {
+		return classified(err) // no answer: the datagram or its reply was dropped
+	}
+	return Response{Result: Connected, Answer: strings.TrimSpace(string(buf[:n])), Detail: "from " + conn.LocalAddr().String()}
+}
+
+func classified(err error) Response {
+	r, d := classify(err)
+	return Response{Result: r, Detail: d}
 }
 
 func classify(err error) (string, string) {

@@ -606,64 +606,6 @@ func (r *Runner) apply(ctx context.Context, s *scenario.Scenario, a scenario.Act
 	return errors.New("empty action")
 }
 
-// cell is one (probe, source, destination) judgement.
-type cell struct {
-	probe    int
-	row, col int
-	want     byte
-	got      byte
-	detail   string
-	src, dst string
-}
-
-// judge probes every cell of every probe of the step until all match or the
-// bound passes; it returns whether they matched, the time to converge since
-// the actions were applied, and a report of the differing cells.
-func (r *Runner) judge(ctx context.Context, s *scenario.Scenario, st scenario.Step) (bool, time.Duration, string) {
-	start := time.Now()
-	var cells []*cell
-	for pi, p := range st.Probes {
-		m := p.Matrix
-		for ri, src := range m.Rows {
-			for ci, dst := range m.Cols {
-				if s.IgnoreLoopback && src == dst {
-					continue
-				}
-				cells = append(cells, &cell{probe: pi, row: ri, col: ci, want: m.Cells[ri][ci], src: src, dst: dst})
-			}
-		}
-	}
-	pending := cells
-	deadline := start.Add(r.Opt.Converge)
-	for {
-		r.probeAll(ctx, st.Probes, pending)
-		var next []*cell
-		for _, c := range pending {
-			if c.got != c.want {
-				next = append(next, c)
-			}
-		}
-		pending = next
-		if len(pending) == 0 || !time.Now().Before(deadline) || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	took := time.Since(start)
-	if len(pending) == 0 {
-		return true, took, ""
-	}
-	var b strings.Builder
-	for _, c := range pending {
-		p := st.Probes[c.probe]
-		fmt.Fprintf(&b, "    %s -> %s %s: expected %s, saw %s%s\n", c.src, c.dst, p.Label(), sym(c.want), sym(c.got), detail(c.detail))
-	}
-	for pi, p := range st.Probes {
-		b.WriteString(renderObserved(p, pi, cells))
-	}
-	return false, took, b.String()
-}
-
 func sym(b byte) string {
 	switch b {
 	case '.':
@@ -719,24 +661,6 @@ func renderObserved(p scenario.Probe, pi int, cells []*cell) string {
 		b.WriteString("\n")
 	}
 	return b.String()
-}
-
-func (r *Runner) probeAll(ctx context.Context, probes []scenario.Probe, cells []*cell) {
-	sem := make(chan struct{}, r.Opt.Parallel)
-	var wg sync.WaitGroup
-	for _, c := range cells {
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			c.got, c.detail = r.probe(probes[c.probe], c.src, c.dst)
-		}()
-	}
-	wg.Wait()
 }
 
 // Target resolves where a probe from src to dst goes: address and port.
@@ -822,7 +746,10 @@ func (r *Runner) ProbeAddr(proto string, src, dst *kubelet.Pod, addr string) (by
 	}
 	switch resp.Result {
 	case podserver.Connected:
-		return '.', ""
+		if proto != "SCTP" && resp.Answer != dst.Spec.Key() {
+			return 'E', fmt.Sprintf("connected, but %q answered, not %s (%s)", resp.Answer, dst.Spec.Key(), resp.Detail)
+		}
+		return '.', resp.Detail
 	case podserver.Timeout:
 		return 'X', ""
 	case podserver.Refused:
@@ -853,7 +780,7 @@ func (r *Runner) Observe(ctx context.Context, p scenario.Probe, keys []string) *
 			cells = append(cells, &cell{row: ri, col: ci, src: keys[ri], dst: keys[ci]})
 		}
 	}
-	r.probeAll(ctx, []scenario.Probe{p}, cells)
+	probeRound(ctx, r.Opt.Parallel, []scenario.Probe{p}, cells, r.probe, time.Now())
 	for _, c := range cells {
 		m.Cells[c.row][c.col] = c.got
 	}
