@@ -161,3 +161,8 @@ func (m *recordMeta) SetManagedFields([]metav1.ManagedFieldsEntry) { readOnly("M
 func readOnly(field string) {
 	panic("controllers: pod records are read-only (Set" + field + ")")
 }
+
+// PolicyPod is what policy sees of p, exactly as the agent's pod store
+// records it: for tools that compile or evaluate the API state outside the
+// agent (the e2e stress run compares each node's table with it).
+func PolicyPod(p *corev1.Pod) policy.Pod { return newPodRecord(p, newInterner()).Pod }

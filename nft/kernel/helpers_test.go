@@ -8,8 +8,6 @@ import (
 	"math/rand"
 	"os"
 	"os/exec"
-	"regexp"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -76,44 +74,4 @@ func nftIn(t testing.TB, ns string, args ...string) string {
 func listTable(t testing.TB, ns string) string {
 	t.Helper()
 	return nftIn(t, ns, "list", "table", "inet", "nftpolicy")
-}
-
-var (
-	blockStart   = regexp.MustCompile(`^\t(set|map|chain) \S+ \{$`)
-	elementsList = regexp.MustCompile(`(?s)elements = \{(.*?)\}\n`)
-	spaces       = regexp.MustCompile(`\s+`)
-)
-
-// normaliseListing removes only what is order or wrapping noise in `nft
-// list` output: the order of sets, maps and chains, and how (and in which
-// order) elements are wrapped onto lines. Every token of content stays.
-func normaliseListing(text string) string {
-	text = elementsList.ReplaceAllStringFunc(text, func(m string) string {
-		body := elementsList.FindStringSubmatch(m)[1]
-		elems := strings.Split(strings.TrimSpace(spaces.ReplaceAllString(body, " ")), ", ")
-		sort.Strings(elems)
-		return "elements = {\n" + strings.Join(elems, ",\n") + " }\n"
-	})
-	var blocks []string
-	var cur []string
-	var head, tail []string
-	for _, line := range strings.Split(text, "\n") {
-		switch {
-		case blockStart.MatchString(line):
-			cur = []string{line}
-		case cur != nil && line == "\t}":
-			blocks = append(blocks, strings.Join(append(cur, line), "\n"))
-			cur = nil
-		case cur != nil:
-			cur = append(cur, line)
-		case line == "" && len(blocks) > 0:
-			// blank separators between blocks
-		case len(blocks) == 0:
-			head = append(head, line)
-		default:
-			tail = append(tail, line)
-		}
-	}
-	sort.Strings(blocks)
-	return strings.Join(head, "\n") + "\n" + strings.Join(blocks, "\n") + "\n" + strings.Join(tail, "\n")
 }

@@ -83,7 +83,7 @@ func sync(t *testing.T, s *Syncer, r *nft.Ruleset) {
 // assertReadback compares what nft reads back from the kernel with Dump.
 func assertReadback(t *testing.T, ns string, r *nft.Ruleset) {
 	t.Helper()
-	got, want := normaliseListing(listTable(t, ns)), normaliseListing(r.Dump())
+	got, want := nft.CanonicalListing(listTable(t, ns)), nft.CanonicalListing(r.Dump())
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("nft list vs Dump (-want +got):\n%s", diff)
 	}
