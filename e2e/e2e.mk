@@ -4,6 +4,7 @@
 #   make down                                                    remove everything `up` made
 #   make e2e [SCENARIOS=<dirs or files>]                         replay scenarios (default e2e/scenarios)
 #   make demo                                                    the demo app, before/after the policies in e2e/demo
+#   make stress [STRESS_PAIR_RUNS=20 STRESS_TRANSITIONS=40 STRESS_SEED=N]   random transitions vs compile and Evaluate
 #
 # Tools (etcd, kube-*, flanneld, CNI plugins) come from hack/build-tools.sh,
 # which prints its bin dir as the last line of stdout and caches the build.
@@ -29,7 +30,16 @@ endif
 
 export E2E_STATE_DIR
 
-.PHONY: e2e-bin e2e-tools up down e2e e2e-status demo e2e-test
+# The stress run (issue 9's guard): the regression pair replayed
+# STRESS_PAIR_RUNS times, then STRESS_TRANSITIONS random policy transitions,
+# each checked against a fresh compile (every node's table) and against
+# policy.Evaluate (real probes). make test runs the short form.
+STRESS_PAIR_RUNS    ?= 20
+STRESS_TRANSITIONS  ?= 40
+STRESS_SEED         ?= 0
+STRESS_SHORT_FLAGS  := STRESS_PAIR_RUNS=2 STRESS_TRANSITIONS=10
+
+.PHONY: e2e-bin e2e-tools up down e2e e2e-status demo e2e-test stress stress-short
 
 # Our own binaries: the harness, and the agent when AGENT=nftpolicy.
 e2e-bin:
@@ -65,5 +75,12 @@ e2e: e2e-bin e2e-tools
 demo: e2e-bin e2e-tools
 	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" demo --nodes $(E2E_NODES) $(E2E_AGENT_FLAG)
 
-# `make test` runs the upstream corpus with our agent.
-e2e-test:: e2e
+stress: e2e-bin e2e-tools ## the regression pair many times, then random transitions checked against compile and Evaluate
+	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" run --nodes $(E2E_NODES) $(E2E_AGENT_FLAG) --repeat $(STRESS_PAIR_RUNS) e2e/scenarios/regressions
+	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" stress --nodes $(E2E_NODES) $(E2E_AGENT_FLAG) --transitions $(STRESS_TRANSITIONS) --seed $(STRESS_SEED)
+
+stress-short:
+	$(MAKE) stress $(STRESS_SHORT_FLAGS)
+
+# `make test` runs the whole corpus with our agent, then the short stress run.
+e2e-test:: e2e stress-short

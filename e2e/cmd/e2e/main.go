@@ -31,7 +31,7 @@ func main() { os.Exit(run()) }
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage: e2e [--state-dir DIR] [--bin-dir DIR] COMMAND [flags]
-commands: up, down, status, kubeconfig, run PATH..., demo, agent-cmd --manifest F --bin B
+commands: up, down, status, kubeconfig, run PATH..., stress, demo, agent-cmd --manifest F --bin B
   --state-dir  default $E2E_STATE_DIR or `+cluster.DefaultState+`
   --bin-dir    directory with etcd, kube-apiserver, ..., flanneld, CNI plugins (default $E2E_BIN_DIR)
 agent command template fields: {{.Node}} {{.NodeIP}} {{.Kubeconfig}} {{.NetNS}} {{.StateDir}} {{.LogDir}} {{.Index}}`)
@@ -113,7 +113,7 @@ func run() int {
 		}
 		fmt.Println(cfg.AdminKubeconfig())
 		return 0
-	case "up", "run", "demo":
+	case "up", "run", "demo", "stress":
 	default:
 		usage()
 		return 2
@@ -131,6 +131,11 @@ func run() int {
 	timings := fs.String("timings", "", "run: write per-step times to converge to this JSON file")
 	agentRBAC := fs.String("agent-rbac", defaultRBAC(), "directory with the agent's ServiceAccount, ClusterRole and binding; the agent runs as that ServiceAccount (empty: admin)")
 	policies := fs.String("policies", "", "demo: directory of NetworkPolicy files to kubectl apply (default e2e/demo)")
+	repeat := fs.Int("repeat", 1, "run: replay the scenario files this many times in a row (one summary)")
+	probeTimeout := fs.Duration("probe-timeout", time.Second, "run, stress: a probe that gets no answer in this time is 'blocked'")
+	transitions := fs.Int("transitions", 30, "stress: how many random policy transitions")
+	seed := fs.Uint64("seed", 0, "stress: seed of the transitions (0: from the clock, printed)")
+	tableBound := fs.Duration("table-bound", 10*time.Second, "stress: how long each node's table may take to equal a fresh compile")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -173,11 +178,36 @@ func run() int {
 		if len(files) == 0 {
 			return fail(fmt.Errorf("no scenario files in %v", fs.Args()))
 		}
-		r, err := runner.New(ctx, cfg, st, os.Stdout, runner.Options{Converge: *converge, Parallel: *parallel, Verbose: *verbose, TimingsFile: *timings})
+		r, err := runner.New(ctx, cfg, st, os.Stdout, runner.Options{Converge: *converge, ProbeTimeout: *probeTimeout, Parallel: *parallel, Verbose: *verbose, TimingsFile: *timings})
 		if err != nil {
 			return fail(err)
 		}
+		once := files
+		for range *repeat - 1 {
+			files = append(files, once...)
+		}
 		_, failed := r.RunFiles(ctx, files)
+		if failed > 0 {
+			return 1
+		}
+		return 0
+	case "stress":
+		r, err := runner.New(ctx, cfg, st, os.Stdout, runner.Options{Converge: *converge, ProbeTimeout: *probeTimeout, Parallel: *parallel, Verbose: *verbose})
+		if err != nil {
+			return fail(err)
+		}
+		if *seed == 0 {
+			*seed = uint64(time.Now().UnixNano())
+		}
+		fmt.Printf("stress: %d transitions, seed %d (replay with --seed %d)\n", *transitions, *seed, *seed)
+		passed, failed, err := r.Stress(ctx, runner.StressOptions{Transitions: *transitions, Seed: *seed, TableBound: *tableBound})
+		if cerr := r.Cleanup(context.Background()); cerr != nil {
+			fmt.Printf("cleanup: %v\n", cerr)
+		}
+		fmt.Printf("stress: %d passed, %d failed\n", passed, failed)
+		if err != nil {
+			return fail(err)
+		}
 		if failed > 0 {
 			return 1
 		}
