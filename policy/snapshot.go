@@ -1,7 +1,9 @@
 // Package policy compiles Kubernetes NetworkPolicies into the nftables model
 // of one node (Compile), and states the reference semantics of the same
 // policies packet by packet (Evaluate), independently of the compiler, so
-// each can be tested against the other.
+// each can be tested against the other. Evaluate also states the semantics
+// of ClusterNetworkPolicies (policy.networking.k8s.io/v1beta1), which the
+// compiler does not enforce yet.
 //
 // The package is pure: no I/O, no clock, no logging. Its inputs are plain
 // values that the controllers package builds from its informer cache.
@@ -12,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // Snapshot is everything the compiler needs to know about the cluster, as
@@ -25,12 +28,27 @@ type Snapshot struct {
 	// Policies are NetworkPolicies as stored by the API server (so with
 	// policyTypes defaulted).
 	Policies []*networkingv1.NetworkPolicy
+	// ClusterNetworkPolicies are the cluster-scoped policies of both tiers
+	// (Admin and Baseline). Only Evaluate reads them so far; Compile
+	// ignores them.
+	ClusterNetworkPolicies []*policyv1beta1.ClusterNetworkPolicy
+	// Nodes are the cluster's nodes, for ClusterNetworkPolicy nodes peers.
+	Nodes []Node
 }
 
 // Namespace is what policy needs to know of a namespace.
 type Namespace struct {
 	Name   string
 	Labels map[string]string
+}
+
+// Node is what policy needs to know of a node.
+type Node struct {
+	Name   string
+	Labels map[string]string
+	// Addresses are the IPs among status.addresses (InternalIP and
+	// ExternalIP; the caller drops host names).
+	Addresses []netip.Addr
 }
 
 // Pod is what policy needs to know of a pod.

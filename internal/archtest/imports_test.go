@@ -23,8 +23,13 @@ type rule struct {
 }
 
 var rules = []rule{
+	// policy may use the ClusterNetworkPolicy types of network-policy-api
+	// (sigs.k8s.io/network-policy-api/apis/...): like k8s.io/api they are
+	// plain API types over apimachinery. The module's generated clients,
+	// informers and listers (.../pkg/client) are API clients and stay out,
+	// as client-go does.
 	{pkg: "policy", forbidden: []string{
-		"k8s.io/client-go", "sigs.k8s.io/controller-runtime",
+		"k8s.io/client-go", "sigs.k8s.io/controller-runtime", "sigs.k8s.io/network-policy-api/pkg/",
 		"github.com/google/nftables", "github.com/vishvananda/", "github.com/mdlayher/",
 		module + "/controllers", module + "/nft/kernel",
 	}},
