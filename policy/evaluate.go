@@ -4,10 +4,12 @@ package policy
 // (networking.k8s.io/v1), written from the API reference and the
 // network-policies concept page, independently of the compiler. It is the
 // test oracle: clarity over speed, and close to the wording of the spec.
+// evaluate_cnp.go adds the ClusterNetworkPolicy tiers around it.
 //
-// What it does not model, because it has no notion of nodes or connections:
+// What it does not model (it has no notion of connections, and
+// NetworkPolicy none of nodes):
 //   - "traffic to and from the node where a Pod is running is always
-//     allowed": the evalState does not know node addresses, so node traffic
+//     allowed": NetworkPolicy rules ignore Snapshot.Nodes, so node traffic
 //     is judged like any other non-pod address (ipBlock only);
 //   - Services: the Packet is already after DNAT;
 //   - established connections surviving a policy change (conntrack).
@@ -48,6 +50,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // Verdict is the reference decision for the first packet of a connection.
@@ -59,13 +62,32 @@ type Verdict struct {
 	// pod's ingress decision. A side that is not an active pod is
 	// {Isolated: false, Allowed: true}.
 	Egress, Ingress DirectionVerdict
+	// Warnings are what the evaluation met in ClusterNetworkPolicies and
+	// could not apply as written, or found ambiguous (see
+	// evaluate_cnp.go), in the order met, egress first; nil if none.
+	Warnings []Warning
 }
 
-// DirectionVerdict explains the decision in one direction.
+// DirectionVerdict explains the decision in one direction. Which tier
+// decided follows from the fields; DecidedBy says it. With no
+// ClusterNetworkPolicy rule matching, Admin and Baseline are nil and the
+// verdict reads as NetworkPolicy alone.
 type DirectionVerdict struct {
-	Isolated bool     // some policy selects the pod for this direction
-	Allowed  bool     // not isolated, or some rule of such a policy allows
-	By       []string // "ns/policy" names whose rules allowed it (sorted, unique); nil if none
+	// Isolated: some NetworkPolicy selects the pod for this direction.
+	// Isolated and By say what the NetworkPolicy tier would decide, also
+	// when an Admin-tier Accept or Deny kept it from being reached.
+	Isolated bool
+	// Allowed is the decision: the Admin tier's Accept or Deny; else, if
+	// Isolated, whether some NetworkPolicy allows; else the Baseline tier's
+	// Accept or Deny; else allowed.
+	Allowed bool
+	By      []string // "ns/policy" NetworkPolicies whose rules allowed it (sorted, unique); nil if none
+	// Admin is the Admin-tier ClusterNetworkPolicy rule that matched first
+	// (Accept, Deny or Pass), nil if none did.
+	Admin *CNPRule
+	// Baseline is the Baseline-tier rule that matched first, nil if none did
+	// or the tier was not reached (an Admin Accept or Deny, or Isolated).
+	Baseline *CNPRule
 }
 
 // Evaluate returns whether the packet is allowed by the snapshot's policies,
@@ -89,6 +111,7 @@ func Evaluate(s *Snapshot, p Packet) Verdict {
 	if e.src != nil && e.src == e.dst {
 		v.Allowed = true // a pod cannot block access to itself
 	}
+	v.Warnings = e.warnings
 	return v
 }
 
@@ -96,11 +119,31 @@ type evalState struct {
 	s        *Snapshot
 	p        Packet
 	src, dst *Pod // active pods owning p.Src and p.Dst, or nil
+	warnings []Warning
 }
 
 // direction decides one direction for pod, the pod whose policies apply
-// (the source for egress, the destination for ingress).
+// (the source for egress, the destination for ingress): the Admin tier,
+// then the NetworkPolicy tier if it isolates the pod in this direction,
+// else the Baseline tier, else allow.
 func (e *evalState) direction(pod *Pod, dir networkingv1.PolicyType) DirectionVerdict {
+	v := e.networkPolicyTier(pod, dir)
+	v.Admin = e.cnpTier(policyv1beta1.AdminTier, pod, dir)
+	if v.Admin != nil && v.Admin.Action != policyv1beta1.ClusterNetworkPolicyRuleActionPass {
+		v.Allowed = v.Admin.Action == policyv1beta1.ClusterNetworkPolicyRuleActionAccept
+		return v
+	}
+	if v.Isolated {
+		return v // NetworkPolicy decides for the pods it selects
+	}
+	v.Baseline = e.cnpTier(policyv1beta1.BaselineTier, pod, dir)
+	// A Baseline Pass hands over to the next tier: the default, allow.
+	v.Allowed = v.Baseline == nil || v.Baseline.Action != policyv1beta1.ClusterNetworkPolicyRuleActionDeny
+	return v
+}
+
+// networkPolicyTier is the NetworkPolicy tier alone.
+func (e *evalState) networkPolicyTier(pod *Pod, dir networkingv1.PolicyType) DirectionVerdict {
 	var v DirectionVerdict
 	for _, np := range e.s.Policies {
 		if np == nil || np.Namespace != pod.Namespace || !evalHasPolicyType(np, dir) {

@@ -94,7 +94,10 @@ type Packet struct {
 }
 
 // Warning is a policy part that could not be enforced as written. The rest
-// of the policy, and every other policy, is still enforced.
+// of the policy, and every other policy, is still enforced. Evaluate also
+// warns where ClusterNetworkPolicies leave the outcome to the
+// implementation (equal priorities). Namespace is empty for a
+// ClusterNetworkPolicy.
 type Warning struct {
 	Namespace, Policy string
 	Message           string
