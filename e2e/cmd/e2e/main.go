@@ -135,6 +135,7 @@ func run() int {
 	probeTimeout := fs.Duration("probe-timeout", time.Second, "run, stress: a probe that gets no answer in this time is 'blocked'")
 	transitions := fs.Int("transitions", 30, "stress: how many random policy transitions")
 	seed := fs.Uint64("seed", 0, "stress: seed of the transitions (0: from the clock, printed)")
+	cnpCRD := fs.String("cnp-crd", runner.DefaultCNPCRD, "run: the ClusterNetworkPolicy CRD installed before the first scenario that uses one")
 	tableBound := fs.Duration("table-bound", 10*time.Second, "stress: how long each node's table may take to equal a fresh compile")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -178,7 +179,7 @@ func run() int {
 		if len(files) == 0 {
 			return fail(fmt.Errorf("no scenario files in %v", fs.Args()))
 		}
-		r, err := runner.New(ctx, cfg, st, os.Stdout, runner.Options{Converge: *converge, ProbeTimeout: *probeTimeout, Parallel: *parallel, Verbose: *verbose, TimingsFile: *timings})
+		r, err := runner.New(ctx, cfg, st, os.Stdout, runner.Options{Converge: *converge, ProbeTimeout: *probeTimeout, Parallel: *parallel, Verbose: *verbose, TimingsFile: *timings, CNPCRD: *cnpCRD})
 		if err != nil {
 			return fail(err)
 		}

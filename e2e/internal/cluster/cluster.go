@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"text/template"
 	"time"
@@ -431,7 +432,10 @@ func (c *Config) createObjects(ctx context.Context, s *State) error {
 		node := &corev1.Node{
 			// flanneld writes into the annotations map without creating it.
 			ObjectMeta: metav1.ObjectMeta{Name: n.Name, Annotations: map[string]string{"e2e.nftpolicy.io/node": n.NetNS}, Labels: map[string]string{
-				"kubernetes.io/hostname": n.Name, "kubernetes.io/os": "linux", "e2e.nftpolicy.io/node": "true",
+				// The kubelet's default labels (ClusterNetworkPolicy nodes
+				// peers select on them), and ours.
+				"kubernetes.io/hostname": n.Name, "kubernetes.io/os": "linux", "kubernetes.io/arch": runtime.GOARCH,
+				"e2e.nftpolicy.io/node": "true",
 			}},
 			Spec: corev1.NodeSpec{PodCIDR: n.PodCIDR, PodCIDRs: []string{n.PodCIDR}},
 		}
@@ -501,12 +505,19 @@ func (c *Config) applyAgentRBAC(ctx context.Context, cs kubernetes.Interface) er
 			args = append(args, "-f", filepath.Join(c.AgentRBAC, e.Name()))
 		}
 	}
+	_, err = c.Kubectl(ctx, args...)
+	return err
+}
+
+// Kubectl runs the cluster's kubectl as admin and returns its output.
+func (c *Config) Kubectl(ctx context.Context, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, c.bin("kubectl"), args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.AdminKubeconfig())
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, out)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, out)
 	}
-	return nil
+	return out, nil
 }
 
 func (c *Config) startKCM(ctx context.Context, _ *State) error {

@@ -66,6 +66,11 @@ type PodSpec struct {
 	// NoService skips the pod's ClusterIP Service and EndpointSlice, for
 	// callers that reach pods by IP only (no kube-proxy resync per pod).
 	NoService bool
+	// HostNetwork makes a host-network pod on node Node (1-based): no
+	// namespace or CNI of its own, its servers in the node's namespace, its
+	// address the node's. It gets no Service.
+	HostNetwork bool
+	Node        int
 }
 
 // Key is namespace/name.
@@ -149,6 +154,12 @@ func shortName(prefix, s string, max int) string {
 func (k *Kubelet) pickNode(spec PodSpec) (cluster.Node, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if spec.HostNetwork {
+		if spec.Node < 1 || spec.Node > len(k.State.Nodes) {
+			return cluster.Node{}, fmt.Errorf("pod %s: no node %d", spec.Key(), spec.Node)
+		}
+		return k.State.Nodes[spec.Node-1], nil
+	}
 	if spec.IP != "" {
 		ip, err := netip.ParseAddr(spec.IP)
 		if err != nil {
@@ -225,6 +236,13 @@ func (k *Kubelet) CreatePod(ctx context.Context, spec PodSpec) (_ *Pod, err erro
 			_ = k.DeletePod(context.Background(), p)
 		}
 	}()
+	if spec.HostNetwork {
+		p.Service, p.NetNS, p.IP = "", node.NetNS, netip.MustParseAddr(node.IP)
+		if err := k.startServer(ctx, p); err != nil {
+			return nil, err
+		}
+		return p, k.createObjects(ctx, p)
+	}
 	if out, err := exec.Command("ip", "netns", "add", p.NetNS).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("ip netns add %s: %w: %s", p.NetNS, err, out)
 	}
@@ -330,6 +348,7 @@ func (k *Kubelet) createObjects(ctx context.Context, p *Pod) error {
 			Annotations: map[string]string{"e2e.nftpolicy.io/netns": p.NetNS}},
 		Spec: corev1.PodSpec{
 			NodeName:                      p.Node.Name,
+			HostNetwork:                   p.Spec.HostNetwork,
 			TerminationGracePeriodSeconds: &zero,
 			EnableServiceLinks:            &no,
 			AutomountServiceAccountToken:  &no,
@@ -347,7 +366,7 @@ func (k *Kubelet) createObjects(ctx context.Context, p *Pod) error {
 	if err := k.setRunning(ctx, p, created); err != nil {
 		return err
 	}
-	if p.Spec.NoService {
+	if p.Spec.NoService || p.Spec.HostNetwork {
 		return nil
 	}
 	return k.ensureService(ctx, p, created)
@@ -516,7 +535,7 @@ func (k *Kubelet) SetLabels(ctx context.Context, p *Pod, labels map[string]strin
 // DeletePod removes the pod's objects, podserver, attachment and namespace.
 func (k *Kubelet) DeletePod(ctx context.Context, p *Pod) error {
 	var errs []error
-	if !p.Spec.NoService {
+	if p.Service != "" {
 		svcErr := k.CS.CoreV1().Services(p.Spec.Namespace).Delete(ctx, p.Service, metav1.DeleteOptions{})
 		if svcErr != nil && !apierrors.IsNotFound(svcErr) {
 			errs = append(errs, svcErr)
@@ -530,6 +549,9 @@ func (k *Kubelet) DeletePod(ctx context.Context, p *Pod) error {
 	}
 	errs = append(errs, k.Cfg.Stop("pod-"+p.ID))
 	_ = os.Remove(p.Ctl)
+	if p.Spec.HostNetwork {
+		return errors.Join(errs...) // the namespace is the node's
+	}
 	if _, err := os.Stat("/run/netns/" + p.NetNS); err == nil {
 		conf, _ := os.ReadFile(k.cniConf(p.Node))
 		if _, err := k.cni(ctx, p.Node, "DEL", p.ID, p.NetNS, "eth0", string(conf), "IgnoreUnknown=1"); err != nil {
@@ -576,6 +598,9 @@ func (k *Kubelet) WaitProgrammed(ctx context.Context, pods []*Pod, timeout time.
 			}
 			text := string(out)
 			for _, p := range pods {
+				if p.Service == "" {
+					continue // reached by its address only (host network, NoService)
+				}
 				for _, s := range p.Spec.Servers {
 					el := regexp.MustCompile(fmt.Sprintf(`%s \. %s \. %d (comment "[^"]*" )?: goto service-`,
 						regexp.QuoteMeta(p.ClusterIP), strings.ToLower(s.Protocol), s.Port))
@@ -599,7 +624,7 @@ func (k *Kubelet) WaitProgrammed(ctx context.Context, pods []*Pod, timeout time.
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("kube-proxy has not programmed %s after %s", missing, timeout)
+			return fmt.Errorf("kube-proxy has not programmed %s after %s%s", missing, timeout, k.serviceState(ctx, pods))
 		}
 		select {
 		case <-ctx.Done():
@@ -607,4 +632,35 @@ func (k *Kubelet) WaitProgrammed(ctx context.Context, pods []*Pod, timeout time.
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// serviceState says what the API server holds for the pods' Services and
+// EndpointSlices, for an error report.
+func (k *Kubelet) serviceState(ctx context.Context, pods []*Pod) string {
+	var b strings.Builder
+	for _, p := range pods {
+		if p.Service == "" {
+			continue
+		}
+		svc, err := k.CS.CoreV1().Services(p.Spec.Namespace).Get(ctx, p.Service, metav1.GetOptions{})
+		if err != nil {
+			fmt.Fprintf(&b, "\n  service %s/%s: %v", p.Spec.Namespace, p.Service, err)
+		} else {
+			fmt.Fprintf(&b, "\n  service %s/%s uid %s clusterIP %s", svc.Namespace, svc.Name, svc.UID, svc.Spec.ClusterIP)
+		}
+		sl, err := k.CS.DiscoveryV1().EndpointSlices(p.Spec.Namespace).Get(ctx, p.Service, metav1.GetOptions{})
+		if err != nil {
+			fmt.Fprintf(&b, "; endpointslice: %v", err)
+			continue
+		}
+		var owners, addrs []string
+		for _, o := range sl.OwnerReferences {
+			owners = append(owners, string(o.UID))
+		}
+		for _, e := range sl.Endpoints {
+			addrs = append(addrs, e.Addresses...)
+		}
+		fmt.Fprintf(&b, "; endpointslice uid %s owners %v addresses %v", sl.UID, owners, addrs)
+	}
+	return b.String()
 }

@@ -26,6 +26,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
@@ -45,6 +46,7 @@ type Options struct {
 	Parallel     int           // concurrent probes
 	Verbose      bool
 	TimingsFile  string // if set, per-step times to converge are written there as JSON
+	CNPCRD       string // the ClusterNetworkPolicy CRD file (DefaultCNPCRD)
 }
 
 // Runner holds the live state between scenarios.
@@ -52,6 +54,7 @@ type Runner struct {
 	Cfg   *cluster.Config
 	State *cluster.State
 	CS    kubernetes.Interface
+	DC    dynamic.Interface // for ClusterNetworkPolicies
 	K     *kubelet.Kubelet
 	Out   io.Writer
 	Opt   Options
@@ -62,6 +65,10 @@ type Runner struct {
 	nodeMu     sync.Mutex
 	servers    []kubelet.Server // the current scenario's servers (for node endpoints)
 	Timings    []StepTiming
+	// createdCNPs are the ClusterNetworkPolicies the current scenario
+	// created (deleted when it ends); cnpCRDReady: the CRD is served.
+	createdCNPs map[string]bool
+	cnpCRDReady bool
 }
 
 type liveNS struct {
@@ -96,8 +103,16 @@ func New(ctx context.Context, cfg *cluster.Config, st *cluster.State, out io.Wri
 	if opt.Parallel == 0 {
 		opt.Parallel = 24
 	}
-	r := &Runner{Cfg: cfg, State: st, CS: cs, K: k, Out: out, Opt: opt,
-		namespaces: map[string]*liveNS{}, pods: map[string]*kubelet.Pod{}, nodes: map[string]*kubelet.Pod{}}
+	if opt.CNPCRD == "" {
+		opt.CNPCRD = DefaultCNPCRD
+	}
+	dc, err := newDynamic(cfg.AdminKubeconfig())
+	if err != nil {
+		return nil, err
+	}
+	r := &Runner{Cfg: cfg, State: st, CS: cs, DC: dc, K: k, Out: out, Opt: opt,
+		namespaces: map[string]*liveNS{}, pods: map[string]*kubelet.Pod{}, nodes: map[string]*kubelet.Pod{},
+		createdCNPs: map[string]bool{}}
 	return r, r.cleanStale(ctx)
 }
 
@@ -258,9 +273,29 @@ func servers(s *scenario.Scenario, p scenario.Pod) []kubelet.Server {
 	return out
 }
 
+// podSpec is what the kubelet is asked for to run scenario pod wp.
+func podSpec(wp scenario.Pod, svs []kubelet.Server) kubelet.PodSpec {
+	return kubelet.PodSpec{Namespace: wp.Namespace, Name: wp.Name, Labels: wp.Labels, IP: wp.IP, Servers: svs,
+		HostNetwork: wp.HostNetwork, Node: wp.Node}
+}
+
 // Run replays one scenario.
-func (r *Runner) Run(ctx context.Context, s *scenario.Scenario) (bool, error) {
+func (r *Runner) Run(ctx context.Context, s *scenario.Scenario) (ok bool, err error) {
 	t := time.Now()
+	if usesClusterPolicies(s) {
+		if err := r.ensureCNPCRD(ctx); err != nil {
+			return false, err
+		}
+	}
+	if err := r.checkNoForeignCNPs(ctx); err != nil {
+		return false, err
+	}
+	defer func() {
+		// Also on failure: no ClusterNetworkPolicy outlives its scenario.
+		if cerr := r.deleteCreatedCNPs(context.Background()); cerr != nil {
+			ok, err = false, errors.Join(err, fmt.Errorf("deleting the scenario's ClusterNetworkPolicies: %w", cerr))
+		}
+	}()
 	if err := r.prepare(ctx, s); err != nil {
 		return false, fmt.Errorf("setting up the cluster section: %w", err)
 	}
@@ -275,7 +310,7 @@ func (r *Runner) Run(ctx context.Context, s *scenario.Scenario) (bool, error) {
 			return false, errors.New("the cluster without policies does not connect every pair")
 		}
 	}
-	ok := true
+	ok = true
 	for i, st := range s.Steps {
 		if err := r.applyActions(ctx, s, st.Actions); err != nil {
 			return false, fmt.Errorf("step %d (%s): %w", i+1, st.Name, err)
@@ -301,23 +336,39 @@ func (r *Runner) Run(ctx context.Context, s *scenario.Scenario) (bool, error) {
 	return ok, nil
 }
 
-// baseline is an all-connected matrix over the scenario's pods, on the first
-// probe's protocol, port and target.
+// baseline is an all-connected matrix from every pod of the scenario to
+// every pod that serves the first probe's port, on its protocol and target.
 func baseline(s *scenario.Scenario) (scenario.Step, bool) {
 	if len(s.Steps) == 0 || len(s.Steps[0].Probes) == 0 || len(s.Cluster.Pods) == 0 {
 		return scenario.Step{}, false
 	}
 	p := s.Steps[0].Probes[0]
-	var keys []string
+	var rows, cols []string
 	for _, pod := range s.Cluster.Pods {
-		keys = append(keys, pod.Key())
+		rows = append(rows, pod.Key())
+		if serves(servers(s, pod), p) {
+			cols = append(cols, pod.Key())
+		}
 	}
-	m := &scenario.Matrix{Rows: keys, Cols: keys}
-	for range keys {
-		m.Cells = append(m.Cells, []byte(strings.Repeat(".", len(keys))))
+	if len(cols) == 0 {
+		return scenario.Step{}, false
+	}
+	m := &scenario.Matrix{Rows: rows, Cols: cols}
+	for range rows {
+		m.Cells = append(m.Cells, []byte(strings.Repeat(".", len(cols))))
 	}
 	p.Matrix = m
 	return scenario.Step{Name: "baseline", Probes: []scenario.Probe{p}}, true
+}
+
+// serves reports whether a pod with servers svs serves probe p.
+func serves(svs []kubelet.Server, p scenario.Probe) bool {
+	for _, sv := range svs {
+		if sv.Protocol == p.Protocol && (sv.Port == p.Port || (p.PortName != "" && sv.PortName() == p.PortName)) {
+			return true
+		}
+	}
+	return false
 }
 
 // prepare makes the live namespaces and pods equal to the scenario's cluster
@@ -356,7 +407,7 @@ func (r *Runner) prepare(ctx context.Context, s *scenario.Scenario) error {
 	}
 	for key, lp := range r.pods {
 		wp, ok := wantPods[key]
-		if !ok || (wp.IP != "" && wp.IP != lp.IP.String()) {
+		if !ok || (wp.IP != "" && wp.IP != lp.IP.String()) || wp.HostNetwork != lp.Spec.HostNetwork || wp.Node != lp.Spec.Node {
 			errs = append(errs, r.K.DeletePod(ctx, lp))
 			delete(r.pods, key)
 		}
@@ -381,7 +432,7 @@ func (r *Runner) prepare(ctx context.Context, s *scenario.Scenario) error {
 			mu.Unlock()
 			switch {
 			case lp == nil:
-				lp, err = r.K.CreatePod(ctx, kubelet.PodSpec{Namespace: wp.Namespace, Name: wp.Name, Labels: wp.Labels, IP: wp.IP, Servers: svs})
+				lp, err = r.K.CreatePod(ctx, podSpec(wp, svs))
 			case !slices.Equal(lp.Spec.Servers, svs):
 				lp.Spec.Labels = copyMap(wp.Labels)
 				err = r.K.SetServers(ctx, lp, svs)
@@ -517,8 +568,11 @@ func (r *Runner) applyActions(ctx context.Context, s *scenario.Scenario, actions
 			return fmt.Errorf("action %d %s: %w", i+1, a.Kind(), err)
 		}
 	}
-	if len(created) > 0 {
-		return r.K.WaitProgrammed(ctx, created, 30*time.Second)
+	// Only the pods that still exist: one step may create a pod, delete it
+	// and create it again under the same name (with a new Service).
+	live := slices.DeleteFunc(created, func(p *kubelet.Pod) bool { return r.pods[p.Spec.Key()] != p })
+	if len(live) > 0 {
+		return r.K.WaitProgrammed(ctx, live, 30*time.Second)
 	}
 	return nil
 }
@@ -526,47 +580,13 @@ func (r *Runner) applyActions(ctx context.Context, s *scenario.Scenario, actions
 func (r *Runner) apply(ctx context.Context, s *scenario.Scenario, a scenario.Action, created *[]*kubelet.Pod) error {
 	switch {
 	case a.CreatePolicy != nil:
-		np := a.CreatePolicy.DeepCopy()
-		if err := scenario.ResolvePolicy(np, r.ipOf); err != nil {
-			return err
-		}
-		_, err := r.CS.NetworkingV1().NetworkPolicies(np.Namespace).Create(ctx, np, metav1.CreateOptions{FieldManager: "kubectl-client-side-apply"})
-		return err
+		return r.createPolicy(ctx, a.CreatePolicy)
 	case a.UpdatePolicy != nil:
-		np := a.UpdatePolicy.DeepCopy()
-		if err := scenario.ResolvePolicy(np, r.ipOf); err != nil {
-			return err
-		}
-		pols := r.CS.NetworkingV1().NetworkPolicies(np.Namespace)
-		for i := 0; i < 5; i++ {
-			cur, err := pols.Get(ctx, np.Name, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			upd := np.DeepCopy()
-			upd.ResourceVersion = cur.ResourceVersion
-			_, err = pols.Update(ctx, upd, metav1.UpdateOptions{FieldManager: "kubectl-client-side-apply"})
-			if apierrors.IsConflict(err) {
-				continue
-			}
-			return err
-		}
-		return errors.New("update keeps conflicting")
+		return r.updatePolicy(ctx, a.UpdatePolicy)
 	case a.DeletePolicy != nil:
-		return r.CS.NetworkingV1().NetworkPolicies(a.DeletePolicy.Namespace).Delete(ctx, a.DeletePolicy.Name, metav1.DeleteOptions{})
+		return r.deletePolicy(ctx, *a.DeletePolicy)
 	case a.DeleteAllPolicies != nil:
-		nss := a.DeleteAllPolicies.Namespaces
-		if len(nss) == 0 {
-			for n := range r.namespaces {
-				nss = append(nss, n)
-			}
-		}
-		for _, n := range nss {
-			if err := r.CS.NetworkingV1().NetworkPolicies(n).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
-				return err
-			}
-		}
-		return nil
+		return r.deleteAllPolicies(ctx, a.DeleteAllPolicies)
 	case a.SetNamespaceLabels != nil:
 		return r.setNamespaceLabels(ctx, a.SetNamespaceLabels.Name, a.SetNamespaceLabels.Labels)
 	case a.SetPodLabels != nil:
@@ -587,7 +607,7 @@ func (r *Runner) apply(ctx context.Context, s *scenario.Scenario, a scenario.Act
 		if _, ok := r.pods[wp.Key()]; ok {
 			return fmt.Errorf("pod %s exists", wp.Key())
 		}
-		lp, err := r.K.CreatePod(ctx, kubelet.PodSpec{Namespace: wp.Namespace, Name: wp.Name, Labels: wp.Labels, IP: wp.IP, Servers: servers(s, wp)})
+		lp, err := r.K.CreatePod(ctx, podSpec(wp, servers(s, wp)))
 		if err != nil {
 			return err
 		}
@@ -680,6 +700,9 @@ func (r *Runner) Target(p scenario.Probe, dst *kubelet.Pod) (string, error) {
 	ip := dst.IP.String()
 	if p.Target != "pod-ip" && dst.Spec.Namespace != kubelet.NodeNamespace {
 		// service-name falls back to the ClusterIP: the cluster has no DNS.
+		if dst.ClusterIP == "" {
+			return "", fmt.Errorf("%s has no Service (host network): probe it by pod-ip", dst.Spec.Key())
+		}
 		ip = dst.ClusterIP
 	}
 	return netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(port)).String(), nil

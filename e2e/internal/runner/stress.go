@@ -58,14 +58,14 @@ func (r *Runner) Stress(ctx context.Context, opt StressOptions) (passed, failed 
 	g := newStressGen(opt.Seed, s)
 	for i := 1; i <= opt.Transitions && ctx.Err() == nil; i++ {
 		actions := g.transition()
-		if err := r.applyActions(ctx, s, actions); err != nil {
-			return passed, failed, fmt.Errorf("transition %d: %w", i, err)
-		}
-		ok, line := r.checkTransition(ctx, s, opt.TableBound)
 		var kinds []string
 		for _, a := range actions {
 			kinds = append(kinds, describeAction(a))
 		}
+		if err := r.applyActions(ctx, s, actions); err != nil {
+			return passed, failed, fmt.Errorf("transition %d (%s): %w", i, strings.Join(kinds, "; "), err)
+		}
+		ok, line := r.checkTransition(ctx, s, opt.TableBound)
 		verdict := "PASS"
 		if !ok {
 			verdict = "FAIL"
@@ -299,7 +299,7 @@ func (g *stressGen) change() []scenario.Action {
 			np := g.policy(g.pick(stressNamespaces), fmt.Sprintf("p%d", g.names))
 			g.names++
 			g.policies[np.Namespace+"/"+np.Name] = np
-			return []scenario.Action{{CreatePolicy: np.DeepCopy()}}
+			return []scenario.Action{{CreatePolicy: scenario.NetworkPolicyObject(np.DeepCopy())}}
 		case 2: // delete
 			k, ok := g.anyPolicy()
 			if !ok {
@@ -307,7 +307,7 @@ func (g *stressGen) change() []scenario.Action {
 			}
 			np := g.policies[k]
 			delete(g.policies, k)
-			return []scenario.Action{{DeletePolicy: &scenario.ObjectRef{Namespace: np.Namespace, Name: np.Name}}}
+			return []scenario.Action{{DeletePolicy: &scenario.PolicyRef{Namespace: np.Namespace, Name: np.Name}}}
 		case 3: // replace the spec
 			k, ok := g.anyPolicy()
 			if !ok {
@@ -315,7 +315,7 @@ func (g *stressGen) change() []scenario.Action {
 			}
 			np := g.policy(g.policies[k].Namespace, g.policies[k].Name)
 			g.policies[k] = np
-			return []scenario.Action{{UpdatePolicy: np.DeepCopy()}}
+			return []scenario.Action{{UpdatePolicy: scenario.NetworkPolicyObject(np.DeepCopy())}}
 		case 4: // move to another namespace under the same name (issue 9's shape)
 			k, ok := g.anyPolicy()
 			if !ok {
@@ -330,7 +330,7 @@ func (g *stressGen) change() []scenario.Action {
 			np.Namespace = to
 			delete(g.policies, k)
 			g.policies[to+"/"+np.Name] = np
-			return []scenario.Action{{DeletePolicy: &scenario.ObjectRef{Namespace: old.Namespace, Name: old.Name}}, {CreatePolicy: np.DeepCopy()}}
+			return []scenario.Action{{DeletePolicy: &scenario.PolicyRef{Namespace: old.Namespace, Name: old.Name}}, {CreatePolicy: scenario.NetworkPolicyObject(np.DeepCopy())}}
 		case 5: // relabel a pod or a namespace
 			if g.rng.IntN(2) == 0 {
 				key := g.pick(sortedKeys(g.podLabels))
@@ -491,9 +491,9 @@ func ptr[T any](v T) *T { return &v }
 func describeAction(a scenario.Action) string {
 	switch {
 	case a.CreatePolicy != nil:
-		return "create " + a.CreatePolicy.Namespace + "/" + a.CreatePolicy.Name
+		return "create " + a.CreatePolicy.Name()
 	case a.UpdatePolicy != nil:
-		return "replace " + a.UpdatePolicy.Namespace + "/" + a.UpdatePolicy.Name
+		return "replace " + a.UpdatePolicy.Name()
 	case a.DeletePolicy != nil:
 		return "delete " + a.DeletePolicy.Namespace + "/" + a.DeletePolicy.Name
 	case a.SetPodLabels != nil:

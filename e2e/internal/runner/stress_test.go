@@ -70,7 +70,7 @@ func TestStressGen_ReplayableAndConsistent(t *testing.T) {
 			kinds[act.Kind()]++
 			switch {
 			case act.CreatePolicy != nil:
-				k := act.CreatePolicy.Namespace + "/" + act.CreatePolicy.Name
+				k := act.CreatePolicy.Name()
 				if live[k] {
 					t.Fatalf("transition %d creates %s, which exists", i, k)
 				}
@@ -82,7 +82,7 @@ func TestStressGen_ReplayableAndConsistent(t *testing.T) {
 				}
 				delete(live, k)
 			case act.UpdatePolicy != nil:
-				if k := act.UpdatePolicy.Namespace + "/" + act.UpdatePolicy.Name; !live[k] {
+				if k := act.UpdatePolicy.Name(); !live[k] {
 					t.Fatalf("transition %d replaces %s, which does not exist", i, k)
 				}
 			}

@@ -63,9 +63,14 @@ type Pod struct {
 	Name      string            `json:"name"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	IP        string            `json:"ip,omitempty"`
-	// Servers (nftpolicy extension of v1) replaces cluster.servers for this
-	// pod, so that a named port can have a different number per pod.
+	// Servers replaces cluster.servers for this pod, so that a named port
+	// can have a different number per pod.
 	Servers []Server `json:"servers,omitempty"`
+	// HostNetwork pods run on node Node (1-based, required then; no ip):
+	// their Pod object has spec.hostNetwork and the node's address, and
+	// their servers run in the node's network namespace.
+	HostNetwork bool `json:"hostNetwork,omitempty"`
+	Node        int  `json:"node,omitempty"`
 }
 
 // Key is namespace/name.
@@ -98,9 +103,12 @@ type PodLabels struct {
 	Labels    map[string]string `json:"labels"`
 }
 
-// NamespaceList is a deleteAllPolicies action.
+// NamespaceList is a deleteAllPolicies action: the policies of the given
+// kinds (default NetworkPolicy) in the given namespaces (default all; a
+// ClusterNetworkPolicy has none).
 type NamespaceList struct {
 	Namespaces []string `json:"namespaces,omitempty"`
+	Kinds      []string `json:"kinds,omitempty"`
 }
 
 // NamespaceRef is a deleteNamespace action.
@@ -110,16 +118,16 @@ type NamespaceRef struct {
 
 // Action has exactly one field set.
 type Action struct {
-	CreatePolicy       *networkingv1.NetworkPolicy `json:"createPolicy,omitempty"`
-	UpdatePolicy       *networkingv1.NetworkPolicy `json:"updatePolicy,omitempty"`
-	DeletePolicy       *ObjectRef                  `json:"deletePolicy,omitempty"`
-	DeleteAllPolicies  *NamespaceList              `json:"deleteAllPolicies,omitempty"`
-	SetNamespaceLabels *Namespace                  `json:"setNamespaceLabels,omitempty"`
-	SetPodLabels       *PodLabels                  `json:"setPodLabels,omitempty"`
-	CreateNamespace    *Namespace                  `json:"createNamespace,omitempty"`
-	DeleteNamespace    *NamespaceRef               `json:"deleteNamespace,omitempty"`
-	CreatePod          *Pod                        `json:"createPod,omitempty"`
-	DeletePod          *ObjectRef                  `json:"deletePod,omitempty"`
+	CreatePolicy       *PolicyObject  `json:"createPolicy,omitempty"`
+	UpdatePolicy       *PolicyObject  `json:"updatePolicy,omitempty"`
+	DeletePolicy       *PolicyRef     `json:"deletePolicy,omitempty"`
+	DeleteAllPolicies  *NamespaceList `json:"deleteAllPolicies,omitempty"`
+	SetNamespaceLabels *Namespace     `json:"setNamespaceLabels,omitempty"`
+	SetPodLabels       *PodLabels     `json:"setPodLabels,omitempty"`
+	CreateNamespace    *Namespace     `json:"createNamespace,omitempty"`
+	DeleteNamespace    *NamespaceRef  `json:"deleteNamespace,omitempty"`
+	CreatePod          *Pod           `json:"createPod,omitempty"`
+	DeletePod          *ObjectRef     `json:"deletePod,omitempty"`
 }
 
 // Kind names the set field.
@@ -253,6 +261,12 @@ func (s *Scenario) validate() error {
 				errs = append(errs, fmt.Errorf("pod %s: ip: %w", p.Key(), err))
 			}
 		}
+		if p.HostNetwork && (p.Node < 1 || p.IP != "") {
+			errs = append(errs, fmt.Errorf("pod %s: a hostNetwork pod needs node (from 1) and no ip", p.Key()))
+		}
+		if !p.HostNetwork && p.Node != 0 {
+			errs = append(errs, fmt.Errorf("pod %s: node is only for hostNetwork pods", p.Key()))
+		}
 	}
 	checkServers := func(where string, svs []Server) {
 		for _, sv := range svs {
@@ -270,6 +284,18 @@ func (s *Scenario) validate() error {
 		for j, a := range st.Actions {
 			if k := a.Kind(); k == "" || strings.Contains(k, "+") {
 				errs = append(errs, fmt.Errorf("step %d action %d: exactly one key per action, got %q", i+1, j+1, k))
+			}
+			if a.DeletePolicy != nil {
+				if err := a.DeletePolicy.validate(); err != nil {
+					errs = append(errs, fmt.Errorf("step %d action %d: %w", i+1, j+1, err))
+				}
+			}
+			if a.DeleteAllPolicies != nil {
+				for _, k := range a.DeleteAllPolicies.Kinds {
+					if k != KindNetworkPolicy && k != KindClusterNetworkPolicy {
+						errs = append(errs, fmt.Errorf("step %d action %d: deleteAllPolicies kind %q", i+1, j+1, k))
+					}
+				}
 			}
 		}
 		for j := range st.Probes {
