@@ -17,7 +17,9 @@ const (
 	ChainInput = "input"
 
 	// MapIngressV4 and MapIngressV6 map the address of each local pod that
-	// is isolated for ingress to a jump into that pod's ingress chain.
+	// some policy judges for ingress (a NetworkPolicy isolates it, or a
+	// ClusterNetworkPolicy tier has rules for it) to a jump into that pod's
+	// ingress chain: its tier chain if it has one, else its allow-list.
 	MapIngressV4 = "ingress-v4"
 	MapIngressV6 = "ingress-v6"
 	// MapEgressV4 and MapEgressV6 do the same for egress, keyed by source.
@@ -57,10 +59,10 @@ func NewSkeleton() *Ruleset {
 		key  KeyType
 		doc  string
 	}{
-		{MapIngressV4, TypeIPv4Addr, "local pods isolated for ingress, by IPv4 address"},
-		{MapIngressV6, TypeIPv6Addr, "local pods isolated for ingress, by IPv6 address"},
-		{MapEgressV4, TypeIPv4Addr, "local pods isolated for egress, by IPv4 address"},
-		{MapEgressV6, TypeIPv6Addr, "local pods isolated for egress, by IPv6 address"},
+		{MapIngressV4, TypeIPv4Addr, "local pods with ingress policy, by IPv4 address"},
+		{MapIngressV6, TypeIPv6Addr, "local pods with ingress policy, by IPv6 address"},
+		{MapEgressV4, TypeIPv4Addr, "local pods with egress policy, by IPv4 address"},
+		{MapEgressV6, TypeIPv6Addr, "local pods with egress policy, by IPv6 address"},
 	} {
 		r.AddSet(&Set{Name: m.name, Comment: m.doc, KeyTypes: []KeyType{m.key}, IsVerdictMap: true})
 	}
@@ -117,11 +119,15 @@ type PortAllow struct {
 	Comment string
 }
 
-// EndpointNames are the names of one pod's chain and sets for one direction.
+// EndpointNames are the names of one pod's chains and sets for one
+// direction.
 type EndpointNames struct {
-	Chain            string
+	Chain            string // the NetworkPolicy allow-list
 	AnyV4, AnyV6     string // peer address . l4proto, any port
 	PortsV4, PortsV6 string // peer address . l4proto . port
+	// Tiers is the chain that consults the ClusterNetworkPolicy tiers
+	// (TieredEndpoint).
+	Tiers string
 }
 
 // NamesFor derives object names for the pod identified by id (its
@@ -144,6 +150,7 @@ func NamesFor(dir Direction, id string) EndpointNames {
 		AnyV6:   chain + ".any6",
 		PortsV4: chain + ".ports4",
 		PortsV6: chain + ".ports6",
+		Tiers:   chain + ".tiers",
 	}
 }
 
