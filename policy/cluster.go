@@ -2,6 +2,7 @@ package policy
 
 import (
 	"cmp"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"go4.org/netipx"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/nftpolicy/nftpolicy/nft"
 )
@@ -64,6 +66,18 @@ type Cluster struct {
 	named       map[namedKey]*namedEntry
 	endpoints   map[endpointKey]*endpoint
 
+	// ClusterNetworkPolicies, parsed (by name), and nodes.
+	cnps  map[string]*cnpEntry
+	nodes map[string]Node
+	// podTiers holds, for local pods, the policies of each tier that
+	// apply to them; an absent entry is computed on the next Compile. A
+	// policy change replaces only the entries it affects (cnpChanged).
+	podTiers  map[podKey]*podTiers
+	nodePeers map[string]*nodePeerEntry  // nodes selector key → node addresses
+	cnpNamed  map[string]*namedPortEntry // port name → declaring pods' addresses
+	groups    map[groupKey]*tierGroup
+	tiered    map[endpointKey]*tieredEndpoint
+
 	// epoch counts Compile calls; entries not used by the latest Compile
 	// are dropped at its end.
 	epoch uint64
@@ -92,6 +106,13 @@ func NewCluster(nodeName string) *Cluster {
 		rules:       map[*compiledRule]*ruleEntry{},
 		named:       map[namedKey]*namedEntry{},
 		endpoints:   map[endpointKey]*endpoint{},
+		cnps:        map[string]*cnpEntry{},
+		nodes:       map[string]Node{},
+		podTiers:    map[podKey]*podTiers{},
+		nodePeers:   map[string]*nodePeerEntry{},
+		cnpNamed:    map[string]*namedPortEntry{},
+		groups:      map[groupKey]*tierGroup{},
+		tiered:      map[endpointKey]*tieredEndpoint{},
 	}
 }
 
@@ -129,6 +150,9 @@ func (c *Cluster) setActive(k podKey, now *Pod) {
 	was := c.activeByNS[k.namespace][k]
 	if was == nil && now == nil {
 		return
+	}
+	if (was != nil && was.NodeName == c.nodeName) || (now != nil && now.NodeName == c.nodeName) {
+		delete(c.podTiers, k) // recomputed for its new labels on the next Compile
 	}
 	if was != nil {
 		delete(c.activeByNS[k.namespace], k)
@@ -180,6 +204,8 @@ func (c *Cluster) setActive(k podKey, now *Pod) {
 				delete(c.named, key)
 			}
 		}
+		c.forgetNamedPorts(was)
+		c.forgetNamedPorts(now)
 	}
 }
 
@@ -231,7 +257,7 @@ func (c *Cluster) SetNamespace(ns Namespace) {
 	if !existed {
 		c.nsNames = nil
 	}
-	c.namespaceChanged(old, existed, ns.Labels, true)
+	c.namespaceChanged(ns.Name, old, existed, ns.Labels, true)
 }
 
 // DeleteNamespace removes a namespace (not its pods or policies, which
@@ -244,12 +270,20 @@ func (c *Cluster) DeleteNamespace(name string) {
 	}
 	delete(c.namespaces, name)
 	c.nsNames = nil
-	c.namespaceChanged(old, true, nil, false)
+	c.namespaceChanged(name, old, true, nil, false)
 }
 
 // namespaceChanged drops the selectors whose namespace selector matched
-// the namespace before and not after, or the other way round.
-func (c *Cluster) namespaceChanged(old map[string]string, existed bool, now map[string]string, exists bool) {
+// the namespace before and not after, or the other way round, and the
+// ClusterNetworkPolicy subjects of its local pods.
+func (c *Cluster) namespaceChanged(name string, old map[string]string, existed bool, now map[string]string, exists bool) {
+	if existed != exists || !maps.Equal(old, now) {
+		for k := range c.podTiers {
+			if k.namespace == name {
+				delete(c.podTiers, k)
+			}
+		}
+	}
 	for key, e := range c.peers {
 		sel := e.peer.namespaceSelector
 		if sel == nil {
@@ -306,11 +340,14 @@ type Counts struct {
 	Pods, Namespaces, Policies int
 	// LocalActivePods are the active pods on the Cluster's node.
 	LocalActivePods int
+	// ClusterNetworkPolicies and Nodes are the cluster-scoped objects.
+	ClusterNetworkPolicies, Nodes int
 }
 
 // Counts returns how many objects the Cluster holds.
 func (c *Cluster) Counts() Counts {
-	n := Counts{Pods: c.numActive + len(c.inactive), Namespaces: len(c.namespaces), LocalActivePods: len(c.local)}
+	n := Counts{Pods: c.numActive + len(c.inactive), Namespaces: len(c.namespaces), LocalActivePods: len(c.local),
+		ClusterNetworkPolicies: len(c.cnps), Nodes: len(c.nodes)}
 	for _, ps := range c.policies {
 		n.Policies += len(ps)
 	}
@@ -349,6 +386,16 @@ func (c *Cluster) Snapshot() *Snapshot {
 	slices.SortFunc(s.Policies, func(a, b *networkingv1.NetworkPolicy) int {
 		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
+	for _, e := range c.cnps {
+		s.ClusterNetworkPolicies = append(s.ClusterNetworkPolicies, e.obj)
+	}
+	slices.SortFunc(s.ClusterNetworkPolicies, func(a, b *policyv1beta1.ClusterNetworkPolicy) int {
+		return strings.Compare(a.Name, b.Name)
+	})
+	for _, n := range c.nodes {
+		s.Nodes = append(s.Nodes, n)
+	}
+	slices.SortFunc(s.Nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
 	return s
 }
 
@@ -368,6 +415,14 @@ func (c *Cluster) LoadSnapshot(snap *Snapshot) {
 	for _, np := range snap.Policies {
 		if np != nil {
 			c.SetPolicy(np)
+		}
+	}
+	for _, n := range snap.Nodes {
+		c.SetNode(n)
+	}
+	for _, p := range snap.ClusterNetworkPolicies {
+		if p != nil {
+			c.SetClusterNetworkPolicy(p)
 		}
 	}
 }
@@ -410,11 +465,22 @@ func (c *Cluster) Compile() (*nft.Ruleset, []Warning) {
 		}
 		for _, dir := range []nft.Direction{nft.Ingress, nft.Egress} {
 			e := c.endpointOf(pod, dir, nsp)
-			if e.isolated != nil {
-				rs.AddEndpoint(e.isolated)
+			te := c.tieredOf(pod, dir, e)
+			if te.out != nil {
+				rs.AddTieredEndpoint(te.out)
 			}
 			warnings.addAll(e.warnings)
+			for _, g := range []*tierGroup{te.admin, te.baseline} {
+				if g != nil {
+					warnings.addAll(g.warnings)
+				}
+			}
 		}
+	}
+	// A ClusterNetworkPolicy may select a pod of any node at any time:
+	// every node reports what it cannot apply as written.
+	for _, e := range c.cnps {
+		warnings.addAll(e.warnings)
 	}
 	c.dropUnused()
 	return rs, warnings.list()
@@ -430,6 +496,10 @@ func (c *Cluster) dropUnused() {
 	dropStale(c.rules, c.epoch)
 	dropStale(c.named, c.epoch)
 	dropStale(c.endpoints, c.epoch)
+	dropStale(c.nodePeers, c.epoch)
+	dropStale(c.cnpNamed, c.epoch)
+	dropStale(c.groups, c.epoch)
+	dropStale(c.tiered, c.epoch)
 }
 
 // unmapAll returns ips with IPv4-mapped IPv6 addresses unmapped: ips itself

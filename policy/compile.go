@@ -20,8 +20,12 @@ import (
 // union of everything every rule of every selecting policy admits, folded
 // into disjoint (peer, protocol, port) boxes. Per-packet cost is then one
 // map lookup plus at most four set lookups, whatever the number of
-// policies. Policy parts that cannot be enforced are skipped and reported
-// as warnings; everything else is still compiled.
+// policies. ClusterNetworkPolicies add, for the pods they select, the
+// Admin and Baseline tiers around that allow-list (tiers.go): each tier's
+// ordered rules flattened into four verdict maps, at most eight more
+// lookups. Policy parts that cannot be enforced are skipped and reported
+// as warnings (a ClusterNetworkPolicy's with an empty Namespace);
+// everything else is still compiled.
 //
 // Compile is a Cluster loaded with snap and compiled once; the agent keeps
 // a Cluster instead, so that a change costs what it touches.

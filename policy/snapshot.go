@@ -1,9 +1,8 @@
-// Package policy compiles Kubernetes NetworkPolicies into the nftables model
-// of one node (Compile), and states the reference semantics of the same
-// policies packet by packet (Evaluate), independently of the compiler, so
-// each can be tested against the other. Evaluate also states the semantics
-// of ClusterNetworkPolicies (policy.networking.k8s.io/v1beta1), which the
-// compiler does not enforce yet.
+// Package policy compiles Kubernetes NetworkPolicies and
+// ClusterNetworkPolicies (policy.networking.k8s.io/v1beta1) into the
+// nftables model of one node (Compile), and states the reference semantics
+// of the same policies packet by packet (Evaluate), independently of the
+// compiler, so each can be tested against the other.
 //
 // The package is pure: no I/O, no clock, no logging. Its inputs are plain
 // values that the controllers package builds from its informer cache.
@@ -29,8 +28,7 @@ type Snapshot struct {
 	// policyTypes defaulted).
 	Policies []*networkingv1.NetworkPolicy
 	// ClusterNetworkPolicies are the cluster-scoped policies of both tiers
-	// (Admin and Baseline). Only Evaluate reads them so far; Compile
-	// ignores them.
+	// (Admin and Baseline).
 	ClusterNetworkPolicies []*policyv1beta1.ClusterNetworkPolicy
 	// Nodes are the cluster's nodes, for ClusterNetworkPolicy nodes peers.
 	Nodes []Node

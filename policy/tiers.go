@@ -1,0 +1,644 @@
+package policy
+
+// The ClusterNetworkPolicy tiers compiled: for each local pod and direction,
+// the policies of a tier that apply to it (podTiers), in precedence order,
+// are flattened into disjoint (peer, protocol, port) boxes that carry the
+// verdict of the first rule covering them, and those become the tier's
+// verdict maps (nft.TierMaps). Pods with the same ordered list of policies
+// (and, for ingress named ports, the same declared ports) get the same
+// boxes, so they share one set of maps, compiled once.
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"strconv"
+
+	"go4.org/netipx"
+
+	"github.com/nftpolicy/nftpolicy/nft"
+)
+
+// groupKey identifies a tier's maps for one direction: the ordered names
+// of the policies in them (and for ingress named ports the declared
+// ports), as podTiers.keys.
+type groupKey struct {
+	tier nft.Tier
+	dir  nft.Direction
+	key  string
+}
+
+// tierGroup is one tier's rules for one direction compiled into maps, with
+// the cache entries it was built from.
+type tierGroup struct {
+	cnps     []*cnpEntry
+	peers    []*peerEntry
+	nodes    []*nodePeerEntry
+	named    []*namedPortEntry
+	maps     *nft.TierMaps
+	warnings []Warning
+	usage
+}
+
+// current reports whether every entry g was built from is still the
+// Cluster's.
+func (g *tierGroup) current(c *Cluster) bool {
+	for _, e := range g.cnps {
+		if c.cnps[e.name] != e {
+			return false
+		}
+	}
+	for _, p := range g.peers {
+		if c.peers[p.key] != p {
+			return false
+		}
+	}
+	for _, n := range g.nodes {
+		if c.nodePeers[n.sel.key] != n {
+			return false
+		}
+	}
+	for _, n := range g.named {
+		if c.cnpNamed[n.name] != n {
+			return false
+		}
+	}
+	return true
+}
+
+func (g *tierGroup) markUsed(epoch uint64) {
+	g.used = epoch
+	for _, p := range g.peers {
+		p.used = epoch
+	}
+	for _, n := range g.nodes {
+		n.used = epoch
+	}
+	for _, n := range g.named {
+		n.used = epoch
+	}
+}
+
+func (g *tierGroup) mapsOrNil() *nft.TierMaps {
+	if g == nil {
+		return nil
+	}
+	return g.maps
+}
+
+// tieredEndpoint is one local pod's direction with every tier, and what it
+// was built from; it is reused while all of that is current.
+type tieredEndpoint struct {
+	np              *endpoint
+	tiers           *podTiers
+	admin, baseline *tierGroup
+	out             *nft.TieredEndpoint // nil: nothing judges the pod in this direction
+	usage
+}
+
+// tieredOf returns pod's direction dir with the tiers around np, its
+// NetworkPolicy tier.
+func (c *Cluster) tieredOf(pod *Pod, dir nft.Direction, np *endpoint) *tieredEndpoint {
+	pt := c.tiersOf(pod)
+	admin := c.groupOf(pod, pt, nft.TierAdmin, dir)
+	var baseline *tierGroup
+	if np.isolated == nil {
+		// Baseline applies only where no NetworkPolicy isolates the pod in
+		// this direction.
+		baseline = c.groupOf(pod, pt, nft.TierBaseline, dir)
+	}
+	key := endpointKey{podKey{pod.Namespace, pod.Name}, dir}
+	if te := c.tiered[key]; te != nil && te.np == np && te.tiers == pt && te.admin == admin && te.baseline == baseline {
+		te.used = c.epoch
+		return te
+	}
+	te := &tieredEndpoint{np: np, tiers: pt, admin: admin, baseline: baseline, usage: usage{c.epoch}}
+	te.out = nft.NewTieredEndpoint(dir, pod.Key(), pod.IPs, admin.mapsOrNil(), np.isolated, baseline.mapsOrNil())
+	c.tiered[key] = te
+	return te
+}
+
+// groupOf returns the compiled maps of pod's policies of tier for dir, nil
+// when it has none.
+func (c *Cluster) groupOf(pod *Pod, pt *podTiers, tier nft.Tier, dir nft.Direction) *tierGroup {
+	ti, di := tierIndex(tier), dirIndex(dir)
+	list := pt.lists[ti][di]
+	if len(list) == 0 {
+		return nil
+	}
+	gk := groupKey{tier: tier, dir: dir, key: pt.keys[ti][di]}
+	if g := c.groups[gk]; g != nil && g.current(c) {
+		g.markUsed(c.epoch)
+		return g
+	}
+	g := c.buildGroup(pod, gk, list)
+	c.groups[gk] = g
+	return g
+}
+
+// allAddresses is every IPv4 and IPv6 address.
+var allAddresses = func() *netipx.IPSet {
+	var b netipx.IPSetBuilder
+	b.AddPrefix(netip.MustParsePrefix("0.0.0.0/0"))
+	b.AddPrefix(netip.MustParsePrefix("::/0"))
+	s, _ := b.IPSet()
+	return s
+}()
+
+// buildGroup resolves the peers of list's rules of gk.dir and flattens
+// them. pod is one pod the list applies to: ingress named ports resolve on
+// it (gk.key holds what they resolve to, so every pod with this key
+// resolves them alike).
+func (c *Cluster) buildGroup(pod *Pod, gk groupKey, list []*cnpEntry) *tierGroup {
+	g := &tierGroup{cnps: list, usage: usage{c.epoch}}
+	di := dirIndex(gk.dir)
+	var rules []flatRule
+	for pi, e := range list {
+		for _, r := range e.rules[di] {
+			fr := flatRule{action: r.action, policy: pi}
+			if r.denyAll {
+				fr.any = []*netipx.IPSet{allAddresses}
+				rules = append(rules, fr)
+				continue
+			}
+			var peers []*netipx.IPSet
+			for _, p := range r.peers {
+				switch {
+				case p.pods != nil:
+					pe := c.selectedPods("", *p.pods)
+					g.peers = append(g.peers, pe)
+					peers = append(peers, pe.set)
+				case p.nodes != nil:
+					ne := c.selectedNodes(p.nodes)
+					g.nodes = append(g.nodes, ne)
+					peers = append(peers, ne.set)
+				default:
+					peers = append(peers, p.networks)
+				}
+			}
+			if r.anyProtocol {
+				fr.any = peers
+				rules = append(rules, fr)
+				continue
+			}
+			for _, pt := range r.ports {
+				fr.boxes = append(fr.boxes, flatBox{proto: pt.proto, from: pt.from, to: pt.to, peers: peers})
+			}
+			for _, name := range r.named {
+				if gk.dir == nft.Ingress {
+					// The destination is the subject pod itself.
+					for _, pp := range pod.resolveNamed(name) {
+						fr.boxes = append(fr.boxes, flatBox{proto: pp.proto, from: pp.port, to: pp.port, peers: peers})
+					}
+					continue
+				}
+				// Egress: each destination pod's own number for the name.
+				ne := c.namedPortPods(name)
+				g.named = append(g.named, ne)
+				for _, pp := range ne.byNumber {
+					var dst []*netipx.IPSet
+					for _, s := range peers {
+						var b netipx.IPSetBuilder
+						b.AddSet(s)
+						b.Intersect(pp.peers)
+						if x, _ := b.IPSet(); len(x.Ranges()) > 0 {
+							dst = append(dst, x)
+						}
+					}
+					fr.boxes = append(fr.boxes, flatBox{proto: pp.proto, from: pp.port, to: pp.port, peers: dst})
+				}
+			}
+			rules = append(rules, fr)
+		}
+	}
+	g.maps = nft.NewTierMaps(gk.tier, gk.dir, gk.key, groupComment(gk, list), flatten(rules))
+	g.warnings = overlapWarnings(gk, list, rules)
+	return g
+}
+
+// groupComment names the policies of a group, shortened to what nft shows.
+func groupComment(gk groupKey, list []*cnpEntry) string {
+	tier := "Admin"
+	if gk.tier == nft.TierBaseline {
+		tier = "Baseline"
+	}
+	s := tier + " " + gk.dir.String() + " rules of "
+	for i, e := range list {
+		next := e.name
+		if i > 0 {
+			next = ", " + next
+		}
+		if len(s)+len(next) > 100 {
+			return s + " and " + strconv.Itoa(len(list)-i) + " more"
+		}
+		s += next
+	}
+	return s
+}
+
+// overlapWarnings warns about each pair of policies with equal priority
+// whose rules of the direction cover some traffic in common: the API
+// leaves their order undefined.
+func overlapWarnings(gk groupKey, list []*cnpEntry, rules []flatRule) []Warning {
+	byPolicy := make([][]flatRule, len(list))
+	for _, r := range rules {
+		byPolicy[r.policy] = append(byPolicy[r.policy], r)
+	}
+	var w warningSet
+	for i := range list {
+		for j := i + 1; j < len(list) && list[j].priority == list[i].priority; j++ {
+			if rulesOverlap(byPolicy[i], byPolicy[j]) {
+				a, b := list[i], list[j]
+				w.add("", a.name, fmt.Sprintf("ClusterNetworkPolicies %q and %q, both %s tier priority %d, have overlapping %s rules "+
+					"for pods on this node: the API leaves their order undefined; here the name that sorts first, %q, decides",
+					a.name, b.name, a.obj.Spec.Tier, a.priority, gk.dir, a.name))
+			}
+		}
+	}
+	return w.list()
+}
+
+func rulesOverlap(a, b []flatRule) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if setsOverlap(x.any, y.any) {
+				return true
+			}
+			for _, bx := range y.boxes {
+				if setsOverlap(x.any, bx.peers) {
+					return true
+				}
+			}
+			for _, bx := range x.boxes {
+				if setsOverlap(bx.peers, y.any) {
+					return true
+				}
+				for _, by := range y.boxes {
+					if bx.proto == by.proto && bx.from <= by.to && by.from <= bx.to && setsOverlap(bx.peers, by.peers) {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+func setsOverlap(xs, ys []*netipx.IPSet) bool {
+	for _, x := range xs {
+		for _, y := range ys {
+			if rangesOverlap(x.Ranges(), y.Ranges()) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// rangesOverlap reports whether two sorted lists of disjoint ranges share
+// an address, in one pass over both.
+func rangesOverlap(a, b []netipx.IPRange) bool {
+	for len(a) > 0 && len(b) > 0 {
+		switch {
+		case a[0].To().Less(b[0].From()):
+			a = a[1:]
+		case b[0].To().Less(a[0].From()):
+			b = b[1:]
+		default:
+			return true
+		}
+	}
+	return false
+}
+
+// flatRule is one rule of a tier, in precedence order among the rules it is
+// flattened with: it covers any × every protocol and port, and each box.
+type flatRule struct {
+	action cnpAction
+	policy int // index of its policy in the group
+	any    []*netipx.IPSet
+	boxes  []flatBox
+}
+
+// flatBox is peers × one protocol × a port range.
+type flatBox struct {
+	proto    uint8
+	from, to uint16
+	peers    []*netipx.IPSet
+}
+
+// verdictSets are the addresses a flattened piece accepts and denies
+// (disjoint); the rest passes to the next tier.
+type verdictSets struct {
+	accept, deny *netipx.IPSet
+}
+
+func (v verdictSets) equal(o verdictSets) bool {
+	return v.accept.Equal(o.accept) && v.deny.Equal(o.deny)
+}
+
+func (v verdictSets) minus(o verdictSets) verdictSets {
+	return verdictSets{accept: setMinus(v.accept, o.accept), deny: setMinus(v.deny, o.deny)}
+}
+
+func setMinus(a, b *netipx.IPSet) *netipx.IPSet {
+	if len(b.Ranges()) == 0 {
+		return a
+	}
+	var x netipx.IPSetBuilder
+	x.AddSet(a)
+	x.RemoveSet(b)
+	s, _ := x.IPSet()
+	return s
+}
+
+func setIntersect(a, b *netipx.IPSet) *netipx.IPSet {
+	if a == b {
+		return a
+	}
+	var x netipx.IPSetBuilder
+	x.AddSet(a)
+	x.Intersect(b)
+	s, _ := x.IPSet()
+	return s
+}
+
+// flatten folds ordered first-match rules into disjoint verdict boxes.
+//
+// Protocols without ports (ICMP and every other one) only meet rules
+// without protocols (any); each of TCP, UDP and SCTP meets those and its
+// own boxes. The port axis of each is cut at every box edge; for each
+// piece a sweep over addresses finds the first rule covering each address.
+// Addresses whose verdict on a protocol is the same on every port go to the
+// any-port maps (joined over neighbouring protocols with equal verdicts),
+// the others to the port maps; Pass and uncovered traffic go nowhere.
+func flatten(rules []flatRule) nft.TierVerdicts {
+	f := flattener{rules: rules, ranges: map[*netipx.IPSet][]netipx.IPRange{}}
+	other := f.paint(nil)
+	type segment struct {
+		from, to uint8
+		v        verdictSets
+	}
+	var segs []segment
+	var out nft.TierVerdicts
+	next := 0
+	for _, proto := range []uint8{nft.ProtoTCP, nft.ProtoUDP, nft.ProtoSCTP} {
+		if next < int(proto) {
+			segs = append(segs, segment{uint8(next), proto - 1, other})
+		}
+		next = int(proto) + 1
+		pieces := f.portPieces(proto, other)
+		uniform := pieces[0].v
+		for _, p := range pieces[1:] {
+			uniform = verdictSets{accept: setIntersect(uniform.accept, p.v.accept), deny: setIntersect(uniform.deny, p.v.deny)}
+		}
+		segs = append(segs, segment{proto, proto, uniform})
+		var joined []portPiece
+		for _, p := range pieces {
+			p.v = p.v.minus(uniform)
+			if last := len(joined) - 1; last >= 0 && joined[last].v.equal(p.v) {
+				joined[last].to = p.to
+				continue
+			}
+			joined = append(joined, p)
+		}
+		for _, p := range joined {
+			ports := nft.PortRange(p.from, p.to)
+			for _, r := range ipRanges(p.v.accept) {
+				out.Ports = append(out.Ports, nft.PortVerdict{Peer: r, Proto: proto, Ports: ports, Verdict: nft.Return})
+			}
+			for _, r := range ipRanges(p.v.deny) {
+				out.Ports = append(out.Ports, nft.PortVerdict{Peer: r, Proto: proto, Ports: ports, Verdict: nft.Drop})
+			}
+		}
+	}
+	segs = append(segs, segment{uint8(next), 255, other})
+	var joined []segment
+	for _, s := range segs {
+		if last := len(joined) - 1; last >= 0 && joined[last].v.equal(s.v) {
+			joined[last].to = s.to
+			continue
+		}
+		joined = append(joined, s)
+	}
+	for _, s := range joined {
+		protos := nft.ProtoRange(s.from, s.to)
+		for _, r := range ipRanges(s.v.accept) {
+			out.AnyPort = append(out.AnyPort, nft.ProtoVerdict{Peer: r, Protos: protos, Verdict: nft.Return})
+		}
+		for _, r := range ipRanges(s.v.deny) {
+			out.AnyPort = append(out.AnyPort, nft.ProtoVerdict{Peer: r, Protos: protos, Verdict: nft.Drop})
+		}
+	}
+	return out
+}
+
+type flattener struct {
+	rules  []flatRule
+	ranges map[*netipx.IPSet][]netipx.IPRange // each set's ranges, copied once
+}
+
+func (f *flattener) rangesOf(s *netipx.IPSet) []netipx.IPRange {
+	r, ok := f.ranges[s]
+	if !ok {
+		r = s.Ranges()
+		f.ranges[s] = r
+	}
+	return r
+}
+
+// boxRef is box b of rule r.
+type boxRef struct{ rule, box int }
+
+// portPiece is a port range with its verdicts.
+type portPiece struct {
+	from, to uint16
+	v        verdictSets
+}
+
+// portPieces cuts proto's port axis at every box edge and returns the
+// pieces, covering 0-65535, each with its verdicts. Pieces that the same
+// boxes cover have the same verdicts and are painted once; pieces no box
+// covers have other's.
+func (f *flattener) portPieces(proto uint8, other verdictSets) []portPiece {
+	type span struct {
+		ref      boxRef
+		from, to int
+	}
+	var spans []span
+	cuts := []int{0, 65536}
+	for ri, r := range f.rules {
+		for bi, b := range r.boxes {
+			if b.proto == proto {
+				spans = append(spans, span{boxRef{ri, bi}, int(b.from), int(b.to)})
+				cuts = append(cuts, int(b.from), int(b.to)+1)
+			}
+		}
+	}
+	sort.Ints(cuts)
+	cuts = slices.Compact(cuts)
+	slices.SortFunc(spans, func(a, b span) int { return a.from - b.from })
+	byRef := func(a, b span) int {
+		if a.ref.rule != b.ref.rule {
+			return a.ref.rule - b.ref.rule
+		}
+		return a.ref.box - b.ref.box
+	}
+	memo := map[string]verdictSets{"": other}
+	var pieces []portPiece
+	var active []span // the boxes covering the current piece, in rule order
+	var sig []byte
+	next := 0
+	for i := 0; i+1 < len(cuts); i++ {
+		from, to := cuts[i], cuts[i+1]-1
+		active = slices.DeleteFunc(active, func(s span) bool { return s.to < from })
+		for ; next < len(spans) && spans[next].from == from; next++ {
+			at, _ := slices.BinarySearchFunc(active, spans[next], byRef)
+			active = slices.Insert(active, at, spans[next])
+		}
+		sig = sig[:0]
+		for _, s := range active {
+			sig = strconv.AppendInt(sig, int64(s.ref.rule), 10)
+			sig = append(sig, '.')
+			sig = strconv.AppendInt(sig, int64(s.ref.box), 10)
+			sig = append(sig, ',')
+		}
+		v, ok := memo[string(sig)]
+		if !ok {
+			refs := make([]boxRef, len(active))
+			for j, s := range active {
+				refs[j] = s.ref
+			}
+			v = f.paint(refs)
+			memo[string(sig)] = v
+		}
+		pieces = append(pieces, portPiece{from: uint16(from), to: uint16(to), v: v})
+	}
+	return pieces
+}
+
+// paint finds, for every address that the rules' any sets or the given
+// boxes cover, the first rule covering it, and returns what those rules
+// accept and deny.
+func (f *flattener) paint(boxes []boxRef) verdictSets {
+	var in []paintRange
+	add := func(rule int, sets []*netipx.IPSet) {
+		for _, s := range sets {
+			for _, r := range f.rangesOf(s) {
+				in = append(in, paintRange{from: r.From(), to: r.To(), rule: rule})
+			}
+		}
+	}
+	bi := 0
+	for ri, r := range f.rules {
+		add(ri, r.any)
+		for ; bi < len(boxes) && boxes[bi].rule == ri; bi++ {
+			add(ri, r.boxes[boxes[bi].box].peers)
+		}
+	}
+	var accept, deny netipx.IPSetBuilder
+	for _, p := range firstMatch(in) {
+		switch f.rules[p.rule].action {
+		case actionAccept:
+			accept.AddRange(netipx.IPRangeFrom(p.from, p.to))
+		case actionDeny:
+			deny.AddRange(netipx.IPRangeFrom(p.from, p.to))
+		}
+	}
+	a, _ := accept.IPSet()
+	d, _ := deny.IPSet()
+	return verdictSets{accept: a, deny: d}
+}
+
+// paintRange is an address range covered by a rule (its index: the lower,
+// the earlier).
+type paintRange struct {
+	from, to netip.Addr
+	rule     int
+}
+
+// firstMatch returns, for every address some range of in covers, the
+// first rule covering it: sorted, disjoint ranges, neighbours of the same
+// rule joined. It sweeps the ranges in address order keeping the rules
+// that cover the current address in a heap, O(n log n) for n ranges.
+func firstMatch(in []paintRange) []paintRange {
+	slices.SortFunc(in, func(a, b paintRange) int { return a.from.Compare(b.from) })
+	var out []paintRange
+	var h ruleHeap
+	i := 0
+	var cur netip.Addr
+	for {
+		for len(h) > 0 && h[0].to.Less(cur) {
+			h.pop()
+		}
+		if len(h) == 0 {
+			if i == len(in) {
+				return out
+			}
+			cur = in[i].from
+		}
+		for ; i < len(in) && in[i].from.Compare(cur) <= 0; i++ {
+			if !in[i].to.Less(cur) {
+				h.push(in[i])
+			}
+		}
+		if len(h) == 0 {
+			continue
+		}
+		w := h[0]
+		end := w.to
+		if i < len(in) && in[i].from.Compare(end) <= 0 {
+			end = in[i].from.Prev() // a rule starts there: decide again
+		}
+		if last := len(out) - 1; last >= 0 && out[last].rule == w.rule && out[last].to.Next() == cur {
+			out[last].to = end
+		} else {
+			out = append(out, paintRange{from: cur, to: end, rule: w.rule})
+		}
+		cur = end.Next()
+		if !cur.IsValid() {
+			// end was the family's last address: every range in the heap
+			// ends there.
+			h = h[:0]
+		}
+	}
+}
+
+// ruleHeap is a min-heap of ranges by rule.
+type ruleHeap []paintRange
+
+func (h *ruleHeap) push(r paintRange) {
+	*h = append(*h, r)
+	s := *h
+	for i := len(s) - 1; i > 0; {
+		p := (i - 1) / 2
+		if s[p].rule <= s[i].rule {
+			break
+		}
+		s[p], s[i] = s[i], s[p]
+		i = p
+	}
+}
+
+func (h *ruleHeap) pop() {
+	s := *h
+	n := len(s) - 1
+	s[0] = s[n]
+	s = s[:n]
+	for i := 0; ; {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < n && s[l].rule < s[m].rule {
+			m = l
+		}
+		if r < n && s[r].rule < s[m].rule {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		s[i], s[m] = s[m], s[i]
+		i = m
+	}
+	*h = s
+}
