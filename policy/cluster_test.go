@@ -2,11 +2,13 @@ package policy
 
 import (
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // FuzzClusterMatchesFreshCompile drives one long-lived Cluster through a
@@ -21,6 +23,8 @@ func FuzzClusterMatchesFreshCompile(f *testing.F) {
 		strings.Repeat("\x07\x03\x01", 60),
 		strings.Repeat("\x13\x37\xc0\xde\x11", 50),
 		strings.Repeat("\x02\x00\x01\x03", 80),
+		strings.Repeat("\x01\x02\x00\x03", 120),
+		strings.Repeat("\x05\x11\x23\x02\x07", 100),
 	} {
 		f.Add([]byte(seed))
 	}
@@ -112,6 +116,22 @@ func transition(c *Cluster, next *Snapshot) []clusterEvent {
 	}
 	for _, np := range next.Policies {
 		events = append(events, clusterEvent{"set policy " + np.Namespace + "/" + np.Name, func() { c.SetPolicy(np) }})
+	}
+	for _, n := range next.Nodes {
+		events = append(events, clusterEvent{"set node " + n.Name, func() { c.SetNode(n) }})
+	}
+	for _, p := range next.ClusterNetworkPolicies {
+		events = append(events, clusterEvent{"set cnp " + p.Name, func() { c.SetClusterNetworkPolicy(p) }})
+	}
+	for _, n := range cur.Nodes {
+		if !slices.ContainsFunc(next.Nodes, func(x Node) bool { return x.Name == n.Name }) {
+			events = append(events, clusterEvent{"delete node " + n.Name, func() { c.DeleteNode(n.Name) }})
+		}
+	}
+	for _, p := range cur.ClusterNetworkPolicies {
+		if !slices.ContainsFunc(next.ClusterNetworkPolicies, func(x *policyv1beta1.ClusterNetworkPolicy) bool { return x.Name == p.Name }) {
+			events = append(events, clusterEvent{"delete cnp " + p.Name, func() { c.DeleteClusterNetworkPolicy(p.Name) }})
+		}
 	}
 	for _, ns := range cur.Namespaces {
 		if !hasNamespace(next, ns.Name) {

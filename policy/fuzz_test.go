@@ -6,11 +6,17 @@ package policy
 //
 // IP plan of generated clusters: pod i on node n (1 or 2) has 10.244.n.(10+i)
 // and, when dual-stack, fd00:10:244:n::(10+i); hostNetwork pods use
-// 198.18.0.n; outside addresses are 192.0.2.1 and 2001:db8::1.
+// 198.18.0.n, node n's address (Node objects: 198.18.0.n and, sometimes,
+// fd00:198::n); outside addresses are 192.0.2.1 and 2001:db8::1.
+//
+// Generated ClusterNetworkPolicies (both tiers, priorities 0-2 so that ties
+// happen) come after the NetworkPolicies in the input, so inputs that end
+// early are NetworkPolicy-only clusters.
 
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -18,6 +24,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/nftpolicy/nftpolicy/nft"
@@ -30,6 +37,8 @@ func FuzzCompileMatchesEvaluate(f *testing.F) {
 		"\x06\xff\x10\x20\x30\x40\x50\x60\x70\x80\x90\xa0\xb0\xc0\xd0\xe0\xf0\x03\x02\x01",
 		strings.Repeat("\x07\x03\x01", 40),
 		strings.Repeat("\x13\x37\xc0\xde", 30),
+		strings.Repeat("\x01\x02\x00\x03", 70),
+		strings.Repeat("\x05\x11\x23\x02\x07", 60),
 	} {
 		f.Add([]byte(seed))
 	}
@@ -62,7 +71,9 @@ func checkCompileMatchesEvaluate(t *testing.T, snap *Snapshot) {
 	}
 }
 
-// tracedVerdict is flowVerdict over precompiled per-node rulesets.
+// tracedVerdict is flowVerdict over precompiled per-node rulesets. A pod's
+// packet to an address of its own node goes through that node's input hook
+// instead of forward.
 func tracedVerdict(snap *Snapshot, rulesets map[string]*nft.Ruleset, p Packet) (bool, []string) {
 	var nodes []string
 	for _, ip := range []netip.Addr{p.Src, p.Dst} {
@@ -70,10 +81,18 @@ func tracedVerdict(snap *Snapshot, rulesets map[string]*nft.Ruleset, p Packet) (
 			nodes = append(nodes, pod.NodeName)
 		}
 	}
+	hook := map[string]nft.HookName{}
+	if src := activePodByIP(snap, p.Src); src != nil && isNodeAddress(snap, src.NodeName, p.Dst) {
+		hook[src.NodeName] = nft.HookInput
+	}
 	var steps []string
 	for _, node := range nodes {
+		h := nft.HookForward
+		if hk, ok := hook[node]; ok {
+			h = hk
+		}
 		res := rulesets[node].Trace(nft.Packet{
-			Hook: nft.HookForward, Src: p.Src, Dst: p.Dst,
+			Hook: h, Src: p.Src, Dst: p.Dst,
 			Proto: protoOf(p.Protocol), DstPort: p.DstPort, CtState: nft.CtStateNew,
 		})
 		steps = append(steps, "node "+node+":")
@@ -85,13 +104,27 @@ func tracedVerdict(snap *Snapshot, rulesets map[string]*nft.Ruleset, p Packet) (
 	return true, steps
 }
 
+func isNodeAddress(snap *Snapshot, node string, a netip.Addr) bool {
+	for _, n := range snap.Nodes {
+		if n.Name == node && slices.Contains(n.Addresses, a) {
+			return true
+		}
+	}
+	return false
+}
+
 // probePackets: every ordered pair of distinct addresses of one family
-// among pods and outside hosts, each protocol, a few ports.
+// among pods, nodes and outside hosts, each protocol, a few ports.
 func probePackets(snap *Snapshot) []Packet {
 	addrs := []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}
 	for _, p := range snap.Pods {
 		addrs = append(addrs, p.IPs...)
 	}
+	for _, n := range snap.Nodes {
+		addrs = append(addrs, n.Addresses...)
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	addrs = slices.Compact(addrs)
 	var out []Packet
 	for _, src := range addrs {
 		for _, dst := range addrs {
@@ -182,6 +215,21 @@ func genSnapshot(c *chooser) *Snapshot {
 	npol := 1 + c.intn(4)
 	for i := 0; i < npol; i++ {
 		snap.Policies = append(snap.Policies, genPolicy(c, i))
+	}
+	for n := 1; n <= 2; n++ {
+		if n == 2 && c.intn(5) == 0 {
+			continue // node-2's object is gone (its pods stay)
+		}
+		node := Node{Name: fmt.Sprintf("node-%d", n), Labels: map[string]string{"zone": c.pick("a", "b")},
+			Addresses: []netip.Addr{netip.MustParseAddr(fmt.Sprintf("198.18.0.%d", n))}}
+		if c.intn(3) == 0 {
+			node.Addresses = append(node.Addresses, netip.MustParseAddr(fmt.Sprintf("fd00:198::%d", n)))
+		}
+		snap.Nodes = append(snap.Nodes, node)
+	}
+	ncnp := c.intn(5)
+	for i := 0; i < ncnp; i++ {
+		snap.ClusterNetworkPolicies = append(snap.ClusterNetworkPolicies, genCNP(c, i))
 	}
 	return snap
 }
@@ -335,9 +383,148 @@ func describe(snap *Snapshot) string {
 		fmt.Fprintf(&b, "  pod %s node=%s ips=%v labels=%v phase=%s hostNetwork=%v ports=%v\n",
 			p.Key(), p.NodeName, p.IPs, p.Labels, p.Phase, p.HostNetwork, p.Ports)
 	}
+	for _, n := range snap.Nodes {
+		fmt.Fprintf(&b, "  node %s %v %v\n", n.Name, n.Labels, n.Addresses)
+	}
 	for _, np := range snap.Policies {
 		y, _ := yaml.Marshal(np)
 		fmt.Fprintf(&b, "---\n%s", y)
 	}
+	for _, cnp := range snap.ClusterNetworkPolicies {
+		y, _ := yaml.Marshal(cnp)
+		fmt.Fprintf(&b, "---\n%s", y)
+	}
 	return b.String()
+}
+
+var fuzzNetworks = []policyv1beta1.CIDR{
+	"10.244.0.0/16", "10.244.1.0/24", "0.0.0.0/0", "fd00::/8", "192.0.2.0/24", "10.244.2.12/32",
+	"198.18.0.0/24", "::/0", "10.244.1.11/32", "198.18.0.1/32", "not-a-cidr",
+}
+
+// genCNP generates a ClusterNetworkPolicy of either tier, now and then
+// with what the API server would reject (the compiler must still agree
+// with Evaluate on it).
+func genCNP(c *chooser, i int) *policyv1beta1.ClusterNetworkPolicy {
+	p := &policyv1beta1.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cnp%d", i)}}
+	p.Spec.Tier = policyv1beta1.Tier(c.pick("Admin", "Baseline", "Admin", "Baseline", "Admin", "Baseline", "Admin", "Other"))
+	p.Spec.Priority = int32(c.intn(3))
+	switch c.intn(8) {
+	case 0, 1, 2:
+		p.Spec.Subject.Namespaces = genNamespaceSelector(c)
+	case 7:
+		// neither field: selects nothing
+	default:
+		p.Spec.Subject.Pods = &policyv1beta1.NamespacedPod{NamespaceSelector: *genNamespaceSelector(c), PodSelector: *genSelector(c)}
+	}
+	for r := c.intn(3); r > 0; r-- {
+		rule := policyv1beta1.ClusterNetworkPolicyIngressRule{Action: genAction(c), Protocols: genProtocols(c)}
+		for k := 1 + c.intn(2) - boolInt(c.intn(16) == 0); k > 0; k-- {
+			peer := genCNPPeer(c, false)
+			rule.From = append(rule.From, policyv1beta1.ClusterNetworkPolicyIngressPeer{Namespaces: peer.Namespaces, Pods: peer.Pods})
+		}
+		p.Spec.Ingress = append(p.Spec.Ingress, rule)
+	}
+	for r := c.intn(3); r > 0; r-- {
+		rule := policyv1beta1.ClusterNetworkPolicyEgressRule{Action: genAction(c), Protocols: genProtocols(c)}
+		for k := 1 + c.intn(2) - boolInt(c.intn(16) == 0); k > 0; k-- {
+			rule.To = append(rule.To, genCNPPeer(c, true))
+		}
+		p.Spec.Egress = append(p.Spec.Egress, rule)
+	}
+	return p
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func genAction(c *chooser) policyv1beta1.ClusterNetworkPolicyRuleAction {
+	return policyv1beta1.ClusterNetworkPolicyRuleAction(c.pick("Accept", "Deny", "Pass", "Accept", "Deny", "Pass", "Accept", "Drop"))
+}
+
+func genCNPPeer(c *chooser, egress bool) policyv1beta1.ClusterNetworkPolicyEgressPeer {
+	var p policyv1beta1.ClusterNetworkPolicyEgressPeer
+	n := 4
+	if egress {
+		n = 8
+	}
+	switch c.intn(n) {
+	case 0, 1:
+		p.Namespaces = genNamespaceSelector(c)
+	case 2:
+		p.Pods = &policyv1beta1.NamespacedPod{NamespaceSelector: *genNamespaceSelector(c), PodSelector: *genSelector(c)}
+	case 3:
+		if c.intn(4) == 0 {
+			// no field (or, for egress, two): fail closed
+			if egress {
+				p.Namespaces = genNamespaceSelector(c)
+				p.Networks = []policyv1beta1.CIDR{fuzzNetworks[c.intn(len(fuzzNetworks))]}
+			}
+			break
+		}
+		p.Pods = &policyv1beta1.NamespacedPod{NamespaceSelector: metav1.LabelSelector{}, PodSelector: *genSelector(c)}
+	case 4:
+		sel := &metav1.LabelSelector{}
+		if c.intn(2) == 0 {
+			sel.MatchLabels = map[string]string{"zone": c.pick("a", "b")}
+		}
+		p.Nodes = sel
+	case 5, 6:
+		for k := 1 + c.intn(2); k > 0; k-- {
+			p.Networks = append(p.Networks, fuzzNetworks[c.intn(len(fuzzNetworks))])
+		}
+	default:
+		p.DomainNames = []policyv1beta1.DomainName{"example.com"}
+		if c.intn(2) == 0 {
+			p.Networks = []policyv1beta1.CIDR{fuzzNetworks[c.intn(len(fuzzNetworks))]}
+			p.DomainNames = nil
+		}
+	}
+	return p
+}
+
+func genProtocols(c *chooser) []policyv1beta1.ClusterNetworkPolicyProtocol {
+	if c.intn(2) == 0 {
+		return nil
+	}
+	var out []policyv1beta1.ClusterNetworkPolicyProtocol
+	for k := 1 + c.intn(2); k > 0; k-- {
+		var port *policyv1beta1.Port
+		switch c.intn(6) {
+		case 0:
+			port = &policyv1beta1.Port{Number: 80}
+		case 1:
+			port = &policyv1beta1.Port{Number: 53}
+		case 2:
+			port = &policyv1beta1.Port{Range: &policyv1beta1.PortRange{Start: 80, End: 90}}
+		case 3:
+			port = &policyv1beta1.Port{Range: &policyv1beta1.PortRange{Start: 50, End: 85}}
+		case 4:
+			if c.intn(3) == 0 {
+				port = &policyv1beta1.Port{} // neither: matches nothing
+			}
+		}
+		var pr policyv1beta1.ClusterNetworkPolicyProtocol
+		switch c.intn(6) {
+		case 0, 1:
+			pr.TCP = &policyv1beta1.ClusterNetworkPolicyProtocolTCP{DestinationPort: port}
+		case 2:
+			pr.UDP = &policyv1beta1.ClusterNetworkPolicyProtocolUDP{DestinationPort: port}
+		case 3:
+			pr.SCTP = &policyv1beta1.ClusterNetworkPolicyProtocolSCTP{DestinationPort: port}
+		case 4:
+			pr.DestinationNamedPort = c.pick("http", "dns", "s")
+		default:
+			if c.intn(4) == 0 {
+				break // no field: matches nothing
+			}
+			pr.TCP = &policyv1beta1.ClusterNetworkPolicyProtocolTCP{DestinationPort: port}
+		}
+		out = append(out, pr)
+	}
+	return out
 }
