@@ -14,7 +14,6 @@ import (
 	"strings"
 
 	"go4.org/netipx"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
@@ -44,9 +43,10 @@ type cnpEntry struct {
 	// nil when the subject selects nothing.
 	subjectNamespaces, subjectPods labels.Selector
 	rules                          [2][]tierRule // by dirIndex
-	// namedIngress: an ingress rule uses destinationNamedPort, so the
-	// ingress tier depends on the ports the subject pod declares.
-	namedIngress bool
+	// namedIngress are the destinationNamedPort names of the ingress
+	// rules (sorted): the ingress tier depends on what they resolve to on
+	// the subject pod.
+	namedIngress []string
 	warnings     []Warning
 }
 
@@ -130,13 +130,12 @@ func compileCNP(p *policyv1beta1.ClusterNetworkPolicy) *cnpEntry {
 		for j, f := range r.From {
 			peers[j] = cnpPeerSpec{namespaces: f.Namespaces, pods: f.Pods}
 		}
-		e.rules[0] = append(e.rules[0], compileCNPRule(fmt.Sprintf("ingress rule %d", i), r.Action, peers, r.Protocols, warn))
-		if slices.ContainsFunc(r.Protocols, func(pr policyv1beta1.ClusterNetworkPolicyProtocol) bool {
-			return pr.DestinationNamedPort != ""
-		}) {
-			e.namedIngress = true
-		}
+		rule := compileCNPRule(fmt.Sprintf("ingress rule %d", i), r.Action, peers, r.Protocols, warn)
+		e.rules[0] = append(e.rules[0], rule)
+		e.namedIngress = append(e.namedIngress, rule.named...)
 	}
+	slices.Sort(e.namedIngress)
+	e.namedIngress = slices.Compact(e.namedIngress)
 	for i, r := range p.Spec.Egress {
 		peers := make([]cnpPeerSpec, len(r.To))
 		for j, t := range r.To {
@@ -324,8 +323,8 @@ func portRange(p *policyv1beta1.Port) (from, to uint16, ok bool) {
 type podTiers struct {
 	lists [2][2][]*cnpEntry // [tierIndex][dirIndex]
 	// keys identify each list's compiled maps: the policies' names, and
-	// for an ingress list using named ports, the ports the pod declares
-	// (named ports of ingress rules resolve on the subject).
+	// for an ingress list using named ports, what those names resolve to
+	// on the pod (named ports of ingress rules resolve on the subject).
 	keys [2][2]string
 }
 
@@ -381,14 +380,14 @@ func (pt *podTiers) finish(pod *Pod) *podTiers {
 			}
 			empty = false
 			names := make([]string, len(l))
-			named := false
+			var named []string
 			for i, e := range l {
 				names[i] = e.name
-				named = named || e.namedIngress
+				named = append(named, e.namedIngress...)
 			}
 			key := strings.Join(names, ",")
-			if d == 0 && named {
-				key += "|ports " + portsFingerprint(pod.Ports)
+			if d == 0 && len(named) > 0 {
+				key += "|" + resolvedFingerprint(pod, named)
 			}
 			pt.keys[t][d] = key
 		}
@@ -399,18 +398,17 @@ func (pt *podTiers) finish(pod *Pod) *podTiers {
 	return pt
 }
 
-// portsFingerprint renders declared ports in a canonical order.
-func portsFingerprint(ports []ContainerPort) string {
-	s := make([]string, len(ports))
-	for i, p := range ports {
-		proto := p.Protocol
-		if proto == "" {
-			proto = corev1.ProtocolTCP
-		}
-		s[i] = fmt.Sprintf("%s=%s/%d", p.Name, proto, p.Port)
+// resolvedFingerprint renders what names resolve to on pod, canonically:
+// two pods with the same fingerprint resolve every one of the names alike.
+func resolvedFingerprint(pod *Pod, names []string) string {
+	slices.Sort(names)
+	var b strings.Builder
+	for _, name := range slices.Compact(names) {
+		rs := pod.resolveNamed(name)
+		slices.SortFunc(rs, func(a, b protoPort) int { return cmp.Or(cmp.Compare(a.proto, b.proto), cmp.Compare(a.port, b.port)) })
+		fmt.Fprintf(&b, "%s=%v;", name, rs)
 	}
-	slices.Sort(s)
-	return strings.Join(s, ",")
+	return b.String()
 }
 
 // replaced returns pt with old (nil: none) taken out and now (nil: none)

@@ -328,115 +328,176 @@ type flatBox struct {
 	peers    []*netipx.IPSet
 }
 
-// verdictSets are the addresses a flattened piece accepts and denies
-// (disjoint); the rest passes to the next tier.
-type verdictSets struct {
-	accept, deny *netipx.IPSet
-}
-
-func (v verdictSets) equal(o verdictSets) bool {
-	return v.accept.Equal(o.accept) && v.deny.Equal(o.deny)
-}
-
-func (v verdictSets) minus(o verdictSets) verdictSets {
-	return verdictSets{accept: setMinus(v.accept, o.accept), deny: setMinus(v.deny, o.deny)}
-}
-
-func setMinus(a, b *netipx.IPSet) *netipx.IPSet {
-	if len(b.Ranges()) == 0 {
-		return a
-	}
-	var x netipx.IPSetBuilder
-	x.AddSet(a)
-	x.RemoveSet(b)
-	s, _ := x.IPSet()
-	return s
-}
-
-func setIntersect(a, b *netipx.IPSet) *netipx.IPSet {
-	if a == b {
-		return a
-	}
-	var x netipx.IPSetBuilder
-	x.AddSet(a)
-	x.Intersect(b)
-	s, _ := x.IPSet()
-	return s
+// vrange is an address range with the verdict of a flattened column of
+// the key space (a protocol, or a protocol's port range): actionAccept or
+// actionDeny. What passes is in no vrange.
+type vrange struct {
+	from, to netip.Addr
+	v        cnpAction
 }
 
 // flatten folds ordered first-match rules into disjoint verdict boxes.
 //
 // Protocols without ports (ICMP and every other one) only meet rules
 // without protocols (any); each of TCP, UDP and SCTP meets those and its
-// own boxes. The port axis of each is cut at every box edge; for each
-// piece a sweep over addresses finds the first rule covering each address.
-// Addresses whose verdict on a protocol is the same on every port go to the
-// any-port maps (joined over neighbouring protocols with equal verdicts),
-// the others to the port maps; Pass and uncovered traffic go nowhere.
+// own boxes. The port axis of each is cut at every box edge, and for each
+// piece (each distinct set of covering boxes, painted once) a sweep over
+// addresses finds the first rule covering each address: those are the
+// columns. A second sweep over every column splits the addresses into
+// ranges over which no column's verdict changes; for each such range,
+// a protocol whose verdict is the same on every port goes to the any-port
+// map (joined with neighbouring protocols of equal verdict), the others
+// to the port map as runs of equal verdict over neighbouring ports. Pass
+// and uncovered traffic go nowhere.
 func flatten(rules []flatRule) nft.TierVerdicts {
-	f := flattener{rules: rules, ranges: map[*netipx.IPSet][]netipx.IPRange{}}
-	other := f.paint(nil)
-	type segment struct {
-		from, to uint8
-		v        verdictSets
+	f := flattener{rules: rules, ranges: map[*netipx.IPSet][]netipx.IPRange{}, memo: map[string]int{"": 0}}
+	f.cols = [][]vrange{f.paint(nil)} // column 0: protocols without ports, and ports no box covers
+	var pieces [len(portProtocols)][]portPiece
+	for i, proto := range portProtocols {
+		pieces[i] = f.portPieces(proto)
 	}
-	var segs []segment
 	var out nft.TierVerdicts
-	next := 0
-	for _, proto := range []uint8{nft.ProtoTCP, nft.ProtoUDP, nft.ProtoSCTP} {
-		if next < int(proto) {
-			segs = append(segs, segment{uint8(next), proto - 1, other})
-		}
-		next = int(proto) + 1
-		pieces := f.portPieces(proto, other)
-		uniform := pieces[0].v
-		for _, p := range pieces[1:] {
-			uniform = verdictSets{accept: setIntersect(uniform.accept, p.v.accept), deny: setIntersect(uniform.deny, p.v.deny)}
-		}
-		segs = append(segs, segment{proto, proto, uniform})
-		var joined []portPiece
-		for _, p := range pieces {
-			p.v = p.v.minus(uniform)
-			if last := len(joined) - 1; last >= 0 && joined[last].v.equal(p.v) {
-				joined[last].to = p.to
-				continue
-			}
-			joined = append(joined, p)
-		}
-		for _, p := range joined {
-			ports := nft.PortRange(p.from, p.to)
-			for _, r := range ipRanges(p.v.accept) {
-				out.Ports = append(out.Ports, nft.PortVerdict{Peer: r, Proto: proto, Ports: ports, Verdict: nft.Return})
-			}
-			for _, r := range ipRanges(p.v.deny) {
-				out.Ports = append(out.Ports, nft.PortVerdict{Peer: r, Proto: proto, Ports: ports, Verdict: nft.Drop})
-			}
-		}
-	}
-	segs = append(segs, segment{uint8(next), 255, other})
-	var joined []segment
-	for _, s := range segs {
-		if last := len(joined) - 1; last >= 0 && joined[last].v.equal(s.v) {
-			joined[last].to = s.to
-			continue
-		}
-		joined = append(joined, s)
-	}
-	for _, s := range joined {
-		protos := nft.ProtoRange(s.from, s.to)
-		for _, r := range ipRanges(s.v.accept) {
-			out.AnyPort = append(out.AnyPort, nft.ProtoVerdict{Peer: r, Protos: protos, Verdict: nft.Return})
-		}
-		for _, r := range ipRanges(s.v.deny) {
-			out.AnyPort = append(out.AnyPort, nft.ProtoVerdict{Peer: r, Protos: protos, Verdict: nft.Drop})
-		}
+	for _, iv := range sweepColumns(f.cols) {
+		emitBoxes(&out, iv, &pieces)
 	}
 	return out
+}
+
+// portProtocols are the protocols with ports, in protocol number order.
+var portProtocols = [...]uint8{nft.ProtoTCP, nft.ProtoUDP, nft.ProtoSCTP}
+
+func verdictOf(a cnpAction) nft.Verdict {
+	if a == actionAccept {
+		return nft.Return // the tier allows this direction; the base chain goes on
+	}
+	return nft.Drop
+}
+
+// emitBoxes adds the elements of one address range whose verdict in each
+// column is iv.vec.
+func emitBoxes(out *nft.TierVerdicts, iv addrVector, pieces *[len(portProtocols)][]portPiece) {
+	peer := nft.AddrRange(iv.from, iv.to)
+	var uniform [len(portProtocols)]cnpAction
+	for i, proto := range portProtocols {
+		ps := pieces[i]
+		u := iv.vec[ps[0].col]
+		same := true
+		for _, pc := range ps[1:] {
+			if iv.vec[pc.col] != u {
+				same = false
+				break
+			}
+		}
+		if same {
+			uniform[i] = u
+			continue
+		}
+		for j := 0; j < len(ps); {
+			v, k := iv.vec[ps[j].col], j
+			for k+1 < len(ps) && iv.vec[ps[k+1].col] == v {
+				k++
+			}
+			if v != actionPass {
+				out.Ports = append(out.Ports, nft.PortVerdict{Peer: peer, Proto: proto, Ports: nft.PortRange(ps[j].from, ps[k].to), Verdict: verdictOf(v)})
+			}
+			j = k + 1
+		}
+	}
+	// The protocol axis: the port protocols' uniform verdicts between
+	// stretches of the others'.
+	other := iv.vec[0]
+	type seg struct {
+		from, to uint8
+		v        cnpAction
+	}
+	segs := make([]seg, 0, 2*len(portProtocols)+1)
+	next := 0
+	for i, proto := range portProtocols {
+		if next < int(proto) {
+			segs = append(segs, seg{uint8(next), proto - 1, other})
+		}
+		segs = append(segs, seg{proto, proto, uniform[i]})
+		next = int(proto) + 1
+	}
+	segs = append(segs, seg{uint8(next), 255, other})
+	for j := 0; j < len(segs); {
+		v, k := segs[j].v, j
+		for k+1 < len(segs) && segs[k+1].v == v {
+			k++
+		}
+		if v != actionPass {
+			out.AnyPort = append(out.AnyPort, nft.ProtoVerdict{Peer: peer, Protos: nft.ProtoRange(segs[j].from, segs[k].to), Verdict: verdictOf(v)})
+		}
+		j = k + 1
+	}
+}
+
+// addrVector is an address range and the verdict of every column on it.
+type addrVector struct {
+	from, to netip.Addr
+	vec      []cnpAction
+}
+
+// sweepColumns splits the addresses some column covers into maximal
+// ranges over which every column's verdict is constant (neighbouring
+// ranges with equal verdicts joined), in address order. Each column's
+// ranges are sorted and disjoint, so at most one per column is active.
+func sweepColumns(cols [][]vrange) []addrVector {
+	type colRange struct {
+		vrange
+		col int
+	}
+	var in []colRange
+	for c, rs := range cols {
+		for _, r := range rs {
+			in = append(in, colRange{r, c})
+		}
+	}
+	slices.SortFunc(in, func(a, b colRange) int { return a.from.Compare(b.from) })
+	var out []addrVector
+	var active []colRange
+	vec := make([]cnpAction, len(cols))
+	i := 0
+	var cur netip.Addr
+	for {
+		active = slices.DeleteFunc(active, func(r colRange) bool { return r.to.Less(cur) })
+		if len(active) == 0 {
+			if i == len(in) {
+				return out
+			}
+			cur = in[i].from
+		}
+		for ; i < len(in) && in[i].from.Compare(cur) <= 0; i++ {
+			active = append(active, in[i])
+		}
+		end := active[0].to
+		clear(vec)
+		for _, r := range active {
+			vec[r.col] = r.v
+			if r.to.Less(end) {
+				end = r.to
+			}
+		}
+		if i < len(in) && in[i].from.Compare(end) <= 0 {
+			end = in[i].from.Prev()
+		}
+		if last := len(out) - 1; last >= 0 && out[last].to.Next() == cur && slices.Equal(out[last].vec, vec) {
+			out[last].to = end
+		} else {
+			out = append(out, addrVector{from: cur, to: end, vec: slices.Clone(vec)})
+		}
+		cur = end.Next()
+		if !cur.IsValid() {
+			active = active[:0] // end was the family's last address
+		}
+	}
 }
 
 type flattener struct {
 	rules  []flatRule
 	ranges map[*netipx.IPSet][]netipx.IPRange // each set's ranges, copied once
+	cols   [][]vrange                         // painted columns
+	memo   map[string]int                     // covering boxes → column
 }
 
 func (f *flattener) rangesOf(s *netipx.IPSet) []netipx.IPRange {
@@ -451,17 +512,17 @@ func (f *flattener) rangesOf(s *netipx.IPSet) []netipx.IPRange {
 // boxRef is box b of rule r.
 type boxRef struct{ rule, box int }
 
-// portPiece is a port range with its verdicts.
+// portPiece is a port range and the column holding its verdicts.
 type portPiece struct {
 	from, to uint16
-	v        verdictSets
+	col      int
 }
 
 // portPieces cuts proto's port axis at every box edge and returns the
-// pieces, covering 0-65535, each with its verdicts. Pieces that the same
-// boxes cover have the same verdicts and are painted once; pieces no box
-// covers have other's.
-func (f *flattener) portPieces(proto uint8, other verdictSets) []portPiece {
+// pieces, covering 0-65535. Pieces that the same boxes cover have the same
+// verdicts and share a column, painted once; pieces no box covers have
+// column 0's.
+func (f *flattener) portPieces(proto uint8) []portPiece {
 	type span struct {
 		ref      boxRef
 		from, to int
@@ -485,7 +546,6 @@ func (f *flattener) portPieces(proto uint8, other verdictSets) []portPiece {
 		}
 		return a.ref.box - b.ref.box
 	}
-	memo := map[string]verdictSets{"": other}
 	var pieces []portPiece
 	var active []span // the boxes covering the current piece, in rule order
 	var sig []byte
@@ -504,24 +564,29 @@ func (f *flattener) portPieces(proto uint8, other verdictSets) []portPiece {
 			sig = strconv.AppendInt(sig, int64(s.ref.box), 10)
 			sig = append(sig, ',')
 		}
-		v, ok := memo[string(sig)]
+		col, ok := f.memo[string(sig)]
 		if !ok {
 			refs := make([]boxRef, len(active))
 			for j, s := range active {
 				refs[j] = s.ref
 			}
-			v = f.paint(refs)
-			memo[string(sig)] = v
+			col = len(f.cols)
+			f.cols = append(f.cols, f.paint(refs))
+			f.memo[string(sig)] = col
 		}
-		pieces = append(pieces, portPiece{from: uint16(from), to: uint16(to), v: v})
+		if last := len(pieces) - 1; last >= 0 && pieces[last].col == col {
+			pieces[last].to = uint16(to)
+			continue
+		}
+		pieces = append(pieces, portPiece{from: uint16(from), to: uint16(to), col: col})
 	}
 	return pieces
 }
 
 // paint finds, for every address that the rules' any sets or the given
-// boxes cover, the first rule covering it, and returns what those rules
-// accept and deny.
-func (f *flattener) paint(boxes []boxRef) verdictSets {
+// boxes cover, the first rule covering it, and returns the ranges it
+// accepts or denies (sorted, neighbours of equal verdict joined).
+func (f *flattener) paint(boxes []boxRef) []vrange {
 	var in []paintRange
 	add := func(rule int, sets []*netipx.IPSet) {
 		for _, s := range sets {
@@ -537,18 +602,19 @@ func (f *flattener) paint(boxes []boxRef) verdictSets {
 			add(ri, r.boxes[boxes[bi].box].peers)
 		}
 	}
-	var accept, deny netipx.IPSetBuilder
+	var out []vrange
 	for _, p := range firstMatch(in) {
-		switch f.rules[p.rule].action {
-		case actionAccept:
-			accept.AddRange(netipx.IPRangeFrom(p.from, p.to))
-		case actionDeny:
-			deny.AddRange(netipx.IPRangeFrom(p.from, p.to))
+		a := f.rules[p.rule].action
+		if a == actionPass {
+			continue
 		}
+		if last := len(out) - 1; last >= 0 && out[last].v == a && out[last].to.Next() == p.from {
+			out[last].to = p.to
+			continue
+		}
+		out = append(out, vrange{from: p.from, to: p.to, v: a})
 	}
-	a, _ := accept.IPSet()
-	d, _ := deny.IPSet()
-	return verdictSets{accept: a, deny: d}
+	return out
 }
 
 // paintRange is an address range covered by a rule (its index: the lower,
