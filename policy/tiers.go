@@ -9,7 +9,10 @@ package policy
 // boxes, so they share one set of maps, compiled once.
 
 import (
+	"cmp"
+	"encoding/binary"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"sort"
@@ -332,7 +335,7 @@ type flatBox struct {
 // the key space (a protocol, or a protocol's port range): actionAccept or
 // actionDeny. What passes is in no vrange.
 type vrange struct {
-	from, to netip.Addr
+	from, to addrKey
 	v        cnpAction
 }
 
@@ -350,7 +353,8 @@ type vrange struct {
 // to the port map as runs of equal verdict over neighbouring ports. Pass
 // and uncovered traffic go nowhere.
 func flatten(rules []flatRule) nft.TierVerdicts {
-	f := flattener{rules: rules, ranges: map[*netipx.IPSet][]netipx.IPRange{}, memo: map[string]int{"": 0}}
+	f := flattener{rules: rules, ranges: map[*netipx.IPSet][][2]addrKey{}, memo: map[string]int{"": 0},
+		painted: map[*netipx.IPSet]bool{}}
 	f.cols = [][]vrange{f.paint(nil)} // column 0: protocols without ports, and ports no box covers
 	var pieces [len(portProtocols)][]portPiece
 	for i, proto := range portProtocols {
@@ -376,7 +380,7 @@ func verdictOf(a cnpAction) nft.Verdict {
 // emitBoxes adds the elements of one address range whose verdict in each
 // column is iv.vec.
 func emitBoxes(out *nft.TierVerdicts, iv addrVector, pieces *[len(portProtocols)][]portPiece) {
-	peer := nft.AddrRange(iv.from, iv.to)
+	peer := nft.Range{From: iv.from.bytes(), To: iv.to.bytes()}
 	var uniform [len(portProtocols)]cnpAction
 	for i, proto := range portProtocols {
 		ps := pieces[i]
@@ -434,7 +438,7 @@ func emitBoxes(out *nft.TierVerdicts, iv addrVector, pieces *[len(portProtocols)
 
 // addrVector is an address range and the verdict of every column on it.
 type addrVector struct {
-	from, to netip.Addr
+	from, to addrKey
 	vec      []cnpAction
 }
 
@@ -458,7 +462,7 @@ func sweepColumns(cols [][]vrange) []addrVector {
 	var active []colRange
 	vec := make([]cnpAction, len(cols))
 	i := 0
-	var cur netip.Addr
+	var cur addrKey
 	for {
 		active = slices.DeleteFunc(active, func(r colRange) bool { return r.to.Less(cur) })
 		if len(active) == 0 {
@@ -495,15 +499,22 @@ func sweepColumns(cols [][]vrange) []addrVector {
 
 type flattener struct {
 	rules  []flatRule
-	ranges map[*netipx.IPSet][]netipx.IPRange // each set's ranges, copied once
-	cols   [][]vrange                         // painted columns
-	memo   map[string]int                     // covering boxes → column
+	ranges map[*netipx.IPSet][][2]addrKey // each set's ranges, converted once
+	cols   [][]vrange                     // painted columns
+	memo   map[string]int                 // covering boxes → column
+	// Buffers of paint: the sets already painted, the ranges to sweep.
+	painted map[*netipx.IPSet]bool
+	scratch []paintRange
 }
 
-func (f *flattener) rangesOf(s *netipx.IPSet) []netipx.IPRange {
+func (f *flattener) rangesOf(s *netipx.IPSet) [][2]addrKey {
 	r, ok := f.ranges[s]
 	if !ok {
-		r = s.Ranges()
+		rs := s.Ranges()
+		r = make([][2]addrKey, len(rs))
+		for i, x := range rs {
+			r[i] = [2]addrKey{keyOf(x.From()), keyOf(x.To())}
+		}
 		f.ranges[s] = r
 	}
 	return r
@@ -587,11 +598,19 @@ func (f *flattener) portPieces(proto uint8) []portPiece {
 // boxes cover, the first rule covering it, and returns the ranges it
 // accepts or denies (sorted, neighbours of equal verdict joined).
 func (f *flattener) paint(boxes []boxRef) []vrange {
-	var in []paintRange
+	in := f.scratch[:0]
+	clear(f.painted)
 	add := func(rule int, sets []*netipx.IPSet) {
 		for _, s := range sets {
+			// A set an earlier rule brought covers the same addresses first:
+			// this rule's copy is shadowed whole (policies often repeat the
+			// same peers).
+			if f.painted[s] {
+				continue
+			}
+			f.painted[s] = true
 			for _, r := range f.rangesOf(s) {
-				in = append(in, paintRange{from: r.From(), to: r.To(), rule: rule})
+				in = append(in, paintRange{from: r[0], to: r[1], rule: rule})
 			}
 		}
 	}
@@ -602,6 +621,7 @@ func (f *flattener) paint(boxes []boxRef) []vrange {
 			add(ri, r.boxes[boxes[bi].box].peers)
 		}
 	}
+	f.scratch = in
 	var out []vrange
 	for _, p := range firstMatch(in) {
 		a := f.rules[p.rule].action
@@ -620,7 +640,7 @@ func (f *flattener) paint(boxes []boxRef) []vrange {
 // paintRange is an address range covered by a rule (its index: the lower,
 // the earlier).
 type paintRange struct {
-	from, to netip.Addr
+	from, to addrKey
 	rule     int
 }
 
@@ -633,7 +653,7 @@ func firstMatch(in []paintRange) []paintRange {
 	var out []paintRange
 	var h ruleHeap
 	i := 0
-	var cur netip.Addr
+	var cur addrKey
 	for {
 		for len(h) > 0 && h[0].to.Less(cur) {
 			h.pop()
@@ -707,4 +727,70 @@ func (h *ruleHeap) pop() {
 		i = m
 	}
 	*h = s
+}
+
+// addrKey is an address as two integers and its family. It holds no
+// pointer (netip.Addr does), so the sweeps sort and copy millions of them
+// without write barriers or work for the garbage collector.
+type addrKey struct {
+	hi, lo uint64
+	fam    uint8 // 4 or 6; 0 is no address: past a family's last one
+}
+
+func keyOf(a netip.Addr) addrKey {
+	if a.Is4() {
+		b := a.As4()
+		return addrKey{lo: uint64(binary.BigEndian.Uint32(b[:])), fam: 4}
+	}
+	b := a.As16()
+	return addrKey{hi: binary.BigEndian.Uint64(b[:8]), lo: binary.BigEndian.Uint64(b[8:]), fam: 6}
+}
+
+// IsValid reports whether a is an address (Next of a family's last
+// address is not).
+func (a addrKey) IsValid() bool { return a.fam != 0 }
+
+// Compare orders IPv4 before IPv6, then numerically.
+func (a addrKey) Compare(b addrKey) int {
+	return cmp.Or(cmp.Compare(a.fam, b.fam), cmp.Compare(a.hi, b.hi), cmp.Compare(a.lo, b.lo))
+}
+
+func (a addrKey) Less(b addrKey) bool { return a.Compare(b) < 0 }
+
+// Next is the following address, or no address past the family's last.
+func (a addrKey) Next() addrKey {
+	switch a.fam {
+	case 4:
+		if a.lo == math.MaxUint32 {
+			return addrKey{}
+		}
+		a.lo++
+	case 6:
+		a.lo++
+		if a.lo == 0 {
+			a.hi++
+			if a.hi == 0 {
+				return addrKey{}
+			}
+		}
+	}
+	return a
+}
+
+// Prev is the preceding address; a must not be its family's first.
+func (a addrKey) Prev() addrKey {
+	if a.lo == 0 {
+		a.hi--
+	}
+	a.lo--
+	return a
+}
+
+// bytes is a in network byte order, as nft.Range holds addresses.
+func (a addrKey) bytes() []byte {
+	if a.fam == 4 {
+		return binary.BigEndian.AppendUint32(make([]byte, 0, 4), uint32(a.lo))
+	}
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 16), a.hi)
+	return binary.BigEndian.AppendUint64(b, a.lo)
 }
