@@ -1,0 +1,117 @@
+package policy_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+
+	"github.com/nftpolicy/nftpolicy/nft"
+	"github.com/nftpolicy/nftpolicy/policy"
+	"github.com/nftpolicy/nftpolicy/policy/synth"
+)
+
+// BenchmarkCluster_ClusterNetworkPolicies compiles a node of a 5,000-pod
+// cluster with 10,000 NetworkPolicies and 1,000 ClusterNetworkPolicies
+// (synth.ClusterNetworkPolicy: 50 select every namespace, the others one
+// team's), 110 local pods. "cold" loads and compiles from nothing (the
+// same without any ClusterNetworkPolicy for comparison) and reports the
+// ruleset's elements, those of the tier maps among them, and the tier
+// maps; "change" updates one team policy back and forth (one of its
+// networks) and reports the compile and the diff a sync then does.
+func BenchmarkCluster_ClusterNetworkPolicies(b *testing.B) {
+	shape := synth.Shape{Pods: 5_000, Namespaces: 500, Policies: 10_000, LocalPods: 110, PodsPerNode: 110}
+	snap := synth.Snapshot(shape)
+	snap.Nodes = synth.Nodes(shape)
+	for i := range 1_000 {
+		snap.ClusterNetworkPolicies = append(snap.ClusterNetworkPolicies, synth.ClusterNetworkPolicy(i))
+	}
+	noCNP := *snap
+	noCNP.ClusterNetworkPolicies, noCNP.Nodes = nil, nil
+
+	for _, tc := range []struct {
+		name string
+		snap *policy.Snapshot
+	}{{"cold/cnps=1000", snap}, {"cold/cnps=0", &noCNP}} {
+		b.Run(tc.name, func(b *testing.B) {
+			var rs *nft.Ruleset
+			for b.Loop() {
+				c := policy.NewCluster(synth.LocalNode)
+				c.LoadSnapshot(tc.snap)
+				rs, _ = c.Compile()
+			}
+			var elements, tierElements, tierMaps int
+			for name, s := range rs.Sets {
+				elements += len(s.Elements)
+				if strings.HasPrefix(name, "admin-") || strings.HasPrefix(name, "baseline-") {
+					tierElements += len(s.Elements)
+					tierMaps++
+				}
+			}
+			b.ReportMetric(float64(elements), "elements")
+			b.ReportMetric(float64(tierElements), "tier-elements")
+			b.ReportMetric(float64(tierMaps), "tier-maps")
+		})
+	}
+
+	b.Run("change/cnps=1000", func(b *testing.B) {
+		c := policy.NewCluster(synth.LocalNode)
+		c.LoadSnapshot(snap)
+		prev, _ := c.Compile()
+		// cnp-0001 selects team-1, which local pods belong to.
+		on := synth.ClusterNetworkPolicy(1)
+		off := on.DeepCopy()
+		off.Spec.Egress[0].To[0].Networks = []policyv1beta1.CIDR{"198.51.100.0/24"}
+		var compile, diff time.Duration
+		var ops, changed int
+		for i := 0; b.Loop(); i++ {
+			p := off
+			if i%2 == 1 {
+				p = on
+			}
+			t0 := time.Now()
+			c.SetClusterNetworkPolicy(p)
+			rs, _ := c.Compile()
+			t1 := time.Now()
+			d := nft.Diff(prev, rs)
+			diff += time.Since(t1)
+			compile += t1.Sub(t0)
+			ops += len(d)
+			for _, op := range d {
+				changed += len(op.Elements)
+			}
+			prev = rs
+		}
+		n := float64(b.N)
+		b.ReportMetric(float64(compile.Microseconds())/n/1e3, "compile-ms/op")
+		b.ReportMetric(float64(diff.Microseconds())/n/1e3, "diff-ms/op")
+		b.ReportMetric(float64(ops)/n, "ops/op")
+		b.ReportMetric(float64(changed)/n, "elements-changed/op")
+	})
+}
+
+func TestSynthClusterNetworkPolicies_CompileWithoutWarnings(t *testing.T) {
+	shape := synth.Shape{Pods: 600, Namespaces: 60, Policies: 100, LocalPods: 40, PodsPerNode: 110}
+	snap := synth.Snapshot(shape)
+	snap.Nodes = synth.Nodes(shape)
+	for i := range 200 {
+		snap.ClusterNetworkPolicies = append(snap.ClusterNetworkPolicies, synth.ClusterNetworkPolicy(i))
+	}
+	rs, warnings := policy.Compile(snap)
+	if len(warnings) != 0 {
+		t.Errorf("warnings: %v", warnings)
+	}
+	if err := rs.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	maps := 0
+	for name := range rs.Sets {
+		if strings.HasPrefix(name, "admin-") || strings.HasPrefix(name, "baseline-") {
+			maps++
+		}
+	}
+	if maps == 0 {
+		t.Error("no tier maps compiled")
+	}
+}
