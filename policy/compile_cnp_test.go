@@ -407,3 +407,47 @@ func TestCompile_ClusterNetworkPolicy_Warnings(t *testing.T) {
 		},
 	}})
 }
+
+// TestCluster_ClusterNetworkPolicyChangesAreElements: a policy change and a
+// peer pod arriving touch the elements of the maps they reach and nothing
+// else; every other pod keeps its chains and maps by pointer, so Diff
+// skips them.
+func TestCluster_ClusterNetworkPolicyChangesAreElements(t *testing.T) {
+	denyFrom := func(ns string) *policyv1beta1.ClusterNetworkPolicy {
+		return admin("x-in", 10, subjX+`, ingress: [{action: Deny, from: [{namespaces: {matchLabels: {ns: `+ns+`}}}]}]`)
+	}
+	yOut := admin("y-out", 10, `subject: {namespaces: {matchLabels: {ns: "y"}}}, egress: [{action: Deny, to: [{networks: [192.0.2.0/24]}]}]`)
+	c := NewCluster(node1)
+	c.LoadSnapshot(cnpFixtureSnapshot(cnps(denyFrom(`"y"`), yOut)))
+	before, _ := c.Compile()
+	ya := nft.NamesFor(nft.Egress, "y/a")
+
+	check := func(what string, after *nft.Ruleset, wantOps map[nft.OpKind]int) {
+		t.Helper()
+		if after.Chains[ya.Tiers] != before.Chains[ya.Tiers] {
+			t.Errorf("%s: y/a's tier chain was rebuilt", what)
+		}
+		ops := nft.Diff(before, after)
+		got := map[nft.OpKind]int{}
+		for _, op := range ops {
+			got[op.Kind]++
+			if !strings.HasPrefix(op.Name, "admin-in-") {
+				t.Errorf("%s: op %v outside x's Admin ingress maps", what, op)
+			}
+		}
+		if diff := cmp.Diff(wantOps, got); diff != "" {
+			t.Errorf("%s: ops (-want +got):\n%s", what, diff)
+		}
+		before = after
+	}
+
+	// A new peer: y/c appears on node-2 (10.244.2.30).
+	c.SetPod(&Pod{Namespace: "y", Name: "c", NodeName: node2, Labels: map[string]string{"pod": "c"}, Phase: "Running", IPs: ips("10.244.2.30")})
+	after, _ := c.Compile()
+	check("peer pod added", after, map[nft.OpKind]int{nft.OpAddElements: 1})
+
+	// The policy now denies z (no pod peer) instead of y: y's pods leave.
+	c.SetClusterNetworkPolicy(denyFrom("z"))
+	after, _ = c.Compile()
+	check("policy changed", after, map[nft.OpKind]int{nft.OpDeleteElements: 1})
+}
