@@ -18,6 +18,14 @@ type changeBatch struct {
 	pods       map[types.NamespacedName]struct{}
 	namespaces map[string]struct{}
 	policies   map[types.NamespacedName]struct{}
+	// cnps are ClusterNetworkPolicies by name, nodes Nodes by name.
+	cnps  map[string]struct{}
+	nodes map[string]struct{}
+	// allCNPs: make the Cluster's ClusterNetworkPolicies those of the
+	// ClusterNetworkPolicy store now, whatever they were (the store was
+	// started or stopped: the CRD appeared or went away). Names in cnps
+	// are covered by it.
+	allCNPs bool
 }
 
 // pendingChanges collects what the watch handlers report until a
@@ -57,6 +65,32 @@ func (p *pendingChanges) policy(key types.NamespacedName) {
 	}
 }
 
+func (p *pendingChanges) cnp(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.b.all && !p.b.allCNPs {
+		p.b.cnps = addTo(p.b.cnps, name)
+	}
+}
+
+func (p *pendingChanges) node(name string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.b.all {
+		p.b.nodes = addTo(p.b.nodes, name)
+	}
+}
+
+// everyCNP asks the next reconcile to replace the Cluster's
+// ClusterNetworkPolicies with the store's.
+func (p *pendingChanges) everyCNP() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.b.all {
+		p.b.allCNPs, p.b.cnps = true, nil
+	}
+}
+
 // everything asks the next reconcile to load every object.
 func (p *pendingChanges) everything() {
 	p.mu.Lock()
@@ -91,6 +125,16 @@ func (p *pendingChanges) putBack(b changeBatch) {
 	}
 	for k := range b.policies {
 		p.b.policies = addTo(p.b.policies, k)
+	}
+	for k := range b.nodes {
+		p.b.nodes = addTo(p.b.nodes, k)
+	}
+	if b.allCNPs || p.b.allCNPs {
+		p.b.allCNPs, p.b.cnps = true, nil
+		return
+	}
+	for k := range b.cnps {
+		p.b.cnps = addTo(p.b.cnps, k)
 	}
 }
 

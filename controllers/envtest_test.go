@@ -97,6 +97,13 @@ func startAgent(t *testing.T, mutate func(*Options)) *harness {
 // startAgentNoWait runs an agent for a fresh node name until the test ends.
 func startAgentNoWait(t *testing.T, mutate func(*Options)) *harness {
 	t.Helper()
+	return startAgentHooked(t, mutate, nil)
+}
+
+// startAgentHooked is startAgentNoWait; created, if set, gets the
+// Reconciler before the manager starts.
+func startAgentHooked(t *testing.T, mutate func(*Options), created func(*Reconciler)) *harness {
+	t.Helper()
 	cfg := apiServer(t)
 	scheme := testScheme(t)
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
@@ -108,7 +115,7 @@ func startAgentNoWait(t *testing.T, mutate func(*Options)) *harness {
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
-		Cache:                  CacheOptions(h.node),
+		Cache:                  CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Logger:                 testLogger(),
@@ -133,6 +140,9 @@ func startAgentNoWait(t *testing.T, mutate func(*Options)) *harness {
 	}
 	if err := h.r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
+	}
+	if created != nil {
+		created(h.r)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

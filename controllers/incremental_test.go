@@ -258,6 +258,34 @@ func TestPendingChanges(t *testing.T) {
 			},
 		},
 		{
+			name: "ClusterNetworkPolicies and nodes by name; every ClusterNetworkPolicy covers their names",
+			steps: []step{
+				{want: &changeBatch{all: true}},
+				{do: func(p *pendingChanges) { p.cnp("a"); p.node("n1") }, want: &changeBatch{cnps: set("a"), nodes: set("n1")}},
+				{do: func(p *pendingChanges) { p.cnp("a"); p.everyCNP(); p.cnp("b"); p.node("n1") }, want: &changeBatch{allCNPs: true, nodes: set("n1")}},
+			},
+		},
+		{
+			name: "a failed batch with every ClusterNetworkPolicy stays so",
+			steps: []step{
+				{want: &changeBatch{all: true}},
+				{do: func(p *pendingChanges) {
+					p.everyCNP()
+					p.node("n1")
+					b := p.take()
+					p.cnp("a")
+					p.node("n2")
+					p.putBack(b)
+				}, want: &changeBatch{allCNPs: true, nodes: set("n1", "n2")}},
+				{do: func(p *pendingChanges) {
+					p.cnp("a")
+					b := p.take()
+					p.cnp("b")
+					p.putBack(b)
+				}, want: &changeBatch{cnps: set("a", "b")}},
+			},
+		},
+		{
 			name: "everything drops the names",
 			steps: []step{
 				{want: &changeBatch{all: true}},

@@ -1,6 +1,7 @@
 // Package controllers runs the agent's control loop for one node: it
-// watches NetworkPolicies, Namespaces and its own Node (controller-runtime's
-// cache, trimmed) and every Pod (PodStore, as compact policy records), keeps
+// watches NetworkPolicies, Namespaces and Nodes (controller-runtime's cache,
+// trimmed), every Pod (PodStore, as compact policy records) and, while
+// their CRD is served, ClusterNetworkPolicies (cnpWatcher), keeps
 // a long-lived policy.Cluster up to date with what changed, compiles the
 // node's ruleset from it and hands that to a Syncer, which applies it to
 // the kernel.
@@ -34,6 +35,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/nftpolicy/nftpolicy/nft"
 	"github.com/nftpolicy/nftpolicy/policy"
@@ -101,8 +103,8 @@ type Options struct {
 	// Registerer receives the metrics. Required (in the agent,
 	// controller-runtime's metrics.Registry).
 	Registerer prometheus.Registerer
-	// Reader reads Namespaces, NetworkPolicies and the own Node; default:
-	// the manager's cache.
+	// Reader reads Namespaces, NetworkPolicies and Nodes; default: the
+	// manager's cache.
 	Reader client.Reader
 	// Pods is the store of every pod; default: a PodStore over the
 	// manager's configuration, which the manager runs. A store passed here
@@ -145,9 +147,22 @@ type Reconciler struct {
 	now          func() time.Time
 	changes      *pendingChanges
 
+	// cnp watches ClusterNetworkPolicies while their CRD is served; nil
+	// when the Reconciler runs without a manager (tests).
+	cnp *cnpWatcher
+
 	// Only Reconcile touches these (MaxConcurrentReconciles is 1).
 	cluster      *policy.Cluster // nil until the first full load
 	lastFullLoad time.Time
+
+	// handed is what Reconcile has put into the Cluster of the two kinds
+	// that the Cluster cannot give back yet: the ClusterNetworkPolicies (for
+	// their Events and the metrics; a few, written by people) and the Nodes
+	// (as converted; one small record per node). Reconcile writes it under
+	// handedMu and reads it without; others read through handedCNPs and
+	// handedNodes.
+	handedMu sync.Mutex
+	handed   handedObjects
 
 	mu          sync.Mutex
 	firstEvent  time.Time     // first event not yet included in a successful sync
@@ -205,6 +220,7 @@ func New(opts Options) (*Reconciler, error) {
 		changes:      newPendingChanges(),
 		warned:       map[types.NamespacedName]map[string]struct{}{},
 	}
+	r.setHanded(handedObjects{})
 	if r.compile == nil {
 		r.compile = (*policy.Cluster).Compile
 	}
@@ -222,7 +238,7 @@ func New(opts Options) (*Reconciler, error) {
 
 // SetupWithManager registers the controller, its watches and (unless
 // Options.Pods was set) the pod store with mgr. The manager's cache must
-// have been created with CacheOptions(nodeName).
+// have been created with CacheOptions().
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.reader == nil {
 		r.reader = mgr.GetCache()
@@ -234,6 +250,17 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.log = mgr.GetLogger()
 	}
 	r.log = r.log.WithName(ControllerName).WithValues("node", r.nodeName)
+	if r.cnp == nil {
+		crdLW, err := CRDListWatch(mgr.GetConfig(), mgr.GetHTTPClient())
+		if err != nil {
+			return err
+		}
+		cnpLW, err := CNPListWatch(mgr.GetConfig(), mgr.GetHTTPClient())
+		if err != nil {
+			return err
+		}
+		r.cnp = newCNPWatcher(r, crdLW, cnpLW)
+	}
 	if r.pods == nil {
 		lw, err := PodListWatch(mgr.GetConfig(), mgr.GetHTTPClient())
 		if err != nil {
@@ -248,8 +275,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named(ControllerName).
 		Watches(&networkingv1.NetworkPolicy{}, &objectEvents{r: r, note: func(o client.Object) { r.changes.policy(namespacedName(o)) }}).
 		Watches(&corev1.Namespace{}, &objectEvents{r: r, note: func(o client.Object) { r.changes.namespace(o.GetName()) }}).
-		Watches(&corev1.Node{}, &objectEvents{r: r}).
+		Watches(&corev1.Node{}, &objectEvents{r: r, note: func(o client.Object) { r.changes.node(o.GetName()) }}).
 		WatchesRawSource(&podSource{r: r, store: r.pods}).
+		WatchesRawSource(r.cnp).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: 1,
 			RateLimiter:             workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](retryBase, retryMax),
@@ -421,6 +449,10 @@ func (r *Reconciler) loadAll(ctx context.Context, now time.Time) error {
 	if err := r.reader.List(ctx, &nps, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("list networkpolicies: %w", err)
 	}
+	var nodes corev1.NodeList
+	if err := r.reader.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
+		return fmt.Errorf("list nodes: %w", err)
+	}
 	r.cluster = nil // the old one can go before the new one grows
 	c := policy.NewCluster(r.nodeName)
 	for i := range namespaces.Items {
@@ -432,6 +464,13 @@ func (r *Reconciler) loadAll(ctx context.Context, now time.Time) error {
 	}
 	r.pods.Each(c.SetPod)
 	r.cluster, r.lastFullLoad = c, now
+	r.setHanded(handedObjects{})
+	for i := range nodes.Items {
+		r.setNode(&nodes.Items[i])
+	}
+	for _, p := range cnpsIn(r.cnp.current()) {
+		r.setCNP(p)
+	}
 	return nil
 }
 
@@ -469,7 +508,48 @@ func (r *Reconciler) apply(ctx context.Context, b *changeBatch) error {
 			r.cluster.DeletePod(key.Namespace, key.Name)
 		}
 	}
+	for name := range b.nodes {
+		node := &corev1.Node{}
+		err := r.reader.Get(ctx, types.NamespacedName{Name: name}, node, client.UnsafeDisableDeepCopy)
+		switch {
+		case apierrors.IsNotFound(err):
+			r.deleteNode(name)
+		case err != nil:
+			return fmt.Errorf("get node %s: %w", name, err)
+		default:
+			r.setNode(node)
+		}
+	}
+	r.applyCNPs(b)
 	return nil
+}
+
+// applyCNPs reads the ClusterNetworkPolicies of b from the published
+// store into the Cluster; while none is published (the CRD is not served),
+// there are none.
+func (r *Reconciler) applyCNPs(b *changeBatch) {
+	store := r.cnp.current()
+	if b.allCNPs {
+		now := cnpsIn(store)
+		keep := make(map[string]struct{}, len(now))
+		for _, p := range now {
+			keep[p.Name] = struct{}{}
+			r.setCNP(p)
+		}
+		for name := range r.handed.cnps {
+			if _, ok := keep[name]; !ok {
+				r.deleteCNP(name)
+			}
+		}
+		return
+	}
+	for name := range b.cnps {
+		if p := cnpIn(store, name); p != nil {
+			r.setCNP(p)
+		} else {
+			r.deleteCNP(name)
+		}
+	}
 }
 
 // checkNode logs when the agent's own Node object appears or disappears.
@@ -498,6 +578,17 @@ func (r *Reconciler) recordMetrics(rs *nft.Ruleset, warnings int) {
 	st := statsOf(rs)
 	m := r.metrics
 	m.policies.Set(float64(n.Policies))
+	admin, baseline := 0, 0
+	for _, p := range r.handed.cnps {
+		switch p.Spec.Tier {
+		case policyv1beta1.AdminTier:
+			admin++
+		case policyv1beta1.BaselineTier:
+			baseline++
+		}
+	}
+	m.cnps.WithLabelValues(tierAdmin).Set(float64(admin))
+	m.cnps.WithLabelValues(tierBaseline).Set(float64(baseline))
 	m.pods.WithLabelValues(podsTotal).Set(float64(n.Pods))
 	m.pods.WithLabelValues(podsLocal).Set(float64(n.LocalActivePods))
 	m.pods.WithLabelValues(podsIsolatedIngress).Set(float64(st.IsolatedIngress))
@@ -526,34 +617,58 @@ func (r *Reconciler) reportWarnings(log logr.Logger, warnings []policy.Warning) 
 	prev := r.warned
 	r.warned = map[types.NamespacedName]map[string]struct{}{}
 	for key, msgs := range cur {
-		if r.cluster.Policy(key.Namespace, key.Name) != nil { // a warning about a policy we cannot name is only logged
+		if r.policyObject(key) != nil { // a warning about a policy we cannot name is only logged
 			r.warned[key] = msgs
 		}
 	}
 	r.mu.Unlock()
 
 	for _, key := range sortedKeys(cur) {
-		np := r.cluster.Policy(key.Namespace, key.Name)
+		obj := r.policyObject(key)
 		for _, msg := range sortedMsgs(cur[key]) {
 			if _, seen := prev[key][msg]; seen {
 				continue
 			}
-			log.Info("policy not fully enforced", "policy", key.String(), "warning", msg)
-			if np != nil && r.recorder != nil {
-				r.recorder.Eventf(np, nil, corev1.EventTypeWarning, ReasonPolicyNotEnforced, eventAction, "%s", truncate("node "+r.nodeName+": "+msg))
+			log.Info("policy not fully enforced", "policy", policyRef(key), "warning", msg)
+			if obj != nil && r.recorder != nil {
+				r.recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonPolicyNotEnforced, eventAction, "%s", truncate("node "+r.nodeName+": "+msg))
 			}
 		}
 	}
 	for _, key := range sortedKeys(prev) {
-		np := r.cluster.Policy(key.Namespace, key.Name)
-		if _, still := cur[key]; still || np == nil {
+		obj := r.policyObject(key)
+		if _, still := cur[key]; still || obj == nil {
 			continue
 		}
-		log.Info("policy fully enforced again", "policy", key.String())
+		log.Info("policy fully enforced again", "policy", policyRef(key))
 		if r.recorder != nil {
-			r.recorder.Eventf(np, nil, corev1.EventTypeNormal, ReasonPolicyEnforced, eventAction, "%s", "node "+r.nodeName+": every part of the policy is enforced")
+			r.recorder.Eventf(obj, nil, corev1.EventTypeNormal, ReasonPolicyEnforced, eventAction, "%s", "node "+r.nodeName+": every part of the policy is enforced")
 		}
 	}
+}
+
+// policyObject is the object a warning's key names, for its Event: a
+// NetworkPolicy, or with an empty namespace a ClusterNetworkPolicy; nil
+// when the Cluster holds no such policy.
+func (r *Reconciler) policyObject(key types.NamespacedName) client.Object {
+	if key.Namespace == "" {
+		if p := r.handed.cnps[key.Name]; p != nil {
+			return p
+		}
+		return nil
+	}
+	if np := r.cluster.Policy(key.Namespace, key.Name); np != nil {
+		return np
+	}
+	return nil
+}
+
+// policyRef names a warning's policy in logs.
+func policyRef(key types.NamespacedName) string {
+	if key.Namespace == "" { // namespaces are lower case: no clash
+		return cnpKind + "/" + key.Name
+	}
+	return key.String()
 }
 
 func sortedKeys[V any](m map[types.NamespacedName]V) []types.NamespacedName {

@@ -29,8 +29,8 @@ func (r *Reconciler) enqueue(q workqueue.TypedRateLimitingInterface[reconcile.Re
 }
 
 // objectEvents handles the events of one controller-runtime watch
-// (Namespaces, NetworkPolicies, the own Node): note records the changed
-// object; nil records nothing (the Node, which compiling does not read).
+// (Namespaces, NetworkPolicies, Nodes): note records the changed object;
+// nil records nothing and only enqueues.
 type objectEvents struct {
 	r    *Reconciler
 	note func(client.Object)

@@ -3,29 +3,29 @@ package controllers
 import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
-// CacheOptions configures the controller-runtime cache of the agent on
-// nodeName, which holds the few objects of the cluster: Namespaces,
-// NetworkPolicies and the agent's own Node (only that one is watched),
-// each trimmed to what policy needs before it is stored. Pods, as many as
-// the cluster is large, are in the PodStore instead.
-func CacheOptions(nodeName string) cache.Options {
+// CacheOptions configures the agent's controller-runtime cache, which holds the smaller kinds of the cluster: Namespaces,
+// NetworkPolicies and Nodes (ClusterNetworkPolicy nodes peers select any
+// node by its labels), each trimmed to what policy needs before it is
+// stored. Pods, as many as the cluster is large, are in the PodStore
+// instead; ClusterNetworkPolicies in a store of their own that runs only
+// while their CRD is served (cnpWatcher). Every agent caches the same
+// objects: before ClusterNetworkPolicy it watched only its own Node, by
+// name.
+func CacheOptions() cache.Options {
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Namespace{}:           {Transform: TrimNamespace},
 			&networkingv1.NetworkPolicy{}: {Transform: TrimNetworkPolicy},
-			&corev1.Node{}: {
-				Field:     fields.OneTermEqualSelector("metadata.name", nodeName),
-				Transform: TrimNode,
-			},
+			&corev1.Node{}:                {Transform: TrimNode},
 		},
-		// Anything watched later (e.g. network-policy-api objects) at least
-		// loses its managedFields.
+		// Anything watched later at least loses its managedFields.
 		DefaultTransform: cache.TransformStripManagedFields(),
 		// A read of a type nobody watches (a Pod, by mistake) fails
 		// instead of quietly starting an informer that caches every pod
@@ -67,9 +67,11 @@ func TrimNetworkPolicy(obj any) (any, error) {
 	return &networkingv1.NetworkPolicy{TypeMeta: np.TypeMeta, ObjectMeta: trimMeta(&np.ObjectMeta), Spec: np.Spec}, nil
 }
 
-// TrimNode is the cache transform for the agent's own Node: labels,
-// addresses and pod CIDRs. Status heartbeats and conditions go, so that they
-// do not look like changes.
+// TrimNode is the cache transform for Nodes, every node of the cluster:
+// name, labels and status.addresses (and the resourceVersion the informer
+// needs), nothing else. Kubelets rewrite their Node's status every few
+// seconds (heartbeats, conditions, images); all of that goes, so that it
+// neither costs memory at thousands of nodes nor looks like a change.
 func TrimNode(obj any) (any, error) {
 	n, ok := obj.(*corev1.Node)
 	if !ok {
@@ -77,8 +79,43 @@ func TrimNode(obj any) (any, error) {
 	}
 	return &corev1.Node{
 		TypeMeta:   n.TypeMeta,
-		ObjectMeta: trimMeta(&n.ObjectMeta),
-		Spec:       corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
+		ObjectMeta: metav1.ObjectMeta{Name: n.Name, ResourceVersion: n.ResourceVersion, Labels: n.Labels},
 		Status:     corev1.NodeStatus{Addresses: n.Status.Addresses},
+	}, nil
+}
+
+// TrimClusterNetworkPolicy is the transform of the ClusterNetworkPolicy
+// store: the whole spec, without annotations, managedFields and status
+// (conditions other controllers write must not look like changes). The
+// type is set, so that Events can name the object without a scheme.
+func TrimClusterNetworkPolicy(obj any) (any, error) {
+	p, ok := obj.(*policyv1beta1.ClusterNetworkPolicy)
+	if !ok {
+		return obj, nil
+	}
+	return &policyv1beta1.ClusterNetworkPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: policyv1beta1.GroupVersion.String(), Kind: cnpKind},
+		ObjectMeta: trimMeta(&p.ObjectMeta),
+		Spec:       p.Spec,
+	}, nil
+}
+
+// TrimCRD is the transform of the one CustomResourceDefinition the agent
+// watches: whether it is being deleted, which versions it serves and its
+// conditions. The schema (over 100 kB for ClusterNetworkPolicy) goes.
+func TrimCRD(obj any) (any, error) {
+	crd, ok := obj.(*apiextensionsv1.CustomResourceDefinition)
+	if !ok {
+		return obj, nil
+	}
+	versions := make([]apiextensionsv1.CustomResourceDefinitionVersion, 0, len(crd.Spec.Versions))
+	for _, v := range crd.Spec.Versions {
+		versions = append(versions, apiextensionsv1.CustomResourceDefinitionVersion{Name: v.Name, Served: v.Served, Storage: v.Storage})
+	}
+	return &apiextensionsv1.CustomResourceDefinition{
+		TypeMeta:   crd.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{Name: crd.Name, UID: crd.UID, ResourceVersion: crd.ResourceVersion, DeletionTimestamp: crd.DeletionTimestamp},
+		Spec:       apiextensionsv1.CustomResourceDefinitionSpec{Group: crd.Spec.Group, Names: crd.Spec.Names, Scope: crd.Spec.Scope, Versions: versions},
+		Status:     apiextensionsv1.CustomResourceDefinitionStatus{Conditions: crd.Status.Conditions},
 	}, nil
 }

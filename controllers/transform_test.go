@@ -10,11 +10,13 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
 // addrCmp compares netip.Addr values (unexported fields).
@@ -69,6 +71,7 @@ func TestTransforms_PassThroughTombstones(t *testing.T) {
 		fn   cache.TransformFunc
 	}{
 		{"pod", NewPodStore(nil).transform}, {"namespace", TrimNamespace}, {"networkpolicy", TrimNetworkPolicy}, {"node", TrimNode},
+		{"clusternetworkpolicy", TrimClusterNetworkPolicy}, {"crd", TrimCRD},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := tc.fn(tomb)
@@ -94,6 +97,14 @@ func TestTrimOthers(t *testing.T) {
 		Ingress:     []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: ptr.To(intstr.FromString("http"))}}}},
 		PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
 	}
+	cnpSpec := policyv1beta1.ClusterNetworkPolicySpec{
+		Tier: policyv1beta1.AdminTier, Priority: 10,
+		Subject: policyv1beta1.ClusterNetworkPolicySubject{Namespaces: &metav1.LabelSelector{}},
+		Egress: []policyv1beta1.ClusterNetworkPolicyEgressRule{{
+			Action: policyv1beta1.ClusterNetworkPolicyRuleActionDeny,
+			To:     []policyv1beta1.ClusterNetworkPolicyEgressPeer{{Networks: []policyv1beta1.CIDR{"0.0.0.0/0"}}},
+		}},
+	}
 	tests := []struct {
 		name string
 		fn   cache.TransformFunc
@@ -113,15 +124,69 @@ func TestTrimOthers(t *testing.T) {
 			want: &networkingv1.NetworkPolicy{ObjectMeta: trimmedMeta, Spec: spec},
 		},
 		{
-			name: "node",
+			name: "node: name, labels, addresses",
 			fn:   TrimNode,
-			in: &corev1.Node{ObjectMeta: meta, Spec: corev1.NodeSpec{PodCIDR: "10.0.1.0/24", ProviderID: "p"}, Status: corev1.NodeStatus{
-				Addresses:  []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.0.1"}},
-				Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady}},
-			}},
-			want: &corev1.Node{ObjectMeta: trimmedMeta, Spec: corev1.NodeSpec{PodCIDR: "10.0.1.0/24"}, Status: corev1.NodeStatus{
+			in: &corev1.Node{
+				ObjectMeta: func() metav1.ObjectMeta {
+					m := *meta.DeepCopy()
+					m.Namespace, m.UID = "", "u1"
+					m.DeletionTimestamp = &metav1.Time{}
+					return m
+				}(),
+				Spec: corev1.NodeSpec{PodCIDR: "10.0.1.0/24", ProviderID: "p", Taints: []corev1.Taint{{Key: "k"}}},
+				Status: corev1.NodeStatus{
+					Addresses:  []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.0.1"}},
+					Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady}},
+					Images:     []corev1.ContainerImage{{Names: []string{"i"}}},
+				},
+			},
+			want: &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "x", ResourceVersion: "7", Labels: map[string]string{"a": "b"}}, Status: corev1.NodeStatus{
 				Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.0.1"}},
 			}},
+		},
+		{
+			name: "clusternetworkpolicy: spec, typed, no status",
+			fn:   TrimClusterNetworkPolicy,
+			in: &policyv1beta1.ClusterNetworkPolicy{
+				ObjectMeta: func() metav1.ObjectMeta { m := *meta.DeepCopy(); m.Namespace = ""; return m }(),
+				Spec:       cnpSpec,
+				Status:     policyv1beta1.ClusterNetworkPolicyStatus{Conditions: []metav1.Condition{{Type: "Accepted"}}},
+			},
+			want: &policyv1beta1.ClusterNetworkPolicy{
+				TypeMeta:   metav1.TypeMeta{APIVersion: "policy.networking.k8s.io/v1beta1", Kind: "ClusterNetworkPolicy"},
+				ObjectMeta: metav1.ObjectMeta{Name: "x", ResourceVersion: "7", Labels: map[string]string{"a": "b"}},
+				Spec:       cnpSpec,
+			},
+		},
+		{
+			name: "crd: versions served, conditions; no schema",
+			fn:   TrimCRD,
+			in: &apiextensionsv1.CustomResourceDefinition{
+				ObjectMeta: metav1.ObjectMeta{Name: CNPCRDName, ResourceVersion: "9", Annotations: map[string]string{"big": "yes"}},
+				Spec: apiextensionsv1.CustomResourceDefinitionSpec{
+					Group: "policy.networking.k8s.io", Scope: apiextensionsv1.ClusterScoped,
+					Names: apiextensionsv1.CustomResourceDefinitionNames{Plural: "clusternetworkpolicies", Kind: "ClusterNetworkPolicy"},
+					Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{
+						Name: "v1beta1", Served: true, Storage: true,
+						Schema: &apiextensionsv1.CustomResourceValidation{OpenAPIV3Schema: &apiextensionsv1.JSONSchemaProps{Type: "object"}},
+					}},
+				},
+				Status: apiextensionsv1.CustomResourceDefinitionStatus{
+					Conditions:     []apiextensionsv1.CustomResourceDefinitionCondition{{Type: apiextensionsv1.Established, Status: apiextensionsv1.ConditionTrue}},
+					StoredVersions: []string{"v1beta1"},
+				},
+			},
+			want: &apiextensionsv1.CustomResourceDefinition{
+				ObjectMeta: metav1.ObjectMeta{Name: CNPCRDName, ResourceVersion: "9"},
+				Spec: apiextensionsv1.CustomResourceDefinitionSpec{
+					Group: "policy.networking.k8s.io", Scope: apiextensionsv1.ClusterScoped,
+					Names:    apiextensionsv1.CustomResourceDefinitionNames{Plural: "clusternetworkpolicies", Kind: "ClusterNetworkPolicy"},
+					Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{Name: "v1beta1", Served: true, Storage: true}},
+				},
+				Status: apiextensionsv1.CustomResourceDefinitionStatus{
+					Conditions: []apiextensionsv1.CustomResourceDefinitionCondition{{Type: apiextensionsv1.Established, Status: apiextensionsv1.ConditionTrue}},
+				},
+			},
 		},
 	}
 	for _, tc := range tests {

@@ -409,7 +409,7 @@ func startAgent(t *testing.T, admin *rest.Config, c client.Client, node, user st
 	log := logs.logger().WithValues("agent", user)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 testScheme(t),
-		Cache:                  controllers.CacheOptions(node),
+		Cache:                  controllers.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Logger:                 log,

@@ -1,5 +1,7 @@
 // Command nftpolicy is the node agent: it enforces Kubernetes
-// NetworkPolicies on its node with one nftables table, inet nftpolicy.
+// NetworkPolicies (and ClusterNetworkPolicies of sigs.k8s.io/network-policy-api
+// when their CRD is installed) on its node with one nftables table, inet
+// nftpolicy.
 //
 //	nftpolicy [flags]     run the agent (see --help)
 //	nftpolicy cleanup     delete table inet nftpolicy (opens enforcement)
@@ -35,6 +37,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/nftpolicy/nftpolicy/api/v1alpha1"
 	"github.com/nftpolicy/nftpolicy/controllers"
@@ -206,9 +209,15 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return err
 	}
+	// ClusterNetworkPolicies are read through their own typed client
+	// (controllers.CNPListWatch); in the scheme they are known to the Event
+	// recorder and anything else that has to name them.
+	if err := policyv1beta1.Install(scheme); err != nil {
+		return err
+	}
 	mgr, err := ctrl.NewManager(rc, ctrl.Options{
 		Scheme:                 scheme,
-		Cache:                  controllers.CacheOptions(cfg.NodeName),
+		Cache:                  controllers.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: cfg.MetricsBindAddress},
 		HealthProbeBindAddress: cfg.HealthProbeBindAddress,
 		LeaderElection:         false,
