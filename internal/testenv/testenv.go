@@ -119,20 +119,6 @@ func CNPCRDFile(t testing.TB, channel string) string {
 	return filepath.Join(ModuleDir(t, NetworkPolicyAPIModule), "config", "crd", channel, "policy.networking.k8s.io_clusternetworkpolicies.yaml")
 }
 
-// CNPCRD decodes the module's ClusterNetworkPolicy CRD of channel.
-func CNPCRD(t testing.TB, channel string) *apiextensionsv1.CustomResourceDefinition {
-	t.Helper()
-	b, err := os.ReadFile(CNPCRDFile(t, channel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	crd := &apiextensionsv1.CustomResourceDefinition{}
-	if err := yaml.UnmarshalStrict(b, crd); err != nil {
-		t.Fatalf("decode the %s ClusterNetworkPolicy CRD: %v", channel, err)
-	}
-	return crd
-}
-
 // crdTimeout bounds the wait for a CRD to be established or gone.
 const crdTimeout = 30 * time.Second
 
@@ -140,8 +126,22 @@ const crdTimeout = 30 * time.Second
 // (unless it exists) and waits until it is established.
 func InstallCNPCRD(t testing.TB, c client.Client, channel string) {
 	t.Helper()
+	InstallCRDFile(t, c, CNPCRDFile(t, channel))
+}
+
+// InstallCRDFile creates the CRD in file (unless one of that name exists)
+// and waits until it is established.
+func InstallCRDFile(t testing.TB, c client.Client, file string) {
+	t.Helper()
 	ctx := context.Background()
-	crd := CNPCRD(t, channel)
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crd := &apiextensionsv1.CustomResourceDefinition{}
+	if err := yaml.UnmarshalStrict(b, crd); err != nil {
+		t.Fatalf("decode %s: %v", file, err)
+	}
 	if err := c.Create(ctx, crd); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("create CRD %s: %v", crd.Name, err)
 	}
