@@ -31,10 +31,12 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/nftpolicy/nftpolicy/controllers"
 	"github.com/nftpolicy/nftpolicy/internal/testenv"
 	"github.com/nftpolicy/nftpolicy/nft"
+	"github.com/nftpolicy/nftpolicy/policy"
 )
 
 const (
@@ -173,8 +175,10 @@ func equalKeys(m map[string]int, want []string) bool {
 // own reconciler (controllers.New + SetupWithManager, the manager built
 // like cmd/nftpolicy builds it) with a rest.Config that impersonates the
 // ServiceAccount. It must sync a ruleset that isolates a new pod, record
-// a Warning Event about a named port the pod does not declare, and log no
-// "forbidden" error.
+// a Warning Event about a named port the pod does not declare, pick up the
+// ClusterNetworkPolicy CRD installed after it started (the experimental
+// component) and a ClusterNetworkPolicy, record a Warning Event about that
+// policy, and log no "forbidden" error.
 func TestRBAC_AgentSyncsAsServiceAccount(t *testing.T) {
 	cfg, c := apiServer(t)
 	ctx := context.Background()
@@ -188,8 +192,11 @@ func TestRBAC_AgentSyncsAsServiceAccount(t *testing.T) {
 			}
 		}
 	}
+	// The ClusterNetworkPolicy CRD appears after the agent started.
+	testenv.UninstallCNPCRD(t, c)
+	t.Cleanup(func() { testenv.UninstallCNPCRD(t, c) })
 	user := "system:serviceaccount:" + systemNamespace + ":" + agentName
-	a := startAgent(t, cfg, c, "install-node-ok", user)
+	a := startAgent(t, cfg, c, "install-node-ok", user, warnAbout(cnpName))
 	waitFor(t, waitTimeout, "first sync as "+user, func() string {
 		if a.syncer.latest() == nil {
 			return "no sync"
@@ -225,6 +232,49 @@ func TestRBAC_AgentSyncsAsServiceAccount(t *testing.T) {
 		return fmt.Sprintf("%d events, none PolicyNotEnforced about %s", len(list.Items), np.Name)
 	})
 	t.Logf("agent as %s: %d syncs; Event %s %s: %s", user, a.syncer.count(), event.Type, event.Reason, event.Note)
+
+	// Now the CRD (the experimental component users install), and one
+	// ClusterNetworkPolicy: the agent must pick both up as the
+	// ServiceAccount, and record an Event about the policy (which it does
+	// only for a policy it holds).
+	testenv.InstallCRDFile(t, c, filepath.Join(componentDir("experimental"), cnpCRDFile))
+	cnpClient, err := client.New(cfg, client.Options{Scheme: testScheme(t)}) // a fresh REST mapper
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, cnpClient, &policyv1beta1.ClusterNetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: cnpName},
+		Spec: policyv1beta1.ClusterNetworkPolicySpec{
+			Tier: policyv1beta1.AdminTier, Priority: 1,
+			Subject: policyv1beta1.ClusterNetworkPolicySubject{Namespaces: &metav1.LabelSelector{}},
+			Egress: []policyv1beta1.ClusterNetworkPolicyEgressRule{{
+				Action: policyv1beta1.ClusterNetworkPolicyRuleActionAccept,
+				To:     []policyv1beta1.ClusterNetworkPolicyEgressPeer{{DomainNames: []policyv1beta1.DomainName{"www.example.com"}}},
+			}},
+		},
+	})
+	waitFor(t, waitTimeout, "the ClusterNetworkPolicy watched as "+user, func() string {
+		watched := gauge(t, a.reg, "nftpolicy_cluster_network_policy_crd_watched")
+		admin := gauge(t, a.reg, "nftpolicy_cluster_network_policies", "tier", "admin")
+		if watched != 1 || admin != 1 {
+			return fmt.Sprintf("crd_watched %v, admin policies %v", watched, admin)
+		}
+		return ""
+	})
+	waitFor(t, waitTimeout, "a PolicyNotEnforced Event on the ClusterNetworkPolicy recorded as "+user, func() string {
+		var list eventsv1.EventList
+		if err := c.List(ctx, &list, client.InNamespace(metav1.NamespaceDefault)); err != nil {
+			return err.Error()
+		}
+		for _, e := range list.Items {
+			if e.Reason == controllers.ReasonPolicyNotEnforced && e.Regarding.Kind == "ClusterNetworkPolicy" && e.Regarding.Name == cnpName && strings.Contains(e.Note, a.node) {
+				event = e
+				return ""
+			}
+		}
+		return fmt.Sprintf("%d events in default, none about ClusterNetworkPolicy %s", len(list.Items), cnpName)
+	})
+	t.Logf("agent as %s: Event %s %s on %s %s: %s", user, event.Type, event.Reason, event.Regarding.Kind, event.Regarding.Name, event.Note)
 	if f := logs.forbidden(user); len(f) > 0 {
 		t.Errorf("the agent running as %s was refused:\n%s", user, strings.Join(f, "\n"))
 	}
@@ -236,6 +286,10 @@ func TestRBAC_AgentSyncsAsServiceAccount(t *testing.T) {
 // named-port warning). The API server must refuse the agent (which
 // TestRBAC_AgentSyncsAsServiceAccount forbids); without any way to read
 // pods the agent must never sync at all.
+//
+// The ClusterNetworkPolicy CRD is installed for these cases. Without
+// reading it the agent cannot know whether ClusterNetworkPolicies exist,
+// and never syncs (a ruleset without them could open what they deny).
 //
 // What a real API server showed: one read verb alone is not fatal. Without
 // watch, client-go's reflector re-lists after every failed watch, so the
@@ -255,6 +309,8 @@ func TestRBAC_MissingVerbFails(t *testing.T) {
 			}
 		}
 	}
+	testenv.InstallCRDFile(t, c, filepath.Join(componentDir("experimental"), cnpCRDFile))
+	t.Cleanup(func() { testenv.UninstallCNPCRD(t, c) })
 	role := typed[*rbacv1.ClusterRole](t, objs, "ClusterRole", agentName)
 	tests := []struct {
 		name, group, resource string
@@ -266,6 +322,10 @@ func TestRBAC_MissingVerbFails(t *testing.T) {
 		{name: "no-read-pods", group: "", resource: "pods", verbs: []string{"list", "watch"}, podIP: "10.77.0.21", neverSyncs: true},
 		{name: "no-watch-networkpolicies", group: "networking.k8s.io", resource: "networkpolicies", verbs: []string{"watch"}, podIP: "10.77.0.22"},
 		{name: "no-create-events", group: "events.k8s.io", resource: "events", verbs: []string{"create"}, podIP: "10.77.0.23"},
+		{name: "no-watch-clusternetworkpolicies", group: "policy.networking.k8s.io", resource: "clusternetworkpolicies", verbs: []string{"watch"}, podIP: "10.77.0.24"},
+		// Without the CRD the agent cannot tell whether ClusterNetworkPolicies
+		// exist, and it does not sync a ruleset that may lack them.
+		{name: "no-read-crd", group: "apiextensions.k8s.io", resource: "customresourcedefinitions", verbs: []string{"list", "watch"}, podIP: "10.77.0.25", neverSyncs: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -299,6 +359,52 @@ func TestRBAC_MissingVerbFails(t *testing.T) {
 			t.Logf("without %v on %q/%s: %d syncs; refused: %.260s", tt.verbs, tt.group, tt.resource, a.syncer.count(), logs.forbidden(user)[0])
 		})
 	}
+}
+
+// cnpName is the ClusterNetworkPolicy of TestRBAC_AgentSyncsAsServiceAccount.
+const cnpName = "install-domain-names"
+
+// warnAbout makes the agent's compiler add a warning about the
+// ClusterNetworkPolicy name, as the ClusterNetworkPolicy compiler will for
+// its domainNames peer: the policy store of this branch compiles nothing
+// for ClusterNetworkPolicies. The agent reports it only for a policy its
+// Cluster holds.
+func warnAbout(name string) func(*controllers.Options) {
+	return func(o *controllers.Options) {
+		o.Compile = func(c *policy.Cluster) (*nft.Ruleset, []policy.Warning) {
+			rs, w := c.Compile()
+			return rs, append(w, policy.Warning{Policy: name, Message: "domainNames peers are not enforced"})
+		}
+	}
+}
+
+// gauge reads a gauge from reg (labels as name, value pairs); -1 when it
+// has no such series.
+func gauge(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					found = found || (lp.GetName() == labels[i] && lp.GetValue() == labels[i+1])
+				}
+				if !found {
+					continue metrics
+				}
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return -1
 }
 
 // namedPortWarning creates a pod with podIP on node and a policy isolating
@@ -344,7 +450,7 @@ func withoutVerbs(t *testing.T, rules []rbacv1.PolicyRule, group, resource strin
 		}
 		found = true
 		if others := remove(r.Resources, resource); len(others) > 0 {
-			out = append(out, rbacv1.PolicyRule{APIGroups: r.APIGroups, Resources: others, Verbs: r.Verbs})
+			out = append(out, rbacv1.PolicyRule{APIGroups: r.APIGroups, Resources: others, ResourceNames: r.ResourceNames, Verbs: r.Verbs})
 		}
 		kept := r.Verbs
 		for _, v := range verbs {
@@ -354,7 +460,7 @@ func withoutVerbs(t *testing.T, rules []rbacv1.PolicyRule, group, resource strin
 			kept = remove(kept, v)
 		}
 		if len(kept) > 0 {
-			out = append(out, rbacv1.PolicyRule{APIGroups: r.APIGroups, Resources: []string{resource}, Verbs: kept})
+			out = append(out, rbacv1.PolicyRule{APIGroups: r.APIGroups, Resources: []string{resource}, ResourceNames: r.ResourceNames, Verbs: kept})
 		}
 	}
 	if !found {
@@ -393,12 +499,13 @@ func mustCreate(t *testing.T, c client.Client, obj client.Object) {
 type agent struct {
 	node   string
 	syncer *recordingSyncer
+	reg    *prometheus.Registry
 }
 
 // startAgent runs the agent's reconciler for node with the identity of
 // user (impersonated, with the groups a ServiceAccount token carries)
-// until the test ends.
-func startAgent(t *testing.T, admin *rest.Config, c client.Client, node, user string) *agent {
+// until the test ends. mutate, if given, changes the Options.
+func startAgent(t *testing.T, admin *rest.Config, c client.Client, node, user string, mutate ...func(*controllers.Options)) *agent {
 	t.Helper()
 	mustCreate(t, c, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}})
 	cfg := rest.CopyConfig(admin)
@@ -417,14 +524,18 @@ func startAgent(t *testing.T, admin *rest.Config, c client.Client, node, user st
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &agent{node: node, syncer: &recordingSyncer{}}
-	r, err := controllers.New(controllers.Options{
+	a := &agent{node: node, syncer: &recordingSyncer{}, reg: prometheus.NewRegistry()}
+	opts := controllers.Options{
 		NodeName:        node,
 		Syncer:          a.syncer,
-		Registerer:      prometheus.NewRegistry(),
+		Registerer:      a.reg,
 		MinSyncInterval: 20 * time.Millisecond,
 		Logger:          log,
-	})
+	}
+	for _, m := range mutate {
+		m(&opts)
+	}
+	r, err := controllers.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

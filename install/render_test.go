@@ -134,6 +134,12 @@ func TestInstallYAML_LeastPrivilege(t *testing.T) {
 		if slices.Contains(r.Resources, "*") || slices.Contains(r.APIGroups, "*") || slices.Contains(r.Verbs, "*") {
 			t.Errorf("ClusterRole rule with a wildcard: %+v", r)
 		}
+		// CRDs: the ClusterNetworkPolicy one only, which tells whether
+		// that API is served; not every CRD's schema.
+		if slices.Contains(r.Resources, "customresourcedefinitions") &&
+			(!slices.Equal(r.Resources, []string{"customresourcedefinitions"}) || !slices.Equal(r.ResourceNames, []string{"clusternetworkpolicies.policy.networking.k8s.io"})) {
+			t.Errorf("ClusterRole rule on customresourcedefinitions %+v: want resourceNames [clusternetworkpolicies.policy.networking.k8s.io] and nothing else", r)
+		}
 	}
 }
 
