@@ -45,12 +45,17 @@ type Server struct {
 	Name     string
 }
 
-// PortName is the container port name: the given one or serve-<port>-<proto>.
+// PortName is the container port name: the given one or
+// serve-<port>-<proto>, or s<port>-<proto> where that would be longer than
+// the 15 characters a port name may have (a 5-digit SCTP port).
 func (s Server) PortName() string {
 	if s.Name != "" {
 		return s.Name
 	}
-	return fmt.Sprintf("serve-%d-%s", s.Port, strings.ToLower(s.Protocol))
+	if n := fmt.Sprintf("serve-%d-%s", s.Port, strings.ToLower(s.Protocol)); len(n) <= 15 {
+		return n
+	}
+	return fmt.Sprintf("s%d-%s", s.Port, strings.ToLower(s.Protocol))
 }
 
 // PodSpec is what a scenario asks for.

@@ -157,3 +157,19 @@ func TestMarkRunning_AfterLabelChange(t *testing.T) {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
+
+func TestServerPortName(t *testing.T) {
+	for _, tc := range []struct {
+		sv   Server
+		want string
+	}{
+		{Server{Port: 80, Protocol: "TCP"}, "serve-80-tcp"},
+		{Server{Port: 9003, Protocol: "SCTP"}, "serve-9003-sctp"},
+		{Server{Port: 34351, Protocol: "SCTP"}, "s34351-sctp"}, // serve-34351-sctp is 16 characters
+		{Server{Port: 34345, Protocol: "TCP", Name: "web-34345"}, "web-34345"},
+	} {
+		if got := tc.sv.PortName(); got != tc.want || len(got) > 15 {
+			t.Errorf("%+v: PortName() = %q, want %q (at most 15 characters)", tc.sv, got, tc.want)
+		}
+	}
+}

@@ -24,6 +24,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/ipv4"
 )
 
 // Server is one port the pod serves.
@@ -179,18 +181,31 @@ func (s *server) listen(sv Server) (func(), error) {
 		}()
 		return func() { l.Close() }, nil
 	case "UDP":
-		pc, err := net.ListenPacket("udp", addr)
+		pc, err := net.ListenPacket("udp4", addr)
 		if err != nil {
+			return nil, err
+		}
+		// Answer from the address the datagram was sent to: a server on the
+		// host network has several (the node's, flannel.1's, cni0's), and a
+		// reply from the one routing would pick is dropped by the client's
+		// connected socket, as DNS servers know.
+		p := ipv4.NewPacketConn(pc)
+		if err := p.SetControlMessage(ipv4.FlagDst, true); err != nil {
+			pc.Close()
 			return nil, err
 		}
 		go func() {
 			buf := make([]byte, 2048)
 			for {
-				_, from, err := pc.ReadFrom(buf)
+				_, cm, from, err := p.ReadFrom(buf)
 				if err != nil {
 					return
 				}
-				_, _ = pc.WriteTo(answer, from)
+				var reply *ipv4.ControlMessage
+				if cm != nil {
+					reply = &ipv4.ControlMessage{Src: cm.Dst}
+				}
+				_, _ = p.WriteTo(answer, reply, from)
 			}
 		}()
 		return func() { pc.Close() }, nil
