@@ -28,8 +28,6 @@ const fieldManager = "kubectl-client-side-apply"
 // runner installs before the first scenario that needs it.
 const DefaultCNPCRD = "config/components/cnp-crd-experimental/policy.networking.k8s.io_clusternetworkpolicies.yaml"
 
-const cnpCRDName = "clusternetworkpolicies." + scenario.ClusterNetworkPolicyGroup
-
 // cnpResource is ClusterNetworkPolicy in apiVersion (v1beta1 when empty).
 func cnpResource(apiVersion string) schema.GroupVersionResource {
 	version := "v1beta1"
@@ -172,11 +170,10 @@ func (r *Runner) ensureCNPCRD(ctx context.Context) error {
 	if _, err := r.Cfg.Kubectl(ctx, "apply", "--server-side", "--force-conflicts", "-f", r.Opt.CNPCRD); err != nil {
 		return fmt.Errorf("installing the ClusterNetworkPolicy CRD: %w", err)
 	}
-	if _, err := r.Cfg.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd/"+cnpCRDName); err != nil {
-		return err
-	}
-	// Established can precede the first successful list by a moment.
-	deadline := time.Now().Add(30 * time.Second)
+	// Wait until it is served. (Not `kubectl wait --for=condition=Established`:
+	// on a CRD created a moment ago it fails at once, before the API server
+	// has written any condition.)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		_, err := r.DC.Resource(cnpResource("")).List(ctx, metav1.ListOptions{Limit: 1})
 		if err == nil {
