@@ -110,7 +110,7 @@ func startAgentHooked(t *testing.T, mutate func(*Options), created func(*Reconci
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, c: c, node: fmt.Sprintf("node-%d", nodeSeq.Add(1)), syncer: newRecordingSyncer(), reg: prometheus.NewRegistry()}
+	h := &harness{t: t, c: c, node: fmt.Sprintf("node-%d", nodeSeq.Add(1)), syncer: newRecordingSyncer(t), reg: prometheus.NewRegistry()}
 	h.create(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: h.node}})
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{

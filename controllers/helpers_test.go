@@ -3,6 +3,7 @@ package controllers
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -16,25 +17,39 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/nftpolicy/nftpolicy/nft"
+	"github.com/nftpolicy/nftpolicy/nft/nfttest"
 )
 
-// recordingSyncer is the fake dataplane: it stores every ruleset it is
-// given and signals each call on a channel. failures makes the next calls
-// fail.
+// recordingSyncer is the dataplane edge of the controller tests: it
+// passes each ruleset to an nfttest.FakeSyncer, which applies the diff from
+// the last one as the kernel syncer does (incremental syncs, the
+// pointer-sharing contract), stores every ruleset synced successfully and
+// signals each call on a channel. failures makes the next calls fail
+// before they reach the fake. A broken contract fails the test.
 type recordingSyncer struct {
 	mu       sync.Mutex
+	fake     *nfttest.FakeSyncer
 	rulesets []*nft.Ruleset
 	calls    int
 	failures int   // the next this many calls fail
 	failErr  error // with this error
+	broken   error // the first contract violation the fake reported
 	synced   chan struct{}
 }
 
-func newRecordingSyncer() *recordingSyncer {
-	return &recordingSyncer{synced: make(chan struct{}, 1)}
+func newRecordingSyncer(t *testing.T) *recordingSyncer {
+	s := &recordingSyncer{fake: nfttest.NewFakeSyncer(), synced: make(chan struct{}, 1)}
+	t.Cleanup(func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.broken != nil {
+			t.Errorf("dataplane: %v", s.broken)
+		}
+	})
+	return s
 }
 
-func (s *recordingSyncer) Sync(_ context.Context, r *nft.Ruleset) error {
+func (s *recordingSyncer) Sync(ctx context.Context, r *nft.Ruleset) error {
 	s.mu.Lock()
 	s.calls++
 	var err error
@@ -44,8 +59,10 @@ func (s *recordingSyncer) Sync(_ context.Context, r *nft.Ruleset) error {
 		if err == nil {
 			err = fmt.Errorf("injected sync failure")
 		}
-	} else {
+	} else if err = s.fake.Sync(ctx, r); err == nil {
 		s.rulesets = append(s.rulesets, r)
+	} else if s.broken == nil && !errors.Is(err, context.Canceled) {
+		s.broken = err
 	}
 	s.mu.Unlock()
 	select {

@@ -195,7 +195,7 @@ func TestReconcile_FullLoadEveryResyncPeriod(t *testing.T) {
 
 func TestReconcile_RefusesBeforePodsSynced(t *testing.T) {
 	lw, _ := newPodListWatch(nil)
-	r, err := New(Options{NodeName: "node-a", Syncer: newRecordingSyncer(), Registerer: prometheus.NewRegistry(), Pods: NewPodStore(lw)})
+	r, err := New(Options{NodeName: "node-a", Syncer: newRecordingSyncer(t), Registerer: prometheus.NewRegistry(), Pods: NewPodStore(lw)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,5 +375,29 @@ func TestPodEvents(t *testing.T) {
 				t.Errorf("enqueued = %v, want %v", got, tc.wantEnqueue)
 			}
 		})
+	}
+}
+
+// TestReconcile_SyncsIncrementallyThroughTheFakeDataplane: after the first
+// sync (a full replace) the dataplane receives only the difference, and the
+// table it builds from those differences is the ruleset the reconcile
+// compiled (the fake checks both, and that no synced ruleset changed).
+func TestReconcile_SyncsIncrementallyThroughTheFakeDataplane(t *testing.T) {
+	web := runningPod("shop", "web", "node-a", map[string]string{"app": "web"}, "10.0.1.2")
+	shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}
+	a := newFakeAgent(t, []client.Object{shop, web}, Options{})
+	a.reconcile(t)
+	if err := a.client.Create(context.Background(), denyWeb("deny")); err != nil {
+		t.Fatal(err)
+	}
+	a.r.changes.policy(types.NamespacedName{Namespace: "shop", Name: "deny"})
+	a.reconcile(t)
+	a.wantWebIsolated(t, true)
+	full, incremental, ops := a.syncer.fake.Syncs()
+	if full != 1 || incremental < 1 || ops == 0 {
+		t.Errorf("syncs: %d full, %d incremental, last with %d ops; want 1 full, then incremental ones with ops", full, incremental, ops)
+	}
+	if got, want := a.syncer.fake.Table().Dump(), a.syncer.latest().Dump(); got != want {
+		t.Errorf("fake table differs from the last synced ruleset:\n%s\n--- want\n%s", got, want)
 	}
 }

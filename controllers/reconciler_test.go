@@ -103,7 +103,7 @@ func newFakeAgent(t *testing.T, objs []client.Object, opts Options, funcs ...int
 			others = append(others, o)
 		}
 	}
-	a := &fakeAgent{syncer: newRecordingSyncer(), reg: prometheus.NewRegistry()}
+	a := &fakeAgent{syncer: newRecordingSyncer(t), reg: prometheus.NewRegistry()}
 	b := fake.NewClientBuilder().WithScheme(scheme).WithObjects(others...)
 	for _, f := range funcs {
 		b = b.WithInterceptorFuncs(f)

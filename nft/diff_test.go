@@ -1,4 +1,4 @@
-package nft
+package nft_test
 
 // IP plan: local pods on 10.244.1.0/24 and fd00:244:1::/64 (10.244.1.N and
 // fd00:244:1::N for pod N), remote peers on 10.244.2.0/24 and
@@ -8,10 +8,11 @@ import (
 	"fmt"
 	"math/rand"
 	"net/netip"
-	"sort"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nftpolicy/nftpolicy/nft"
+	"github.com/nftpolicy/nftpolicy/nft/nfttest"
 )
 
 func podAddrs(n int) []netip.Addr {
@@ -21,24 +22,20 @@ func podAddrs(n int) []netip.Addr {
 	}
 }
 
-func remote4(n int) Range { return Addr(netip.AddrFrom4([4]byte{10, 244, 2, byte(n)})) }
+func remote4(n int) nft.Range { return nft.Addr(netip.AddrFrom4([4]byte{10, 244, 2, byte(n)})) }
 
 // normalise orders elements by key so that equal sets compare equal.
-var normalise = cmp.Transformer("sortElements", func(in []Element) []Element {
-	out := append([]Element(nil), in...)
-	sort.Slice(out, func(i, j int) bool { return keyString(out[i].Key) < keyString(out[j].Key) })
-	return out
-})
+var normalise = cmp.Transformer("sortElements", nft.SortedElements)
 
-func countOps(ops []Op) map[OpKind]int {
-	n := map[OpKind]int{}
+func countOps(ops []nft.Op) map[nft.OpKind]int {
+	n := map[nft.OpKind]int{}
 	for _, op := range ops {
 		n[op.Kind]++
 	}
 	return n
 }
 
-func countElements(ops []Op, kind OpKind) int {
+func countElements(ops []nft.Op, kind nft.OpKind) int {
 	n := 0
 	for _, op := range ops {
 		if op.Kind == kind {
@@ -50,73 +47,73 @@ func countElements(ops []Op, kind OpKind) int {
 
 // withB is the skeleton with pod ns/b isolated for ingress, admitting the
 // given remote peers on TCP 80.
-func withB(peers ...int) *Ruleset {
-	r := NewSkeleton()
-	var allow AllowList
+func withB(peers ...int) *nft.Ruleset {
+	r := nft.NewSkeleton()
+	var allow nft.AllowList
 	for _, p := range peers {
-		allow.Ports = append(allow.Ports, PortAllow{Peer: remote4(p), Proto: ProtoTCP, Ports: Port(80), Comment: fmt.Sprintf("peer %d", p)})
+		allow.Ports = append(allow.Ports, nft.PortAllow{Peer: remote4(p), Proto: nft.ProtoTCP, Ports: nft.Port(80), Comment: fmt.Sprintf("peer %d", p)})
 	}
-	r.AddIsolatedEndpoint(Ingress, "ns/b", podAddrs(2), allow)
+	r.AddIsolatedEndpoint(nft.Ingress, "ns/b", podAddrs(2), allow)
 	return r
 }
 
 func TestDiff_OpCounts(t *testing.T) {
 	withC := withB(1)
-	withC.AddIsolatedEndpoint(Egress, "ns/c", podAddrs(3), AllowList{
-		AnyPort: []Range{PrefixRange(netip.MustParsePrefix("192.0.2.0/25"))},
-		Ports: []PortAllow{
-			{Peer: remote4(5), Proto: ProtoUDP, Ports: Port(53)},
-			{Peer: PrefixRange(netip.MustParsePrefix("2001:db8::/32")), Proto: ProtoSCTP, Ports: PortRange(1000, 2000)},
+	withC.AddIsolatedEndpoint(nft.Egress, "ns/c", podAddrs(3), nft.AllowList{
+		AnyPort: []nft.Range{nft.PrefixRange(netip.MustParsePrefix("192.0.2.0/25"))},
+		Ports: []nft.PortAllow{
+			{Peer: remote4(5), Proto: nft.ProtoUDP, Ports: nft.Port(53)},
+			{Peer: nft.PrefixRange(netip.MustParsePrefix("2001:db8::/32")), Proto: nft.ProtoSCTP, Ports: nft.PortRange(1000, 2000)},
 		},
 	})
 	redirected := withB(1)
-	redirected.Sets[MapIngressV4].Elements[0].Verdict = Jump(ChainInput)
+	redirected.Sets[nft.MapIngressV4].Elements[0].Verdict = nft.Jump(nft.ChainInput)
 	tests := []struct {
 		name      string
-		old, new  *Ruleset
-		wantOps   map[OpKind]int
+		old, new  *nft.Ruleset
+		wantOps   map[nft.OpKind]int
 		wantAdded int
 		wantGone  int
 	}{
-		{name: "no change", old: withB(1, 2), new: withB(1, 2), wantOps: map[OpKind]int{}},
+		{name: "no change", old: withB(1, 2), new: withB(1, 2), wantOps: map[nft.OpKind]int{}},
 		{
 			name: "peer joins an existing allow-list", old: withB(1), new: withB(1, 2),
-			wantOps: map[OpKind]int{OpAddElements: 1}, wantAdded: 1,
+			wantOps: map[nft.OpKind]int{nft.OpAddElements: 1}, wantAdded: 1,
 		},
 		{
 			name: "peer leaves an allow-list", old: withB(1, 2, 3), new: withB(1),
-			wantOps: map[OpKind]int{OpDeleteElements: 1}, wantGone: 2,
+			wantOps: map[nft.OpKind]int{nft.OpDeleteElements: 1}, wantGone: 2,
 		},
 		{
 			// 4 sets + 1 chain (+ its rules) + elements: 1 any4, 1 ports4,
 			// 1 ports6 and the pod's 2 addresses in the egress maps.
 			name: "local pod becomes isolated", old: withB(1), new: withC,
-			wantOps:   map[OpKind]int{OpAddSet: 4, OpAddChain: 1, OpReplaceRules: 1, OpAddElements: 5},
+			wantOps:   map[nft.OpKind]int{nft.OpAddSet: 4, nft.OpAddChain: 1, nft.OpReplaceRules: 1, nft.OpAddElements: 5},
 			wantAdded: 5,
 		},
 		{
 			name: "local pod stops being isolated", old: withC, new: withB(1),
-			wantOps:  map[OpKind]int{OpDeleteElements: 2, OpDeleteChain: 1, OpDeleteSet: 4},
+			wantOps:  map[nft.OpKind]int{nft.OpDeleteElements: 2, nft.OpDeleteChain: 1, nft.OpDeleteSet: 4},
 			wantGone: 2,
 		},
 		{
 			name: "changed verdict on the same key is delete plus add", old: withB(1), new: redirected,
-			wantOps: map[OpKind]int{OpDeleteElements: 1, OpAddElements: 1}, wantAdded: 1, wantGone: 1,
+			wantOps: map[nft.OpKind]int{nft.OpDeleteElements: 1, nft.OpAddElements: 1}, wantAdded: 1, wantGone: 1,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ops := Diff(tt.old, tt.new)
+			ops := nft.Diff(tt.old, tt.new)
 			if diff := cmp.Diff(tt.wantOps, countOps(ops)); diff != "" {
 				t.Errorf("op counts (-want +got):\n%s\nops: %v", diff, ops)
 			}
-			if got := countElements(ops, OpAddElements); got != tt.wantAdded {
+			if got := countElements(ops, nft.OpAddElements); got != tt.wantAdded {
 				t.Errorf("added elements = %d, want %d", got, tt.wantAdded)
 			}
-			if got := countElements(ops, OpDeleteElements); got != tt.wantGone {
+			if got := countElements(ops, nft.OpDeleteElements); got != tt.wantGone {
 				t.Errorf("deleted elements = %d, want %d", got, tt.wantGone)
 			}
-			got, err := Apply(tt.old, ops)
+			got, err := nfttest.Apply(tt.old, ops)
 			if err != nil {
 				t.Fatalf("Apply: %v", err)
 			}
@@ -129,32 +126,32 @@ func TestDiff_OpCounts(t *testing.T) {
 
 func TestDiff_FromNothing(t *testing.T) {
 	want := withB(1, 2)
-	ops := Diff(nil, want)
-	got, err := Apply(nil, ops)
+	ops := nft.Diff(nil, want)
+	got, err := nfttest.Apply(nil, ops)
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
 	if diff := cmp.Diff(want, got, normalise); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
-	if ops[0].Kind != OpAddSet {
+	if ops[0].Kind != nft.OpAddSet {
 		t.Errorf("first op = %v, want sets first", ops[0])
 	}
 }
 
 func TestDiff_NeverDeletesBaseChains(t *testing.T) {
-	empty := NewRuleset()
-	ops := Diff(withB(1), empty)
+	empty := nft.NewRuleset()
+	ops := nft.Diff(withB(1), empty)
 	for _, op := range ops {
-		if op.Kind == OpDeleteChain && (op.Name == ChainForward || op.Name == ChainInput) {
+		if op.Kind == nft.OpDeleteChain && (op.Name == nft.ChainForward || op.Name == nft.ChainInput) {
 			t.Fatalf("Diff deletes base chain: %v", op)
 		}
 	}
-	got, err := Apply(withB(1), ops)
+	got, err := nfttest.Apply(withB(1), ops)
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
-	for _, name := range []string{ChainForward, ChainInput} {
+	for _, name := range []string{nft.ChainForward, nft.ChainInput} {
 		if c := got.Chains[name]; c == nil || len(c.Rules) != 0 {
 			t.Errorf("base chain %s = %+v, want kept and empty", name, c)
 		}
@@ -163,9 +160,9 @@ func TestDiff_NeverDeletesBaseChains(t *testing.T) {
 
 func TestDiff_BaseChainPolicyIsARulesChange(t *testing.T) {
 	closed := withB(1)
-	closed.Chains[ChainForward].Hook.Policy = VerdictDrop
-	ops := Diff(withB(1), closed)
-	want := []Op{{Kind: OpReplaceRules, Name: ChainForward, Chain: closed.Chains[ChainForward]}}
+	closed.Chains[nft.ChainForward].Hook.Policy = nft.VerdictDrop
+	ops := nft.Diff(withB(1), closed)
+	want := []nft.Op{{Kind: nft.OpReplaceRules, Name: nft.ChainForward, Chain: closed.Chains[nft.ChainForward]}}
 	if diff := cmp.Diff(want, ops); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
@@ -173,14 +170,14 @@ func TestDiff_BaseChainPolicyIsARulesChange(t *testing.T) {
 
 func TestDiff_RedefinedSet(t *testing.T) {
 	old := withB(1)
-	n := NamesFor(Ingress, "ns/b")
+	n := nft.NamesFor(nft.Ingress, "ns/b")
 	// Same name, new key type: the set must be re-created, and the chain that
 	// looks it up must let go of it first.
 	redefined := withB()
-	redefined.Sets[n.PortsV4].KeyTypes = []KeyType{TypeIPv4Addr, TypeInetProto}
-	redefined.Sets[n.PortsV4].Elements = []Element{{Key: []Range{remote4(9), Proto(ProtoUDP)}}}
-	redefined.Chains[n.Chain].Rules[2].Matches[0].Lookup.Fields = []Field{FieldIPv4Saddr, FieldL4Proto}
-	got, err := Apply(old, Diff(old, redefined))
+	redefined.Sets[n.PortsV4].KeyTypes = []nft.KeyType{nft.TypeIPv4Addr, nft.TypeInetProto}
+	redefined.Sets[n.PortsV4].Elements = []nft.Element{{Key: []nft.Range{remote4(9), nft.Proto(nft.ProtoUDP)}}}
+	redefined.Chains[n.Chain].Rules[2].Matches[0].Lookup.Fields = []nft.Field{nft.FieldIPv4Saddr, nft.FieldL4Proto}
+	got, err := nfttest.Apply(old, nft.Diff(old, redefined))
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
@@ -192,10 +189,10 @@ func TestDiff_RedefinedSet(t *testing.T) {
 // randomRuleset isolates a random subset of 6 local pods in random
 // directions with random allow-lists drawn from a small pool, so that
 // successive rulesets share many objects and elements.
-func randomRuleset(rng *rand.Rand) *Ruleset {
-	r := NewSkeleton()
+func randomRuleset(rng *rand.Rand) *nft.Ruleset {
+	r := nft.NewSkeleton()
 	for pod := 1; pod <= 6; pod++ {
-		for _, dir := range []Direction{Ingress, Egress} {
+		for _, dir := range []nft.Direction{nft.Ingress, nft.Egress} {
 			if rng.Intn(2) == 0 {
 				continue
 			}
@@ -205,17 +202,17 @@ func randomRuleset(rng *rand.Rand) *Ruleset {
 	return r
 }
 
-func randomAllow(rng *rand.Rand) AllowList {
-	var a AllowList
+func randomAllow(rng *rand.Rand) nft.AllowList {
+	var a nft.AllowList
 	for peer := 1; peer <= 8; peer++ {
 		switch rng.Intn(4) {
 		case 0:
 			a.AnyPort = append(a.AnyPort, remote4(peer))
 		case 1:
-			a.Ports = append(a.Ports, PortAllow{Peer: remote4(peer), Proto: ProtoTCP, Ports: Port(uint16(80 + rng.Intn(2)))})
+			a.Ports = append(a.Ports, nft.PortAllow{Peer: remote4(peer), Proto: nft.ProtoTCP, Ports: nft.Port(uint16(80 + rng.Intn(2)))})
 		case 2:
-			six := Addr(netip.MustParseAddr(fmt.Sprintf("fd00:244:2::%x", peer)))
-			a.Ports = append(a.Ports, PortAllow{Peer: six, Proto: ProtoUDP, Ports: PortRange(53, 54), Comment: fmt.Sprintf("c%d", rng.Intn(2))})
+			six := nft.Addr(netip.MustParseAddr(fmt.Sprintf("fd00:244:2::%x", peer)))
+			a.Ports = append(a.Ports, nft.PortAllow{Peer: six, Proto: nft.ProtoUDP, Ports: nft.PortRange(53, 54), Comment: fmt.Sprintf("c%d", rng.Intn(2))})
 		}
 	}
 	return a
@@ -224,11 +221,11 @@ func randomAllow(rng *rand.Rand) AllowList {
 func TestDiff_RandomTransitions(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
 	for round := 0; round < 12; round++ {
-		states := []*Ruleset{randomRuleset(rng), randomRuleset(rng), randomRuleset(rng)}
+		states := []*nft.Ruleset{randomRuleset(rng), randomRuleset(rng), randomRuleset(rng)}
 		for _, order := range [][3]int{{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}} {
-			var cur *Ruleset
+			var cur *nft.Ruleset
 			for _, i := range order {
-				next, err := Apply(cur, Diff(cur, states[i]))
+				next, err := nfttest.Apply(cur, nft.Diff(cur, states[i]))
 				if err != nil {
 					t.Fatalf("round %d order %v step %d: %v", round, order, i, err)
 				}
@@ -238,7 +235,7 @@ func TestDiff_RandomTransitions(t *testing.T) {
 			if diff := cmp.Diff(want, cur, normalise); diff != "" {
 				t.Fatalf("round %d order %v (-want +got):\n%s", round, order, diff)
 			}
-			if again := Diff(cur, want); len(again) != 0 {
+			if again := nft.Diff(cur, want); len(again) != 0 {
 				t.Fatalf("round %d order %v: Diff after convergence = %v, want none", round, order, again)
 			}
 		}
@@ -251,21 +248,21 @@ func TestDiff_RandomTransitions(t *testing.T) {
 // exactly the ops of a Diff against a deep copy of A, which shares nothing.
 func TestDiff_SharedObjectsAreSkippedNotLost(t *testing.T) {
 	rng := rand.New(rand.NewSource(2))
-	randomEndpoints := func() []*IsolatedEndpoint {
-		var eps []*IsolatedEndpoint
+	randomEndpoints := func() []*nft.IsolatedEndpoint {
+		var eps []*nft.IsolatedEndpoint
 		for pod := 1; pod <= 6; pod++ {
-			for _, dir := range []Direction{Ingress, Egress} {
-				var e *IsolatedEndpoint
+			for _, dir := range []nft.Direction{nft.Ingress, nft.Egress} {
+				var e *nft.IsolatedEndpoint
 				if rng.Intn(3) > 0 {
-					e = NewIsolatedEndpoint(dir, fmt.Sprintf("ns/p%d", pod), podAddrs(pod), randomAllow(rng))
+					e = nft.NewIsolatedEndpoint(dir, fmt.Sprintf("ns/p%d", pod), podAddrs(pod), randomAllow(rng))
 				}
 				eps = append(eps, e)
 			}
 		}
 		return eps
 	}
-	build := func(eps []*IsolatedEndpoint) *Ruleset {
-		r := NewSkeleton()
+	build := func(eps []*nft.IsolatedEndpoint) *nft.Ruleset {
+		r := nft.NewSkeleton()
 		for _, e := range eps {
 			if e != nil {
 				r.AddEndpoint(e)
@@ -276,7 +273,7 @@ func TestDiff_SharedObjectsAreSkippedNotLost(t *testing.T) {
 	for round := 0; round < 50; round++ {
 		epsA := randomEndpoints()
 		fresh := randomEndpoints()
-		epsB := make([]*IsolatedEndpoint, len(epsA))
+		epsB := make([]*nft.IsolatedEndpoint, len(epsA))
 		shared := 0
 		for i := range epsA {
 			if rng.Intn(2) == 0 {
@@ -287,12 +284,12 @@ func TestDiff_SharedObjectsAreSkippedNotLost(t *testing.T) {
 			}
 		}
 		a, b := build(epsA), build(epsB)
-		applied := a.Clone() // what the kernel holds: equal to A, shares nothing
-		skipping := Diff(a, b)
-		if diff := cmp.Diff(Diff(applied, b), skipping); diff != "" {
+		applied := nfttest.Clone(a) // what the kernel holds: equal to A, shares nothing
+		skipping := nft.Diff(a, b)
+		if diff := cmp.Diff(nft.Diff(applied, b), skipping); diff != "" {
 			t.Fatalf("round %d (%d endpoints shared): Diff with shared objects differs from Diff against a copy (-copy +shared):\n%s", round, shared, diff)
 		}
-		got, err := Apply(applied, skipping)
+		got, err := nfttest.Apply(applied, skipping)
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}

@@ -1,4 +1,4 @@
-package nft
+package nft_test
 
 // IP plan: local pods x/a 10.244.1.10 (fd00::10), x/b 10.244.1.11 and x/c
 // 10.244.1.12; remote peers in 10.244.2.0/24 and 10.1.0.0/16; 192.0.2.1
@@ -17,62 +17,64 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nftpolicy/nftpolicy/nft"
+	"github.com/nftpolicy/nftpolicy/nft/nfttest"
 )
 
-func tierFixture() (*Ruleset, *TierMaps) {
-	remote := PrefixRange(netip.MustParsePrefix("10.244.2.0/24"))
-	below := AddrRange(ip("10.244.2.0"), ip("10.244.2.6"))
-	above := AddrRange(ip("10.244.2.8"), ip("10.244.2.255"))
-	admin := NewTierMaps(TierAdmin, Ingress, "deny-remote", "Admin ingress rules of pass-7, deny-remote", TierVerdicts{
-		AnyPort: []ProtoVerdict{
-			{Peer: below, Protos: ProtoRange(0, 5), Verdict: Drop},
-			{Peer: above, Protos: ProtoRange(0, 5), Verdict: Drop},
-			{Peer: below, Protos: ProtoRange(7, 255), Verdict: Drop},
-			{Peer: above, Protos: ProtoRange(7, 255), Verdict: Drop},
+func tierFixture() (*nft.Ruleset, *nft.TierMaps) {
+	remote := nft.PrefixRange(netip.MustParsePrefix("10.244.2.0/24"))
+	below := nft.AddrRange(ip("10.244.2.0"), ip("10.244.2.6"))
+	above := nft.AddrRange(ip("10.244.2.8"), ip("10.244.2.255"))
+	admin := nft.NewTierMaps(nft.TierAdmin, nft.Ingress, "deny-remote", "Admin ingress rules of pass-7, deny-remote", nft.TierVerdicts{
+		AnyPort: []nft.ProtoVerdict{
+			{Peer: below, Protos: nft.ProtoRange(0, 5), Verdict: nft.Drop},
+			{Peer: above, Protos: nft.ProtoRange(0, 5), Verdict: nft.Drop},
+			{Peer: below, Protos: nft.ProtoRange(7, 255), Verdict: nft.Drop},
+			{Peer: above, Protos: nft.ProtoRange(7, 255), Verdict: nft.Drop},
 		},
-		Ports: []PortVerdict{
-			{Peer: below, Proto: ProtoTCP, Ports: PortRange(0, 79), Verdict: Drop},
-			{Peer: above, Proto: ProtoTCP, Ports: PortRange(0, 79), Verdict: Drop},
-			{Peer: below, Proto: ProtoTCP, Ports: Port(80), Verdict: Return},
-			{Peer: above, Proto: ProtoTCP, Ports: Port(80), Verdict: Return},
-			{Peer: below, Proto: ProtoTCP, Ports: PortRange(81, 65535), Verdict: Drop},
-			{Peer: above, Proto: ProtoTCP, Ports: PortRange(81, 65535), Verdict: Drop},
-		},
-	})
-	baseB := NewTierMaps(TierBaseline, Ingress, "deny-7", "Baseline ingress rules of deny-7", TierVerdicts{
-		AnyPort: []ProtoVerdict{
-			{Peer: Addr(ip("10.244.2.7")), Protos: ProtoRange(0, 255), Verdict: Drop},
-			{Peer: PrefixRange(netip.MustParsePrefix("192.0.2.0/24")), Protos: ProtoRange(0, 255), Verdict: Drop},
+		Ports: []nft.PortVerdict{
+			{Peer: below, Proto: nft.ProtoTCP, Ports: nft.PortRange(0, 79), Verdict: nft.Drop},
+			{Peer: above, Proto: nft.ProtoTCP, Ports: nft.PortRange(0, 79), Verdict: nft.Drop},
+			{Peer: below, Proto: nft.ProtoTCP, Ports: nft.Port(80), Verdict: nft.Return},
+			{Peer: above, Proto: nft.ProtoTCP, Ports: nft.Port(80), Verdict: nft.Return},
+			{Peer: below, Proto: nft.ProtoTCP, Ports: nft.PortRange(81, 65535), Verdict: nft.Drop},
+			{Peer: above, Proto: nft.ProtoTCP, Ports: nft.PortRange(81, 65535), Verdict: nft.Drop},
 		},
 	})
-	baseC := NewTierMaps(TierBaseline, Egress, "local", "Baseline egress rules of local", TierVerdicts{
-		AnyPort: []ProtoVerdict{{Peer: PrefixRange(netip.MustParsePrefix("10.244.1.0/24")), Protos: ProtoRange(0, 255), Verdict: Return}},
+	baseB := nft.NewTierMaps(nft.TierBaseline, nft.Ingress, "deny-7", "Baseline ingress rules of deny-7", nft.TierVerdicts{
+		AnyPort: []nft.ProtoVerdict{
+			{Peer: nft.Addr(ip("10.244.2.7")), Protos: nft.ProtoRange(0, 255), Verdict: nft.Drop},
+			{Peer: nft.PrefixRange(netip.MustParsePrefix("192.0.2.0/24")), Protos: nft.ProtoRange(0, 255), Verdict: nft.Drop},
+		},
 	})
-	r := NewSkeleton()
-	allowA := NewIsolatedEndpoint(Ingress, "x/a", []netip.Addr{ip("10.244.1.10"), ip("fd00::10")}, AllowList{AnyPort: []Range{remote}})
-	r.AddTieredEndpoint(NewTieredEndpoint(Ingress, "x/a", []netip.Addr{ip("10.244.1.10"), ip("fd00::10")}, admin, allowA, nil))
-	r.AddTieredEndpoint(NewTieredEndpoint(Ingress, "x/b", []netip.Addr{ip("10.244.1.11")}, admin, nil, baseB))
-	r.AddTieredEndpoint(NewTieredEndpoint(Egress, "x/c", []netip.Addr{ip("10.244.1.12")}, nil, nil, baseC))
+	baseC := nft.NewTierMaps(nft.TierBaseline, nft.Egress, "local", "Baseline egress rules of local", nft.TierVerdicts{
+		AnyPort: []nft.ProtoVerdict{{Peer: nft.PrefixRange(netip.MustParsePrefix("10.244.1.0/24")), Protos: nft.ProtoRange(0, 255), Verdict: nft.Return}},
+	})
+	r := nft.NewSkeleton()
+	allowA := nft.NewIsolatedEndpoint(nft.Ingress, "x/a", []netip.Addr{ip("10.244.1.10"), ip("fd00::10")}, nft.AllowList{AnyPort: []nft.Range{remote}})
+	r.AddTieredEndpoint(nft.NewTieredEndpoint(nft.Ingress, "x/a", []netip.Addr{ip("10.244.1.10"), ip("fd00::10")}, admin, allowA, nil))
+	r.AddTieredEndpoint(nft.NewTieredEndpoint(nft.Ingress, "x/b", []netip.Addr{ip("10.244.1.11")}, admin, nil, baseB))
+	r.AddTieredEndpoint(nft.NewTieredEndpoint(nft.Egress, "x/c", []netip.Addr{ip("10.244.1.12")}, nil, nil, baseC))
 	return r, admin
 }
 
 func TestTrace_Tiers(t *testing.T) {
-	a, b, c := NamesFor(Ingress, "x/a"), NamesFor(Ingress, "x/b"), NamesFor(Egress, "x/c")
+	a, b, c := nft.NamesFor(nft.Ingress, "x/a"), nft.NamesFor(nft.Ingress, "x/b"), nft.NamesFor(nft.Egress, "x/c")
 	r, admin := tierFixture()
-	if err := r.Validate(); err != nil {
+	if err := nfttest.Validate(r); err != nil {
 		t.Fatal(err)
 	}
 	adm := admin.Names
 	cases := []struct {
 		name  string
-		pkt   Packet
-		want  VerdictKind
+		pkt   nft.Packet
+		want  nft.VerdictKind
 		steps []string
 	}{
 		{
 			name: "Admin Deny drops before the NetworkPolicy allow-list that admits the peer",
-			pkt:  Packet{Hook: HookForward, Src: ip("10.244.2.9"), Dst: ip("10.244.1.10"), Proto: ProtoUDP, DstPort: 53, CtState: CtStateNew},
-			want: VerdictDrop,
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.2.9"), Dst: ip("10.244.1.10"), Proto: nft.ProtoUDP, DstPort: 53, CtState: nft.CtStateNew},
+			want: nft.VerdictDrop,
 			steps: []string{
 				"forward#6 ip daddr vmap @ingress-v4 => jump " + a.Tiers,
 				a.Tiers + "#1 ip saddr . meta l4proto vmap @" + adm.AnyV4 + " => drop",
@@ -80,8 +82,8 @@ func TestTrace_Tiers(t *testing.T) {
 		},
 		{
 			name: "Admin Accept on a port returns: the allow-list is not consulted",
-			pkt:  Packet{Hook: HookForward, Src: ip("10.244.2.9"), Dst: ip("10.244.1.10"), Proto: ProtoTCP, DstPort: 80, CtState: CtStateNew},
-			want: VerdictAccept,
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.2.9"), Dst: ip("10.244.1.10"), Proto: nft.ProtoTCP, DstPort: 80, CtState: nft.CtStateNew},
+			want: nft.VerdictAccept,
 			steps: []string{
 				"forward#6 ip daddr vmap @ingress-v4 => jump " + a.Tiers,
 				a.Tiers + "#3 ip saddr . meta l4proto . th dport vmap @" + adm.PortsV4 + " => return",
@@ -90,8 +92,8 @@ func TestTrace_Tiers(t *testing.T) {
 		},
 		{
 			name: "Pass (a hole in the Admin maps) goes on to the NetworkPolicy allow-list",
-			pkt:  Packet{Hook: HookForward, Src: ip("10.244.2.7"), Dst: ip("10.244.1.10"), Proto: ProtoTCP, DstPort: 22, CtState: CtStateNew},
-			want: VerdictAccept,
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.2.7"), Dst: ip("10.244.1.10"), Proto: nft.ProtoTCP, DstPort: 22, CtState: nft.CtStateNew},
+			want: nft.VerdictAccept,
 			steps: []string{
 				"forward#6 ip daddr vmap @ingress-v4 => jump " + a.Tiers,
 				a.Tiers + "#5 jump " + a.Chain + " => jump " + a.Chain,
@@ -101,18 +103,18 @@ func TestTrace_Tiers(t *testing.T) {
 		},
 		{
 			name: "no Admin rule, the allow-list does not admit: dropped",
-			pkt:  Packet{Hook: HookForward, Src: ip("192.0.2.1"), Dst: ip("10.244.1.10"), Proto: ProtoTCP, DstPort: 80, CtState: CtStateNew},
-			want: VerdictDrop,
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("192.0.2.1"), Dst: ip("10.244.1.10"), Proto: nft.ProtoTCP, DstPort: 80, CtState: nft.CtStateNew},
+			want: nft.VerdictDrop,
 		},
 		{
 			name: "IPv6 of the same pod: no Admin element, the allow-list has none either",
-			pkt:  Packet{Hook: HookForward, Src: ip("2001:db8::1"), Dst: ip("fd00::10"), Proto: ProtoTCP, DstPort: 80, CtState: CtStateNew},
-			want: VerdictDrop,
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("2001:db8::1"), Dst: ip("fd00::10"), Proto: nft.ProtoTCP, DstPort: 80, CtState: nft.CtStateNew},
+			want: nft.VerdictDrop,
 		},
 		{
 			name: "shared Admin maps judge x/b alike",
-			pkt:  Packet{Hook: HookForward, Src: ip("10.244.2.9"), Dst: ip("10.244.1.11"), Proto: ProtoTCP, DstPort: 81, CtState: CtStateNew},
-			want: VerdictDrop,
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.2.9"), Dst: ip("10.244.1.11"), Proto: nft.ProtoTCP, DstPort: 81, CtState: nft.CtStateNew},
+			want: nft.VerdictDrop,
 			steps: []string{
 				"forward#6 ip daddr vmap @ingress-v4 => jump " + b.Tiers,
 				b.Tiers + "#3 ip saddr . meta l4proto . th dport vmap @" + adm.PortsV4 + " => drop",
@@ -120,25 +122,25 @@ func TestTrace_Tiers(t *testing.T) {
 		},
 		{
 			name: "not isolated: after an Admin Pass, the Baseline tier decides",
-			pkt:  Packet{Hook: HookForward, Src: ip("10.244.2.7"), Dst: ip("10.244.1.11"), Proto: ProtoTCP, DstPort: 22, CtState: CtStateNew},
-			want: VerdictDrop,
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.2.7"), Dst: ip("10.244.1.11"), Proto: nft.ProtoTCP, DstPort: 22, CtState: nft.CtStateNew},
+			want: nft.VerdictDrop,
 			steps: []string{
 				"forward#6 ip daddr vmap @ingress-v4 => jump " + b.Tiers,
-				b.Tiers + "#5 ip saddr . meta l4proto vmap @" + NewTierMaps(TierBaseline, Ingress, "deny-7", "", TierVerdicts{}).Names.AnyV4 + " => drop",
+				b.Tiers + "#5 ip saddr . meta l4proto vmap @" + nft.NewTierMaps(nft.TierBaseline, nft.Ingress, "deny-7", "", nft.TierVerdicts{}).Names.AnyV4 + " => drop",
 			},
 		},
 		{
 			name: "not isolated, no tier decides: allowed",
-			pkt:  Packet{Hook: HookForward, Src: ip("10.1.0.1"), Dst: ip("10.244.1.11"), Proto: ProtoICMP, CtState: CtStateNew},
-			want: VerdictAccept,
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.1.0.1"), Dst: ip("10.244.1.11"), Proto: nft.ProtoICMP, CtState: nft.CtStateNew},
+			want: nft.VerdictAccept,
 		},
 		{
 			name: "an egress Accept returns, so the destination's ingress is still judged",
-			pkt:  Packet{Hook: HookForward, Src: ip("10.244.1.12"), Dst: ip("10.244.1.10"), Proto: ProtoTCP, DstPort: 80, CtState: CtStateNew},
-			want: VerdictDrop,
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.1.12"), Dst: ip("10.244.1.10"), Proto: nft.ProtoTCP, DstPort: 80, CtState: nft.CtStateNew},
+			want: nft.VerdictDrop,
 			steps: []string{
 				"forward#4 ip saddr vmap @egress-v4 => jump " + c.Tiers,
-				c.Tiers + "#1 ip daddr . meta l4proto vmap @" + NewTierMaps(TierBaseline, Egress, "local", "", TierVerdicts{}).Names.AnyV4 + " => return",
+				c.Tiers + "#1 ip daddr . meta l4proto vmap @" + nft.NewTierMaps(nft.TierBaseline, nft.Egress, "local", "", nft.TierVerdicts{}).Names.AnyV4 + " => return",
 				"forward#6 ip daddr vmap @ingress-v4 => jump " + a.Tiers,
 				a.Tiers + "#5 jump " + a.Chain + " => jump " + a.Chain,
 				a.Chain + "#5 drop => drop",
@@ -149,7 +151,7 @@ func TestTrace_Tiers(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got := r.Trace(tc.pkt)
 			if got.Verdict != tc.want {
-				t.Errorf("%v: verdict %v, want %v; trace:\n\t%s", tc.pkt, Verdict{Kind: got.Verdict}, Verdict{Kind: tc.want}, strings.Join(got.Steps, "\n\t"))
+				t.Errorf("%v: verdict %v, want %v; trace:\n\t%s", tc.pkt, nft.Verdict{Kind: got.Verdict}, nft.Verdict{Kind: tc.want}, strings.Join(got.Steps, "\n\t"))
 			}
 			if tc.steps != nil {
 				if diff := cmp.Diff(tc.steps, got.Steps); diff != "" {
@@ -162,18 +164,18 @@ func TestTrace_Tiers(t *testing.T) {
 
 func TestNewTieredEndpoint_Shapes(t *testing.T) {
 	addrs := []netip.Addr{ip("10.244.1.10")}
-	allow := NewIsolatedEndpoint(Ingress, "x/a", addrs, AllowList{})
-	admin := NewTierMaps(TierAdmin, Ingress, "k", "", TierVerdicts{})
-	base := NewTierMaps(TierBaseline, Ingress, "k", "", TierVerdicts{})
-	if e := NewTieredEndpoint(Ingress, "x/a", addrs, nil, nil, nil); e != nil {
+	allow := nft.NewIsolatedEndpoint(nft.Ingress, "x/a", addrs, nft.AllowList{})
+	admin := nft.NewTierMaps(nft.TierAdmin, nft.Ingress, "k", "", nft.TierVerdicts{})
+	base := nft.NewTierMaps(nft.TierBaseline, nft.Ingress, "k", "", nft.TierVerdicts{})
+	if e := nft.NewTieredEndpoint(nft.Ingress, "x/a", addrs, nil, nil, nil); e != nil {
 		t.Errorf("no tier: got %+v, want nil", e)
 	}
-	if e := NewTieredEndpoint(Ingress, "x/a", addrs, nil, allow, base); e.Chain != nil || e.Baseline != nil || e.Allow != allow ||
-		e.MapElements4[0].Verdict != Jump(allow.Chain.Name) {
+	if e := nft.NewTieredEndpoint(nft.Ingress, "x/a", addrs, nil, allow, base); e.Chain != nil || e.Baseline != nil || e.Allow != allow ||
+		e.MapElements4[0].Verdict != nft.Jump(allow.Chain.Name) {
 		t.Errorf("allow-list only (Baseline under isolation): got %+v, want the allow-list dispatched directly", e)
 	}
-	e := NewTieredEndpoint(Ingress, "x/a", addrs, admin, nil, base)
-	if e.Chain == nil || len(e.Chain.Rules) != 8 || e.MapElements4[0].Verdict != Jump(e.Names.Tiers) {
+	e := nft.NewTieredEndpoint(nft.Ingress, "x/a", addrs, admin, nil, base)
+	if e.Chain == nil || len(e.Chain.Rules) != 8 || e.MapElements4[0].Verdict != nft.Jump(e.Names.Tiers) {
 		t.Errorf("Admin and Baseline: got %+v", e)
 	}
 	if admin.Names == base.Names {
@@ -185,30 +187,30 @@ func TestNewTieredEndpoint_Shapes(t *testing.T) {
 // chain and dispatch element only; a change of the shared maps' elements is
 // element operations only, whatever the number of pods sharing them.
 func TestDiff_TierMapsShared(t *testing.T) {
-	mk := func(pods int, deny string) *Ruleset {
-		admin := NewTierMaps(TierAdmin, Ingress, "deny", "Admin ingress rules of deny", TierVerdicts{
-			AnyPort: []ProtoVerdict{{Peer: PrefixRange(netip.MustParsePrefix(deny)), Protos: ProtoRange(0, 255), Verdict: Drop}},
+	mk := func(pods int, deny string) *nft.Ruleset {
+		admin := nft.NewTierMaps(nft.TierAdmin, nft.Ingress, "deny", "Admin ingress rules of deny", nft.TierVerdicts{
+			AnyPort: []nft.ProtoVerdict{{Peer: nft.PrefixRange(netip.MustParsePrefix(deny)), Protos: nft.ProtoRange(0, 255), Verdict: nft.Drop}},
 		})
-		r := NewSkeleton()
+		r := nft.NewSkeleton()
 		for i := 1; i <= pods; i++ {
 			id := "ns/p" + string(rune('0'+i))
-			r.AddTieredEndpoint(NewTieredEndpoint(Ingress, id, podAddrs(i), admin, nil, nil))
+			r.AddTieredEndpoint(nft.NewTieredEndpoint(nft.Ingress, id, podAddrs(i), admin, nil, nil))
 		}
 		return r
 	}
 	one, two := mk(1, "10.244.2.0/24"), mk(2, "10.244.2.0/24")
-	if err := two.Validate(); err != nil {
+	if err := nfttest.Validate(two); err != nil {
 		t.Fatal(err)
 	}
-	ops := Diff(one, two)
-	if got, want := countOps(ops), map[OpKind]int{OpAddChain: 1, OpReplaceRules: 1, OpAddElements: 2}; !cmp.Equal(got, want) {
+	ops := nft.Diff(one, two)
+	if got, want := countOps(ops), map[nft.OpKind]int{nft.OpAddChain: 1, nft.OpReplaceRules: 1, nft.OpAddElements: 2}; !cmp.Equal(got, want) {
 		t.Errorf("second pod sharing the maps: ops %v, want %v", got, want)
 	}
-	ops = Diff(two, mk(2, "10.244.3.0/24"))
-	if got, want := countOps(ops), map[OpKind]int{OpDeleteElements: 1, OpAddElements: 1}; !cmp.Equal(got, want) {
+	ops = nft.Diff(two, mk(2, "10.244.3.0/24"))
+	if got, want := countOps(ops), map[nft.OpKind]int{nft.OpDeleteElements: 1, nft.OpAddElements: 1}; !cmp.Equal(got, want) {
 		t.Errorf("shared maps change: ops %v, want %v", got, want)
 	}
-	after, err := Apply(two, ops)
+	after, err := nfttest.Apply(two, ops)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +218,7 @@ func TestDiff_TierMapsShared(t *testing.T) {
 		t.Errorf("applied diff differs (-want +got):\n%s", diff)
 	}
 	// The last pod going takes the maps and its chains with it.
-	if _, err := Apply(two, Diff(two, NewSkeleton())); err != nil {
+	if _, err := nfttest.Apply(two, nft.Diff(two, nft.NewSkeleton())); err != nil {
 		t.Errorf("removing every pod: %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package nft
+package nft_test
 
 // IP plan: local pod 10.244.1.10 (fd00::10) isolated for ingress, admitting
 // 10.244.2.0/24 on any port and 10.244.3.7 on tcp/80-81; 192.0.2.1 is
@@ -10,37 +10,39 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nftpolicy/nftpolicy/nft"
+	"github.com/nftpolicy/nftpolicy/nft/nfttest"
 )
 
-func traceFixture() *Ruleset {
-	r := NewSkeleton()
-	r.AddIsolatedEndpoint(Ingress, "x/a",
+func traceFixture() *nft.Ruleset {
+	r := nft.NewSkeleton()
+	r.AddIsolatedEndpoint(nft.Ingress, "x/a",
 		[]netip.Addr{netip.MustParseAddr("10.244.1.10"), netip.MustParseAddr("fd00::10")},
-		AllowList{
-			AnyPort: []Range{PrefixRange(netip.MustParsePrefix("10.244.2.0/24"))},
-			Ports:   []PortAllow{{Peer: Addr(netip.MustParseAddr("10.244.3.7")), Proto: ProtoTCP, Ports: PortRange(80, 81)}},
+		nft.AllowList{
+			AnyPort: []nft.Range{nft.PrefixRange(netip.MustParsePrefix("10.244.2.0/24"))},
+			Ports:   []nft.PortAllow{{Peer: nft.Addr(netip.MustParseAddr("10.244.3.7")), Proto: nft.ProtoTCP, Ports: nft.PortRange(80, 81)}},
 		})
 	return r
 }
 
 func TestTrace_PacketPaths(t *testing.T) {
-	chain := NamesFor(Ingress, "x/a").Chain
+	chain := nft.NamesFor(nft.Ingress, "x/a").Chain
 	cases := []struct {
 		name  string
-		pkt   Packet
-		want  VerdictKind
+		pkt   nft.Packet
+		want  nft.VerdictKind
 		steps []string
 	}{
 		{
 			name:  "established traffic is accepted before any pod chain",
-			pkt:   Packet{Hook: HookForward, Src: ip("192.0.2.1"), Dst: ip("10.244.1.10"), Proto: ProtoTCP, DstPort: 22, CtState: CtStateEstablished},
-			want:  VerdictAccept,
+			pkt:   nft.Packet{Hook: nft.HookForward, Src: ip("192.0.2.1"), Dst: ip("10.244.1.10"), Proto: nft.ProtoTCP, DstPort: 22, CtState: nft.CtStateEstablished},
+			want:  nft.VerdictAccept,
 			steps: []string{"forward#1 ct state established,related accept => accept"},
 		},
 		{
 			name: "any-port peer returns, then the base chain's policy accepts",
-			pkt:  Packet{Hook: HookForward, Src: ip("10.244.2.9"), Dst: ip("10.244.1.10"), Proto: ProtoUDP, DstPort: 53, CtState: CtStateNew},
-			want: VerdictAccept,
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.2.9"), Dst: ip("10.244.1.10"), Proto: nft.ProtoUDP, DstPort: 53, CtState: nft.CtStateNew},
+			want: nft.VerdictAccept,
 			steps: []string{
 				"forward#6 ip daddr vmap @ingress-v4 => jump " + chain,
 				chain + "#1 ip saddr . meta l4proto @" + chain + ".any4 return => return",
@@ -49,8 +51,8 @@ func TestTrace_PacketPaths(t *testing.T) {
 		},
 		{
 			name: "port peer on a port outside its range is dropped",
-			pkt:  Packet{Hook: HookForward, Src: ip("10.244.3.7"), Dst: ip("10.244.1.10"), Proto: ProtoTCP, DstPort: 82, CtState: CtStateNew},
-			want: VerdictDrop,
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.3.7"), Dst: ip("10.244.1.10"), Proto: nft.ProtoTCP, DstPort: 82, CtState: nft.CtStateNew},
+			want: nft.VerdictDrop,
 			steps: []string{
 				"forward#6 ip daddr vmap @ingress-v4 => jump " + chain,
 				chain + "#5 drop => drop",
@@ -58,46 +60,46 @@ func TestTrace_PacketPaths(t *testing.T) {
 		},
 		{
 			name: "port peer on its range is admitted",
-			pkt:  Packet{Hook: HookForward, Src: ip("10.244.3.7"), Dst: ip("10.244.1.10"), Proto: ProtoTCP, DstPort: 81, CtState: CtStateNew},
-			want: VerdictAccept,
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.3.7"), Dst: ip("10.244.1.10"), Proto: nft.ProtoTCP, DstPort: 81, CtState: nft.CtStateNew},
+			want: nft.VerdictAccept,
 		},
 		{
 			name: "ICMP has no port: only any-port peers admit it",
-			pkt:  Packet{Hook: HookForward, Src: ip("10.244.3.7"), Dst: ip("10.244.1.10"), Proto: ProtoICMP, CtState: CtStateNew},
-			want: VerdictDrop,
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.3.7"), Dst: ip("10.244.1.10"), Proto: nft.ProtoICMP, CtState: nft.CtStateNew},
+			want: nft.VerdictDrop,
 		},
 		{
 			name: "IPv6 address of the same pod dispatches to the same chain",
-			pkt:  Packet{Hook: HookForward, Src: ip("fd00::99"), Dst: ip("fd00::10"), Proto: ProtoTCP, DstPort: 80, CtState: CtStateNew},
-			want: VerdictDrop,
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("fd00::99"), Dst: ip("fd00::10"), Proto: nft.ProtoTCP, DstPort: 80, CtState: nft.CtStateNew},
+			want: nft.VerdictDrop,
 		},
 		{
 			name:  "neighbour discovery is never dropped",
-			pkt:   Packet{Hook: HookForward, Src: ip("fd00::99"), Dst: ip("fd00::10"), Proto: ProtoICMPv6, ICMPType: 135, CtState: CtStateNew},
-			want:  VerdictAccept,
+			pkt:   nft.Packet{Hook: nft.HookForward, Src: ip("fd00::99"), Dst: ip("fd00::10"), Proto: nft.ProtoICMPv6, ICMPType: 135, CtState: nft.CtStateNew},
+			want:  nft.VerdictAccept,
 			steps: []string{"forward#3 icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } accept => accept"},
 		},
 		{
 			name:  "invalid packets are dropped",
-			pkt:   Packet{Hook: HookInput, Src: ip("10.244.2.9"), Dst: ip("10.244.1.1"), Proto: ProtoTCP, DstPort: 80, CtState: CtStateInvalid},
-			want:  VerdictDrop,
+			pkt:   nft.Packet{Hook: nft.HookInput, Src: ip("10.244.2.9"), Dst: ip("10.244.1.1"), Proto: nft.ProtoTCP, DstPort: 80, CtState: nft.CtStateInvalid},
+			want:  nft.VerdictDrop,
 			steps: []string{"input#2 ct state invalid drop => drop"},
 		},
 		{
 			name: "input hook judges egress only: ingress maps are not consulted",
-			pkt:  Packet{Hook: HookInput, Src: ip("10.244.2.9"), Dst: ip("10.244.1.10"), Proto: ProtoTCP, DstPort: 9, CtState: CtStateNew},
-			want: VerdictAccept,
+			pkt:  nft.Packet{Hook: nft.HookInput, Src: ip("10.244.2.9"), Dst: ip("10.244.1.10"), Proto: nft.ProtoTCP, DstPort: 9, CtState: nft.CtStateNew},
+			want: nft.VerdictAccept,
 		},
 	}
 	r := traceFixture()
-	if err := r.Validate(); err != nil {
+	if err := nfttest.Validate(r); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			got := r.Trace(tc.pkt)
 			if got.Verdict != tc.want {
-				t.Errorf("%v: verdict %v, want %v; trace:\n\t%s", tc.pkt, Verdict{Kind: got.Verdict}, Verdict{Kind: tc.want}, strings.Join(got.Steps, "\n\t"))
+				t.Errorf("%v: verdict %v, want %v; trace:\n\t%s", tc.pkt, nft.Verdict{Kind: got.Verdict}, nft.Verdict{Kind: tc.want}, strings.Join(got.Steps, "\n\t"))
 			}
 			if tc.steps != nil {
 				if diff := cmp.Diff(tc.steps, got.Steps); diff != "" {
@@ -111,24 +113,24 @@ func TestTrace_PacketPaths(t *testing.T) {
 func TestFormatRange(t *testing.T) {
 	cases := []struct {
 		name string
-		typ  KeyType
-		r    Range
+		typ  nft.KeyType
+		r    nft.Range
 		want string
 	}{
-		{"single address", TypeIPv4Addr, Addr(ip("10.0.0.1")), "10.0.0.1"},
-		{"prefix", TypeIPv4Addr, PrefixRange(netip.MustParsePrefix("10.0.0.0/25")), "10.0.0.0/25"},
-		{"everything", TypeIPv4Addr, PrefixRange(netip.MustParsePrefix("0.0.0.0/0")), "0.0.0.0/0"},
-		{"range that is no prefix", TypeIPv4Addr, AddrRange(ip("10.0.0.5"), ip("10.0.0.9")), "10.0.0.5-10.0.0.9"},
-		{"range that ends past a prefix", TypeIPv4Addr, AddrRange(ip("10.0.0.0"), ip("10.0.1.0")), "10.0.0.0-10.0.1.0"},
-		{"v6 prefix", TypeIPv6Addr, PrefixRange(netip.MustParsePrefix("fd00::/64")), "fd00::/64"},
-		{"protocol name", TypeInetProto, Proto(ProtoSCTP), "sctp"},
-		{"every protocol", TypeInetProto, ProtoRange(0, 255), "0-255"},
-		{"port", TypeInetService, Port(443), "443"},
-		{"port range", TypeInetService, PortRange(8000, 8100), "8000-8100"},
+		{"single address", nft.TypeIPv4Addr, nft.Addr(ip("10.0.0.1")), "10.0.0.1"},
+		{"prefix", nft.TypeIPv4Addr, nft.PrefixRange(netip.MustParsePrefix("10.0.0.0/25")), "10.0.0.0/25"},
+		{"everything", nft.TypeIPv4Addr, nft.PrefixRange(netip.MustParsePrefix("0.0.0.0/0")), "0.0.0.0/0"},
+		{"range that is no prefix", nft.TypeIPv4Addr, nft.AddrRange(ip("10.0.0.5"), ip("10.0.0.9")), "10.0.0.5-10.0.0.9"},
+		{"range that ends past a prefix", nft.TypeIPv4Addr, nft.AddrRange(ip("10.0.0.0"), ip("10.0.1.0")), "10.0.0.0-10.0.1.0"},
+		{"v6 prefix", nft.TypeIPv6Addr, nft.PrefixRange(netip.MustParsePrefix("fd00::/64")), "fd00::/64"},
+		{"protocol name", nft.TypeInetProto, nft.Proto(nft.ProtoSCTP), "sctp"},
+		{"every protocol", nft.TypeInetProto, nft.ProtoRange(0, 255), "0-255"},
+		{"port", nft.TypeInetService, nft.Port(443), "443"},
+		{"port range", nft.TypeInetService, nft.PortRange(8000, 8100), "8000-8100"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := FormatRange(tc.typ, tc.r); got != tc.want {
+			if got := nft.FormatRange(tc.typ, tc.r); got != tc.want {
 				t.Errorf("FormatRange = %q, want %q", got, tc.want)
 			}
 		})

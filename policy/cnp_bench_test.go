@@ -8,6 +8,7 @@ import (
 	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/nftpolicy/nftpolicy/nft"
+	"github.com/nftpolicy/nftpolicy/nft/nfttest"
 	"github.com/nftpolicy/nftpolicy/policy"
 	"github.com/nftpolicy/nftpolicy/policy/synth"
 )
@@ -102,7 +103,7 @@ func TestSynthClusterNetworkPolicies_CompileWithoutWarnings(t *testing.T) {
 	if len(warnings) != 0 {
 		t.Errorf("warnings: %v", warnings)
 	}
-	if err := rs.Validate(); err != nil {
+	if err := nfttest.Validate(rs); err != nil {
 		t.Fatal(err)
 	}
 	maps := 0

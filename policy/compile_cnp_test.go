@@ -20,6 +20,7 @@ import (
 	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/nftpolicy/nftpolicy/nft"
+	"github.com/nftpolicy/nftpolicy/nft/nfttest"
 )
 
 func fixtureNodes() []Node {
@@ -53,7 +54,7 @@ func runCNPFlowCases(t *testing.T, cases []cnpFlowCase) {
 				s := *snap
 				s.NodeName = node
 				rs, _ := Compile(&s)
-				if err := rs.Validate(); err != nil {
+				if err := nfttest.Validate(rs); err != nil {
 					t.Fatalf("%s: invalid ruleset: %v", node, err)
 				}
 				rulesets[node] = rs

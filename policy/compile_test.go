@@ -7,6 +7,8 @@ package policy
 import (
 	"strings"
 	"testing"
+
+	"github.com/nftpolicy/nftpolicy/nft/nfttest"
 )
 
 type flow struct {
@@ -422,7 +424,7 @@ spec:
 	if got, _ := flowVerdict(t, snap, pkt("10.244.2.21 -> 10.244.2.12 TCP/80")); !got {
 		t.Errorf("port 80 should still be admitted")
 	}
-	if err := rs.Validate(); err != nil {
+	if err := nfttest.Validate(rs); err != nil {
 		t.Error(err)
 	}
 }

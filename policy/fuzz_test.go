@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/nftpolicy/nftpolicy/nft"
+	"github.com/nftpolicy/nftpolicy/nft/nfttest"
 )
 
 func FuzzCompileMatchesEvaluate(f *testing.F) {
@@ -56,7 +57,7 @@ func checkCompileMatchesEvaluate(t *testing.T, snap *Snapshot) {
 		s := *snap
 		s.NodeName = node
 		rs, _ := Compile(&s)
-		if err := rs.Validate(); err != nil {
+		if err := nfttest.Validate(rs); err != nil {
 			t.Fatalf("node %s: compiled ruleset is invalid: %v\n%s", node, err, describe(snap))
 		}
 		rulesets[node] = rs

@@ -15,6 +15,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/nftpolicy/nftpolicy/nft/nfttest"
 )
 
 func tiersGoldenSnapshot() *Snapshot {
@@ -40,7 +42,7 @@ func TestCompile_GoldenTiers(t *testing.T) {
 	if len(warnings) != 0 {
 		t.Errorf("unexpected warnings: %+v", warnings)
 	}
-	if err := rs.Validate(); err != nil {
+	if err := nfttest.Validate(rs); err != nil {
 		t.Fatalf("invalid ruleset: %v", err)
 	}
 	got := rs.Dump()

@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/nftpolicy/nftpolicy/nft/nfttest"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -59,7 +61,7 @@ func TestCompile_Golden(t *testing.T) {
 	if len(warnings) != 0 {
 		t.Errorf("unexpected warnings: %+v", warnings)
 	}
-	if err := rs.Validate(); err != nil {
+	if err := nfttest.Validate(rs); err != nil {
 		t.Fatalf("invalid ruleset: %v", err)
 	}
 	got := rs.Dump()

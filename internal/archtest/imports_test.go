@@ -1,7 +1,8 @@
 // Package archtest holds the test that keeps imports flowing in the one
 // direction ../shared/design.md §1 draws: the pure compiler knows nothing
 // of the kernel or the API server's clients, the nft model knows nothing
-// but the standard library, and no product code depends on the e2e harness.
+// but the standard library, and no product code depends on the e2e harness
+// or on the test dataplane.
 package archtest
 
 import (
@@ -65,11 +66,16 @@ func TestImportDirection(t *testing.T) {
 	}
 }
 
-func TestNoProductCodeImportsE2E(t *testing.T) {
+// TestNoProductCodeImportsTestSupport: the e2e harness and the test
+// dataplane (nft/nfttest) are for tests only.
+func TestNoProductCodeImportsTestSupport(t *testing.T) {
 	for _, pkg := range []string{"cmd/nftpolicy", "controllers", "policy", "nft", "nft/kernel", "api/v1alpha1"} {
 		for _, d := range goListDeps(t, module+"/"+pkg) {
 			if strings.HasPrefix(d.ImportPath, module+"/e2e") {
 				t.Errorf("%s depends on the e2e harness (%s)", pkg, d.ImportPath)
+			}
+			if strings.HasPrefix(d.ImportPath, module+"/nft/nfttest") {
+				t.Errorf("%s depends on test support (%s)", pkg, d.ImportPath)
 			}
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/nftpolicy/nftpolicy/nft"
+	"github.com/nftpolicy/nftpolicy/nft/nfttest"
 )
 
 // tierPolicy is the ruleset of the IP plan with b81 (Drop) the Admin
@@ -81,7 +82,7 @@ func TestSync_TiersReadBackAsDump(t *testing.T) {
 	}
 
 	first := tierPolicy(nft.Drop, true)
-	if err := first.Validate(); err != nil {
+	if err := nfttest.Validate(first); err != nil {
 		t.Fatal(err)
 	}
 	sync(t, s, first)
@@ -92,7 +93,7 @@ func TestSync_TiersReadBackAsDump(t *testing.T) {
 	// (its Admin maps go, so its tier chain is rewritten and they are
 	// deleted after the rewrite in the same batch).
 	second := tierPolicy(nft.Return, false)
-	if err := second.Validate(); err != nil {
+	if err := nfttest.Validate(second); err != nil {
 		t.Fatal(err)
 	}
 	sync(t, s, second)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/nftpolicy/nftpolicy/nft"
+	"github.com/nftpolicy/nftpolicy/nft/nfttest"
 	"github.com/nftpolicy/nftpolicy/policy"
 )
 
@@ -42,7 +43,7 @@ func TestSnapshot_IsValidAndCompiles(t *testing.T) {
 	if len(warnings) != 0 {
 		t.Errorf("warnings: %+v", warnings)
 	}
-	if err := rs.Validate(); err != nil {
+	if err := nfttest.Validate(rs); err != nil {
 		t.Fatal(err)
 	}
 	if len(rs.Chains) <= 2 {

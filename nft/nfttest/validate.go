@@ -1,22 +1,26 @@
-package nft
+package nfttest
 
 import (
 	"errors"
 	"fmt"
+	"sort"
+
+	"github.com/nftpolicy/nftpolicy/nft"
 )
 
 // Validate reports every reason the kernel would reject the ruleset that
 // the model can see: dangling references, keys of the wrong shape, and
 // overlapping elements in an interval set (nftables refuses those).
-func (r *Ruleset) Validate() error {
+func Validate(r *nft.Ruleset) error {
+	v := table{r}
 	var errs []error
-	for _, name := range sortedKeys(r.Sets) {
-		errs = append(errs, r.validateSet(r.Sets[name])...)
+	for _, name := range sortedNames(r.Sets) {
+		errs = append(errs, v.validateSet(r.Sets[name])...)
 	}
-	for _, name := range sortedKeys(r.Chains) {
+	for _, name := range sortedNames(r.Chains) {
 		c := r.Chains[name]
 		for i, rule := range c.Rules {
-			if err := r.validateRule(rule); err != nil {
+			if err := v.validateRule(rule); err != nil {
 				errs = append(errs, fmt.Errorf("chain %s rule %d: %w", c.Name, i+1, err))
 			}
 		}
@@ -24,7 +28,7 @@ func (r *Ruleset) Validate() error {
 	return errors.Join(errs...)
 }
 
-func (r *Ruleset) validateSet(s *Set) []error {
+func (r table) validateSet(s *nft.Set) []error {
 	var errs []error
 	for i, e := range s.Elements {
 		if len(e.Key) != len(s.KeyTypes) {
@@ -40,7 +44,7 @@ func (r *Ruleset) validateSet(s *Set) []error {
 				errs = append(errs, fmt.Errorf("set %s element %d: range in a set without intervals", s.Name, i))
 			}
 		}
-		if s.IsVerdictMap && e.Verdict.Kind == VerdictJump {
+		if s.IsVerdictMap && e.Verdict.Kind == nft.VerdictJump {
 			if _, ok := r.Chains[e.Verdict.Chain]; !ok {
 				errs = append(errs, fmt.Errorf("map %s element %d: jump to missing chain %s", s.Name, i, e.Verdict.Chain))
 			}
@@ -49,12 +53,12 @@ func (r *Ruleset) validateSet(s *Set) []error {
 	if len(errs) > 0 {
 		return errs
 	}
-	sorted := SortedElements(s.Elements)
+	sorted := nft.SortedElements(s.Elements)
 	for i := range sorted {
 		for j := i + 1; j < len(sorted); j++ {
 			if overlaps(sorted[i].Key, sorted[j].Key) {
 				errs = append(errs, fmt.Errorf("set %s: elements %s and %s overlap",
-					s.Name, FormatElement(s, sorted[i]), FormatElement(s, sorted[j])))
+					s.Name, nft.FormatElement(s, sorted[i]), nft.FormatElement(s, sorted[j])))
 			}
 		}
 	}
@@ -63,7 +67,7 @@ func (r *Ruleset) validateSet(s *Set) []error {
 
 // overlaps reports whether two keys share at least one value: every field's
 // ranges must intersect.
-func overlaps(a, b []Range) bool {
+func overlaps(a, b []nft.Range) bool {
 	for i := range a {
 		if string(a[i].To) < string(b[i].From) || string(b[i].To) < string(a[i].From) {
 			return false
@@ -72,8 +76,8 @@ func overlaps(a, b []Range) bool {
 	return true
 }
 
-func (r *Ruleset) validateRule(rule Rule) error {
-	check := func(l *Lookup, wantMap bool) error {
+func (r table) validateRule(rule nft.Rule) error {
+	check := func(l *nft.Lookup, wantMap bool) error {
 		s, ok := r.Sets[l.Set]
 		if !ok {
 			return fmt.Errorf("missing set %s", l.Set)
@@ -101,13 +105,22 @@ func (r *Ruleset) validateRule(rule Rule) error {
 	if rule.VerdictMap != nil {
 		return check(rule.VerdictMap, true)
 	}
-	if rule.Verdict.Kind == VerdictJump {
+	if rule.Verdict.Kind == nft.VerdictJump {
 		if _, ok := r.Chains[rule.Verdict.Chain]; !ok {
 			return fmt.Errorf("jump to missing chain %s", rule.Verdict.Chain)
 		}
 	}
-	if rule.Verdict.Kind == VerdictNone {
+	if rule.Verdict.Kind == nft.VerdictNone {
 		return errors.New("rule without verdict")
 	}
 	return nil
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
