@@ -140,9 +140,6 @@ func bigBuffers(c *netlink.Conn) error {
 	return nil
 }
 
-// MarkDirty makes the next Sync a full replace.
-func (s *Syncer) MarkDirty() { s.last = nil }
-
 // ErrDrift is wrapped by Verify's error when the kernel no longer holds
 // the last applied model.
 var ErrDrift = errors.New("kernel table drifted from the last applied ruleset")

@@ -784,28 +784,5 @@ func (r *Runner) ProbeAddr(proto string, src, dst *kubelet.Pod, addr string) (by
 // Pods returns the live pods by key.
 func (r *Runner) Pods() map[string]*kubelet.Pod { return r.pods }
 
-// Apply applies actions outside a scenario file (the demo uses it).
-func (r *Runner) Apply(ctx context.Context, s *scenario.Scenario, actions []scenario.Action) error {
-	return r.applyActions(ctx, s, actions)
-}
-
 // Prepare sets up a scenario's cluster section (the demo uses it).
 func (r *Runner) Prepare(ctx context.Context, s *scenario.Scenario) error { return r.prepare(ctx, s) }
-
-// Observe probes once and returns the observed matrix for probe p over the
-// given pod keys.
-func (r *Runner) Observe(ctx context.Context, p scenario.Probe, keys []string) *scenario.Matrix {
-	m := &scenario.Matrix{Rows: keys, Cols: keys}
-	var cells []*cell
-	for ri := range keys {
-		m.Cells = append(m.Cells, make([]byte, len(keys)))
-		for ci := range keys {
-			cells = append(cells, &cell{row: ri, col: ci, src: keys[ri], dst: keys[ci]})
-		}
-	}
-	probeRound(ctx, r.Opt.Parallel, []scenario.Probe{p}, cells, r.probe, time.Now())
-	for _, c := range cells {
-		m.Cells[c.row][c.col] = c.got
-	}
-	return m
-}
