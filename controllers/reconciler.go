@@ -37,6 +37,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
+	"github.com/nftpolicy/nftpolicy/api/v1alpha1"
 	"github.com/nftpolicy/nftpolicy/nft"
 	"github.com/nftpolicy/nftpolicy/policy"
 )
@@ -70,16 +71,9 @@ const (
 	maxEventNote = 1000
 )
 
-// Defaults of Options.
+// Defaults of Options that the agent configuration does not set (the
+// others, such as v1alpha1.DefaultResyncPeriod, are the API's).
 const (
-	DefaultResyncPeriod = 5 * time.Minute
-	// DefaultMinSyncInterval is the least time between the starts of two
-	// reconciles. An event after a quiet period is reconciled at once; events
-	// that follow within the interval wait for its end and share one
-	// reconcile. The interval also stretches to twice the last reconcile's
-	// duration, so that under constant churn the agent spends at most half
-	// of one core reconciling, however big the cluster.
-	DefaultMinSyncInterval = 20 * time.Millisecond
 	// DefaultSyncTimeout bounds one Syncer.Sync call.
 	DefaultSyncTimeout = time.Minute
 	// Retry backoff after a failed sync (per attempt, doubled, capped).
@@ -120,9 +114,15 @@ type Options struct {
 	// ResyncPeriod: a reconcile runs at least this often without events, so
 	// that the syncer can repair drift, and the first reconcile after each
 	// period rebuilds the Cluster from the stores. Default
-	// DefaultResyncPeriod.
+	// v1alpha1.DefaultResyncPeriod.
 	ResyncPeriod time.Duration
-	// MinSyncInterval: default DefaultMinSyncInterval.
+	// MinSyncInterval is the least time between the starts of two
+	// reconciles. An event after a quiet period is reconciled at once;
+	// events that follow within the interval wait for its end and share one
+	// reconcile. The interval also stretches to twice the last reconcile's
+	// duration, so that under constant churn the agent spends at most half
+	// of one core reconciling, however big the cluster. Default
+	// v1alpha1.DefaultMinSyncInterval.
 	MinSyncInterval time.Duration
 	// SyncTimeout: default DefaultSyncTimeout.
 	SyncTimeout time.Duration
@@ -225,10 +225,10 @@ func New(opts Options) (*Reconciler, error) {
 		r.compile = (*policy.Cluster).Compile
 	}
 	if r.resync == 0 {
-		r.resync = DefaultResyncPeriod
+		r.resync = v1alpha1.DefaultResyncPeriod
 	}
 	if r.minInterval == 0 {
-		r.minInterval = DefaultMinSyncInterval
+		r.minInterval = v1alpha1.DefaultMinSyncInterval
 	}
 	if r.syncTimeout == 0 {
 		r.syncTimeout = DefaultSyncTimeout
