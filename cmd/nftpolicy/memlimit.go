@@ -12,9 +12,10 @@ import (
 // collecting garbage more often. So, unless GOMEMLIMIT is set, the Go
 // runtime's soft memory limit is set to memoryLimitShare of the
 // container's memory limit. Below that it changes nothing (at 150,000
-// pods the agent peaks near 370 MiB, under 90% of the DaemonSet's 512 MiB,
-// and runs as many GC cycles as without a limit); near it, GC costs CPU
-// instead (capped by the runtime at about half of the agent's CPU).
+// pods the agent peaks near 322 MiB, under 90% of the DaemonSet's 512 MiB,
+// and runs as many GC cycles as without a limit; README, Performance);
+// near it, GC costs CPU instead (capped by the runtime at about half of
+// the agent's CPU).
 const memoryLimitShare = 0.9
 
 // Where the container's memory limit is: cgroup v2 (with its own cgroup
