@@ -40,10 +40,10 @@ type Cluster struct {
 	// with IPv4-mapped addresses unmapped (the pod as given when there was
 	// nothing to unmap), inactive the others as given. Each pod is in one
 	// of them: at 150k pods, a third map of all pods would cost ~10 MB.
-	activeByNS map[string]map[podKey]*Pod
-	inactive   map[podKey]*Pod
+	activeByNS map[string]map[objectKey]*Pod
+	inactive   map[objectKey]*Pod
 	numActive  int
-	local      map[podKey]*Pod // active pods on nodeName
+	local      map[objectKey]*Pod // active pods on nodeName
 	// ipOwners counts active pods per address. Two active pods share an
 	// address only in a broken or racing cluster, but then removing one of
 	// them must not remove the address from a selector's set.
@@ -72,7 +72,7 @@ type Cluster struct {
 	// podTiers holds, for local pods, the policies of each tier that
 	// apply to them; an absent entry is computed on the next Compile. A
 	// policy change replaces only the entries it affects (cnpChanged).
-	podTiers  map[podKey]*podTiers
+	podTiers  map[objectKey]*podTiers
 	nodePeers map[string]*nodePeerEntry  // nodes selector key → node addresses
 	cnpNamed  map[string]*namedPortEntry // port name → declaring pods' addresses
 	groups    map[groupKey]*tierGroup
@@ -86,16 +86,16 @@ type Cluster struct {
 	warnings warningSet
 }
 
-// podKey is a namespace/name pair (of a pod or a policy).
-type podKey struct{ namespace, name string }
+// objectKey is a namespace/name pair (of a pod or a policy).
+type objectKey struct{ namespace, name string }
 
 // NewCluster returns an empty Cluster that compiles for nodeName.
 func NewCluster(nodeName string) *Cluster {
 	return &Cluster{
 		nodeName:    nodeName,
-		inactive:    map[podKey]*Pod{},
-		activeByNS:  map[string]map[podKey]*Pod{},
-		local:       map[podKey]*Pod{},
+		inactive:    map[objectKey]*Pod{},
+		activeByNS:  map[string]map[objectKey]*Pod{},
+		local:       map[objectKey]*Pod{},
 		ipOwners:    map[netip.Addr]int32{},
 		namespaces:  map[string]map[string]string{},
 		policies:    map[string]map[string]*networkingv1.NetworkPolicy{},
@@ -108,7 +108,7 @@ func NewCluster(nodeName string) *Cluster {
 		endpoints:   map[endpointKey]*endpoint{},
 		cnps:        map[string]*cnpEntry{},
 		nodes:       map[string]Node{},
-		podTiers:    map[podKey]*podTiers{},
+		podTiers:    map[objectKey]*podTiers{},
 		nodePeers:   map[string]*nodePeerEntry{},
 		cnpNamed:    map[string]*namedPortEntry{},
 		groups:      map[groupKey]*tierGroup{},
@@ -121,7 +121,7 @@ func (c *Cluster) NodeName() string { return c.nodeName }
 
 // SetPod adds p or replaces the pod of the same namespace and name.
 func (c *Cluster) SetPod(p *Pod) {
-	k := podKey{p.Namespace, p.Name}
+	k := objectKey{p.Namespace, p.Name}
 	var now *Pod
 	if p.Active() {
 		delete(c.inactive, k)
@@ -139,14 +139,14 @@ func (c *Cluster) SetPod(p *Pod) {
 
 // DeletePod removes a pod; an unknown pod is ignored.
 func (c *Cluster) DeletePod(namespace, name string) {
-	k := podKey{namespace, name}
+	k := objectKey{namespace, name}
 	delete(c.inactive, k)
 	c.setActive(k, nil)
 }
 
 // setActive makes now (nil: none) the active version of pod k, and updates
 // every cache the change can reach.
-func (c *Cluster) setActive(k podKey, now *Pod) {
+func (c *Cluster) setActive(k objectKey, now *Pod) {
 	was := c.activeByNS[k.namespace][k]
 	if was == nil && now == nil {
 		return
@@ -169,7 +169,7 @@ func (c *Cluster) setActive(k podKey, now *Pod) {
 	}
 	if now != nil {
 		if c.activeByNS[k.namespace] == nil {
-			c.activeByNS[k.namespace] = map[podKey]*Pod{}
+			c.activeByNS[k.namespace] = map[objectKey]*Pod{}
 		}
 		c.activeByNS[k.namespace][k] = now
 		c.numActive++

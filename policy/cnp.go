@@ -342,7 +342,7 @@ func tierIndex(t nft.Tier) int {
 // its namespace's labels or the policies changed in a way that was not
 // patched in place.
 func (c *Cluster) tiersOf(pod *Pod) *podTiers {
-	k := podKey{pod.Namespace, pod.Name}
+	k := objectKey{pod.Namespace, pod.Name}
 	if pt, ok := c.podTiers[k]; ok {
 		return pt
 	}

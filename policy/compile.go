@@ -132,7 +132,7 @@ type namedEntry struct {
 }
 
 type endpointKey struct {
-	pod podKey
+	pod objectKey
 	dir nft.Direction
 }
 
@@ -223,7 +223,7 @@ func (c *Cluster) policiesIn(namespace string) *namespacePolicies {
 // endpointOf returns pod's compiled direction dir: the kept one while it
 // is current, else a new one.
 func (c *Cluster) endpointOf(pod *Pod, dir nft.Direction, nsp *namespacePolicies) *endpoint {
-	key := endpointKey{podKey{pod.Namespace, pod.Name}, dir}
+	key := endpointKey{objectKey{pod.Namespace, pod.Name}, dir}
 	if e := c.endpoints[key]; e != nil && e.current(c, pod, nsp) {
 		e.markUsed(c.epoch)
 		return e

@@ -264,7 +264,7 @@ func (c *Cluster) selectedPods(policyNamespace string, peer compiledPeer) *peerE
 		return e
 	}
 	var b netipx.IPSetBuilder
-	add := func(pods map[podKey]*Pod) {
+	add := func(pods map[objectKey]*Pod) {
 		for _, pod := range pods {
 			if peer.podSelector != nil && !peer.podSelector.Matches(labels.Set(pod.Labels)) {
 				continue

@@ -111,7 +111,7 @@ func (c *Cluster) tieredOf(pod *Pod, dir nft.Direction, np *endpoint) *tieredEnd
 		// this direction.
 		baseline = c.groupOf(pod, pt, nft.TierBaseline, dir)
 	}
-	key := endpointKey{podKey{pod.Namespace, pod.Name}, dir}
+	key := endpointKey{objectKey{pod.Namespace, pod.Name}, dir}
 	if te := c.tiered[key]; te != nil && te.np == np && te.tiers == pt && te.admin == admin && te.baseline == baseline {
 		te.used = c.epoch
 		return te
