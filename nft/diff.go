@@ -71,7 +71,7 @@ func (o Op) String() string {
 	return o.Kind.String() + " " + o.Name
 }
 
-// Diff returns the operations that turn old into new; old == nil means an
+// Diff returns the operations that turn old into desired; old == nil means an
 // empty table. The ops are ordered so that, sent as one netlink batch, every
 // object exists before something refers to it and nothing is deleted while
 // still referred to:
@@ -87,37 +87,37 @@ func (o Op) String() string {
 //
 // Base chains are never deleted: their policy is part of OpReplaceRules.
 //
-// A set or chain that old and new share by pointer is equal to itself: it
+// A set or chain that old and desired share by pointer is equal to itself: it
 // is not compared. A compiler that hands the sets and chains of unchanged
 // pods to the next ruleset by pointer (policy.Cluster), diffed against the
 // ruleset it last synced (kernel.Syncer keeps it), makes a sync cost what
 // changed, not what exists.
-func Diff(old, new *Ruleset) []Op {
+func Diff(old, desired *Ruleset) []Op {
 	if old == nil {
 		old = NewRuleset()
 	}
-	redefined := redefinedSets(old, new)
+	redefined := redefinedSets(old, desired)
 	var ops []Op
-	ops = append(ops, flushReferrers(old, new, redefined)...)
+	ops = append(ops, flushReferrers(old, desired, redefined)...)
 	for _, name := range redefined {
 		ops = append(ops, Op{Kind: OpDeleteSet, Name: name})
 	}
-	ops = append(ops, addedSets(old, new, redefined)...)
-	ops = append(ops, addedChains(old, new)...)
-	ops = append(ops, elementOps(old, new, redefined)...)
-	ops = append(ops, ruleOps(old, new, redefined)...)
-	ops = append(ops, deletedChains(old, new)...)
-	ops = append(ops, deletedSets(old, new)...)
+	ops = append(ops, addedSets(old, desired, redefined)...)
+	ops = append(ops, addedChains(old, desired)...)
+	ops = append(ops, elementOps(old, desired, redefined)...)
+	ops = append(ops, ruleOps(old, desired, redefined)...)
+	ops = append(ops, deletedChains(old, desired)...)
+	ops = append(ops, deletedSets(old, desired)...)
 	return ops
 }
 
 // redefinedSets are sets present in both whose definition (anything but
 // elements) differs: they must be deleted and created again.
-func redefinedSets(old, new *Ruleset) []string {
+func redefinedSets(old, desired *Ruleset) []string {
 	var out []string
-	for _, name := range sortedNames(new.Sets) {
+	for _, name := range sortedNames(desired.Sets) {
 		o, ok := old.Sets[name]
-		if ok && o != new.Sets[name] && !sameSetDefinition(o, new.Sets[name]) {
+		if ok && o != desired.Sets[name] && !sameSetDefinition(o, desired.Sets[name]) {
 			out = append(out, name)
 		}
 	}
@@ -131,11 +131,11 @@ func sameSetDefinition(a, b *Set) bool {
 
 // flushReferrers empties the old chains that refer to a redefined set, so
 // that the set can be deleted early in the batch; ruleOps fills them again.
-func flushReferrers(old, new *Ruleset, redefined []string) []Op {
+func flushReferrers(old, desired *Ruleset, redefined []string) []Op {
 	var ops []Op
 	for _, name := range sortedNames(old.Chains) {
 		c := old.Chains[name]
-		if _, kept := new.Chains[name]; kept && refersToAny(c, redefined) {
+		if _, kept := desired.Chains[name]; kept && refersToAny(c, redefined) {
 			ops = append(ops, Op{Kind: OpReplaceRules, Name: name, Chain: &Chain{Name: name, Comment: c.Comment, Hook: c.Hook}})
 		}
 	}
@@ -167,26 +167,26 @@ func setsReferredBy(c *Chain) []string {
 	return out
 }
 
-func addedSets(old, new *Ruleset, redefined []string) []Op {
+func addedSets(old, desired *Ruleset, redefined []string) []Op {
 	var ops []Op
-	for _, name := range sortedNames(new.Sets) {
+	for _, name := range sortedNames(desired.Sets) {
 		if _, ok := old.Sets[name]; ok && !slices.Contains(redefined, name) {
 			continue
 		}
-		def := *new.Sets[name]
+		def := *desired.Sets[name]
 		def.Elements = nil
 		ops = append(ops, Op{Kind: OpAddSet, Name: name, Set: &def})
 	}
 	return ops
 }
 
-func addedChains(old, new *Ruleset) []Op {
+func addedChains(old, desired *Ruleset) []Op {
 	var ops []Op
-	for _, name := range sortedNames(new.Chains) {
+	for _, name := range sortedNames(desired.Chains) {
 		if _, ok := old.Chains[name]; ok {
 			continue
 		}
-		def := *new.Chains[name]
+		def := *desired.Chains[name]
 		def.Rules = nil
 		ops = append(ops, Op{Kind: OpAddChain, Name: name, Chain: &def})
 	}
@@ -195,17 +195,17 @@ func addedChains(old, new *Ruleset) []Op {
 
 // elementOps returns all element deletes (of every set) before all element
 // adds, one op per set and direction.
-func elementOps(old, new *Ruleset, redefined []string) []Op {
+func elementOps(old, desired *Ruleset, redefined []string) []Op {
 	var dels, adds []Op
-	for _, name := range sortedNames(new.Sets) {
-		if old.Sets[name] == new.Sets[name] {
+	for _, name := range sortedNames(desired.Sets) {
+		if old.Sets[name] == desired.Sets[name] {
 			continue // shared, so unchanged (and never redefined)
 		}
 		var before []Element
 		if o, ok := old.Sets[name]; ok && !slices.Contains(redefined, name) {
 			before = o.Elements
 		}
-		del, add := diffElements(before, new.Sets[name].Elements)
+		del, add := diffElements(before, desired.Sets[name].Elements)
 		if len(del) > 0 {
 			dels = append(dels, Op{Kind: OpDeleteElements, Name: name, Elements: del})
 		}
@@ -213,17 +213,17 @@ func elementOps(old, new *Ruleset, redefined []string) []Op {
 			adds = append(adds, Op{Kind: OpAddElements, Name: name, Elements: add})
 		}
 	}
-	dels = append(dels, unjumpDeletedMaps(old, new)...)
+	dels = append(dels, unjumpDeletedMaps(old, desired)...)
 	return append(dels, adds...)
 }
 
 // unjumpDeletedMaps deletes the jump elements of maps that are going away:
 // the map itself is deleted last, but its jumps would keep the chains they
 // target alive past their deletion.
-func unjumpDeletedMaps(old, new *Ruleset) []Op {
+func unjumpDeletedMaps(old, desired *Ruleset) []Op {
 	var ops []Op
 	for _, name := range sortedNames(old.Sets) {
-		if _, kept := new.Sets[name]; kept {
+		if _, kept := desired.Sets[name]; kept {
 			continue
 		}
 		var jumps []Element
@@ -241,28 +241,28 @@ func unjumpDeletedMaps(old, new *Ruleset) []Op {
 
 // diffElements compares by key; an element whose key stays but whose
 // verdict or comment changes is deleted and added again.
-func diffElements(old, new []Element) (del, add []Element) {
-	if sameElements(old, new) {
+func diffElements(old, desired []Element) (del, add []Element) {
+	if sameElements(old, desired) {
 		// Compile is deterministic, so an unchanged set comes in the same
 		// order: compared in place, without building key maps.
 		return nil, nil
 	}
-	if fitsArrayKey(old) && fitsArrayKey(new) {
+	if fitsArrayKey(old) && fitsArrayKey(desired) {
 		// Every key of our layouts fits: map keys without an allocation
 		// each (a changed 20k-element set costs half as much).
-		return diffElementsBy(old, new, arrayKey)
+		return diffElementsBy(old, desired, arrayKey)
 	}
-	return diffElementsBy(old, new, keyString)
+	return diffElementsBy(old, desired, keyString)
 }
 
-func diffElementsBy[K comparable](old, new []Element, keyOf func([]Range) K) (del, add []Element) {
+func diffElementsBy[K comparable](old, desired []Element, keyOf func([]Range) K) (del, add []Element) {
 	oldByKey := make(map[K]int, len(old))
 	for i := range old {
 		oldByKey[keyOf(old[i].Key)] = i
 	}
-	newByKey := make(map[K]int, len(new))
-	for i := range new {
-		e := &new[i]
+	newByKey := make(map[K]int, len(desired))
+	for i := range desired {
+		e := &desired[i]
 		k := keyOf(e.Key)
 		newByKey[k] = i
 		if j, ok := oldByKey[k]; !ok || old[j].Verdict != e.Verdict || old[j].Comment != e.Comment {
@@ -271,7 +271,7 @@ func diffElementsBy[K comparable](old, new []Element, keyOf func([]Range) K) (de
 	}
 	for i := range old {
 		e := &old[i]
-		if j, ok := newByKey[keyOf(e.Key)]; !ok || new[j].Verdict != e.Verdict || new[j].Comment != e.Comment {
+		if j, ok := newByKey[keyOf(e.Key)]; !ok || desired[j].Verdict != e.Verdict || desired[j].Comment != e.Comment {
 			del = append(del, *e)
 		}
 	}
@@ -345,10 +345,10 @@ func keyString(key []Range) string {
 
 // ruleOps replaces the rules of new chains and of chains whose rules or
 // hook changed, and refills chains flushed by flushReferrers.
-func ruleOps(old, new *Ruleset, redefined []string) []Op {
+func ruleOps(old, desired *Ruleset, redefined []string) []Op {
 	var ops []Op
-	for _, name := range sortedNames(new.Chains) {
-		n := new.Chains[name]
+	for _, name := range sortedNames(desired.Chains) {
+		n := desired.Chains[name]
 		o, existed := old.Chains[name]
 		switch {
 		case !existed && len(n.Rules) == 0 && n.Hook == nil:
@@ -395,10 +395,10 @@ func sameLookup(a, b *Lookup) bool {
 // deletedChains never deletes a base chain: the hooks must stay in place
 // for enforcement to stay closed, so a base chain that disappears from the
 // model is only emptied (by ruleOps' counterpart here).
-func deletedChains(old, new *Ruleset) []Op {
+func deletedChains(old, desired *Ruleset) []Op {
 	var ops []Op
 	for _, name := range sortedNames(old.Chains) {
-		if _, ok := new.Chains[name]; ok {
+		if _, ok := desired.Chains[name]; ok {
 			continue
 		}
 		if o := old.Chains[name]; o.Hook != nil {
@@ -412,10 +412,10 @@ func deletedChains(old, new *Ruleset) []Op {
 	return ops
 }
 
-func deletedSets(old, new *Ruleset) []Op {
+func deletedSets(old, desired *Ruleset) []Op {
 	var ops []Op
 	for _, name := range sortedNames(old.Sets) {
-		if _, ok := new.Sets[name]; !ok {
+		if _, ok := desired.Sets[name]; !ok {
 			ops = append(ops, Op{Kind: OpDeleteSet, Name: name})
 		}
 	}
