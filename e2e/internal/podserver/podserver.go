@@ -357,9 +357,18 @@ func sendSCTPInit(addr string, tag uint32) error {
 		return err
 	}
 	defer syscall.Close(fd)
+	pkt := sctpInit(uint16(32768+rand.IntN(28000)), ap.Port(), tag, rand.Uint32())
+	return syscall.Sendto(fd, pkt, 0, &syscall.SockaddrInet4{Addr: ap.Addr().As4()})
+}
+
+// sctpInit builds an SCTP packet (RFC 9260) of one INIT chunk from srcPort
+// to dstPort, carrying tag as its initiate tag and tsn as its initial TSN:
+// the common header (ports, verification tag 0 as INIT requires, CRC32c
+// checksum), then the 20-byte chunk.
+func sctpInit(srcPort, dstPort uint16, tag, tsn uint32) []byte {
 	pkt := make([]byte, 32)
-	binary.BigEndian.PutUint16(pkt[0:], uint16(32768+rand.IntN(28000))) // source port
-	binary.BigEndian.PutUint16(pkt[2:], ap.Port())
+	binary.BigEndian.PutUint16(pkt[0:], srcPort)
+	binary.BigEndian.PutUint16(pkt[2:], dstPort)
 	// verification tag 0 (INIT), checksum filled below
 	pkt[12] = 1 // INIT
 	pkt[13] = 0
@@ -368,9 +377,9 @@ func sendSCTPInit(addr string, tag uint32) error {
 	binary.BigEndian.PutUint32(pkt[20:], 65535) // a_rwnd
 	binary.BigEndian.PutUint16(pkt[24:], 1)     // outbound streams
 	binary.BigEndian.PutUint16(pkt[26:], 1)     // inbound streams
-	binary.BigEndian.PutUint32(pkt[28:], rand.Uint32())
+	binary.BigEndian.PutUint32(pkt[28:], tsn)
 	binary.LittleEndian.PutUint32(pkt[8:], crc32.Checksum(pkt, castagnoli))
-	return syscall.Sendto(fd, pkt, 0, &syscall.SockaddrInet4{Addr: ap.Addr().As4()})
+	return pkt
 }
 
 // Call sends one request to the podserver at ctl.
