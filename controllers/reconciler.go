@@ -275,6 +275,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named(ControllerName).
 		Watches(&networkingv1.NetworkPolicy{}, &objectEvents{r: r, note: func(o client.Object) { r.changes.policy(namespacedName(o)) }}).
 		Watches(&corev1.Namespace{}, &objectEvents{r: r, note: func(o client.Object) { r.changes.namespace(o.GetName()) }}).
+		// Every Node, not only this one: ClusterNetworkPolicy nodes peers
+		// select nodes by label and match their addresses. It runs without
+		// the CRD too, so a policy created later finds the nodes cached.
 		Watches(&corev1.Node{}, &objectEvents{r: r, note: func(o client.Object) { r.changes.node(o.GetName()) }}).
 		WatchesRawSource(&podSource{r: r, store: r.pods}).
 		WatchesRawSource(r.cnp).
