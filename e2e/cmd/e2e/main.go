@@ -44,6 +44,89 @@ func envOr(k, def string) string {
 	return def
 }
 
+// env is what every subcommand gets: its name, the global flags and a
+// cluster configuration built from them.
+type env struct {
+	cmd      string
+	stateDir string
+	cfg      *cluster.Config
+	logf     func(format string, a ...any)
+}
+
+func (e *env) fail(err error) int {
+	fmt.Fprintf(os.Stderr, "e2e %s: %v\n", e.cmd, err)
+	return 1
+}
+
+// done is the exit code of a command that returns only an error.
+func (e *env) done(err error) int {
+	if err != nil {
+		return e.fail(err)
+	}
+	return 0
+}
+
+// clusterFlags are the flags of the commands that bring the cluster up
+// first (up, run, stress, demo).
+type clusterFlags struct {
+	fs           *flag.FlagSet
+	nodes        *int
+	agent        *string
+	converge     *time.Duration
+	parallel     *int
+	verbose      *bool
+	timings      *string
+	agentRBAC    *string
+	policies     *string
+	repeat       *int
+	probeTimeout *time.Duration
+	transitions  *int
+	seed         *uint64
+	cnpCRD       *string
+	tableBound   *time.Duration
+}
+
+func newClusterFlags(cmd string) *clusterFlags {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	return &clusterFlags{
+		fs:           fs,
+		nodes:        fs.Int("nodes", 3, "number of nodes"),
+		agent:        fs.String("agent-cmd", "", "per-node agent command template (empty: no agent)"),
+		converge:     fs.Duration("converge", 10*time.Second, "run: per step, probe until the matrix matches or this passes"),
+		parallel:     fs.Int("parallel", 24, "run: concurrent probes"),
+		verbose:      fs.Bool("v", false, "run: print per-step times and setup times"),
+		timings:      fs.String("timings", "", "run: write per-step times to converge to this JSON file"),
+		agentRBAC:    fs.String("agent-rbac", defaultRBAC(), "directory with the agent's ServiceAccount, ClusterRole and binding; the agent runs as that ServiceAccount (empty: admin)"),
+		policies:     fs.String("policies", "", "demo: directory of NetworkPolicy files to kubectl apply (default e2e/demo)"),
+		repeat:       fs.Int("repeat", 1, "run: replay the scenario files this many times in a row (one summary)"),
+		probeTimeout: fs.Duration("probe-timeout", time.Second, "run, stress: a probe that gets no answer in this time is 'blocked'"),
+		transitions:  fs.Int("transitions", 30, "stress: how many random policy transitions"),
+		seed:         fs.Uint64("seed", 0, "stress: seed of the transitions (0: from the clock, printed)"),
+		cnpCRD:       fs.String("cnp-crd", runner.DefaultCNPCRD, "run: the ClusterNetworkPolicy CRD installed before the first scenario that uses one"),
+		tableBound:   fs.Duration("table-bound", 10*time.Second, "stress: how long each node's table may take to equal a fresh compile"),
+	}
+}
+
+// command is one subcommand: local ones run on their own arguments;
+// cluster ones run once the cluster is up, with clusterFlags parsed.
+type command struct {
+	local     func(e *env, args []string) int
+	onCluster func(ctx context.Context, e *env, f *clusterFlags, st *cluster.State) int
+}
+
+var commands = map[string]command{
+	"podserver":  {local: podserverCmd},
+	"relay":      {local: relayCmd},
+	"down":       {local: downCmd},
+	"status":     {local: statusCmd},
+	"agent-cmd":  {local: agentCmd},
+	"kubeconfig": {local: kubeconfigCmd},
+	"up":         {onCluster: upCmd},
+	"run":        {onCluster: runCmd},
+	"stress":     {onCluster: stressCmd},
+	"demo":       {onCluster: demoCmd},
+}
+
 func run() int {
 	global := flag.NewFlagSet("e2e", flag.ContinueOnError)
 	global.Usage = usage
@@ -57,169 +140,161 @@ func run() int {
 		usage()
 		return 2
 	}
-	cmd, args := args[0], args[1:]
-	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
-	cfg := &cluster.Config{StateDir: *stateDir, BinDir: *binDir, Nodes: 3, Log: logf}
-
-	fail := func(err error) int {
-		fmt.Fprintf(os.Stderr, "e2e %s: %v\n", cmd, err)
-		return 1
-	}
-	switch cmd {
-	case "podserver":
-		fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-		name := fs.String("name", "", "pod namespace/name")
-		ctl := fs.String("ctl", "", "control socket path")
-		if err := fs.Parse(args); err != nil {
-			return 2
-		}
-		return fail(podserver.Run(*name, *ctl)) // returns only on failure
-	case "relay":
-		fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-		sd := fs.String("state-dir", *stateDir, "state directory")
-		if err := fs.Parse(args); err != nil {
-			return 2
-		}
-		if err := cluster.Relay(*sd); err != nil {
-			return fail(err)
-		}
-		return 0
-	case "down":
-		t := time.Now()
-		if err := cfg.Down(); err != nil {
-			return fail(err)
-		}
-		logf("cluster down (%.1fs)", time.Since(t).Seconds())
-		return 0
-	case "status":
-		fmt.Print(cfg.Status())
-		return 0
-	case "agent-cmd":
-		fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-		install := fs.String("manifest", "dist/install.yaml", "the rendered install manifest")
-		bin := fs.String("bin", "", "path of the agent binary")
-		if err := fs.Parse(args); err != nil {
-			return 2
-		}
-		tmpl, err := agentTemplate(*install, *bin)
-		if err != nil {
-			return fail(err)
-		}
-		fmt.Println(tmpl)
-		return 0
-	case "kubeconfig":
-		if _, ok := cfg.LoadState(); !ok {
-			return fail(fmt.Errorf("cluster is not up (no state in %s)", cfg.StateDir))
-		}
-		fmt.Println(cfg.AdminKubeconfig())
-		return 0
-	case "up", "run", "demo", "stress":
-	default:
+	name, args := args[0], args[1:]
+	c, ok := commands[name]
+	if !ok {
 		usage()
 		return 2
+	}
+	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
+	e := &env{cmd: name, stateDir: *stateDir, logf: logf,
+		cfg: &cluster.Config{StateDir: *stateDir, BinDir: *binDir, Nodes: 3, Log: logf}}
+	if c.local != nil {
+		return c.local(e, args)
 	}
 	// Only here: podserver and relay must die of SIGTERM.
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 
-	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	nodes := fs.Int("nodes", 3, "number of nodes")
-	agent := fs.String("agent-cmd", "", "per-node agent command template (empty: no agent)")
-	converge := fs.Duration("converge", 10*time.Second, "run: per step, probe until the matrix matches or this passes")
-	parallel := fs.Int("parallel", 24, "run: concurrent probes")
-	verbose := fs.Bool("v", false, "run: print per-step times and setup times")
-	timings := fs.String("timings", "", "run: write per-step times to converge to this JSON file")
-	agentRBAC := fs.String("agent-rbac", defaultRBAC(), "directory with the agent's ServiceAccount, ClusterRole and binding; the agent runs as that ServiceAccount (empty: admin)")
-	policies := fs.String("policies", "", "demo: directory of NetworkPolicy files to kubectl apply (default e2e/demo)")
-	repeat := fs.Int("repeat", 1, "run: replay the scenario files this many times in a row (one summary)")
-	probeTimeout := fs.Duration("probe-timeout", time.Second, "run, stress: a probe that gets no answer in this time is 'blocked'")
-	transitions := fs.Int("transitions", 30, "stress: how many random policy transitions")
-	seed := fs.Uint64("seed", 0, "stress: seed of the transitions (0: from the clock, printed)")
-	cnpCRD := fs.String("cnp-crd", runner.DefaultCNPCRD, "run: the ClusterNetworkPolicy CRD installed before the first scenario that uses one")
-	tableBound := fs.Duration("table-bound", 10*time.Second, "stress: how long each node's table may take to equal a fresh compile")
-	if err := fs.Parse(args); err != nil {
+	f := newClusterFlags(name)
+	if err := f.fs.Parse(args); err != nil {
 		return 2
 	}
-	agentSet := false
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "agent-cmd" {
-			agentSet = true
-		}
-	})
-	cfg.Nodes = *nodes
-	cfg.AgentCmd = *agent
-	cfg.AgentRBAC = *agentRBAC
+	cfg := e.cfg
+	cfg.Nodes = *f.nodes
+	cfg.AgentCmd = *f.agent
+	cfg.AgentRBAC = *f.agentRBAC
 	if prev, ok := cfg.LoadState(); ok {
 		if cfg.BinDir == "" {
 			cfg.BinDir = prev.BinDir
 		}
-		if !agentSet && cmd != "up" {
+		if !isSet(f.fs, "agent-cmd") && name != "up" {
 			cfg.AgentCmd = prev.AgentCmd
 		}
-		if !isSet(fs, "nodes") && prev.Ready {
+		if !isSet(f.fs, "nodes") && prev.Ready {
 			cfg.Nodes = len(prev.Nodes)
 		}
 	}
 	if cfg.BinDir == "" {
-		return fail(fmt.Errorf("--bin-dir (or E2E_BIN_DIR) is needed: the output of hack/build-tools.sh"))
+		return e.fail(fmt.Errorf("--bin-dir (or E2E_BIN_DIR) is needed: the output of hack/build-tools.sh"))
 	}
 	st, err := cfg.Up(ctx)
 	if err != nil {
-		return fail(err)
+		return e.fail(err)
 	}
-	switch cmd {
-	case "up":
-		fmt.Printf("export KUBECONFIG=%s\n", cfg.AdminKubeconfig())
-		return 0
-	case "run":
-		files, err := scenario.Collect(fs.Args())
-		if err != nil {
-			return fail(err)
-		}
-		if len(files) == 0 {
-			return fail(fmt.Errorf("no scenario files in %v", fs.Args()))
-		}
-		r, err := runner.New(ctx, cfg, st, os.Stdout, runner.Options{Converge: *converge, ProbeTimeout: *probeTimeout, Parallel: *parallel, Verbose: *verbose, TimingsFile: *timings, CNPCRD: *cnpCRD})
-		if err != nil {
-			return fail(err)
-		}
-		once := files
-		for range *repeat - 1 {
-			files = append(files, once...)
-		}
-		_, failed := r.RunFiles(ctx, files)
-		if failed > 0 {
-			return 1
-		}
-		return 0
-	case "stress":
-		r, err := runner.New(ctx, cfg, st, os.Stdout, runner.Options{Converge: *converge, ProbeTimeout: *probeTimeout, Parallel: *parallel, Verbose: *verbose})
-		if err != nil {
-			return fail(err)
-		}
-		if *seed == 0 {
-			*seed = uint64(time.Now().UnixNano())
-		}
-		fmt.Printf("stress: %d transitions, seed %d (replay with --seed %d)\n", *transitions, *seed, *seed)
-		passed, failed, err := r.Stress(ctx, runner.StressOptions{Transitions: *transitions, Seed: *seed, TableBound: *tableBound})
-		if cerr := r.Cleanup(context.Background()); cerr != nil {
-			fmt.Printf("cleanup: %v\n", cerr)
-		}
-		fmt.Printf("stress: %d passed, %d failed\n", passed, failed)
-		if err != nil {
-			return fail(err)
-		}
-		if failed > 0 {
-			return 1
-		}
-		return 0
-	case "demo":
-		if err := demo.Run(ctx, cfg, st, *policies, os.Stdout); err != nil {
-			return fail(err)
-		}
-		return 0
+	return c.onCluster(ctx, e, f, st)
+}
+
+func podserverCmd(e *env, args []string) int {
+	fs := flag.NewFlagSet(e.cmd, flag.ContinueOnError)
+	name := fs.String("name", "", "pod namespace/name")
+	ctl := fs.String("ctl", "", "control socket path")
+	if err := fs.Parse(args); err != nil {
+		return 2
 	}
-	return 2
+	return e.fail(podserver.Run(*name, *ctl)) // returns only on failure
+}
+
+func relayCmd(e *env, args []string) int {
+	fs := flag.NewFlagSet(e.cmd, flag.ContinueOnError)
+	sd := fs.String("state-dir", e.stateDir, "state directory")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	return e.done(cluster.Relay(*sd))
+}
+
+func downCmd(e *env, _ []string) int {
+	t := time.Now()
+	if err := e.cfg.Down(); err != nil {
+		return e.fail(err)
+	}
+	e.logf("cluster down (%.1fs)", time.Since(t).Seconds())
+	return 0
+}
+
+func statusCmd(e *env, _ []string) int {
+	fmt.Print(e.cfg.Status())
+	return 0
+}
+
+func agentCmd(e *env, args []string) int {
+	fs := flag.NewFlagSet(e.cmd, flag.ContinueOnError)
+	install := fs.String("manifest", "dist/install.yaml", "the rendered install manifest")
+	bin := fs.String("bin", "", "path of the agent binary")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	tmpl, err := agentTemplate(*install, *bin)
+	if err != nil {
+		return e.fail(err)
+	}
+	fmt.Println(tmpl)
+	return 0
+}
+
+func kubeconfigCmd(e *env, _ []string) int {
+	if _, ok := e.cfg.LoadState(); !ok {
+		return e.fail(fmt.Errorf("cluster is not up (no state in %s)", e.cfg.StateDir))
+	}
+	fmt.Println(e.cfg.AdminKubeconfig())
+	return 0
+}
+
+func upCmd(_ context.Context, e *env, _ *clusterFlags, _ *cluster.State) int {
+	fmt.Printf("export KUBECONFIG=%s\n", e.cfg.AdminKubeconfig())
+	return 0
+}
+
+func runCmd(ctx context.Context, e *env, f *clusterFlags, st *cluster.State) int {
+	files, err := scenario.Collect(f.fs.Args())
+	if err != nil {
+		return e.fail(err)
+	}
+	if len(files) == 0 {
+		return e.fail(fmt.Errorf("no scenario files in %v", f.fs.Args()))
+	}
+	r, err := runner.New(ctx, e.cfg, st, os.Stdout, runner.Options{Converge: *f.converge, ProbeTimeout: *f.probeTimeout, Parallel: *f.parallel, Verbose: *f.verbose, TimingsFile: *f.timings, CNPCRD: *f.cnpCRD})
+	if err != nil {
+		return e.fail(err)
+	}
+	once := files
+	for range *f.repeat - 1 {
+		files = append(files, once...)
+	}
+	_, failed := r.RunFiles(ctx, files)
+	if failed > 0 {
+		return 1
+	}
+	return 0
+}
+
+func stressCmd(ctx context.Context, e *env, f *clusterFlags, st *cluster.State) int {
+	r, err := runner.New(ctx, e.cfg, st, os.Stdout, runner.Options{Converge: *f.converge, ProbeTimeout: *f.probeTimeout, Parallel: *f.parallel, Verbose: *f.verbose})
+	if err != nil {
+		return e.fail(err)
+	}
+	seed := *f.seed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	fmt.Printf("stress: %d transitions, seed %d (replay with --seed %d)\n", *f.transitions, seed, seed)
+	passed, failed, err := r.Stress(ctx, runner.StressOptions{Transitions: *f.transitions, Seed: seed, TableBound: *f.tableBound})
+	if cerr := r.Cleanup(context.Background()); cerr != nil {
+		fmt.Printf("cleanup: %v\n", cerr)
+	}
+	fmt.Printf("stress: %d passed, %d failed\n", passed, failed)
+	if err != nil {
+		return e.fail(err)
+	}
+	if failed > 0 {
+		return 1
+	}
+	return 0
+}
+
+func demoCmd(ctx context.Context, e *env, f *clusterFlags, st *cluster.State) int {
+	return e.done(demo.Run(ctx, e.cfg, st, *f.policies, os.Stdout))
 }
 
 func defaultRBAC() string {
