@@ -22,12 +22,8 @@ import (
 // maps; "change" updates one team policy back and forth (one of its
 // networks) and reports the compile and the diff a sync then does.
 func BenchmarkCluster_ClusterNetworkPolicies(b *testing.B) {
-	shape := synth.Shape{Pods: 5_000, Namespaces: 500, Policies: 10_000, LocalPods: 110, PodsPerNode: 110}
+	shape := synth.Shape{Pods: 5_000, Namespaces: 500, Policies: 10_000, LocalPods: 110, PodsPerNode: 110, ClusterNetworkPolicies: 1_000}
 	snap := synth.Snapshot(shape)
-	snap.Nodes = synth.Nodes(shape)
-	for i := range 1_000 {
-		snap.ClusterNetworkPolicies = append(snap.ClusterNetworkPolicies, synth.ClusterNetworkPolicy(i))
-	}
 	noCNP := *snap
 	noCNP.ClusterNetworkPolicies, noCNP.Nodes = nil, nil
 
@@ -93,12 +89,8 @@ func BenchmarkCluster_ClusterNetworkPolicies(b *testing.B) {
 }
 
 func TestSynthClusterNetworkPolicies_CompileWithoutWarnings(t *testing.T) {
-	shape := synth.Shape{Pods: 600, Namespaces: 60, Policies: 100, LocalPods: 40, PodsPerNode: 110}
+	shape := synth.Shape{Pods: 600, Namespaces: 60, Policies: 100, LocalPods: 40, PodsPerNode: 110, ClusterNetworkPolicies: 200}
 	snap := synth.Snapshot(shape)
-	snap.Nodes = synth.Nodes(shape)
-	for i := range 200 {
-		snap.ClusterNetworkPolicies = append(snap.ClusterNetworkPolicies, synth.ClusterNetworkPolicy(i))
-	}
 	rs, warnings := policy.Compile(snap)
 	if len(warnings) != 0 {
 		t.Errorf("warnings: %v", warnings)

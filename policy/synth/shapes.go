@@ -23,9 +23,20 @@ func Scaled(pods int) Shape {
 	}
 }
 
-// String names a shape in benchmark output.
+// WithClusterNetworkPolicies is s with n ClusterNetworkPolicies.
+func (s Shape) WithClusterNetworkPolicies(n int) Shape {
+	s.ClusterNetworkPolicies = n
+	return s
+}
+
+// String names a shape in benchmark output; the ClusterNetworkPolicy count
+// only when there are any.
 func (s Shape) String() string {
-	return fmt.Sprintf("pods=%d/policies=%d", s.Pods, s.Policies)
+	out := fmt.Sprintf("pods=%d/policies=%d", s.Pods, s.Policies)
+	if s.ClusterNetworkPolicies > 0 {
+		out += fmt.Sprintf("/cnps=%d", s.ClusterNetworkPolicies)
+	}
+	return out
 }
 
 // ChurnPeer is a pod that Snapshot(s) does not hold and that exactly one

@@ -22,6 +22,11 @@ type Shape struct {
 	Policies    int // spread over the namespaces, two kinds alternating
 	LocalPods   int // pods on the compiled node ("node-0")
 	PodsPerNode int // pods per remote node; 110 is the kubelet default
+	// ClusterNetworkPolicies is how many of ClusterNetworkPolicy(0), (1),
+	// ... the cluster has; with any, Snapshot also holds Nodes(s), which
+	// their nodes peers select (without, it holds no Node, as before the
+	// count existed).
+	ClusterNetworkPolicies int
 }
 
 // Scale150k is the control-plane scale target of the benchmarks.
@@ -35,7 +40,7 @@ const LocalNode = "node-0"
 // PodsPerNode each, every node owning a /24 of 10.0.0.0/8 like a podCIDR.
 // Half the policies admit a "frontend" role on TCP 8080 and a named port
 // from the same namespace; the other half admit every pod of namespaces of
-// the same team label on any port.
+// the same team label on any port. Then the ClusterNetworkPolicies, if any.
 func Snapshot(s Shape) *policy.Snapshot {
 	snap := &policy.Snapshot{NodeName: LocalNode}
 	for n := 0; n < s.Namespaces; n++ {
@@ -64,6 +69,12 @@ func Snapshot(s Shape) *policy.Snapshot {
 	}
 	for p := 0; p < s.Policies; p++ {
 		snap.Policies = append(snap.Policies, Policy(p, s.Namespaces))
+	}
+	if s.ClusterNetworkPolicies > 0 {
+		snap.Nodes = Nodes(s)
+		for i := range s.ClusterNetworkPolicies {
+			snap.ClusterNetworkPolicies = append(snap.ClusterNetworkPolicies, ClusterNetworkPolicy(i))
+		}
 	}
 	return snap
 }

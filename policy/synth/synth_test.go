@@ -72,3 +72,25 @@ func TestChurnPeer_TouchesOnlyOneAllowList(t *testing.T) {
 		}
 	}
 }
+
+func TestSnapshot_ClusterNetworkPolicyCount(t *testing.T) {
+	s := Shape{Pods: 500, Namespaces: 20, Policies: 40, LocalPods: 30, PodsPerNode: 110}
+	if snap := Snapshot(s); len(snap.ClusterNetworkPolicies) != 0 || len(snap.Nodes) != 0 {
+		t.Errorf("without a count: %d ClusterNetworkPolicies, %d nodes, want none", len(snap.ClusterNetworkPolicies), len(snap.Nodes))
+	}
+	s = s.WithClusterNetworkPolicies(120)
+	snap := Snapshot(s)
+	if len(snap.ClusterNetworkPolicies) != 120 || len(snap.Nodes) != len(Nodes(s)) {
+		t.Errorf("%d ClusterNetworkPolicies, %d nodes, want 120 and %d", len(snap.ClusterNetworkPolicies), len(snap.Nodes), len(Nodes(s)))
+	}
+	if got, want := s.String(), "pods=500/policies=40/cnps=120"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+	rs, warnings := policy.Compile(snap)
+	if len(warnings) != 0 {
+		t.Errorf("warnings: %+v", warnings)
+	}
+	if err := rs.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
