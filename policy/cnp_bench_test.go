@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
-
 	"github.com/nftpolicy/nftpolicy/nft"
 	"github.com/nftpolicy/nftpolicy/nft/nfttest"
 	"github.com/nftpolicy/nftpolicy/policy"
@@ -20,7 +18,7 @@ import (
 // same without any ClusterNetworkPolicy for comparison) and reports the
 // ruleset's elements, those of the tier maps among them, and the tier
 // maps; "change" updates one team policy back and forth (one of its
-// networks) and reports the compile and the diff a sync then does.
+// networks: synth.ClusterNetworkPolicyChanges' team-network) and reports the compile and the diff a sync then does.
 func BenchmarkCluster_ClusterNetworkPolicies(b *testing.B) {
 	shape := synth.Shape{Pods: 5_000, Namespaces: 500, Policies: 10_000, LocalPods: 110, PodsPerNode: 110, ClusterNetworkPolicies: 1_000}
 	snap := synth.Snapshot(shape)
@@ -57,9 +55,8 @@ func BenchmarkCluster_ClusterNetworkPolicies(b *testing.B) {
 		c.LoadSnapshot(snap)
 		prev, _ := c.Compile()
 		// cnp-0001 selects team-1, which local pods belong to.
-		on := synth.ClusterNetworkPolicy(1)
-		off := on.DeepCopy()
-		off.Spec.Egress[0].To[0].Networks = []policyv1beta1.CIDR{"198.51.100.0/24"}
+		change := synth.ClusterNetworkPolicyChanges()[0]
+		on, off := change.Before, change.After
 		var compile, diff time.Duration
 		var ops, changed int
 		for i := 0; b.Loop(); i++ {

@@ -86,3 +86,40 @@ func ClusterNetworkPolicy(i int) *policyv1beta1.ClusterNetworkPolicy {
 	}
 	return p
 }
+
+// ClusterNetworkPolicyChange is an edit of one synthetic
+// ClusterNetworkPolicy, for the benchmarks of a policy change.
+type ClusterNetworkPolicyChange struct {
+	Kind string // short name, for tables and results
+	What string // what the edit changes
+	// Before is ClusterNetworkPolicy(Index); After is a new object, the
+	// same policy edited.
+	Index         int
+	Before, After *policyv1beta1.ClusterNetworkPolicy
+}
+
+// ClusterNetworkPolicyChanges are the edits the change benchmarks make,
+// each to a policy that selects pods on the local node of every Scaled
+// shape: the network of a team's Admin policy (element operations on the
+// egress maps of that team's pods), the network of an Admin policy that
+// selects every namespace (the egress maps of every local pod), and the
+// peer team of a team's Admin policy (the addresses of two teams' pods
+// leave and enter the ingress maps of that team's pods). They need a shape
+// with at least 21 ClusterNetworkPolicies.
+func ClusterNetworkPolicyChanges() []ClusterNetworkPolicyChange {
+	team := ClusterNetworkPolicy(1) // team-1: ns-1, ns-51, ... of which some are local
+	teamNet := team.DeepCopy()
+	teamNet.Spec.Egress[0].To[0].Networks = []policyv1beta1.CIDR{"198.51.100.0/24"}
+	all := ClusterNetworkPolicy(20) // every namespace
+	allNet := all.DeepCopy()
+	allNet.Spec.Egress[0].To[0].Networks = []policyv1beta1.CIDR{"198.51.101.0/24"}
+	teamPeers := team.DeepCopy()
+	other := map[string]string{"team": "team-8"} // was team-7
+	teamPeers.Spec.Ingress[0].From[0].Pods.NamespaceSelector.MatchLabels = other
+	teamPeers.Spec.Ingress[1].From[0].Namespaces.MatchLabels = other
+	return []ClusterNetworkPolicyChange{
+		{Kind: "team-network", What: "a team's Admin policy: its egress Accept moves to another /24", Index: 1, Before: team, After: teamNet},
+		{Kind: "all-network", What: "an Admin policy selecting every namespace: its egress Deny moves to another /24", Index: 20, Before: all, After: allNet},
+		{Kind: "team-peers", What: "a team's Admin policy: its ingress Pass and Deny rules name another team", Index: 1, Before: team, After: teamPeers},
+	}
+}

@@ -5,6 +5,7 @@ package synth
 // Scale1k is the baseline the larger shapes are read against.
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/nftpolicy/nftpolicy/nft"
@@ -92,5 +93,34 @@ func TestSnapshot_ClusterNetworkPolicyCount(t *testing.T) {
 	}
 	if err := rs.Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestClusterNetworkPolicyChanges_AreElementOpsOnTheLocalNode(t *testing.T) {
+	s := Scaled(1_000).WithClusterNetworkPolicies(100)
+	snap := Snapshot(s)
+	before, _ := policy.Compile(snap)
+	for _, ch := range ClusterNetworkPolicyChanges() {
+		t.Run(ch.Kind, func(t *testing.T) {
+			if snap.ClusterNetworkPolicies[ch.Index].Name != ch.Before.Name || ch.After.Name != ch.Before.Name {
+				t.Fatalf("change of %s/%s, policy %d is %s", ch.Before.Name, ch.After.Name, ch.Index, snap.ClusterNetworkPolicies[ch.Index].Name)
+			}
+			edited := *snap
+			edited.ClusterNetworkPolicies = slices.Clone(snap.ClusterNetworkPolicies)
+			edited.ClusterNetworkPolicies[ch.Index] = ch.After
+			after, warnings := policy.Compile(&edited)
+			if len(warnings) != 0 {
+				t.Errorf("warnings: %+v", warnings)
+			}
+			ops := nft.Diff(before, after)
+			if len(ops) == 0 {
+				t.Fatal("the change changed nothing on the local node")
+			}
+			for _, op := range ops {
+				if op.Kind != nft.OpAddElements && op.Kind != nft.OpDeleteElements {
+					t.Errorf("op %v: want element operations only", op)
+				}
+			}
+		})
 	}
 }
