@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -32,6 +33,11 @@ type Counts struct {
 	// they carry (each element is one netlink element attribute).
 	Ops        int `json:"ops"`
 	OpElements int `json:"op_elements"`
+	// TierMaps are the ClusterNetworkPolicy tier maps among Sets (four
+	// per tier, direction and group of pods with the same policies), and
+	// TierElements their elements (among Elements).
+	TierMaps     int `json:"tier_maps"`
+	TierElements int `json:"tier_elements"`
 }
 
 // FullSync is one shape's full sync: nil → desired into an empty kernel table.
@@ -42,6 +48,9 @@ type FullSync struct {
 	Policies   int `json:"policies"`
 	Namespaces int `json:"namespaces"`
 	LocalPods  int `json:"local_pods"`
+	// ClusterNetworkPolicies of the cluster (synth.ClusterNetworkPolicy);
+	// with any, the cluster's Nodes are in the snapshot too.
+	ClusterNetworkPolicies int `json:"cluster_network_policies"`
 	// Medians over Reps repetitions, in seconds.
 	CompileSeconds float64 `json:"compile_seconds"` // policy.Compile
 	DiffSeconds    float64 `json:"diff_seconds"`    // nft.Diff(nil, desired) alone
@@ -82,12 +91,13 @@ type ChurnStep struct {
 // long-lived policy.Cluster, as the agent handles a pod event. Noop is the
 // baseline: the same compile and sync with nothing changed.
 type Churn struct {
-	Shape     string    `json:"shape"`
-	Pods      int       `json:"pods"`
-	Reps      int       `json:"reps"`
-	Noop      ChurnStep `json:"noop"`
-	Appear    ChurnStep `json:"appear"`
-	Disappear ChurnStep `json:"disappear"`
+	Shape                  string    `json:"shape"`
+	Pods                   int       `json:"pods"`
+	ClusterNetworkPolicies int       `json:"cluster_network_policies"`
+	Reps                   int       `json:"reps"`
+	Noop                   ChurnStep `json:"noop"`
+	Appear                 ChurnStep `json:"appear"`
+	Disappear              ChurnStep `json:"disappear"`
 	// ScratchCompileSeconds is policy.Compile of the whole snapshot with
 	// the peer, median: what each churn step would cost without the
 	// long-lived Cluster (how the agent compiled before it had one).
@@ -101,10 +111,24 @@ func CountRuleset(r *nft.Ruleset) Counts {
 	for _, ch := range r.Chains {
 		c.Rules += len(ch.Rules)
 	}
-	for _, s := range r.Sets {
+	for name, s := range r.Sets {
 		c.Elements += len(s.Elements)
+		if isTierMap(name) {
+			c.TierMaps++
+			c.TierElements += len(s.Elements)
+		}
 	}
 	return c
+}
+
+// isTierMap reports whether name is a tier map's (nft.TierMapNamesFor).
+func isTierMap(name string) bool {
+	for _, t := range []nft.Tier{nft.TierAdmin, nft.TierBaseline} {
+		if strings.HasPrefix(name, t.String()+"-") {
+			return true
+		}
+	}
+	return false
 }
 
 // CountOps counts ops and the elements they carry.
@@ -153,7 +177,7 @@ func (n *NetNS) Close() error { return n.h.Close() }
 func MeasureFullSync(shape synth.Shape, snap *policy.Snapshot, reps int) (FullSync, error) {
 	out := FullSync{
 		Shape: shape.String(), Pods: shape.Pods, Policies: shape.Policies,
-		Namespaces: shape.Namespaces, LocalPods: shape.LocalPods, Reps: reps,
+		Namespaces: shape.Namespaces, LocalPods: shape.LocalPods, ClusterNetworkPolicies: shape.ClusterNetworkPolicies, Reps: reps,
 	}
 	var compile, diff, apply []time.Duration
 	var rs *nft.Ruleset
@@ -231,7 +255,7 @@ func applyFresh(rs *nft.Ruleset) (time.Duration, error) {
 // namespace, then alternates reps times: peer appears, peer disappears,
 // nothing changes (the baseline).
 func MeasureChurn(shape synth.Shape, snap *policy.Snapshot, reps int) (Churn, error) {
-	out := Churn{Shape: shape.String(), Pods: shape.Pods, Reps: reps}
+	out := Churn{Shape: shape.String(), Pods: shape.Pods, ClusterNetworkPolicies: shape.ClusterNetworkPolicies, Reps: reps}
 	peer := synth.ChurnPeer(shape)
 	s, closeNS, err := newSyncerInFreshNetNS()
 	if err != nil {

@@ -46,3 +46,38 @@ func TestSmoke_FullSyncAndChurn(t *testing.T) {
 			ch.Appear.Ops, ch.Appear.OpElements, ch.Disappear.Ops, ch.Disappear.OpElements)
 	}
 }
+
+func TestSmoke_ClusterNetworkPolicies(t *testing.T) {
+	requireRoot(t)
+	shape := synth.Scaled(1_000).WithClusterNetworkPolicies(100)
+	snap := synth.Snapshot(shape)
+	fs, err := MeasureFullSync(shape, snap, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs.ClusterNetworkPolicies != 100 || fs.Written.TierMaps == 0 || fs.Written.TierElements == 0 || fs.Written.TierElements > fs.Written.Elements {
+		t.Errorf("full sync with ClusterNetworkPolicies: %+v", fs)
+	}
+	ch, err := MeasureCNPChange(shape, snap, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch.Noop.Ops != 0 {
+		t.Errorf("no-op sync has %d ops", ch.Noop.Ops)
+	}
+	if len(ch.Kinds) != len(synth.ClusterNetworkPolicyChanges()) {
+		t.Fatalf("%d kinds of change measured, want %d", len(ch.Kinds), len(synth.ClusterNetworkPolicyChanges()))
+	}
+	for _, k := range ch.Kinds {
+		// An edit and its undoing touch the same elements.
+		if k.Update.Ops == 0 || k.Update.OpElements != k.Revert.OpElements {
+			t.Errorf("%s: update %d ops/%d elements, revert %d/%d", k.Kind, k.Update.Ops, k.Update.OpElements, k.Revert.Ops, k.Revert.OpElements)
+		}
+	}
+	if kind, _ := ch.Worst(); kind == "" {
+		t.Error("no worst kind")
+	}
+	if _, err := MeasureCNPChange(synth.Scaled(1_000).WithClusterNetworkPolicies(10), synth.Snapshot(synth.Scaled(1_000).WithClusterNetworkPolicies(10)), 1); err == nil {
+		t.Error("a shape without the edited policies was measured")
+	}
+}

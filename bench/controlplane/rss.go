@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -23,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	toolscache "k8s.io/client-go/tools/cache"
+	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/nftpolicy/nftpolicy/controllers"
 	"github.com/nftpolicy/nftpolicy/policy"
@@ -35,6 +37,10 @@ import (
 type Memory struct {
 	Shape string `json:"shape"`
 	Pods  int    `json:"pods"`
+	// ClusterNetworkPolicies of the shape; with any, the stores also hold
+	// them and the Nodes, as the agent's watches do while the CRD is
+	// served (without, the Nodes are left out, as they always were here).
+	ClusterNetworkPolicies int `json:"cluster_network_policies"`
 	// CacheRSSBytes is VmRSS once the process holds what the agent's
 	// watches store: every pod as a controllers.PodStore record, built by
 	// the agent's own informer and transform from API objects; namespaces
@@ -78,6 +84,13 @@ type agentStores struct {
 	// As controller-runtime's cache stores them.
 	namespaces []*corev1.Namespace
 	policies   []*networkingv1.NetworkPolicy
+	nodes      []*corev1.Node
+	// As the agent's ClusterNetworkPolicy store keeps them.
+	cnps []*policyv1beta1.ClusterNetworkPolicy
+	// What the agent records of the last two that it handed to its
+	// Cluster (controllers.handedObjects).
+	handedNodes map[string]policy.Node
+	handedCNPs  map[string]*policyv1beta1.ClusterNetworkPolicy
 }
 
 // storesOf builds the agent's stores for a synthetic snapshot. Pods go
@@ -103,6 +116,27 @@ func storesOf(snap *policy.Snapshot) (*agentStores, error) {
 			return nil, err
 		}
 		st.policies = append(st.policies, t.(*networkingv1.NetworkPolicy))
+	}
+	for i, n := range snap.Nodes {
+		o := &corev1.Node{ObjectMeta: metav1.ObjectMeta{
+			Name: n.Name, Labels: n.Labels, UID: types.UID(fmt.Sprintf("node-uid-%08d", i)), ResourceVersion: strconv.Itoa(500_000 + i),
+		}}
+		for _, a := range n.Addresses {
+			o.Status.Addresses = append(o.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: a.String()})
+		}
+		o.Status.Addresses = append(o.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeHostName, Address: n.Name})
+		t, err := controllers.TrimNode(o)
+		if err != nil {
+			return nil, err
+		}
+		st.nodes = append(st.nodes, t.(*corev1.Node))
+	}
+	for _, p := range snap.ClusterNetworkPolicies {
+		t, err := controllers.TrimClusterNetworkPolicy(p.DeepCopy())
+		if err != nil {
+			return nil, err
+		}
+		st.cnps = append(st.cnps, t.(*policyv1beta1.ClusterNetworkPolicy))
 	}
 	pods := make([]corev1.Pod, 0, len(snap.Pods))
 	for i, p := range snap.Pods {
@@ -194,6 +228,22 @@ func (st *agentStores) load(nodeName string) *policy.Cluster {
 		c.SetPolicy(&items[i])
 	}
 	st.pods.Each(c.SetPod)
+	st.handedNodes = make(map[string]policy.Node, len(st.nodes))
+	for _, n := range st.nodes {
+		pn := policy.Node{Name: n.Name, Labels: n.Labels}
+		for _, a := range n.Status.Addresses {
+			if ip, err := netip.ParseAddr(a.Address); err == nil && a.Type == corev1.NodeInternalIP {
+				pn.Addresses = append(pn.Addresses, ip)
+			}
+		}
+		c.SetNode(pn)
+		st.handedNodes[pn.Name] = pn
+	}
+	st.handedCNPs = make(map[string]*policyv1beta1.ClusterNetworkPolicy, len(st.cnps))
+	for _, p := range st.cnps {
+		c.SetClusterNetworkPolicy(p)
+		st.handedCNPs[p.Name] = p
+	}
 	return c
 }
 
@@ -213,7 +263,7 @@ func (st *agentStores) waitPod(namespace, name string, present bool) error {
 // agent does on start and on churn, and reports the process's memory.
 // Call it in a fresh process, once.
 func MeasureMemory(shape synth.Shape, churnSyncs int) (Memory, error) {
-	out := Memory{Shape: shape.String(), Pods: shape.Pods, ChurnSyncs: churnSyncs, GOGC: os.Getenv("GOGC"), GOMEMLIMIT: os.Getenv("GOMEMLIMIT")}
+	out := Memory{Shape: shape.String(), Pods: shape.Pods, ClusterNetworkPolicies: shape.ClusterNetworkPolicies, ChurnSyncs: churnSyncs, GOGC: os.Getenv("GOGC"), GOMEMLIMIT: os.Getenv("GOMEMLIMIT")}
 	if out.GOGC == "" {
 		out.GOGC = "100 (default)"
 	}

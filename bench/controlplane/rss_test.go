@@ -41,3 +41,14 @@ func TestPodListWatch_ListsOnce(t *testing.T) {
 		t.Error("second list succeeded; the model must not keep the API objects")
 	}
 }
+
+func TestSmoke_MeasureMemory_ClusterNetworkPolicies(t *testing.T) {
+	requireRoot(t)
+	m, err := MeasureMemory(synth.Scaled(1_000).WithClusterNetworkPolicies(100), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.ClusterNetworkPolicies != 100 || m.PeakRSSBytes < m.CacheRSSBytes || m.SteadyRSSBytes <= 0 {
+		t.Errorf("%+v", m)
+	}
+}

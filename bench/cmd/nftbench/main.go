@@ -4,8 +4,8 @@
 // bench/README.md) against the real kernel, in throwaway network
 // namespaces, prints a table and writes bench/results.json.
 //
-//	nftbench [-out bench/results.json] [-pods 1000,10000,50000,150000] [-reps 5] [-churn-reps 50]
-//	nftbench rss -pods N      (child: one process per shape, prints Memory as JSON)
+//	nftbench [-out bench/results.json] [-pods 1000,10000,50000,150000] [-cnps 1000] [-reps 5] [-churn-reps 50]
+//	nftbench rss -pods N [-cnps M]   (child: one process per shape, prints Memory as JSON)
 //
 // It needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN for the namespaces).
 package main
@@ -35,6 +35,9 @@ const (
 	goalFullSyncSeconds = 1.0
 	goalChurnSeconds    = 0.005
 	goalRSSBytes        = 256 << 20
+	// goalLatencySeconds is figure 2's goal, end to end (API write to
+	// the new verdict); a change's compile + apply is the agent's share.
+	goalLatencySeconds = 0.1
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -47,6 +50,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	out := fs.String("out", "bench/results.json", "where to write the results (the control_plane key is replaced, other keys kept)")
 	podsFlag := fs.String("pods", joinInts(synth.ScalingPods), "cluster sizes of the scaling curve, the first is the baseline")
+	cnpsFlag := fs.String("cnps", "1000", "ClusterNetworkPolicy counts measured at every cluster size besides none (the baseline); empty for none")
 	reps := fs.Int("reps", 5, "repetitions of each full-sync measurement (median reported)")
 	churnReps := fs.Int("churn-reps", 50, "repetitions of the churn cycle (no-op, appear, disappear)")
 	churnSyncs := fs.Int("rss-churn-syncs", 10, "churn syncs the memory child does after its full sync")
@@ -72,7 +76,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "-pods: %v\n", err)
 		return 2
 	}
-	res, err := measure(pods, *reps, *churnReps, *churnSyncs, stderr)
+	var cnps []int
+	if strings.TrimSpace(*cnpsFlag) != "" {
+		if cnps, err = parseInts(*cnpsFlag); err != nil {
+			fmt.Fprintf(stderr, "-cnps: %v\n", err)
+			return 2
+		}
+	}
+	for _, c := range cnps {
+		if c < minCNPs {
+			fmt.Fprintf(stderr, "-cnps: %d: the change figure edits ClusterNetworkPolicy 20, so at least %d\n", c, minCNPs)
+			return 2
+		}
+	}
+	res, err := measure(pods, cnps, *reps, *churnReps, *churnSyncs, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "nftbench: %v\n", err)
 		return 1
@@ -86,16 +103,61 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// ControlPlane is the "control_plane" key of results.json.
+// minCNPs is the least ClusterNetworkPolicy count of a measured shape:
+// the change figure edits synth.ClusterNetworkPolicy(20).
+const minCNPs = 21
+
+// ControlPlane is the "control_plane" key of results.json. FullSync,
+// Churn and Memory have one row per shape: per cluster size, first
+// without ClusterNetworkPolicies, then with each count of -cnps. Scaling
+// and the goals of issue 5 read the rows without; CNPCost, CNPChange and
+// goals.cnp the others.
 type ControlPlane struct {
-	Machine  Machine                 `json:"machine"`
-	Started  time.Time               `json:"started"`
-	Seconds  float64                 `json:"seconds"`
-	FullSync []controlplane.FullSync `json:"full_sync"`
-	Churn    []controlplane.Churn    `json:"churn"`
-	Memory   []controlplane.Memory   `json:"memory"`
-	Scaling  []Scaling               `json:"scaling"`
-	Goals    Goals                   `json:"goals"`
+	Machine   Machine                  `json:"machine"`
+	Started   time.Time                `json:"started"`
+	Seconds   float64                  `json:"seconds"`
+	FullSync  []controlplane.FullSync  `json:"full_sync"`
+	Churn     []controlplane.Churn     `json:"churn"`
+	Memory    []controlplane.Memory    `json:"memory"`
+	CNPChange []controlplane.CNPChange `json:"cnp_change"`
+	Scaling   []Scaling                `json:"scaling"`
+	CNPCost   []CNPCost                `json:"cnp_cost"`
+	Goals     Goals                    `json:"goals"`
+}
+
+// CNPGoals are the goals at the largest shape with the most
+// ClusterNetworkPolicies, and the change figure's worst kind there: its
+// median and p99 of compile + apply, and whether that p99 stays inside
+// figure 2's end-to-end goal (100 ms from the API write to the new
+// verdict), of which it is the agent's share.
+type CNPGoals struct {
+	Shape                   string  `json:"shape"`
+	FullSyncSeconds         float64 `json:"full_sync_seconds"`
+	FullSyncMet             bool    `json:"full_sync_met"` // < 1 s
+	ChurnSeconds            float64 `json:"churn_seconds"` // one-pod churn, worst of appear and disappear medians
+	ChurnMet                bool    `json:"churn_met"`     // < 5 ms
+	PeakRSSBytes            int64   `json:"peak_rss_bytes"`
+	RSSMet                  bool    `json:"rss_met"` // < 256 MiB
+	ChangeKind              string  `json:"change_kind"`
+	ChangeSeconds           float64 `json:"change_seconds"`
+	ChangeP99Seconds        float64 `json:"change_p99_seconds"`
+	ChangeWithinLatencyGoal bool    `json:"change_within_latency_goal"` // p99 < 100 ms
+}
+
+// CNPCost is one shape with ClusterNetworkPolicies, as ratios to the same
+// cluster size without them, measured in the same run.
+type CNPCost struct {
+	Shape                  string  `json:"shape"`
+	Pods                   int     `json:"pods"`
+	ClusterNetworkPolicies int     `json:"cluster_network_policies"`
+	CompileRatio           float64 `json:"compile_ratio"`
+	ApplyRatio             float64 `json:"apply_ratio"`
+	FullSyncRatio          float64 `json:"full_sync_ratio"`
+	ElementsRatio          float64 `json:"elements_ratio"`
+	PeakRSSRatio           float64 `json:"peak_rss_ratio"`
+	SteadyRSSRatio         float64 `json:"steady_rss_ratio"`
+	// ChurnTotalRatio: the one-pod churn's appear step, compile + apply.
+	ChurnTotalRatio float64 `json:"churn_total_ratio"`
 }
 
 // Machine is where the figures come from.
@@ -142,55 +204,71 @@ type Goals struct {
 	RSSMet                  bool    `json:"rss_met"` // < 256 MiB
 	ScalingTimeAtMostLinear bool    `json:"scaling_time_at_most_linear"`
 	ScalingOpsAtMostLinear  bool    `json:"scaling_ops_at_most_linear"`
+
+	// CNP: the same goals with ClusterNetworkPolicies; nil when none
+	// were measured.
+	CNP *CNPGoals `json:"cnp,omitempty"`
 }
 
-func measure(pods []int, reps, churnReps, churnSyncs int, log io.Writer) (*ControlPlane, error) {
+func measure(pods, cnps []int, reps, churnReps, churnSyncs int, log io.Writer) (*ControlPlane, error) {
 	res := &ControlPlane{Machine: machine(), Started: time.Now().UTC()}
 	for _, n := range pods {
-		shape := synth.Scaled(n)
-		fmt.Fprintf(log, "==> %s: generating\n", shape)
-		snap := synth.Snapshot(shape)
-		r := reps
-		if n >= 100_000 {
-			r = max(3, reps/2)
+		for _, c := range append([]int{0}, cnps...) {
+			shape := synth.Scaled(n).WithClusterNetworkPolicies(c)
+			fmt.Fprintf(log, "==> %s: generating\n", shape)
+			snap := synth.Snapshot(shape)
+			r := reps
+			if n >= 100_000 {
+				r = max(3, reps/2)
+			}
+			fmt.Fprintf(log, "    full sync x%d\n", r)
+			fs, err := controlplane.MeasureFullSync(shape, snap, r)
+			if err != nil {
+				return nil, err
+			}
+			res.FullSync = append(res.FullSync, fs)
+			cr := churnReps
+			if n >= 100_000 {
+				cr = max(10, churnReps/3)
+			}
+			fmt.Fprintf(log, "    churn x%d\n", cr)
+			ch, err := controlplane.MeasureChurn(shape, snap, cr)
+			if err != nil {
+				return nil, err
+			}
+			res.Churn = append(res.Churn, ch)
+			if c > 0 {
+				fmt.Fprintf(log, "    ClusterNetworkPolicy changes x%d\n", cr)
+				cc, err := controlplane.MeasureCNPChange(shape, snap, cr)
+				if err != nil {
+					return nil, err
+				}
+				res.CNPChange = append(res.CNPChange, cc)
+			}
+			fmt.Fprintf(log, "    memory (child process)\n")
+			m, err := memoryChild(n, c, churnSyncs)
+			if err != nil {
+				return nil, err
+			}
+			res.Memory = append(res.Memory, m)
+			runtime.GC() // drop this shape's snapshot before the next one is built
 		}
-		fmt.Fprintf(log, "    full sync x%d\n", r)
-		fs, err := controlplane.MeasureFullSync(shape, snap, r)
-		if err != nil {
-			return nil, err
-		}
-		res.FullSync = append(res.FullSync, fs)
-		cr := churnReps
-		if n >= 100_000 {
-			cr = max(10, churnReps/3)
-		}
-		fmt.Fprintf(log, "    churn x%d\n", cr)
-		ch, err := controlplane.MeasureChurn(shape, snap, cr)
-		if err != nil {
-			return nil, err
-		}
-		res.Churn = append(res.Churn, ch)
-		fmt.Fprintf(log, "    memory (child process)\n")
-		m, err := memoryChild(n, churnSyncs)
-		if err != nil {
-			return nil, err
-		}
-		res.Memory = append(res.Memory, m)
-		runtime.GC() // drop this shape's snapshot before the next one is built
 	}
 	res.Scaling, res.Goals = evaluate(res)
+	res.CNPCost = cnpCost(res)
+	cnpGoals(res)
 	res.Seconds = time.Since(res.Started).Seconds()
 	return res, nil
 }
 
 // memoryChild runs `nftbench rss` in a fresh process of this binary.
-func memoryChild(pods, churnSyncs int) (controlplane.Memory, error) {
+func memoryChild(pods, cnps, churnSyncs int) (controlplane.Memory, error) {
 	var m controlplane.Memory
 	self, err := os.Executable()
 	if err != nil {
 		return m, err
 	}
-	cmd := exec.Command(self, "rss", "-pods", strconv.Itoa(pods), "-churn-syncs", strconv.Itoa(churnSyncs))
+	cmd := exec.Command(self, "rss", "-pods", strconv.Itoa(pods), "-cnps", strconv.Itoa(cnps), "-churn-syncs", strconv.Itoa(churnSyncs))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	done := make(chan error, 1)
@@ -217,11 +295,12 @@ func runRSS(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("nftbench rss", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	pods := fs.Int("pods", 150_000, "cluster size")
+	cnps := fs.Int("cnps", 0, "ClusterNetworkPolicies")
 	churn := fs.Int("churn-syncs", 10, "churn syncs after the full sync")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	m, err := controlplane.MeasureMemory(synth.Scaled(*pods), *churn)
+	m, err := controlplane.MeasureMemory(synth.Scaled(*pods).WithClusterNetworkPolicies(*cnps), *churn)
 	if err != nil {
 		fmt.Fprintf(stderr, "rss: %v\n", err)
 		return 1
@@ -233,8 +312,24 @@ func runRSS(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func evaluate(res *ControlPlane) ([]Scaling, Goals) {
+// withoutCNPs is the rows of res measured without ClusterNetworkPolicies.
+func withoutCNPs(res *ControlPlane) *ControlPlane {
+	out := &ControlPlane{}
+	for i, f := range res.FullSync {
+		if f.ClusterNetworkPolicies == 0 {
+			out.FullSync = append(out.FullSync, f)
+			out.Churn = append(out.Churn, res.Churn[i])
+			out.Memory = append(out.Memory, res.Memory[i])
+		}
+	}
+	return out
+}
+
+// evaluate computes the scaling curve and the goals of issue 5 over the
+// shapes without ClusterNetworkPolicies.
+func evaluate(all *ControlPlane) ([]Scaling, Goals) {
 	var out []Scaling
+	res := withoutCNPs(all)
 	if len(res.FullSync) == 0 {
 		return nil, Goals{}
 	}
@@ -290,14 +385,83 @@ func evaluate(res *ControlPlane) ([]Scaling, Goals) {
 	return out, g
 }
 
-func printTable(w io.Writer, res *ControlPlane) {
-	fmt.Fprintf(w, "machine: %d CPUs (%s), kernel %s, %s, %s RAM\n\n", res.Machine.CPUs, res.Machine.CPUModel,
-		res.Machine.Kernel, res.Machine.GoVersion, res.Machine.MemTotal)
+// cnpCost relates each row with ClusterNetworkPolicies to the row of the
+// same cluster size without.
+func cnpCost(res *ControlPlane) []CNPCost {
+	base := map[int]int{} // pods -> row without
+	for i, f := range res.FullSync {
+		if f.ClusterNetworkPolicies == 0 {
+			base[f.Pods] = i
+		}
+	}
+	ratio := func(a, b float64) float64 {
+		if b == 0 {
+			return 0
+		}
+		return a / b
+	}
+	var out []CNPCost
+	for i, f := range res.FullSync {
+		j, ok := base[f.Pods]
+		if f.ClusterNetworkPolicies == 0 || !ok {
+			continue
+		}
+		b, m, bm := res.FullSync[j], res.Memory[i], res.Memory[j]
+		out = append(out, CNPCost{
+			Shape: f.Shape, Pods: f.Pods, ClusterNetworkPolicies: f.ClusterNetworkPolicies,
+			CompileRatio:    ratio(f.CompileSeconds, b.CompileSeconds),
+			ApplyRatio:      ratio(f.ApplySeconds, b.ApplySeconds),
+			FullSyncRatio:   ratio(f.FullSyncSeconds, b.FullSyncSeconds),
+			ElementsRatio:   ratio(float64(f.Written.Elements), float64(b.Written.Elements)),
+			PeakRSSRatio:    ratio(float64(m.PeakRSSBytes), float64(bm.PeakRSSBytes)),
+			SteadyRSSRatio:  ratio(float64(m.SteadyRSSBytes), float64(bm.SteadyRSSBytes)),
+			ChurnTotalRatio: ratio(res.Churn[i].Appear.TotalSeconds, res.Churn[j].Appear.TotalSeconds),
+		})
+	}
+	return out
+}
+
+// cnpGoals sets the goals' cnp object from the largest shape with the
+// most ClusterNetworkPolicies.
+func cnpGoals(res *ControlPlane) {
+	best := -1
+	for i, f := range res.FullSync {
+		if f.ClusterNetworkPolicies == 0 {
+			continue
+		}
+		if best < 0 || f.Pods > res.FullSync[best].Pods ||
+			(f.Pods == res.FullSync[best].Pods && f.ClusterNetworkPolicies > res.FullSync[best].ClusterNetworkPolicies) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return
+	}
+	f, c, m := res.FullSync[best], res.Churn[best], res.Memory[best]
+	g := &CNPGoals{Shape: f.Shape}
+	g.FullSyncSeconds, g.FullSyncMet = f.FullSyncSeconds, f.FullSyncSeconds < goalFullSyncSeconds
+	g.ChurnSeconds = max(c.Appear.TotalSeconds, c.Disappear.TotalSeconds)
+	g.ChurnMet = g.ChurnSeconds < goalChurnSeconds
+	g.PeakRSSBytes, g.RSSMet = m.PeakRSSBytes, m.PeakRSSBytes < goalRSSBytes
+	for _, cc := range res.CNPChange {
+		if cc.Shape == f.Shape {
+			kind, step := cc.Worst()
+			g.ChangeKind, g.ChangeSeconds, g.ChangeP99Seconds = kind, step.TotalSeconds, step.TotalP99Seconds
+			g.ChangeWithinLatencyGoal = step.TotalP99Seconds < goalLatencySeconds
+		}
+	}
+	res.Goals.CNP = g
+}
+
+func printTable(w io.Writer, all *ControlPlane) {
+	res := withoutCNPs(all)
+	fmt.Fprintf(w, "machine: %d CPUs (%s), kernel %s, %s, %s RAM\n\n", all.Machine.CPUs, all.Machine.CPUModel,
+		all.Machine.Kernel, all.Machine.GoVersion, all.Machine.MemTotal)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "Figure 3/4 — full sync (medians; apply = Syncer.Sync into a fresh netns; ratios vs the first row)")
 	fmt.Fprintln(tw, "pods\tpolicies\tcompile ms\tdiff ms\tapply ms\tfull ms\tchains\trules\tsets\telements\tops\tcache RSS MiB\tpeak RSS MiB\tx pods\tx full\tx elements\tx RSS\tslope full\tslope elements\t")
 	for i, f := range res.FullSync {
-		m, s := res.Memory[i], res.Scaling[i]
+		m, s := res.Memory[i], all.Scaling[i]
 		fmt.Fprintf(tw, "%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t\n",
 			f.Pods, f.Policies, ms(f.CompileSeconds), ms(f.DiffSeconds), ms(f.ApplySeconds), ms(f.FullSyncSeconds),
 			f.Written.Chains, f.Written.Rules, f.Written.Sets, f.Written.Elements, f.Written.Ops,
@@ -305,10 +469,27 @@ func printTable(w io.Writer, res *ControlPlane) {
 			s.FullSyncExponent, s.ElementsExponent)
 	}
 	tw.Flush()
+	if len(all.CNPCost) > 0 {
+		fmt.Fprintln(w, "\nFigure 3/4 with ClusterNetworkPolicies (synth.ClusterNetworkPolicy; medians; ratios vs the same pods and policies without them, same run)")
+		fmt.Fprintln(tw, "pods\tpolicies\tcnps\tcompile ms\tdiff ms\tapply ms\tfull ms\tchains\tsets\telements\ttier maps\ttier elements\tops\tcache RSS MiB\tpeak RSS MiB\tsteady RSS MiB\tx compile\tx full\tx elements\tx peak RSS\t")
+		for _, c := range all.CNPCost {
+			for i, f := range all.FullSync {
+				if f.Shape != c.Shape {
+					continue
+				}
+				m := all.Memory[i]
+				fmt.Fprintf(tw, "%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t\n",
+					f.Pods, f.Policies, f.ClusterNetworkPolicies, ms(f.CompileSeconds), ms(f.DiffSeconds), ms(f.ApplySeconds), ms(f.FullSyncSeconds),
+					f.Written.Chains, f.Written.Sets, f.Written.Elements, f.Written.TierMaps, f.Written.TierElements, f.Written.Ops,
+					mib(m.CacheRSSBytes), mib(m.PeakRSSBytes), mib(m.SteadyRSSBytes), c.CompileRatio, c.FullSyncRatio, c.ElementsRatio, c.PeakRSSRatio)
+			}
+		}
+		tw.Flush()
+	}
 	fmt.Fprintln(w, "\nFigure 3 — one-pod churn (a remote peer admitted by one local pod appears, then disappears, in the agent's long-lived policy.Cluster;")
 	fmt.Fprintln(w, "compile = update + incremental Cluster.Compile; scratch = policy.Compile of the whole snapshot for the same change; medians, p99 of total)")
-	fmt.Fprintln(tw, "pods\tstep\tcompile ms\tdiff ms\tapply ms\tapply p99 ms\ttotal ms\ttotal p99 ms\tops\telements\tx noop apply\tx noop total\tscratch compile ms\t")
-	for _, c := range res.Churn {
+	fmt.Fprintln(tw, "pods\tcnps\tstep\tcompile ms\tdiff ms\tapply ms\tapply p99 ms\ttotal ms\ttotal p99 ms\tops\telements\tx noop apply\tx noop total\tscratch compile ms\t")
+	for _, c := range all.Churn {
 		for _, st := range []struct {
 			name string
 			s    controlplane.ChurnStep
@@ -317,14 +498,39 @@ func printTable(w io.Writer, res *ControlPlane) {
 			if st.name == "appear" {
 				scratch = fmt.Sprintf("%.2f", ms(c.ScratchCompileSeconds))
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%d\t%.2f\t%.2f\t%s\t\n", c.Pods, st.name,
+			fmt.Fprintf(tw, "%d\t%d\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%d\t%.2f\t%.2f\t%s\t\n", c.Pods, c.ClusterNetworkPolicies, st.name,
 				ms(st.s.CompileSeconds), ms(st.s.DiffSeconds), ms(st.s.ApplySeconds), ms(st.s.ApplyP99Seconds),
 				ms(st.s.TotalSeconds), ms(st.s.TotalP99Seconds), st.s.Ops, st.s.OpElements,
 				st.s.ApplySeconds/c.Noop.ApplySeconds, st.s.TotalSeconds/c.Noop.TotalSeconds, scratch)
 		}
 	}
 	tw.Flush()
-	g := res.Goals
+	if len(all.CNPChange) > 0 {
+		fmt.Fprintln(w, "\nFigure 3 — one ClusterNetworkPolicy change (synth.ClusterNetworkPolicyChanges, made then undone in the agent's long-lived policy.Cluster;")
+		fmt.Fprintln(w, "compile = SetClusterNetworkPolicy + incremental Cluster.Compile, apply = Syncer.Sync; medians, p99 of total; scratch = policy.Compile of the edited snapshot)")
+		fmt.Fprintln(tw, "pods\tcnps\tkind\tstep\tcompile ms\tdiff ms\tapply ms\ttotal ms\ttotal p99 ms\tops\telements\tx noop total\tscratch compile ms\t")
+		for _, c := range all.CNPChange {
+			fmt.Fprintf(tw, "%d\t%d\t-\tnoop\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%d\t%.2f\t-\t\n", c.Pods, c.ClusterNetworkPolicies,
+				ms(c.Noop.CompileSeconds), ms(c.Noop.DiffSeconds), ms(c.Noop.ApplySeconds), ms(c.Noop.TotalSeconds), ms(c.Noop.TotalP99Seconds),
+				c.Noop.Ops, c.Noop.OpElements, 1.0)
+			for _, k := range c.Kinds {
+				for _, st := range []struct {
+					name string
+					s    controlplane.ChurnStep
+				}{{"update", k.Update}, {"revert", k.Revert}} {
+					scratch := "-"
+					if st.name == "update" {
+						scratch = fmt.Sprintf("%.1f", ms(k.ScratchCompileSeconds))
+					}
+					fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%d\t%.2f\t%s\t\n", c.Pods, c.ClusterNetworkPolicies, k.Kind, st.name,
+						ms(st.s.CompileSeconds), ms(st.s.DiffSeconds), ms(st.s.ApplySeconds), ms(st.s.TotalSeconds), ms(st.s.TotalP99Seconds),
+						st.s.Ops, st.s.OpElements, st.s.TotalSeconds/c.Noop.TotalSeconds, scratch)
+				}
+			}
+		}
+		tw.Flush()
+	}
+	g := all.Goals
 	verdict := func(ok bool) string {
 		if ok {
 			return "met"
@@ -339,6 +545,14 @@ func printTable(w io.Writer, res *ControlPlane) {
 	fmt.Fprintf(w, "  peak RSS < 256 MiB:             %7.0f MiB %s\n", mib(g.PeakRSSBytes), verdict(g.RSSMet))
 	fmt.Fprintf(w, "  scaling (log-log slope vs the first row <= %.2f): time at most linear: %v; elements/ops at most linear: %v\n", linearSlack,
 		g.ScalingTimeAtMostLinear, g.ScalingOpsAtMostLinear)
+	if c := g.CNP; c != nil {
+		fmt.Fprintf(w, "\nThe same goals at %s:\n", c.Shape)
+		fmt.Fprintf(w, "  full sync < 1 s:                %7.1f ms  %s\n", ms(c.FullSyncSeconds), verdict(c.FullSyncMet))
+		fmt.Fprintf(w, "  pod churn < 5 ms (compile+apply): %5.2f ms  %s\n", ms(c.ChurnSeconds), verdict(c.ChurnMet))
+		fmt.Fprintf(w, "  peak RSS < 256 MiB:             %7.0f MiB %s\n", mib(c.PeakRSSBytes), verdict(c.RSSMet))
+		fmt.Fprintf(w, "  one ClusterNetworkPolicy change (worst kind, %s): median %.2f ms, p99 %.2f ms (compile+apply); inside figure 2's 100 ms: %v\n",
+			c.ChangeKind, ms(c.ChangeSeconds), ms(c.ChangeP99Seconds), c.ChangeWithinLatencyGoal)
+	}
 }
 
 // writeResults replaces the "control_plane" key of the results file and
