@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/scenario"
 )
 
@@ -167,7 +168,19 @@ func (r *Runner) ensureCNPCRD(ctx context.Context) error {
 	if r.cnpCRDReady {
 		return nil
 	}
-	if _, err := r.Cfg.Kubectl(ctx, "apply", "--server-side", "--force-conflicts", "-f", r.Opt.CNPCRD); err != nil {
+	if err := InstallCNPCRD(ctx, r.Cfg, r.DC, r.Opt.CNPCRD); err != nil {
+		return err
+	}
+	r.cnpCRDReady = true
+	return nil
+}
+
+// InstallCNPCRD applies the ClusterNetworkPolicy CRD in file to cfg's
+// cluster with kubectl, as an admin would, and waits until
+// ClusterNetworkPolicies can be listed through dc. The benchmarks install
+// it the same way.
+func InstallCNPCRD(ctx context.Context, cfg *cluster.Config, dc dynamic.Interface, file string) error {
+	if _, err := cfg.Kubectl(ctx, "apply", "--server-side", "--force-conflicts", "-f", file); err != nil {
 		return fmt.Errorf("installing the ClusterNetworkPolicy CRD: %w", err)
 	}
 	// Wait until it is served. (Not `kubectl wait --for=condition=Established`:
@@ -175,17 +188,15 @@ func (r *Runner) ensureCNPCRD(ctx context.Context) error {
 	// has written any condition.)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		_, err := r.DC.Resource(cnpResource("")).List(ctx, metav1.ListOptions{Limit: 1})
+		_, err := dc.Resource(cnpResource("")).List(ctx, metav1.ListOptions{Limit: 1})
 		if err == nil {
-			break
+			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("ClusterNetworkPolicy CRD installed but not served: %w", err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	r.cnpCRDReady = true
-	return nil
 }
 
 // checkNoForeignCNPs refuses to start a scenario while a
