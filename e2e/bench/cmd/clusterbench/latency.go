@@ -68,12 +68,14 @@ type Latency struct {
 	GapSeconds float64 `json:"write_gap_seconds"`
 	// PodPauseSeconds: from the newcomer's Pod object (Pending) to its
 	// Running status (podPause).
-	PodPauseSeconds float64    `json:"pod_running_pause_seconds"`
-	Kinds           []Kind     `json:"kinds"`
-	All             Kind       `json:"all"`
-	Agent           AgentShare `json:"agent_share"`
-	Goal            string     `json:"goal"`
-	GoalMet         bool       `json:"goal_met"`
+	PodPauseSeconds float64 `json:"pod_running_pause_seconds"`
+	// CNPKinds: the ClusterNetworkPolicy kinds are among Kinds.
+	CNPKinds bool       `json:"cnp_kinds"`
+	Kinds    []Kind     `json:"kinds"`
+	All      Kind       `json:"all"`
+	Agent    AgentShare `json:"agent_share"`
+	Goal     string     `json:"goal"`
+	GoalMet  bool       `json:"goal_met"`
 }
 
 type prober struct {
@@ -209,9 +211,9 @@ const (
 // deny-server (a policy without rules), so that every kind works the same
 // with and without background: a write that admits the client makes it
 // allowed, one that stops admitting it makes it blocked.
-func (e *env) programmingLatency(ctx context.Context, reps, background int, gap time.Duration) (*Latency, error) {
+func (e *env) programmingLatency(ctx context.Context, reps, background int, gap time.Duration, withCNPs bool) (*Latency, error) {
 	t := time.Now()
-	lt := &Latency{Started: t.UTC(), BackgroundPolicies: background, PollSeconds: 0.01, BlockedAfter: 0.02, GapSeconds: gap.Seconds(),
+	lt := &Latency{Started: t.UTC(), BackgroundPolicies: background, PollSeconds: 0.01, BlockedAfter: 0.02, GapSeconds: gap.Seconds(), CNPKinds: withCNPs,
 		Goal: "p99 < 100 ms end to end, no timeouts"}
 	if err := e.ensureBackground(ctx, background); err != nil {
 		return nil, err
@@ -221,7 +223,7 @@ func (e *env) programmingLatency(ctx context.Context, reps, background int, gap 
 			return nil, err
 		}
 	}
-	m, err := e.waitAgents(ctx, background, t, 5*time.Minute)
+	m, err := e.waitAgents(ctx, agentWant(background, 0, 0), t, 5*time.Minute)
 	if err != nil {
 		return nil, err
 	}
@@ -253,54 +255,61 @@ func (e *env) programmingLatency(ctx context.Context, reps, background int, gap 
 		return nil, err
 	}
 
-	type step struct {
-		kind, want string
-		write      func() error
+	createAllow := func(pr *prober) error { // allow-last stays from here on
+		if _, err := np.Create(ctx, allow, metav1.CreateOptions{}); err != nil {
+			return err
+		}
+		return pr.expect("allowed", "client-same with "+allowLast)
 	}
-	groups := [][]step{
-		{
+	groups := []group{
+		{steps: []step{
 			{"policy create (admits the client)", "allowed", func() error {
 				_, err := np.Create(ctx, allow, metav1.CreateOptions{})
 				return err
 			}},
 			{"policy delete (admitted the client)", "blocked", func() error { return np.Delete(ctx, allow.Name, metav1.DeleteOptions{}) }},
-		},
-		{
+		}},
+		{steps: []step{
 			{"pod label change (client leaves allow)", "blocked", func() error {
 				return e.kl.SetLabels(ctx, client, map[string]string{"peer": "off"})
 			}},
 			{"pod label change (client joins allow)", "allowed", func() error {
 				return e.kl.SetLabels(ctx, client, map[string]string{"peer": "last"})
 			}},
-		},
-		{
+		}, before: createAllow},
+		{steps: []step{
 			{"policy update (peer selector off the client)", "blocked", func() error { return setPeer(ctx, np, allow.Name, "off") }},
 			{"policy update (peer selector back)", "allowed", func() error { return setPeer(ctx, np, allow.Name, "last") }},
-		},
+		}},
+	}
+	if withCNPs {
+		groups = append(groups, e.cnpGroups(ctx)...)
 	}
 	var all []*sample
-	for gi, group := range groups {
-		if gi == 1 { // allow-last stays from here on
-			if _, err := np.Create(ctx, allow, metav1.CreateOptions{}); err != nil {
-				return nil, err
-			}
-			if err := pr.expect("allowed", "client-same with "+allowLast); err != nil {
+	for _, g := range groups {
+		if g.before != nil {
+			if err := g.before(pr); err != nil {
 				return nil, err
 			}
 		}
-		ss := make([]*sample, len(group))
-		for si, s := range group {
+		ss := make([]*sample, len(g.steps))
+		for si, s := range g.steps {
 			ss[si] = &sample{kind: s.kind, want: s.want}
 		}
 		time.Sleep(settle)
 		for r := 0; r < reps; r++ {
-			for si, s := range group {
+			for si, s := range g.steps {
 				l, a, ok, err := pr.measure(s.want, s.write)
 				if err != nil {
 					return nil, fmt.Errorf("%s: %w", s.kind, err)
 				}
 				ss[si].add(e, l, a, ok)
 				time.Sleep(gap)
+			}
+		}
+		if g.after != nil {
+			if err := g.after(pr); err != nil {
+				return nil, err
 			}
 		}
 		all = append(all, ss...)
@@ -344,6 +353,19 @@ func (e *env) programmingLatency(ctx context.Context, reps, background int, gap 
 	lt.Agent = agentShare(before, after)
 	lt.Seconds = time.Since(t).Seconds()
 	return lt, nil
+}
+
+// step is one kind of write of figure 2 and the verdict it must bring.
+type step struct {
+	kind, want string
+	write      func() error
+}
+
+// group is kinds measured in turn, rep after rep; before sets up their
+// state (nil: none), after undoes it.
+type group struct {
+	steps         []step
+	before, after func(*prober) error
 }
 
 // newcomerName is the pod of the "new pod becomes Running" kind.

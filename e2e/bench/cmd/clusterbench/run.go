@@ -28,6 +28,7 @@ import (
 
 	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/kubelet"
+	"github.com/nftpolicy/nftpolicy/e2e/internal/runner"
 )
 
 const (
@@ -46,6 +47,7 @@ type env struct {
 	pods   map[string]*kubelet.Pod
 	agents []string // proc names we started
 	log    io.Writer
+	cnp    *cnpClients // nil until the ClusterNetworkPolicy CRD is installed
 }
 
 func (e *env) logf(format string, args ...any) {
@@ -65,9 +67,22 @@ func runMain(args []string) error {
 	latGap := fs.Duration("latency-gap", 30*time.Millisecond, "pause between a verdict and the next write in figure 2")
 	latBackground := fs.String("latency-background", "0,10000", "figure 2 is run once per count of background policies (largest first)")
 	skipDatapath := fs.Bool("skip-datapath", false, "only figure 2")
+	cnps := fs.Int("cnps", 100, "figure 1: a configuration with this many Admin and as many Baseline ClusterNetworkPolicies (synth.LastRule; 0 = none)")
+	cnpRules := fs.Int("cnp-rules", 25, "figure 1: rules per direction of each ClusterNetworkPolicy (at most 25)")
+	latCNP := fs.Bool("latency-cnp", true, "figure 2: also the ClusterNetworkPolicy kinds")
+	cnpCRD := fs.String("cnp-crd", runner.DefaultCNPCRD, "the ClusterNetworkPolicy CRD, installed before the agents start when -cnps > 0 or -latency-cnp")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if *skipDatapath {
+		*cnps = 0
+	}
+	if *cnps > 0 {
+		if err := lastRuleSpec(*cnps, *cnpRules).Validate(); err != nil {
+			return fmt.Errorf("-cnps, -cnp-rules: %w", err)
+		}
+	}
+	withCNPs := *cnps > 0 || (*latCNP && *latReps > 0)
 	policyCounts, err := parseCounts(*counts)
 	if err != nil {
 		return fmt.Errorf("-policies: %w", err)
@@ -124,12 +139,17 @@ func runMain(args []string) error {
 	}
 	started := time.Now()
 	defer e.cleanup()
+	if withCNPs {
+		if err := e.installCNPCRD(ctx, *cnpCRD); err != nil {
+			return err
+		}
+	}
 	if err := e.setup(ctx); err != nil {
 		return err
 	}
 	results := map[string]any{}
 	if !*skipDatapath {
-		dp, err := e.datapath(ctx, policyCounts, *reps, *dur)
+		dp, err := e.datapath(ctx, policyCounts, *cnps, *cnpRules, *reps, *dur)
 		if err != nil {
 			return err
 		}
@@ -144,7 +164,7 @@ func runMain(args []string) error {
 		// Every run is written as soon as it ends, in background order.
 		var runs []*Latency
 		for _, n := range backgrounds {
-			pl, err := e.programmingLatency(ctx, *latReps, n, *latGap)
+			pl, err := e.programmingLatency(ctx, *latReps, n, *latGap, *latCNP)
 			if err != nil {
 				return fmt.Errorf("figure 2 with %d background policies: %w", n, err)
 			}
@@ -268,6 +288,9 @@ func (e *env) cleanup() {
 	e.stopAgents()
 	_ = e.cfg.Stop("bench-server")
 	_ = e.cs.NetworkingV1().NetworkPolicies(benchNS).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+	if err := e.deleteCNPs(ctx); err != nil {
+		e.logf("delete ClusterNetworkPolicies: %v", err)
+	}
 	for _, p := range e.pods {
 		if err := e.kl.DeletePod(ctx, p); err != nil {
 			e.logf("delete pod %s: %v", p.Spec.Name, err)
@@ -340,9 +363,10 @@ func (e *env) metrics(ctx context.Context, node int) (map[string]float64, error)
 	return m, nil
 }
 
-// waitAgents waits until every agent has compiled `policies` policies and
-// synced after `since`, and node 0's element count is stable.
-func (e *env) waitAgents(ctx context.Context, policies int, since time.Time, timeout time.Duration) (map[string]float64, error) {
+// waitAgents waits until every agent's metrics have the values of want
+// (agentWant: a series missing reads 0) and it synced after `since`, and
+// node 0's element count is stable.
+func (e *env) waitAgents(ctx context.Context, want map[string]float64, since time.Time, timeout time.Duration) (map[string]float64, error) {
 	deadline := time.Now().Add(timeout)
 	last := -1.0
 	for {
@@ -350,7 +374,7 @@ func (e *env) waitAgents(ctx context.Context, policies int, since time.Time, tim
 		var m0 map[string]float64
 		for i := range e.st.Nodes {
 			m, err := e.metrics(ctx, i)
-			if err != nil || m["nftpolicy_policies"] != float64(policies) ||
+			if err != nil || !hasValues(m, want) ||
 				m["nftpolicy_last_successful_sync_timestamp_seconds"] < float64(since.Unix()) {
 				ok = false
 				break
@@ -366,7 +390,7 @@ func (e *env) waitAgents(ctx context.Context, policies int, since time.Time, tim
 			last = m0["nftpolicy_set_elements"]
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("agents did not reach %d policies within %s", policies, timeout)
+			return nil, fmt.Errorf("agents did not reach %v within %s", want, timeout)
 		}
 		select {
 		case <-ctx.Done():
@@ -374,6 +398,16 @@ func (e *env) waitAgents(ctx context.Context, policies int, since time.Time, tim
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// hasValues reports whether m has every value of want (missing reads 0).
+func hasValues(m, want map[string]float64) bool {
+	for k, v := range want {
+		if m[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 // --- policies ---
@@ -484,14 +518,18 @@ type Pair struct {
 
 // Config is one datapath configuration.
 type Config struct {
-	Name         string  `json:"name"`
-	Agent        bool    `json:"agent"`
-	Policies     int     `json:"policies"`
-	SetElements  float64 `json:"set_elements_node1"`
-	Rules        float64 `json:"rules_node1"`
-	SetupSeconds float64 `json:"setup_seconds"`
-	SameNode     Pair    `json:"same_node"`
-	CrossNode    Pair    `json:"cross_node"`
+	Name     string `json:"name"`
+	Agent    bool   `json:"agent"`
+	Policies int    `json:"policies"`
+	// ClusterNetworkPolicies (Admin and Baseline together) and their
+	// rules per direction.
+	ClusterNetworkPolicies int     `json:"cluster_network_policies"`
+	CNPRules               int     `json:"cnp_rules_per_direction,omitempty"`
+	SetElements            float64 `json:"set_elements_node1"`
+	Rules                  float64 `json:"rules_node1"`
+	SetupSeconds           float64 `json:"setup_seconds"`
+	SameNode               Pair    `json:"same_node"`
+	CrossNode              Pair    `json:"cross_node"`
 	// Ratios to configuration (a): conn/s ratio, and baseline/RTT for
 	// latency (so 1.0 = as fast as without agent, lower = slower).
 	Ratios map[string]float64 `json:"ratios_vs_baseline,omitempty"`
@@ -510,6 +548,12 @@ type Datapath struct {
 	Goal            string    `json:"goal"`
 	GoalMet         bool      `json:"goal_met"`
 	WorstRatio      float64   `json:"worst_ratio_at_largest"`
+	// The ClusterNetworkPolicy configuration's worst ratio, the same goal
+	// for it, and the rule that decides its measured traffic (empty when
+	// not measured).
+	CNPWorstRatio   float64 `json:"cnp_worst_ratio,omitempty"`
+	CNPGoalMet      bool    `json:"cnp_goal_met"`
+	CNPDecidingRule string  `json:"cnp_deciding_rule,omitempty"`
 	// BaselineAgain is (a) measured once more after the last configuration
 	// (agents stopped, table deleted): the run's drift, not a ratio.
 	BaselineAgain *Config `json:"baseline_again,omitempty"`
@@ -578,7 +622,7 @@ func (e *env) checkEnforced(ctx context.Context, want bool) error {
 	return nil
 }
 
-func (e *env) datapath(ctx context.Context, counts []int, reps int, d time.Duration) (*Datapath, error) {
+func (e *env) datapath(ctx context.Context, counts []int, cnpsPerTier, cnpRules, reps int, d time.Duration) (*Datapath, error) {
 	dp := &Datapath{Machine: machine(), Nodes: len(e.st.Nodes), DurationSeconds: d.Seconds(), ConnWorkers: 2, MessageBytes: msgSize,
 		Goal: "every ratio >= 0.95 at the largest policy count"}
 	// (a) no agent: its table must not exist anywhere.
@@ -600,7 +644,7 @@ func (e *env) datapath(ctx context.Context, counts []int, reps int, d time.Durat
 	if err := e.startAgents(); err != nil {
 		return nil, err
 	}
-	m, err := e.waitAgents(ctx, 0, t, 60*time.Second)
+	m, err := e.waitAgents(ctx, agentWant(0, 0, 0), t, 60*time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -609,6 +653,14 @@ func (e *env) datapath(ctx context.Context, counts []int, reps int, d time.Durat
 		return nil, err
 	}
 	dp.Configs = append(dp.Configs, b)
+
+	cnpConfig := -1
+	if cnpsPerTier > 0 {
+		cnpConfig = len(dp.Configs)
+		if err := e.datapathCNPs(ctx, dp, cnpsPerTier, cnpRules, reps, d); err != nil {
+			return nil, err
+		}
+	}
 
 	have := 0
 	for _, n := range counts {
@@ -631,7 +683,7 @@ func (e *env) datapath(ctx context.Context, counts []int, reps int, d time.Durat
 			return nil, err
 		}
 		created := time.Since(t)
-		m, err := e.waitAgents(ctx, n, time.Now().Add(-time.Second), 5*time.Minute)
+		m, err := e.waitAgents(ctx, agentWant(n, 0, 0), time.Now().Add(-time.Second), 5*time.Minute)
 		if err != nil {
 			return nil, err
 		}
@@ -678,6 +730,13 @@ func (e *env) datapath(ctx context.Context, counts []int, reps int, d time.Durat
 				dp.WorstRatio = min(dp.WorstRatio, v)
 			}
 		}
+		if i == cnpConfig {
+			dp.CNPWorstRatio = 1e9
+			for _, v := range c.Ratios {
+				dp.CNPWorstRatio = min(dp.CNPWorstRatio, v)
+			}
+			dp.CNPGoalMet = dp.CNPWorstRatio >= 0.95
+		}
 	}
 	dp.GoalMet = dp.WorstRatio >= 0.95
 	return dp, nil
@@ -690,19 +749,19 @@ func machine() string {
 
 func printDatapath(w io.Writer, dp *Datapath) {
 	fmt.Fprintf(w, "\nFigure 1 — datapath (%s; medians of %d runs of %.1fs; ratios vs (a): conn/s, and baseline RTT / RTT)\n", dp.Machine, dp.Configs[0].SameNode.Reps, dp.DurationSeconds)
-	fmt.Fprintf(w, "%-24s %9s %9s | %10s %9s %9s %6s %6s %6s | %10s %9s %9s %6s %6s %6s\n", "config", "policies", "elements",
+	fmt.Fprintf(w, "%-24s %9s %5s %9s | %10s %9s %9s %6s %6s %6s | %10s %9s %9s %6s %6s %6s\n", "config", "policies", "cnps", "elements",
 		"same c/s", "rr p50us", "rr p99us", "x c/s", "x p50", "x p99", "cross c/s", "rr p50us", "rr p99us", "x c/s", "x p50", "x p99")
 	for _, c := range dp.Configs {
 		r := c.Ratios
 		if r == nil {
 			r = map[string]float64{"same_conn_per_second": 1, "same_rr_p50": 1, "same_rr_p99": 1, "cross_conn_per_second": 1, "cross_rr_p50": 1, "cross_rr_p99": 1}
 		}
-		fmt.Fprintf(w, "%-24s %9d %9.0f | %10.0f %9.1f %9.1f %6.2f %6.2f %6.2f | %10.0f %9.1f %9.1f %6.2f %6.2f %6.2f\n", c.Name, c.Policies, c.SetElements,
+		fmt.Fprintf(w, "%-24s %9d %5d %9.0f | %10.0f %9.1f %9.1f %6.2f %6.2f %6.2f | %10.0f %9.1f %9.1f %6.2f %6.2f %6.2f\n", c.Name, c.Policies, c.ClusterNetworkPolicies, c.SetElements,
 			c.SameNode.ConnPerSecond, c.SameNode.RRP50Seconds*1e6, c.SameNode.RRP99Seconds*1e6, r["same_conn_per_second"], r["same_rr_p50"], r["same_rr_p99"],
 			c.CrossNode.ConnPerSecond, c.CrossNode.RRP50Seconds*1e6, c.CrossNode.RRP99Seconds*1e6, r["cross_conn_per_second"], r["cross_rr_p50"], r["cross_rr_p99"])
 	}
 	if c := dp.BaselineAgain; c != nil {
-		fmt.Fprintf(w, "%-24s %9s %9s | %10.0f %9.1f %9.1f %6.2f %6.2f %6.2f | %10.0f %9.1f %9.1f %6.2f %6.2f %6.2f  (drift check)\n", c.Name, "-", "-",
+		fmt.Fprintf(w, "%-24s %9s %5s %9s | %10.0f %9.1f %9.1f %6.2f %6.2f %6.2f | %10.0f %9.1f %9.1f %6.2f %6.2f %6.2f  (drift check)\n", c.Name, "-", "-", "-",
 			c.SameNode.ConnPerSecond, c.SameNode.RRP50Seconds*1e6, c.SameNode.RRP99Seconds*1e6,
 			c.SameNode.ConnPerSecond/dp.Configs[0].SameNode.ConnPerSecond, dp.Configs[0].SameNode.RRP50Seconds/c.SameNode.RRP50Seconds, dp.Configs[0].SameNode.RRP99Seconds/c.SameNode.RRP99Seconds,
 			c.CrossNode.ConnPerSecond, c.CrossNode.RRP50Seconds*1e6, c.CrossNode.RRP99Seconds*1e6,
@@ -713,6 +772,14 @@ func printDatapath(w io.Writer, dp *Datapath) {
 		met = "met"
 	}
 	fmt.Fprintf(w, "goal (%s): worst ratio %.3f %s\n", dp.Goal, dp.WorstRatio, met)
+	if dp.CNPDecidingRule != "" {
+		met = "MISSED"
+		if dp.CNPGoalMet {
+			met = "met"
+		}
+		fmt.Fprintf(w, "the same goal for the ClusterNetworkPolicy configuration (measured traffic decided by %s): worst ratio %.3f %s\n",
+			dp.CNPDecidingRule, dp.CNPWorstRatio, met)
+	}
 }
 
 // writeResults replaces only the given keys of the results file.
