@@ -26,7 +26,7 @@ bench: bench-controlplane bench-cluster ## the benchmarks: table on stdout, figu
 
 bench-controlplane:
 	$(GO) build -o $(BENCH_BIN) ./bench/cmd/nftbench
-	timeout 20m $(BENCH_BIN) -out $(BENCH_OUT) $(BENCH_FLAGS)
+	timeout 40m $(BENCH_BIN) -out $(BENCH_OUT) $(BENCH_FLAGS)
 
 # Figures 1 and 2. The cluster runs without an agent (the baseline);
 # clusterbench starts nftpolicy itself on every node after measuring it.

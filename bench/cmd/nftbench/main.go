@@ -4,7 +4,7 @@
 // bench/README.md) against the real kernel, in throwaway network
 // namespaces, prints a table and writes bench/results.json.
 //
-//	nftbench [-out bench/results.json] [-pods 1000,10000,50000,150000] [-cnps 1000] [-reps 5] [-churn-reps 50]
+//	nftbench [-out bench/results.json] [-pods 1000,10000,50000,150000] [-cnps 1000] [-reps 5] [-churn-reps 50] [-cnp-reps 10]
 //	nftbench rss -pods N [-cnps M]   (child: one process per shape, prints Memory as JSON)
 //
 // It needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN for the namespaces).
@@ -53,6 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cnpsFlag := fs.String("cnps", "1000", "ClusterNetworkPolicy counts measured at every cluster size besides none (the baseline); empty for none")
 	reps := fs.Int("reps", 5, "repetitions of each full-sync measurement (median reported)")
 	churnReps := fs.Int("churn-reps", 50, "repetitions of the churn cycle (no-op, appear, disappear)")
+	cnpReps := fs.Int("cnp-reps", 10, "with ClusterNetworkPolicies: repetitions of the churn cycle and of the change cycle (no-op, each edit made and undone)")
 	churnSyncs := fs.Int("rss-churn-syncs", 10, "churn syncs the memory child does after its full sync")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
@@ -89,7 +90,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	res, err := measure(pods, cnps, *reps, *churnReps, *churnSyncs, stderr)
+	res, err := measure(pods, cnps, *reps, *churnReps, *cnpReps, *churnSyncs, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "nftbench: %v\n", err)
 		return 1
@@ -167,6 +168,11 @@ type Machine struct {
 	Kernel    string `json:"kernel"`
 	GoVersion string `json:"go_version"`
 	MemTotal  string `json:"mem_total"`
+	// LoadAverage* are /proc/loadavg's 1, 5 and 15 minute load averages
+	// when the run started and ended: other work on the machine (more
+	// than CPUs) inflates every time in between.
+	LoadAverageStart string `json:"load_average_start"`
+	LoadAverageEnd   string `json:"load_average_end"`
 }
 
 // Scaling is one point of the scaling curve, as ratios to the first
@@ -210,7 +216,7 @@ type Goals struct {
 	CNP *CNPGoals `json:"cnp,omitempty"`
 }
 
-func measure(pods, cnps []int, reps, churnReps, churnSyncs int, log io.Writer) (*ControlPlane, error) {
+func measure(pods, cnps []int, reps, churnReps, cnpReps, churnSyncs int, log io.Writer) (*ControlPlane, error) {
 	res := &ControlPlane{Machine: machine(), Started: time.Now().UTC()}
 	for _, n := range pods {
 		for _, c := range append([]int{0}, cnps...) {
@@ -230,6 +236,13 @@ func measure(pods, cnps []int, reps, churnReps, churnSyncs int, log io.Writer) (
 			cr := churnReps
 			if n >= 100_000 {
 				cr = max(10, churnReps/3)
+			}
+			if c > 0 {
+				// A step costs seconds at 150k pods with 1,000 of them.
+				cr = cnpReps
+				if n >= 100_000 {
+					cr = max(3, cnpReps/3)
+				}
 			}
 			fmt.Fprintf(log, "    churn x%d\n", cr)
 			ch, err := controlplane.MeasureChurn(shape, snap, cr)
@@ -258,6 +271,7 @@ func measure(pods, cnps []int, reps, churnReps, churnSyncs int, log io.Writer) (
 	res.CNPCost = cnpCost(res)
 	cnpGoals(res)
 	res.Seconds = time.Since(res.Started).Seconds()
+	res.Machine.LoadAverageEnd = loadAverage()
 	return res, nil
 }
 
@@ -455,8 +469,8 @@ func cnpGoals(res *ControlPlane) {
 
 func printTable(w io.Writer, all *ControlPlane) {
 	res := withoutCNPs(all)
-	fmt.Fprintf(w, "machine: %d CPUs (%s), kernel %s, %s, %s RAM\n\n", all.Machine.CPUs, all.Machine.CPUModel,
-		all.Machine.Kernel, all.Machine.GoVersion, all.Machine.MemTotal)
+	fmt.Fprintf(w, "machine: %d CPUs (%s), kernel %s, %s, %s RAM; load average %s at the start, %s at the end\n\n", all.Machine.CPUs, all.Machine.CPUModel,
+		all.Machine.Kernel, all.Machine.GoVersion, all.Machine.MemTotal, all.Machine.LoadAverageStart, all.Machine.LoadAverageEnd)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "Figure 3/4 — full sync (medians; apply = Syncer.Sync into a fresh netns; ratios vs the first row)")
 	fmt.Fprintln(tw, "pods\tpolicies\tcompile ms\tdiff ms\tapply ms\tfull ms\tchains\trules\tsets\telements\tops\tcache RSS MiB\tpeak RSS MiB\tx pods\tx full\tx elements\tx RSS\tslope full\tslope elements\t")
@@ -587,6 +601,7 @@ func machine() Machine {
 			}
 		}
 	}
+	m.LoadAverageStart = loadAverage()
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
 			if k, v, ok := strings.Cut(l, ":"); ok && k == "MemTotal" {
@@ -595,6 +610,16 @@ func machine() Machine {
 		}
 	}
 	return m
+}
+
+// loadAverage is the first three fields of /proc/loadavg.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 // linearSlack is the largest log-log slope still read as linear: the
