@@ -1,16 +1,19 @@
 # bench.mk — `make bench` (included by the top Makefile). See bench/README.md.
 #
 #   make bench                      all figures: control plane (3, 4) then the local cluster (1, 2)
-#   make bench-controlplane         figures 3 and 4 only, table + bench/results.json
+#   make bench-controlplane         figures 3 and 4 only, table + bench/results.json; every size
+#                                   also with 1,000 ClusterNetworkPolicies (-cnps; -cnps '' for none)
 #   make bench BENCH_FLAGS='-pods 1000,10000 -reps 3'   a quicker control-plane run
 #   make bench-cluster [BENCH_CLUSTER_FLAGS='-policies 1000 -reps 1 -latency-reps 20 -latency-background 0,1000']
-#                                   figures 1 and 2 on a fresh `make up AGENT=none` (~7 min:
-#                                   figure 2 runs with 0 and 10,000 background policies; the
-#                                   cluster is taken down afterwards unless BENCH_KEEP_CLUSTER=1)
+#                                   figures 1 and 2 on a fresh `make up AGENT=none` (~7 min and more:
+#                                   figure 1 has a configuration with 100+100 ClusterNetworkPolicies
+#                                   (-cnps 0: none), figure 2 runs with 0 and 10,000 background
+#                                   policies and has ClusterNetworkPolicy kinds (-latency-cnp=false:
+#                                   none); the cluster is taken down afterwards unless BENCH_KEEP_CLUSTER=1)
 #
 # Needs root: every apply goes into a throwaway (unnamed) network namespace.
 # Nothing here asserts a duration; `make test` runs only a smoke test of the
-# same code (bench/controlplane, -count=1 via `make unit`).
+# same code (bench/controlplane, bench/cmd/nftbench, -count=1 via `make unit`).
 
 BENCH_BIN   ?= bin/nftbench
 BENCH_OUT   ?= bench/results.json
