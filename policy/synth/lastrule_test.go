@@ -15,6 +15,7 @@ import (
 	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/nftpolicy/nftpolicy/nft"
+	"github.com/nftpolicy/nftpolicy/nft/nfttest"
 	"github.com/nftpolicy/nftpolicy/policy"
 )
 
@@ -88,7 +89,7 @@ func compileNodes(t *testing.T, snap *policy.Snapshot) map[string]*nft.Ruleset {
 		if len(warnings) != 0 {
 			t.Fatalf("%s: warnings: %+v", node, warnings)
 		}
-		if err := rs.Validate(); err != nil {
+		if err := nfttest.Validate(rs); err != nil {
 			t.Fatalf("%s: %v", node, err)
 		}
 		out[node] = rs

@@ -91,7 +91,7 @@ func TestSnapshot_ClusterNetworkPolicyCount(t *testing.T) {
 	if len(warnings) != 0 {
 		t.Errorf("warnings: %+v", warnings)
 	}
-	if err := rs.Validate(); err != nil {
+	if err := nfttest.Validate(rs); err != nil {
 		t.Fatal(err)
 	}
 }

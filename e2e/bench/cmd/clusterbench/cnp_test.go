@@ -21,6 +21,7 @@ import (
 
 	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
 	"github.com/nftpolicy/nftpolicy/internal/testenv"
+	"github.com/nftpolicy/nftpolicy/nft/nfttest"
 	"github.com/nftpolicy/nftpolicy/policy"
 )
 
@@ -77,7 +78,7 @@ func TestLastRuleSpec_OnTheBenchLayout(t *testing.T) {
 		if len(warnings) != 0 {
 			t.Errorf("%s: warnings %+v", node, warnings)
 		}
-		if err := rs.Validate(); err != nil {
+		if err := nfttest.Validate(rs); err != nil {
 			t.Errorf("%s: %v", node, err)
 		}
 	}
