@@ -187,37 +187,13 @@ func NewIsolatedEndpoint(dir Direction, id string, addrs []netip.Addr, allow All
 	any6 := &Set{Name: n.AnyV6, Comment: comment, KeyTypes: []KeyType{TypeIPv6Addr, TypeInetProto}, Interval: true}
 	ports4 := &Set{Name: n.PortsV4, Comment: comment, KeyTypes: []KeyType{TypeIPv4Addr, TypeInetProto, TypeInetService}, Interval: true}
 	ports6 := &Set{Name: n.PortsV6, Comment: comment, KeyTypes: []KeyType{TypeIPv6Addr, TypeInetProto, TypeInetService}, Interval: true}
-	// Elements share their keys' backing arrays and protocol ranges (sets
-	// of a ruleset are never modified), so a 20k-element allow-list costs
-	// a few allocations, not several per element.
 	allProtocols := ProtoRange(0, 255)
-	keys := make([]Range, 0, 2*len(allow.AnyPort)+3*len(allow.Ports))
-	key := func(parts ...Range) []Range {
-		start := len(keys)
-		keys = append(keys, parts...)
-		return keys[start:len(keys):len(keys)]
-	}
+	b := newElementBuilder(2*len(allow.AnyPort) + 3*len(allow.Ports))
 	for _, p := range allow.AnyPort {
-		e := Element{Key: key(p, allProtocols)}
-		if len(p.From) == 4 {
-			any4.Elements = append(any4.Elements, e)
-		} else {
-			any6.Elements = append(any6.Elements, e)
-		}
+		appendByFamily(any4, any6, p, Element{Key: b.key(p, allProtocols)})
 	}
-	protos := map[uint8]Range{}
 	for _, p := range allow.Ports {
-		proto, ok := protos[p.Proto]
-		if !ok {
-			proto = Proto(p.Proto)
-			protos[p.Proto] = proto
-		}
-		e := Element{Key: key(p.Peer, proto, p.Ports), Comment: p.Comment}
-		if len(p.Peer.From) == 4 {
-			ports4.Elements = append(ports4.Elements, e)
-		} else {
-			ports6.Elements = append(ports6.Elements, e)
-		}
+		appendByFamily(ports4, ports6, p.Peer, Element{Key: b.key(p.Peer, b.proto(p.Proto), p.Ports), Comment: p.Comment})
 	}
 	e := &IsolatedEndpoint{
 		Dir:   dir,
@@ -266,4 +242,44 @@ func (r *Ruleset) AddIsolatedEndpoint(dir Direction, id string, addrs []netip.Ad
 	e := NewIsolatedEndpoint(dir, id, addrs, allow)
 	r.AddEndpoint(e)
 	return e.Names
+}
+
+// elementBuilder makes the elements of one endpoint's or tier's sets. Keys
+// share one backing array and each protocol's Range is made once (sets of
+// a ruleset are never modified), so thousands of elements cost a few
+// allocations, not several each.
+type elementBuilder struct {
+	keys   []Range
+	protos map[uint8]Range
+}
+
+// newElementBuilder returns a builder with room for n key parts.
+func newElementBuilder(n int) *elementBuilder {
+	return &elementBuilder{keys: make([]Range, 0, n), protos: map[uint8]Range{}}
+}
+
+// key returns parts as a key in the shared backing array.
+func (b *elementBuilder) key(parts ...Range) []Range {
+	start := len(b.keys)
+	b.keys = append(b.keys, parts...)
+	return b.keys[start:len(b.keys):len(b.keys)]
+}
+
+// proto is the shared single-protocol Range of p.
+func (b *elementBuilder) proto(p uint8) Range {
+	r, ok := b.protos[p]
+	if !ok {
+		r = Proto(p)
+		b.protos[p] = r
+	}
+	return r
+}
+
+// appendByFamily appends e to v4 or v6, by the family of peer.
+func appendByFamily(v4, v6 *Set, peer Range, e Element) {
+	if len(peer.From) == 4 {
+		v4.Elements = append(v4.Elements, e)
+	} else {
+		v6.Elements = append(v6.Elements, e)
+	}
 }

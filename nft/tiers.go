@@ -99,34 +99,12 @@ func NewTierMaps(tier Tier, dir Direction, key, comment string, v TierVerdicts) 
 	any6 := mk(n.AnyV6, TypeIPv6Addr, TypeInetProto)
 	ports4 := mk(n.PortsV4, TypeIPv4Addr, TypeInetProto, TypeInetService)
 	ports6 := mk(n.PortsV6, TypeIPv6Addr, TypeInetProto, TypeInetService)
-	// One backing array for every key, as in NewIsolatedEndpoint.
-	keys := make([]Range, 0, 2*len(v.AnyPort)+3*len(v.Ports))
-	key2 := func(parts ...Range) []Range {
-		start := len(keys)
-		keys = append(keys, parts...)
-		return keys[start:len(keys):len(keys)]
-	}
+	b := newElementBuilder(2*len(v.AnyPort) + 3*len(v.Ports))
 	for _, p := range v.AnyPort {
-		e := Element{Key: key2(p.Peer, p.Protos), Verdict: p.Verdict}
-		if len(p.Peer.From) == 4 {
-			any4.Elements = append(any4.Elements, e)
-		} else {
-			any6.Elements = append(any6.Elements, e)
-		}
+		appendByFamily(any4, any6, p.Peer, Element{Key: b.key(p.Peer, p.Protos), Verdict: p.Verdict})
 	}
-	protos := map[uint8]Range{}
 	for _, p := range v.Ports {
-		proto, ok := protos[p.Proto]
-		if !ok {
-			proto = Proto(p.Proto)
-			protos[p.Proto] = proto
-		}
-		e := Element{Key: key2(p.Peer, proto, p.Ports), Verdict: p.Verdict}
-		if len(p.Peer.From) == 4 {
-			ports4.Elements = append(ports4.Elements, e)
-		} else {
-			ports6.Elements = append(ports6.Elements, e)
-		}
+		appendByFamily(ports4, ports6, p.Peer, Element{Key: b.key(p.Peer, b.proto(p.Proto), p.Ports), Verdict: p.Verdict})
 	}
 	return &TierMaps{Tier: tier, Dir: dir, Names: n, Sets: [4]*Set{any4, any6, ports4, ports6}}
 }
