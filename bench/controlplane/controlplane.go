@@ -223,7 +223,7 @@ func newSyncerInFreshNetNS() (*kernel.Syncer, func(), error) {
 		return nil, nil, err
 	}
 	closeNS := func() { _ = ns.Close() }
-	s, err := kernel.New(kernel.WithNetNSFd(ns.Fd()))
+	s, err := kernel.NewSyncer(kernel.WithNetNSFd(ns.Fd()))
 	if err != nil {
 		closeNS()
 		return nil, nil, err

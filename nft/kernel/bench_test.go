@@ -32,7 +32,7 @@ func BenchmarkSyncFull(b *testing.B) {
 	_, fd := newNetns(b, "bench")
 	r := benchRuleset(50, 100)
 	for b.Loop() {
-		s, err := New(WithNetNSFd(fd))
+		s, err := NewSyncer(WithNetNSFd(fd))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -45,7 +45,7 @@ func BenchmarkSyncFull(b *testing.B) {
 func BenchmarkSyncOneElement(b *testing.B) {
 	requirePrivileges(b)
 	_, fd := newNetns(b, "bench")
-	s, err := New(WithNetNSFd(fd))
+	s, err := NewSyncer(WithNetNSFd(fd))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -66,7 +66,7 @@ func rulesetB() *nft.Ruleset {
 
 func newSyncer(t *testing.T, fd int) *Syncer {
 	t.Helper()
-	s, err := New(WithNetNSFd(fd))
+	s, err := NewSyncer(WithNetNSFd(fd))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -53,8 +53,8 @@ type Syncer struct {
 	last *nft.Ruleset
 }
 
-// New returns a Syncer whose first Sync replaces whatever the table holds.
-func New(opts ...Option) (*Syncer, error) {
+// NewSyncer returns a Syncer whose first Sync replaces whatever the table holds.
+func NewSyncer(opts ...Option) (*Syncer, error) {
 	s := &Syncer{cfg: newConfig(opts)}
 	if _, err := s.conn(); err != nil {
 		return nil, err
