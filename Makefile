@@ -16,7 +16,7 @@ BIN_DIR   := bin
 # fails the target with a bare "context deadline exceeded" and no input
 # (go.dev/issue/75804, fixed in Go 1.27).
 FUZZ_EVALUATE_EXECS ?= 120000x
-FUZZ_CLUSTER_EXECS  ?= 30000x
+FUZZ_NODECOMPILER_EXECS  ?= 30000x
 # The linters are pinned in hack/tools/go.mod and built through the module proxy.
 GOLANGCI  := $(GO) tool -modfile=hack/tools/go.mod golangci-lint
 
@@ -57,10 +57,10 @@ unit: host-deps ## every Go test with the race detector, real kernel and real ku
 	KUBEBUILDER_ASSETS="$$(hack/build-tools.sh apiserver | tail -n1)" $(GO) test -race -count=1 ./...
 
 # A new interesting input is minimised for at most 200 runs: the default
-# (60 s each) spent a whole minute on a few inputs of the Cluster target.
+# (60 s each) spent a whole minute on a few inputs of the NodeCompiler target.
 fuzz: ## the differential fuzz targets: compiled dataplane vs reference semantics, incremental vs fresh compile
 	$(GO) test -run '^$$' -fuzz '^FuzzCompileMatchesEvaluate$$' -fuzztime $(FUZZ_EVALUATE_EXECS) -fuzzminimizetime 200x ./policy/
-	$(GO) test -run '^$$' -fuzz '^FuzzClusterMatchesFreshCompile$$' -fuzztime $(FUZZ_CLUSTER_EXECS) -fuzzminimizetime 200x ./policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzNodeCompilerMatchesFreshCompile$$' -fuzztime $(FUZZ_NODECOMPILER_EXECS) -fuzzminimizetime 200x ./policy/
 
 test: lint unit fuzz e2e-test ## everything CI runs
 

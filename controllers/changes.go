@@ -7,11 +7,11 @@ import (
 )
 
 // changeBatch names the objects whose current state a reconcile must read
-// from the stores into its policy.Cluster: present → Set, absent → Delete.
+// from the stores into its policy.NodeCompiler: present → Set, absent → Delete.
 // Only names are kept, never objects, so that a batch always applies the
 // newest state, however many events it stands for.
 type changeBatch struct {
-	// all: read everything into a fresh Cluster instead (the first
+	// all: read everything into a fresh NodeCompiler instead (the first
 	// reconcile, and the periodic full rebuild). The sets are empty
 	// then.
 	all        bool
@@ -21,7 +21,7 @@ type changeBatch struct {
 	// cnps are ClusterNetworkPolicies by name, nodes Nodes by name.
 	cnps  map[string]struct{}
 	nodes map[string]struct{}
-	// allCNPs: make the Cluster's ClusterNetworkPolicies those of the
+	// allCNPs: make the NodeCompiler's ClusterNetworkPolicies those of the
 	// ClusterNetworkPolicy store now, whatever they were (the store was
 	// started or stopped: the CRD appeared or went away). Names in cnps
 	// are covered by it.
@@ -81,7 +81,7 @@ func (p *pendingChanges) node(name string) {
 	}
 }
 
-// everyCNP asks the next reconcile to replace the Cluster's
+// everyCNP asks the next reconcile to replace the NodeCompiler's
 // ClusterNetworkPolicies with the store's.
 func (p *pendingChanges) everyCNP() {
 	p.mu.Lock()

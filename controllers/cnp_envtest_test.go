@@ -72,11 +72,11 @@ func denyEgressCNP(name string, tier policyv1beta1.Tier, priority int32) *policy
 	}
 }
 
-// wantCNPs waits until the Cluster holds exactly these ClusterNetworkPolicies
+// wantCNPs waits until the NodeCompiler holds exactly these ClusterNetworkPolicies
 // (name → priority).
 func (h *harness) wantCNPs(want map[string]int32) {
 	h.t.Helper()
-	eventually(h.t, waitTimeout, h.syncer.synced, fmt.Sprintf("ClusterNetworkPolicies %v in the Cluster", want), func() string {
+	eventually(h.t, waitTimeout, h.syncer.synced, fmt.Sprintf("ClusterNetworkPolicies %v in the NodeCompiler", want), func() string {
 		got := cnpNames(h.r.handedCNPs())
 		if len(got) != len(want) {
 			return fmt.Sprintf("have %v", got)
@@ -103,7 +103,7 @@ func (h *harness) wantWatched(want float64) {
 
 // TestAgent_ClusterNetworkPolicyCRDLater: the agent starts without the
 // CRD and enforces NetworkPolicies; the CRD appears and its objects reach
-// the Cluster without a restart, with each update and delete, and so do
+// the NodeCompiler without a restart, with each update and delete, and so do
 // Node label and address changes; the CRD goes and the agent carries on
 // with NetworkPolicies only, then picks it up once more.
 func TestAgent_ClusterNetworkPolicyCRDLater(t *testing.T) {
@@ -146,7 +146,7 @@ func TestAgent_ClusterNetworkPolicyCRDLater(t *testing.T) {
 	}
 	h.wantCNPs(map[string]int32{"baseline": 5})
 
-	// The agent's own Node (and any other) reaches the Cluster with its
+	// The agent's own Node (and any other) reaches the NodeCompiler with its
 	// labels and addresses.
 	node := &corev1.Node{}
 	if err := c.Get(context.Background(), client.ObjectKey{Name: h.node}, node); err != nil {
@@ -160,7 +160,7 @@ func TestAgent_ClusterNetworkPolicyCRDLater(t *testing.T) {
 	}
 	other := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: h.node + "-peer", Labels: map[string]string{"zone": "z2"}}}
 	h.create(other)
-	eventually(t, waitTimeout, h.syncer.synced, "the Nodes' labels and addresses in the Cluster", func() string {
+	eventually(t, waitTimeout, h.syncer.synced, "the Nodes' labels and addresses in the NodeCompiler", func() string {
 		nodes := h.r.handedNodes()
 		own, peer := nodes[h.node], nodes[other.Name]
 		if own.Labels["zone"] != "z1" || !slices.Equal(own.Addresses, []netip.Addr{netip.MustParseAddr("192.168.100.50")}) || peer.Labels["zone"] != "z2" {
@@ -169,7 +169,7 @@ func TestAgent_ClusterNetworkPolicyCRDLater(t *testing.T) {
 		return ""
 	})
 	h.delete(other)
-	eventually(t, waitTimeout, h.syncer.synced, "the deleted Node gone from the Cluster", func() string {
+	eventually(t, waitTimeout, h.syncer.synced, "the deleted Node gone from the NodeCompiler", func() string {
 		if _, ok := h.r.handedNodes()[other.Name]; ok {
 			return "still there"
 		}
@@ -210,12 +210,12 @@ func TestAgent_ClusterNetworkPolicyAtStart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The compiler stand-in counts what the Cluster holds at the first
+	// The compiler stand-in counts what the NodeCompiler holds at the first
 	// compile, and then compiles as usual.
 	var self atomic.Pointer[Reconciler]
 	atFirst := make(chan int, 1)
 	h := startAgentHooked(t, func(o *Options) {
-		o.Compile = func(c *policy.Cluster) (*nft.Ruleset, []policy.Warning) {
+		o.Compile = func(c *policy.NodeCompiler) (*nft.Ruleset, []policy.Warning) {
 			select {
 			case atFirst <- len(self.Load().handedCNPs()):
 			default:

@@ -68,7 +68,7 @@ func cnpNames(m map[string]*policyv1beta1.ClusterNetworkPolicy) map[string]int32
 }
 
 // TestReconcile_ClusterNetworkPoliciesAndNodes: the full load, then each
-// recorded change, reaches the Cluster; unpublishing the store (the CRD
+// recorded change, reaches the NodeCompiler; unpublishing the store (the CRD
 // went away) takes every ClusterNetworkPolicy out.
 func TestReconcile_ClusterNetworkPoliciesAndNodes(t *testing.T) {
 	objs := []client.Object{
@@ -148,7 +148,7 @@ func TestReconcile_ClusterNetworkPoliciesAndNodes(t *testing.T) {
 	a.r.changes.everyCNP()
 	a.reconcile(t)
 	if got := a.r.handedCNPs(); len(got) != 0 {
-		t.Errorf("after the store went: %d ClusterNetworkPolicies in the Cluster, want none", len(got))
+		t.Errorf("after the store went: %d ClusterNetworkPolicies in the NodeCompiler, want none", len(got))
 	}
 	if got := metricValue(t, a.reg, "nftpolicy_cluster_network_policies", "tier="+tierAdmin); got != 0 {
 		t.Errorf("cluster_network_policies{tier=admin} = %v, want 0", got)
@@ -186,7 +186,7 @@ func TestReconcile_NoClusterNetworkPolicyStore(t *testing.T) {
 // this branch compiles nothing for ClusterNetworkPolicies.
 func TestReconcile_ClusterNetworkPolicyWarningEvents(t *testing.T) {
 	var warnings []policy.Warning
-	compile := func(*policy.Cluster) (*nft.Ruleset, []policy.Warning) { return nft.NewSkeleton(), warnings }
+	compile := func(*policy.NodeCompiler) (*nft.Ruleset, []policy.Warning) { return nft.NewSkeleton(), warnings }
 	rec := &fakeRecorder{}
 	a := newFakeAgent(t, []client.Object{denyWeb("np")}, Options{Compile: compile, Recorder: rec})
 	store := toolscache.NewStore(toolscache.MetaNamespaceKeyFunc)

@@ -473,7 +473,7 @@ func TestAgent_NamedPortWarningEvent(t *testing.T) {
 // TestAgent_WarningEventRecorded checks the Event path against the API
 // server with a compiler stand-in that warns about one policy by name.
 func TestAgent_WarningEventRecorded(t *testing.T) {
-	compile := func(c *policy.Cluster) (*nft.Ruleset, []policy.Warning) {
+	compile := func(c *policy.NodeCompiler) (*nft.Ruleset, []policy.Warning) {
 		r, w := c.Compile()
 		for _, np := range c.Snapshot().Policies {
 			if np.Name == "warn-me" {

@@ -12,13 +12,13 @@ import (
 )
 
 // handedObjects are the ClusterNetworkPolicies and Nodes that Reconcile
-// has put into its Cluster, by name.
+// has put into its NodeCompiler, by name.
 type handedObjects struct {
 	cnps  map[string]*policyv1beta1.ClusterNetworkPolicy
 	nodes map[string]policy.Node
 }
 
-// setHanded replaces the record (a new Cluster starts empty).
+// setHanded replaces the record (a new NodeCompiler starts empty).
 func (r *Reconciler) setHanded(h handedObjects) {
 	if h.cnps == nil {
 		h.cnps = map[string]*policyv1beta1.ClusterNetworkPolicy{}
@@ -60,7 +60,7 @@ func (r *Reconciler) deleteNode(name string) {
 	r.handedMu.Unlock()
 }
 
-// handedCNPs returns a copy of the ClusterNetworkPolicies in the Cluster.
+// handedCNPs returns a copy of the ClusterNetworkPolicies in the NodeCompiler.
 func (r *Reconciler) handedCNPs() map[string]*policyv1beta1.ClusterNetworkPolicy {
 	r.handedMu.Lock()
 	defer r.handedMu.Unlock()
@@ -71,7 +71,7 @@ func (r *Reconciler) handedCNPs() map[string]*policyv1beta1.ClusterNetworkPolicy
 	return out
 }
 
-// handedNodes returns a copy of the Nodes in the Cluster.
+// handedNodes returns a copy of the Nodes in the NodeCompiler.
 func (r *Reconciler) handedNodes() map[string]policy.Node {
 	r.handedMu.Lock()
 	defer r.handedMu.Unlock()

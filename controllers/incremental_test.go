@@ -125,7 +125,7 @@ func TestReconcile_AppliesRecordedChanges(t *testing.T) {
 	}
 }
 
-// TestReconcile_SyncRetryKeepsChanges: after a failed sync the Cluster
+// TestReconcile_SyncRetryKeepsChanges: after a failed sync the NodeCompiler
 // holds the batch already, so the retry (with no new event) syncs it.
 func TestReconcile_SyncRetryKeepsChanges(t *testing.T) {
 	a := newFakeAgent(t, []client.Object{runningPod("shop", "web", "node-a", map[string]string{"app": "web"}, "10.0.1.2")}, Options{})
@@ -175,7 +175,7 @@ func TestReconcile_ReadErrorPutsBatchBack(t *testing.T) {
 }
 
 // TestReconcile_FullLoadEveryResyncPeriod: the first reconcile after each
-// resync period rebuilds the Cluster from the stores, so even a change no
+// resync period rebuilds the NodeCompiler from the stores, so even a change no
 // event reported is applied within one period.
 func TestReconcile_FullLoadEveryResyncPeriod(t *testing.T) {
 	a := newFakeAgent(t, []client.Object{runningPod("shop", "web", "node-a", map[string]string{"app": "web"}, "10.0.1.2")}, Options{ResyncPeriod: time.Minute})

@@ -15,7 +15,7 @@ import (
 )
 
 // podRecord is what the pod informer stores for one pod: what policy needs
-// (the Reconciler hands &r.Pod to policy.Cluster) and the resourceVersion,
+// (the Reconciler hands &r.Pod to policy.NodeCompiler) and the resourceVersion,
 // which the informer compares to tell a relist of an unchanged pod from an
 // update. About 150 bytes, plus the pod's name and addresses; everything
 // else is shared with other pods through the interner.
@@ -119,7 +119,7 @@ func (r *podRecord) GetObjectMeta() metav1.Object { return (*recordMeta)(r) }
 
 // recordMeta is a podRecord seen as a metav1.Object. The getters answer
 // from the record (namespace, name, resourceVersion, labels); the other
-// fields read as zero. Records are shared with policy.Cluster and must
+// fields read as zero. Records are shared with policy.NodeCompiler and must
 // never change, so the setters panic; client-go calls none on stored
 // objects.
 type recordMeta podRecord

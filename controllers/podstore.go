@@ -23,7 +23,7 @@ import (
 // *policy.Pod, and nothing else: the informer's transform turns every API
 // object into a small record before it is stored, and equal strings, label
 // sets and port lists of different pods share one copy (interner). The
-// Reconciler hands the stored pointers to policy.Cluster, so the agent holds
+// Reconciler hands the stored pointers to policy.NodeCompiler, so the agent holds
 // one copy of each pod.
 //
 // It is a client-go SharedIndexInformer rather than a controller-runtime

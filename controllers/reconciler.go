@@ -2,13 +2,13 @@
 // watches NetworkPolicies, Namespaces and Nodes (controller-runtime's cache,
 // trimmed), every Pod (PodStore, as compact policy records) and, while
 // their CRD is served, ClusterNetworkPolicies (cnpWatcher), keeps
-// a long-lived policy.Cluster up to date with what changed, compiles the
+// a long-lived policy.NodeCompiler up to date with what changed, compiles the
 // node's ruleset from it and hands that to a Syncer, which applies it to
 // the kernel.
 //
 // Every watch event records which object changed and enqueues one constant
 // key, so bursts of events coalesce into one reconcile, which applies just
-// those objects to the Cluster. There is no leader election: each node's
+// those objects to the NodeCompiler. There is no leader election: each node's
 // agent owns its own kernel state.
 package controllers
 
@@ -54,8 +54,8 @@ type EventRecorder interface {
 }
 
 // CompileFunc compiles the node's ruleset from the cluster state; the
-// default is (*policy.Cluster).Compile.
-type CompileFunc func(*policy.Cluster) (*nft.Ruleset, []policy.Warning)
+// default is (*policy.NodeCompiler).Compile.
+type CompileFunc func(*policy.NodeCompiler) (*nft.Ruleset, []policy.Warning)
 
 // Event reasons.
 const (
@@ -109,11 +109,11 @@ type Options struct {
 	// Precondition, if set, must pass for the agent to be ready (the host
 	// check for br_netfilter). It is called on every readiness probe.
 	Precondition func() error
-	// Compile defaults to (*policy.Cluster).Compile.
+	// Compile defaults to (*policy.NodeCompiler).Compile.
 	Compile CompileFunc
 	// ResyncPeriod: a reconcile runs at least this often without events, so
 	// that the syncer can repair drift, and the first reconcile after each
-	// period rebuilds the Cluster from the stores. Default
+	// period rebuilds the NodeCompiler from the stores. Default
 	// v1alpha1.DefaultResyncPeriod.
 	ResyncPeriod time.Duration
 	// MinSyncInterval is the least time between the starts of two
@@ -152,11 +152,11 @@ type Reconciler struct {
 	cnp *cnpWatcher
 
 	// Only Reconcile touches these (MaxConcurrentReconciles is 1).
-	cluster      *policy.Cluster // nil until the first full load
+	cluster      *policy.NodeCompiler // nil until the first full load
 	lastFullLoad time.Time
 
-	// handed is what Reconcile has put into the Cluster of the two kinds
-	// that the Cluster cannot give back yet: the ClusterNetworkPolicies (for
+	// handed is what Reconcile has put into the NodeCompiler of the two kinds
+	// that the NodeCompiler cannot give back yet: the ClusterNetworkPolicies (for
 	// their Events and the metrics; a few, written by people) and the Nodes
 	// (as converted; one small record per node). Reconcile writes it under
 	// handedMu and reads it without; others read through handedCNPs and
@@ -222,7 +222,7 @@ func New(opts Options) (*Reconciler, error) {
 	}
 	r.setHanded(handedObjects{})
 	if r.compile == nil {
-		r.compile = (*policy.Cluster).Compile
+		r.compile = (*policy.NodeCompiler).Compile
 	}
 	if r.resync == 0 {
 		r.resync = v1alpha1.DefaultResyncPeriod
@@ -356,9 +356,9 @@ func (r *Reconciler) restoreFirstEvent(t time.Time) {
 	r.mu.Unlock()
 }
 
-// Reconcile applies the pending changes to the Cluster, compiles it and
+// Reconcile applies the pending changes to the NodeCompiler, compiles it and
 // syncs the result. A sync error is returned, so the work item is retried
-// with exponential backoff; the Cluster already holds the changes, so the
+// with exponential backoff; the NodeCompiler already holds the changes, so the
 // retry compiles and syncs again. Success schedules the periodic resync.
 func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
 	log := r.log
@@ -411,12 +411,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	return reconcile.Result{RequeueAfter: r.resync}, nil
 }
 
-// applyChanges brings the Cluster up to date with the stores. It takes the
+// applyChanges brings the NodeCompiler up to date with the stores. It takes the
 // pending changes before reading any store, so that an event that comes
 // later is in the next batch, and reading an object that changed again
 // meanwhile only applies its newer state early. The first reconcile, and
 // the first one after each resync period, load everything into a fresh
-// Cluster instead: a change the incremental path got wrong cannot outlive
+// NodeCompiler instead: a change the incremental path got wrong cannot outlive
 // one period. A batch that fails is put back for the retry.
 func (r *Reconciler) applyChanges(ctx context.Context, now time.Time) error {
 	if !r.pods.HasSynced() {
@@ -439,9 +439,9 @@ func (r *Reconciler) applyChanges(ctx context.Context, now time.Time) error {
 	return err
 }
 
-// loadAll builds a new Cluster from everything in the stores. Namespaces
+// loadAll builds a new NodeCompiler from everything in the stores. Namespaces
 // and policies are listed without deep copies: the cache's objects are
-// never modified (an update stores a new one), which is what the Cluster
+// never modified (an update stores a new one), which is what the NodeCompiler
 // needs of the objects it keeps.
 func (r *Reconciler) loadAll(ctx context.Context, now time.Time) error {
 	var namespaces corev1.NamespaceList
@@ -457,7 +457,7 @@ func (r *Reconciler) loadAll(ctx context.Context, now time.Time) error {
 		return fmt.Errorf("list nodes: %w", err)
 	}
 	r.cluster = nil // the old one can go before the new one grows
-	c := policy.NewCluster(r.nodeName)
+	c := policy.NewNodeCompiler(r.nodeName)
 	for i := range namespaces.Items {
 		ns := &namespaces.Items[i]
 		c.SetNamespace(policy.Namespace{Name: ns.Name, Labels: ns.Labels})
@@ -477,7 +477,7 @@ func (r *Reconciler) loadAll(ctx context.Context, now time.Time) error {
 	return nil
 }
 
-// apply reads the current state of each object in b into the Cluster:
+// apply reads the current state of each object in b into the NodeCompiler:
 // present → Set, gone → Delete.
 func (r *Reconciler) apply(ctx context.Context, b *changeBatch) error {
 	for name := range b.namespaces {
@@ -528,7 +528,7 @@ func (r *Reconciler) apply(ctx context.Context, b *changeBatch) error {
 }
 
 // applyCNPs reads the ClusterNetworkPolicies of b from the published
-// store into the Cluster; while none is published (the CRD is not served),
+// store into the NodeCompiler; while none is published (the CRD is not served),
 // there are none.
 func (r *Reconciler) applyCNPs(b *changeBatch) {
 	store := r.cnp.current()
@@ -652,7 +652,7 @@ func (r *Reconciler) reportWarnings(log logr.Logger, warnings []policy.Warning) 
 
 // policyObject is the object a warning's key names, for its Event: a
 // NetworkPolicy, or with an empty namespace a ClusterNetworkPolicy; nil
-// when the Cluster holds no such policy.
+// when the NodeCompiler holds no such policy.
 func (r *Reconciler) policyObject(key types.NamespacedName) client.Object {
 	if key.Namespace == "" {
 		if p := r.handed.cnps[key.Name]; p != nil {

@@ -187,7 +187,7 @@ func TestReconcile_SyncsCompiledRulesetAndMetrics(t *testing.T) {
 		&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "deny"}},
 	}
 	var gotSnap *policy.Snapshot
-	compile := func(c *policy.Cluster) (*nft.Ruleset, []policy.Warning) {
+	compile := func(c *policy.NodeCompiler) (*nft.Ruleset, []policy.Warning) {
 		gotSnap = c.Snapshot()
 		r := nft.NewSkeleton()
 		r.AddIsolatedEndpoint(nft.Ingress, "shop/web", []netip.Addr{netip.MustParseAddr("10.0.1.2"), netip.MustParseAddr("fd00:1::2")}, nft.AllowList{})
@@ -331,7 +331,7 @@ func TestNoteEvent_ReconcilesAtOnceAfterQuietElseAtIntervalEnd(t *testing.T) {
 	// twice its duration: at most half the time goes to reconciling.
 	clock = start.Add(10 * time.Second)
 	slowStart := clock
-	r.compile = func(c *policy.Cluster) (*nft.Ruleset, []policy.Warning) {
+	r.compile = func(c *policy.NodeCompiler) (*nft.Ruleset, []policy.Warning) {
 		clock = clock.Add(300 * time.Millisecond)
 		return c.Compile()
 	}
@@ -398,7 +398,7 @@ func TestReconcile_WarningEventsOnlyOnChange(t *testing.T) {
 		&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "p2"}},
 	}
 	var warnings []policy.Warning
-	compile := func(*policy.Cluster) (*nft.Ruleset, []policy.Warning) { return nft.NewSkeleton(), warnings }
+	compile := func(*policy.NodeCompiler) (*nft.Ruleset, []policy.Warning) { return nft.NewSkeleton(), warnings }
 	rec := &fakeRecorder{}
 	r, _, reg := newFakeReconciler(t, objs, Options{Compile: compile, Recorder: rec})
 	w := func(pol, msg string) policy.Warning {

@@ -368,10 +368,10 @@ const cnpName = "install-domain-names"
 // ClusterNetworkPolicy name, as the ClusterNetworkPolicy compiler will for
 // its domainNames peer: the policy store of this branch compiles nothing
 // for ClusterNetworkPolicies. The agent reports it only for a policy its
-// Cluster holds.
+// NodeCompiler holds.
 func warnAbout(name string) func(*controllers.Options) {
 	return func(o *controllers.Options) {
-		o.Compile = func(c *policy.Cluster) (*nft.Ruleset, []policy.Warning) {
+		o.Compile = func(c *policy.NodeCompiler) (*nft.Ruleset, []policy.Warning) {
 			rs, w := c.Compile()
 			return rs, append(w, policy.Warning{Policy: name, Message: "domainNames peers are not enforced"})
 		}

@@ -89,7 +89,7 @@ func (o Op) String() string {
 //
 // A set or chain that old and desired share by pointer is equal to itself: it
 // is not compared. A compiler that hands the sets and chains of unchanged
-// pods to the next ruleset by pointer (policy.Cluster), diffed against the
+// pods to the next ruleset by pointer (policy.NodeCompiler), diffed against the
 // ruleset it last synced (kernel.Syncer keeps it), makes a sync cost what
 // changed, not what exists.
 func Diff(old, desired *Ruleset) []Op {

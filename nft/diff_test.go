@@ -243,7 +243,7 @@ func TestDiff_RandomTransitions(t *testing.T) {
 }
 
 // TestDiff_SharedObjectsAreSkippedNotLost builds B from A's endpoints,
-// sharing some by pointer (as policy.Cluster does for unchanged pods) and
+// sharing some by pointer (as policy.NodeCompiler does for unchanged pods) and
 // building the others anew: Diff, which skips shared objects, must return
 // exactly the ops of a Diff against a deep copy of A, which shares nothing.
 func TestDiff_SharedObjectsAreSkippedNotLost(t *testing.T) {

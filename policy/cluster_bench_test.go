@@ -17,11 +17,11 @@ import (
 // BenchmarkCluster_PolicyChangeAmongMany is figure 2's worst case on the
 // compile side: n policies select one local pod, each admitting its own /32
 // and a selector on TCP 9000, and one more policy is updated back and forth.
-// It reports the Cluster's compile and the diff a sync then does.
+// It reports the NodeCompiler's compile and the diff a sync then does.
 func BenchmarkCluster_PolicyChangeAmongMany(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprint("policies=", n), func(b *testing.B) {
-			c := NewCluster("node-1")
+			c := NewNodeCompiler("node-1")
 			c.SetNamespace(Namespace{Name: "bench", Labels: map[string]string{"kubernetes.io/metadata.name": "bench"}})
 			c.SetPod(&Pod{Namespace: "bench", Name: "server", NodeName: "node-1", Phase: corev1.PodRunning,
 				Labels: map[string]string{"tier": "bench"}, IPs: []netip.Addr{netip.MustParseAddr("10.244.1.200")}})

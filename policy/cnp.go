@@ -1,7 +1,7 @@
 package policy
 
 // ClusterNetworkPolicy objects, parsed once when they are set, and the
-// Cluster's bookkeeping of which local pods each one selects. What the
+// NodeCompiler's bookkeeping of which local pods each one selects. What the
 // parsed rules compile to is in tiers.go; the semantics they must match are
 // in evaluate_cnp.go.
 
@@ -31,7 +31,7 @@ const (
 )
 
 // cnpEntry is one ClusterNetworkPolicy object parsed. It depends on nothing
-// but the (immutable) object; the Cluster replaces it when the object
+// but the (immutable) object; the NodeCompiler replaces it when the object
 // changes, so a pointer comparison tells whether it is current.
 type cnpEntry struct {
 	obj      *policyv1beta1.ClusterNetworkPolicy
@@ -98,7 +98,7 @@ func (e *cnpEntry) precedes(o *cnpEntry) int {
 }
 
 // selects reports whether e's subject selects the local pod p.
-func (e *cnpEntry) selects(c *Cluster, p *Pod) bool {
+func (e *cnpEntry) selects(c *NodeCompiler, p *Pod) bool {
 	if e.tier == 0 || e.subjectNamespaces == nil {
 		return false
 	}
@@ -341,7 +341,7 @@ func tierIndex(t nft.Tier) int {
 // tiersOf returns pod's podTiers, computed (from every policy) when the pod,
 // its namespace's labels or the policies changed in a way that was not
 // patched in place.
-func (c *Cluster) tiersOf(pod *Pod) *podTiers {
+func (c *NodeCompiler) tiersOf(pod *Pod) *podTiers {
 	k := objectKey{pod.Namespace, pod.Name}
 	if pt, ok := c.podTiers[k]; ok {
 		return pt
@@ -440,7 +440,7 @@ func (pt *podTiers) replaced(old, now *cnpEntry, pod *Pod) *podTiers {
 
 // SetClusterNetworkPolicy adds p or replaces the ClusterNetworkPolicy of
 // the same name.
-func (c *Cluster) SetClusterNetworkPolicy(p *policyv1beta1.ClusterNetworkPolicy) {
+func (c *NodeCompiler) SetClusterNetworkPolicy(p *policyv1beta1.ClusterNetworkPolicy) {
 	old := c.cnps[p.Name]
 	if old != nil && old.obj == p {
 		return
@@ -452,7 +452,7 @@ func (c *Cluster) SetClusterNetworkPolicy(p *policyv1beta1.ClusterNetworkPolicy)
 
 // DeleteClusterNetworkPolicy removes a ClusterNetworkPolicy; an unknown
 // name is ignored.
-func (c *Cluster) DeleteClusterNetworkPolicy(name string) {
+func (c *NodeCompiler) DeleteClusterNetworkPolicy(name string) {
 	old, ok := c.cnps[name]
 	if !ok {
 		return
@@ -464,7 +464,7 @@ func (c *Cluster) DeleteClusterNetworkPolicy(name string) {
 // cnpChanged patches the podTiers of the local pods that old selected or
 // now selects: O(local pods) selector matches, not O(local pods ×
 // policies).
-func (c *Cluster) cnpChanged(old, now *cnpEntry) {
+func (c *NodeCompiler) cnpChanged(old, now *cnpEntry) {
 	for k, pt := range c.podTiers {
 		pod := c.local[k]
 		wasIn := old != nil && pt != noTiers && slices.ContainsFunc(pt.lists[:], func(l [2][]*cnpEntry) bool {
@@ -482,7 +482,7 @@ func (c *Cluster) cnpChanged(old, now *cnpEntry) {
 
 // ClusterNetworkPolicy returns the ClusterNetworkPolicy of that name, or
 // nil.
-func (c *Cluster) ClusterNetworkPolicy(name string) *policyv1beta1.ClusterNetworkPolicy {
+func (c *NodeCompiler) ClusterNetworkPolicy(name string) *policyv1beta1.ClusterNetworkPolicy {
 	if e := c.cnps[name]; e != nil {
 		return e.obj
 	}
@@ -491,7 +491,7 @@ func (c *Cluster) ClusterNetworkPolicy(name string) *policyv1beta1.ClusterNetwor
 
 // SetNode adds n or replaces the node of the same name. Nodes matter only
 // to ClusterNetworkPolicy nodes peers.
-func (c *Cluster) SetNode(n Node) {
+func (c *NodeCompiler) SetNode(n Node) {
 	n.Addresses = unmapAll(n.Addresses)
 	old, existed := c.nodes[n.Name]
 	c.nodes[n.Name] = n
@@ -499,7 +499,7 @@ func (c *Cluster) SetNode(n Node) {
 }
 
 // DeleteNode removes a node; an unknown node is ignored.
-func (c *Cluster) DeleteNode(name string) {
+func (c *NodeCompiler) DeleteNode(name string) {
 	old, existed := c.nodes[name]
 	if !existed {
 		return
@@ -510,7 +510,7 @@ func (c *Cluster) DeleteNode(name string) {
 
 // nodeChanged drops the nodes peers that matched the node before or match
 // it now.
-func (c *Cluster) nodeChanged(old Node, existed bool, now Node, exists bool) {
+func (c *NodeCompiler) nodeChanged(old Node, existed bool, now Node, exists bool) {
 	if existed && exists && maps.Equal(old.Labels, now.Labels) && slices.Equal(old.Addresses, now.Addresses) {
 		return
 	}
@@ -529,7 +529,7 @@ type nodePeerEntry struct {
 }
 
 // selectedNodes is the entry of the addresses of the nodes sel matches.
-func (c *Cluster) selectedNodes(sel *nodeSelector) *nodePeerEntry {
+func (c *NodeCompiler) selectedNodes(sel *nodeSelector) *nodePeerEntry {
 	if e := c.nodePeers[sel.key]; e != nil {
 		e.used = c.epoch
 		return e
@@ -564,7 +564,7 @@ type protoPortPeers struct {
 }
 
 // namedPortPods returns the entry of port name over every active pod.
-func (c *Cluster) namedPortPods(name string) *namedPortEntry {
+func (c *NodeCompiler) namedPortPods(name string) *namedPortEntry {
 	if e := c.cnpNamed[name]; e != nil {
 		e.used = c.epoch
 		return e
@@ -617,7 +617,7 @@ func (p *Pod) resolveNamed(name string) []protoPort {
 }
 
 // forgetNamedPorts drops the named-port entries of the names p declares.
-func (c *Cluster) forgetNamedPorts(p *Pod) {
+func (c *NodeCompiler) forgetNamedPorts(p *Pod) {
 	if p == nil {
 		return
 	}

@@ -32,7 +32,7 @@ func BenchmarkCluster_ClusterNetworkPolicies(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			var rs *nft.Ruleset
 			for b.Loop() {
-				c := policy.NewCluster(synth.LocalNode)
+				c := policy.NewNodeCompiler(synth.LocalNode)
 				c.LoadSnapshot(tc.snap)
 				rs, _ = c.Compile()
 			}
@@ -51,7 +51,7 @@ func BenchmarkCluster_ClusterNetworkPolicies(b *testing.B) {
 	}
 
 	b.Run("change/cnps=1000", func(b *testing.B) {
-		c := policy.NewCluster(synth.LocalNode)
+		c := policy.NewNodeCompiler(synth.LocalNode)
 		c.LoadSnapshot(snap)
 		prev, _ := c.Compile()
 		// cnp-0001 selects team-1, which local pods belong to.

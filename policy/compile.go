@@ -27,10 +27,10 @@ import (
 // as warnings (a ClusterNetworkPolicy's with an empty Namespace);
 // everything else is still compiled.
 //
-// Compile is a Cluster loaded with snap and compiled once; the agent keeps
-// a Cluster instead, so that a change costs what it touches.
+// Compile is a NodeCompiler loaded with snap and compiled once; the agent keeps
+// a NodeCompiler instead, so that a change costs what it touches.
 func Compile(snap *Snapshot) (*nft.Ruleset, []Warning) {
-	c := NewCluster(snap.NodeName)
+	c := NewNodeCompiler(snap.NodeName)
 	c.LoadSnapshot(snap)
 	return c.Compile()
 }
@@ -78,7 +78,7 @@ type peerEntry struct {
 }
 
 // matches reports whether p (nil: no pod) is one of the pods e selects.
-func (e *peerEntry) matches(c *Cluster, p *Pod) bool {
+func (e *peerEntry) matches(c *NodeCompiler, p *Pod) bool {
 	if p == nil {
 		return false
 	}
@@ -101,8 +101,8 @@ type ruleEntry struct {
 }
 
 // current reports whether every selector entry e was built from is still
-// the Cluster's.
-func (e *ruleEntry) current(c *Cluster) bool {
+// the NodeCompiler's.
+func (e *ruleEntry) current(c *NodeCompiler) bool {
 	for _, p := range e.peers {
 		if c.peers[p.key] != p {
 			return false
@@ -162,7 +162,7 @@ type namedUse struct {
 }
 
 // current reports whether e still holds for pod under nsp.
-func (e *endpoint) current(c *Cluster, pod *Pod, nsp *namespacePolicies) bool {
+func (e *endpoint) current(c *NodeCompiler, pod *Pod, nsp *namespacePolicies) bool {
 	if e.pod != pod || e.policies != nsp {
 		return false
 	}
@@ -191,7 +191,7 @@ func (e *endpoint) markUsed(epoch uint64) {
 
 // policiesIn compiles, once per change of the namespace's policies, the
 // policies of one namespace.
-func (c *Cluster) policiesIn(namespace string) *namespacePolicies {
+func (c *NodeCompiler) policiesIn(namespace string) *namespacePolicies {
 	if nsp, ok := c.compiled[namespace]; ok {
 		return nsp
 	}
@@ -222,7 +222,7 @@ func (c *Cluster) policiesIn(namespace string) *namespacePolicies {
 
 // endpointOf returns pod's compiled direction dir: the kept one while it
 // is current, else a new one.
-func (c *Cluster) endpointOf(pod *Pod, dir nft.Direction, nsp *namespacePolicies) *endpoint {
+func (c *NodeCompiler) endpointOf(pod *Pod, dir nft.Direction, nsp *namespacePolicies) *endpoint {
 	key := endpointKey{objectKey{pod.Namespace, pod.Name}, dir}
 	if e := c.endpoints[key]; e != nil && e.current(c, pod, nsp) {
 		e.markUsed(c.epoch)
@@ -249,7 +249,7 @@ func (c *Cluster) endpointOf(pod *Pod, dir nft.Direction, nsp *namespacePolicies
 
 // allowList folds every rule of the selecting policies into one allow-list,
 // recording in e the cache entries it used.
-func (c *Cluster) allowList(e *endpoint, pod *Pod, dir nft.Direction, selecting []*compiledPolicy) nft.AllowList {
+func (c *NodeCompiler) allowList(e *endpoint, pod *Pod, dir nft.Direction, selecting []*compiledPolicy) nft.AllowList {
 	var anyPeers []*netipx.IPSet
 	boxes := portBoxes{}
 	for _, p := range selecting {
@@ -282,7 +282,7 @@ func (c *Cluster) allowList(e *endpoint, pod *Pod, dir nft.Direction, selecting 
 }
 
 // addPort adds the boxes one port entry of a rule admits.
-func (c *Cluster) addPort(e *endpoint, boxes portBoxes, pod *Pod, dir nft.Direction, p *compiledPolicy, peers *netipx.IPSet, port compiledPort) {
+func (c *NodeCompiler) addPort(e *endpoint, boxes portBoxes, pod *Pod, dir nft.Direction, p *compiledPolicy, peers *netipx.IPSet, port compiledPort) {
 	if port.name == "" {
 		boxes.add(port.proto, port.from, port.to, peers)
 		return
@@ -328,7 +328,7 @@ type numberedPeers struct {
 
 // namedPortPeers groups the addresses, among k.peers, of active pods that
 // declare the named port, by the number each pod gives it.
-func (c *Cluster) namedPortPeers(k namedKey) []numberedPeers {
+func (c *NodeCompiler) namedPortPeers(k namedKey) []numberedPeers {
 	builders := map[uint16]*netipx.IPSetBuilder{}
 	for _, pods := range c.activeByNS {
 		for _, dst := range pods {

@@ -418,7 +418,7 @@ func TestCluster_ClusterNetworkPolicyChangesAreElements(t *testing.T) {
 		return admin("x-in", 10, subjX+`, ingress: [{action: Deny, from: [{namespaces: {matchLabels: {ns: `+ns+`}}}]}]`)
 	}
 	yOut := admin("y-out", 10, `subject: {namespaces: {matchLabels: {ns: "y"}}}, egress: [{action: Deny, to: [{networks: [192.0.2.0/24]}]}]`)
-	c := NewCluster(node1)
+	c := NewNodeCompiler(node1)
 	c.LoadSnapshot(cnpFixtureSnapshot(cnps(denyFrom(`"y"`), yOut)))
 	before, _ := c.Compile()
 	ya := nft.NamesFor(nft.Egress, "y/a")

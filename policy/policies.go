@@ -63,7 +63,7 @@ type compiledPort struct {
 // compilePolicy parses np. A policy whose own podSelector cannot be parsed
 // is skipped whole (the API server rejects such selectors, so this is only
 // defence in depth); a bad peer or port skips just that part.
-func (c *Cluster) compilePolicy(np *networkingv1.NetworkPolicy) *compiledPolicy {
+func (c *NodeCompiler) compilePolicy(np *networkingv1.NetworkPolicy) *compiledPolicy {
 	p := &compiledPolicy{namespace: np.Namespace, name: np.Name}
 	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
 	if err != nil {
@@ -97,7 +97,7 @@ func (c *Cluster) compilePolicy(np *networkingv1.NetworkPolicy) *compiledPolicy 
 	return p
 }
 
-func (c *Cluster) compileRule(p *compiledPolicy, where string, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) compiledRule {
+func (c *NodeCompiler) compileRule(p *compiledPolicy, where string, peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) compiledRule {
 	var r compiledRule
 	for i, peer := range peers {
 		r.peers = append(r.peers, c.compilePeer(p, fmt.Sprintf("%s.peers[%d]", where, i), peer))
@@ -115,7 +115,7 @@ func (c *Cluster) compileRule(p *compiledPolicy, where string, peers []networkin
 	return r
 }
 
-func (c *Cluster) compilePeer(p *compiledPolicy, where string, peer networkingv1.NetworkPolicyPeer) compiledPeer {
+func (c *NodeCompiler) compilePeer(p *compiledPolicy, where string, peer networkingv1.NetworkPolicyPeer) compiledPeer {
 	var out compiledPeer
 	bad := func(err error) compiledPeer {
 		c.warnings.add(p.namespace, p.name, fmt.Sprintf("%s: %v: this peer matches nothing", where, err))
@@ -184,7 +184,7 @@ func unmapPrefix(p netip.Prefix) netip.Prefix {
 	return p
 }
 
-func (c *Cluster) compilePort(p *compiledPolicy, where string, port networkingv1.NetworkPolicyPort) (compiledPort, bool) {
+func (c *NodeCompiler) compilePort(p *compiledPolicy, where string, port networkingv1.NetworkPolicyPort) (compiledPort, bool) {
 	proto := corev1.ProtocolTCP
 	if port.Protocol != nil {
 		proto = *port.Protocol
@@ -221,7 +221,7 @@ func (c *Cluster) compilePort(p *compiledPolicy, where string, port networkingv1
 // rulePeers is the set of remote addresses a rule's peer list admits,
 // resolved once per rule however many local pods the policy selects, and
 // kept while the selectors it was built from are current.
-func (c *Cluster) rulePeers(p *compiledPolicy, rule *compiledRule) *ruleEntry {
+func (c *NodeCompiler) rulePeers(p *compiledPolicy, rule *compiledRule) *ruleEntry {
 	if re := c.rules[rule]; re != nil && re.current(c) {
 		re.markUsed(c.epoch)
 		return re
@@ -258,7 +258,7 @@ func (c *Cluster) rulePeers(p *compiledPolicy, rule *compiledRule) *ruleEntry {
 
 // selectedPods is the entry of the addresses of the active pods a selector
 // peer matches, shared by every rule with the same selectors.
-func (c *Cluster) selectedPods(policyNamespace string, peer compiledPeer) *peerEntry {
+func (c *NodeCompiler) selectedPods(policyNamespace string, peer compiledPeer) *peerEntry {
 	if e := c.peers[peer.key]; e != nil {
 		e.used = c.epoch
 		return e

@@ -45,8 +45,8 @@ type tierGroup struct {
 }
 
 // current reports whether every entry g was built from is still the
-// Cluster's.
-func (g *tierGroup) current(c *Cluster) bool {
+// NodeCompiler's.
+func (g *tierGroup) current(c *NodeCompiler) bool {
 	for _, e := range g.cnps {
 		if c.cnps[e.name] != e {
 			return false
@@ -102,7 +102,7 @@ type tieredEndpoint struct {
 
 // tieredOf returns pod's direction dir with the tiers around np, its
 // NetworkPolicy tier.
-func (c *Cluster) tieredOf(pod *Pod, dir nft.Direction, np *endpoint) *tieredEndpoint {
+func (c *NodeCompiler) tieredOf(pod *Pod, dir nft.Direction, np *endpoint) *tieredEndpoint {
 	pt := c.tiersOf(pod)
 	admin := c.groupOf(pod, pt, nft.TierAdmin, dir)
 	var baseline *tierGroup
@@ -124,7 +124,7 @@ func (c *Cluster) tieredOf(pod *Pod, dir nft.Direction, np *endpoint) *tieredEnd
 
 // groupOf returns the compiled maps of pod's policies of tier for dir, nil
 // when it has none.
-func (c *Cluster) groupOf(pod *Pod, pt *podTiers, tier nft.Tier, dir nft.Direction) *tierGroup {
+func (c *NodeCompiler) groupOf(pod *Pod, pt *podTiers, tier nft.Tier, dir nft.Direction) *tierGroup {
 	ti, di := tierIndex(tier), dirIndex(dir)
 	list := pt.lists[ti][di]
 	if len(list) == 0 {
@@ -153,7 +153,7 @@ var allAddresses = func() *netipx.IPSet {
 // them. pod is one pod the list applies to: ingress named ports resolve on
 // it (gk.key holds what they resolve to, so every pod with this key
 // resolves them alike).
-func (c *Cluster) buildGroup(pod *Pod, gk groupKey, list []*cnpEntry) *tierGroup {
+func (c *NodeCompiler) buildGroup(pod *Pod, gk groupKey, list []*cnpEntry) *tierGroup {
 	g := &tierGroup{cnps: list, usage: usage{c.epoch}}
 	di := dirIndex(gk.dir)
 	var rules []flatRule

@@ -16,7 +16,7 @@ import (
 
 // CNPChange is one shape's ClusterNetworkPolicy change figure: each edit of
 // synth.ClusterNetworkPolicyChanges is made (Update) and undone (Revert)
-// in the agent's long-lived policy.Cluster, as its reconcile handles a
+// in the agent's long-lived policy.NodeCompiler, as its reconcile handles a
 // ClusterNetworkPolicy event: SetClusterNetworkPolicy, Compile, Sync. Noop
 // is the baseline: the same compile and sync with nothing changed.
 type CNPChange struct {
@@ -38,7 +38,7 @@ type CNPChangeKind struct {
 	Revert ChurnStep `json:"revert"`
 	// ScratchCompileSeconds is policy.Compile of the whole snapshot with
 	// the edit, median: what the change would cost without the
-	// long-lived Cluster.
+	// long-lived NodeCompiler.
 	ScratchCompileSeconds float64 `json:"scratch_compile_seconds"`
 }
 
@@ -56,7 +56,7 @@ func (c CNPChange) Worst() (kind string, step ChurnStep) {
 }
 
 // MeasureCNPChange loads snap (a shape with ClusterNetworkPolicies) into a
-// policy.Cluster, syncs it into a fresh namespace, then repeats reps times:
+// policy.NodeCompiler, syncs it into a fresh namespace, then repeats reps times:
 // nothing changes (the baseline), then for each edit, the edit and its
 // undoing. Afterwards each edit is compiled from scratch too, and the
 // incremental result must equal it.
@@ -74,7 +74,7 @@ func MeasureCNPChange(shape synth.Shape, snap *policy.Snapshot, reps int) (CNPCh
 		return out, err
 	}
 	defer closeNS()
-	cl := policy.NewCluster(snap.NodeName)
+	cl := policy.NewNodeCompiler(snap.NodeName)
 	cl.LoadSnapshot(snap)
 	cur, _ := cl.Compile()
 	if err := s.Sync(context.Background(), cur); err != nil {
@@ -89,7 +89,7 @@ func MeasureCNPChange(shape synth.Shape, snap *policy.Snapshot, reps int) (CNPCh
 		for i, ch := range changes {
 			// The objects of the snapshot are the cluster's: the edit
 			// replaces the policy, and the undoing puts the original
-			// back (a new pointer for the Cluster each time).
+			// back (a new pointer for the NodeCompiler each time).
 			if cur, err = update[i].step(s, cl, cur, func() { cl.SetClusterNetworkPolicy(ch.After) }); err != nil {
 				return out, fmt.Errorf("%s: %w", ch.Kind, err)
 			}

@@ -68,8 +68,8 @@ type FullSync struct {
 // ChurnStep is the cost of one kind of sync, medians and p99 over Reps.
 type ChurnStep struct {
 	// CompileSeconds is the agent's incremental compile: the update of its
-	// long-lived policy.Cluster (SetPod / DeletePod; nothing for the no-op)
-	// plus Cluster.Compile.
+	// long-lived policy.NodeCompiler (SetPod / DeletePod; nothing for the no-op)
+	// plus NodeCompiler.Compile.
 	CompileSeconds float64 `json:"compile_seconds"`
 	// DiffSeconds is nft.Diff(previous, next) alone,
 	// measured apart; the Syncer runs the same diff inside ApplySeconds.
@@ -88,7 +88,7 @@ type ChurnStep struct {
 
 // Churn is one shape's one-pod churn: a remote peer pod that one local
 // pod's policy admits appears (Appear), then disappears (Disappear), in a
-// long-lived policy.Cluster, as the agent handles a pod event. Noop is the
+// long-lived policy.NodeCompiler, as the agent handles a pod event. Noop is the
 // baseline: the same compile and sync with nothing changed.
 type Churn struct {
 	Shape                  string    `json:"shape"`
@@ -100,7 +100,7 @@ type Churn struct {
 	Disappear              ChurnStep `json:"disappear"`
 	// ScratchCompileSeconds is policy.Compile of the whole snapshot with
 	// the peer, median: what each churn step would cost without the
-	// long-lived Cluster (how the agent compiled before it had one).
+	// long-lived NodeCompiler (how the agent compiled before it had one).
 	ScratchCompileSeconds float64 `json:"scratch_compile_seconds"`
 }
 
@@ -251,7 +251,7 @@ func applyFresh(rs *nft.Ruleset) (time.Duration, error) {
 	return d, nil
 }
 
-// MeasureChurn loads snap into a policy.Cluster, syncs it into a fresh
+// MeasureChurn loads snap into a policy.NodeCompiler, syncs it into a fresh
 // namespace, then alternates reps times: peer appears, peer disappears,
 // nothing changes (the baseline).
 func MeasureChurn(shape synth.Shape, snap *policy.Snapshot, reps int) (Churn, error) {
@@ -262,7 +262,7 @@ func MeasureChurn(shape synth.Shape, snap *policy.Snapshot, reps int) (Churn, er
 		return out, err
 	}
 	defer closeNS()
-	cl := policy.NewCluster(snap.NodeName)
+	cl := policy.NewNodeCompiler(snap.NodeName)
 	cl.LoadSnapshot(snap)
 	cur, _ := cl.Compile()
 	if err := s.Sync(context.Background(), cur); err != nil {
@@ -316,7 +316,7 @@ type stepTimes struct {
 // step is one measured event: update changes cl, then the agent's work
 // follows: compile, and sync from cur (the last ruleset synced, which the
 // kernel holds).
-func (st *stepTimes) step(s *kernel.Syncer, cl *policy.Cluster, cur *nft.Ruleset, update func()) (*nft.Ruleset, error) {
+func (st *stepTimes) step(s *kernel.Syncer, cl *policy.NodeCompiler, cur *nft.Ruleset, update func()) (*nft.Ruleset, error) {
 	runtime.GC()
 	t0 := time.Now()
 	update()

@@ -49,7 +49,7 @@ type Memory struct {
 	// baseline of the figure.
 	CacheRSSBytes int64 `json:"cache_rss_bytes"`
 	// PeakRSSBytes is VmHWM (peak RSS) over: loading every object into a
-	// policy.Cluster (the agent's first reconcile), Compile, a full Sync
+	// policy.NodeCompiler (the agent's first reconcile), Compile, a full Sync
 	// into a fresh namespace, and ChurnSyncs incremental syncs of one-pod
 	// churn, each as the agent's reconcile does it: the pod comes or goes
 	// through the store's informer, then SetPod or DeletePod, Compile and
@@ -57,7 +57,7 @@ type Memory struct {
 	// built, so the synthetic generator's own garbage does not count.
 	PeakRSSBytes int64 `json:"peak_rss_bytes"`
 	// SteadyRSSBytes is VmRSS after the churn and a forced GC: what the
-	// agent holds between events (stores, the Cluster with its caches, the
+	// agent holds between events (stores, the NodeCompiler with its caches, the
 	// Syncer's applied ruleset).
 	SteadyRSSBytes int64 `json:"steady_rss_bytes"`
 	// HeapCacheBytes, HeapPeakBytes and HeapSteadyBytes are the Go heap
@@ -88,7 +88,7 @@ type agentStores struct {
 	// As the agent's ClusterNetworkPolicy store keeps them.
 	cnps []*policyv1beta1.ClusterNetworkPolicy
 	// What the agent records of the last two that it handed to its
-	// Cluster (controllers.handedObjects).
+	// NodeCompiler (controllers.handedObjects).
 	handedNodes map[string]policy.Node
 	handedCNPs  map[string]*policyv1beta1.ClusterNetworkPolicy
 }
@@ -214,11 +214,11 @@ func podObject(p policy.Pod, i int) *corev1.Pod {
 	return pod
 }
 
-// load is the agent's first reconcile: every object into a new Cluster.
+// load is the agent's first reconcile: every object into a new NodeCompiler.
 // Policies are handed over as controller-runtime's List without deep
 // copies returns them (shallow copies of the cached objects).
-func (st *agentStores) load(nodeName string) *policy.Cluster {
-	c := policy.NewCluster(nodeName)
+func (st *agentStores) load(nodeName string) *policy.NodeCompiler {
+	c := policy.NewNodeCompiler(nodeName)
 	for _, ns := range st.namespaces {
 		c.SetNamespace(policy.Namespace{Name: ns.Name, Labels: ns.Labels})
 	}

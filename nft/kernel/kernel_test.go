@@ -127,7 +127,7 @@ func TestSync_NoOpSendsNothing(t *testing.T) {
 }
 
 // TestSync_SharedEndpointsAreSkippedNotLost syncs rulesets that share
-// endpoints by pointer with the previous one, as policy.Cluster builds
+// endpoints by pointer with the previous one, as policy.NodeCompiler builds
 // them: the shared ones are not compared, the others must still reach the
 // kernel, and after a failed sync the next one replaces everything, shared
 // or not.

@@ -500,8 +500,8 @@ func printTable(w io.Writer, all *ControlPlane) {
 		}
 		tw.Flush()
 	}
-	fmt.Fprintln(w, "\nFigure 3 — one-pod churn (a remote peer admitted by one local pod appears, then disappears, in the agent's long-lived policy.Cluster;")
-	fmt.Fprintln(w, "compile = update + incremental Cluster.Compile; scratch = policy.Compile of the whole snapshot for the same change; medians, p99 of total)")
+	fmt.Fprintln(w, "\nFigure 3 — one-pod churn (a remote peer admitted by one local pod appears, then disappears, in the agent's long-lived policy.NodeCompiler;")
+	fmt.Fprintln(w, "compile = update + incremental NodeCompiler.Compile; scratch = policy.Compile of the whole snapshot for the same change; medians, p99 of total)")
 	fmt.Fprintln(tw, "pods\tcnps\tstep\tcompile ms\tdiff ms\tapply ms\tapply p99 ms\ttotal ms\ttotal p99 ms\tops\telements\tx noop apply\tx noop total\tscratch compile ms\t")
 	for _, c := range all.Churn {
 		for _, st := range []struct {
@@ -520,8 +520,8 @@ func printTable(w io.Writer, all *ControlPlane) {
 	}
 	tw.Flush()
 	if len(all.CNPChange) > 0 {
-		fmt.Fprintln(w, "\nFigure 3 — one ClusterNetworkPolicy change (synth.ClusterNetworkPolicyChanges, made then undone in the agent's long-lived policy.Cluster;")
-		fmt.Fprintln(w, "compile = SetClusterNetworkPolicy + incremental Cluster.Compile, apply = Syncer.Sync; medians, p99 of total; scratch = policy.Compile of the edited snapshot)")
+		fmt.Fprintln(w, "\nFigure 3 — one ClusterNetworkPolicy change (synth.ClusterNetworkPolicyChanges, made then undone in the agent's long-lived policy.NodeCompiler;")
+		fmt.Fprintln(w, "compile = SetClusterNetworkPolicy + incremental NodeCompiler.Compile, apply = Syncer.Sync; medians, p99 of total; scratch = policy.Compile of the edited snapshot)")
 		fmt.Fprintln(tw, "pods\tcnps\tkind\tstep\tcompile ms\tdiff ms\tapply ms\ttotal ms\ttotal p99 ms\tops\telements\tx noop total\tscratch compile ms\t")
 		for _, c := range all.CNPChange {
 			fmt.Fprintf(tw, "%d\t%d\t-\tnoop\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%d\t%.2f\t-\t\n", c.Pods, c.ClusterNetworkPolicies,

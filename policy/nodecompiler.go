@@ -15,26 +15,26 @@ import (
 	"github.com/nftpolicy/nftpolicy/nft"
 )
 
-// Cluster is the agent's long-lived view of the cluster: it is updated one
+// NodeCompiler is the agent's long-lived view of the cluster: it is updated one
 // object at a time as watch events arrive (SetPod, DeletePod, ...), and
 // Compile returns the node's ruleset for the current state.
 //
-// Compile is incremental. Between calls the Cluster keeps what it resolved
+// Compile is incremental. Between calls the NodeCompiler keeps what it resolved
 // (compiled policies, the addresses each selector matches, each rule's
 // peers, each local pod's built chain and sets), and every update drops or
 // patches exactly the parts it can change: a remote pod appearing touches
 // the selectors it matches and the local pods whose rules use them, and
-// nothing else. Compile(snap) is a Cluster loaded with snap and compiled
-// once; FuzzClusterMatchesFreshCompile holds the incremental path to it.
+// nothing else. Compile(snap) is a NodeCompiler loaded with snap and compiled
+// once; FuzzNodeCompilerMatchesFreshCompile holds the incremental path to it.
 //
-// Objects handed to a Cluster are kept by pointer and must not be modified
+// Objects handed to a NodeCompiler are kept by pointer and must not be modified
 // afterwards; to change an object, pass a new one. Rulesets returned by
 // Compile must not be modified either: a later Compile returns the same
 // sets and chains again for the pods that did not change, which lets
 // nft.Diff skip them by identity.
 //
-// A Cluster is not safe for concurrent use.
-type Cluster struct {
+// A NodeCompiler is not safe for concurrent use.
+type NodeCompiler struct {
 	nodeName string
 	// activeByNS holds the pods that take part in policy (Pod.Active),
 	// with IPv4-mapped addresses unmapped (the pod as given when there was
@@ -89,9 +89,9 @@ type Cluster struct {
 // objectKey is a namespace/name pair (of a pod or a policy).
 type objectKey struct{ namespace, name string }
 
-// NewCluster returns an empty Cluster that compiles for nodeName.
-func NewCluster(nodeName string) *Cluster {
-	return &Cluster{
+// NewNodeCompiler returns an empty NodeCompiler that compiles for nodeName.
+func NewNodeCompiler(nodeName string) *NodeCompiler {
+	return &NodeCompiler{
 		nodeName:    nodeName,
 		inactive:    map[objectKey]*Pod{},
 		activeByNS:  map[string]map[objectKey]*Pod{},
@@ -116,11 +116,11 @@ func NewCluster(nodeName string) *Cluster {
 	}
 }
 
-// NodeName is the node the Cluster compiles for.
-func (c *Cluster) NodeName() string { return c.nodeName }
+// NodeName is the node the NodeCompiler compiles for.
+func (c *NodeCompiler) NodeName() string { return c.nodeName }
 
 // SetPod adds p or replaces the pod of the same namespace and name.
-func (c *Cluster) SetPod(p *Pod) {
+func (c *NodeCompiler) SetPod(p *Pod) {
 	k := objectKey{p.Namespace, p.Name}
 	var now *Pod
 	if p.Active() {
@@ -138,7 +138,7 @@ func (c *Cluster) SetPod(p *Pod) {
 }
 
 // DeletePod removes a pod; an unknown pod is ignored.
-func (c *Cluster) DeletePod(namespace, name string) {
+func (c *NodeCompiler) DeletePod(namespace, name string) {
 	k := objectKey{namespace, name}
 	delete(c.inactive, k)
 	c.setActive(k, nil)
@@ -146,7 +146,7 @@ func (c *Cluster) DeletePod(namespace, name string) {
 
 // setActive makes now (nil: none) the active version of pod k, and updates
 // every cache the change can reach.
-func (c *Cluster) setActive(k objectKey, now *Pod) {
+func (c *NodeCompiler) setActive(k objectKey, now *Pod) {
 	was := c.activeByNS[k.namespace][k]
 	if was == nil && now == nil {
 		return
@@ -213,7 +213,7 @@ func (c *Cluster) setActive(k objectKey, now *Pod) {
 // and now's added (if it matches), or nil when an address to take out is
 // still owned by another active pod, which then must be looked at: the
 // caller drops e and it is resolved again when needed.
-func (c *Cluster) patchPeers(e *peerEntry, was, now *Pod, inWas, inNow bool) *peerEntry {
+func (c *NodeCompiler) patchPeers(e *peerEntry, was, now *Pod, inWas, inNow bool) *peerEntry {
 	var b netipx.IPSetBuilder
 	b.AddSet(e.set)
 	if inWas {
@@ -251,7 +251,7 @@ func containsAny(s *netipx.IPSet, p *Pod) bool {
 }
 
 // SetNamespace adds ns or replaces the namespace of the same name.
-func (c *Cluster) SetNamespace(ns Namespace) {
+func (c *NodeCompiler) SetNamespace(ns Namespace) {
 	old, existed := c.namespaces[ns.Name]
 	c.namespaces[ns.Name] = ns.Labels
 	if !existed {
@@ -262,8 +262,8 @@ func (c *Cluster) SetNamespace(ns Namespace) {
 
 // DeleteNamespace removes a namespace (not its pods or policies, which
 // are deleted by their own events). A namespace selector matches no pod of
-// a namespace the Cluster does not know.
-func (c *Cluster) DeleteNamespace(name string) {
+// a namespace the NodeCompiler does not know.
+func (c *NodeCompiler) DeleteNamespace(name string) {
 	old, existed := c.namespaces[name]
 	if !existed {
 		return
@@ -276,7 +276,7 @@ func (c *Cluster) DeleteNamespace(name string) {
 // namespaceChanged drops the selectors whose namespace selector matched
 // the namespace before and not after, or the other way round, and the
 // ClusterNetworkPolicy subjects of its local pods.
-func (c *Cluster) namespaceChanged(name string, old map[string]string, existed bool, now map[string]string, exists bool) {
+func (c *NodeCompiler) namespaceChanged(name string, old map[string]string, existed bool, now map[string]string, exists bool) {
 	if existed != exists || !maps.Equal(old, now) {
 		for k := range c.podTiers {
 			if k.namespace == name {
@@ -296,7 +296,7 @@ func (c *Cluster) namespaceChanged(name string, old map[string]string, existed b
 }
 
 // SetPolicy adds np or replaces the policy of the same namespace and name.
-func (c *Cluster) SetPolicy(np *networkingv1.NetworkPolicy) {
+func (c *NodeCompiler) SetPolicy(np *networkingv1.NetworkPolicy) {
 	if c.policies[np.Namespace] == nil {
 		c.policies[np.Namespace] = map[string]*networkingv1.NetworkPolicy{}
 	}
@@ -310,7 +310,7 @@ func (c *Cluster) SetPolicy(np *networkingv1.NetworkPolicy) {
 }
 
 // DeletePolicy removes a policy; an unknown policy is ignored.
-func (c *Cluster) DeletePolicy(namespace, name string) {
+func (c *NodeCompiler) DeletePolicy(namespace, name string) {
 	if _, ok := c.policies[namespace][name]; !ok {
 		return
 	}
@@ -331,21 +331,21 @@ func (c *Cluster) DeletePolicy(namespace, name string) {
 }
 
 // Policy returns the policy of that namespace and name, or nil.
-func (c *Cluster) Policy(namespace, name string) *networkingv1.NetworkPolicy {
+func (c *NodeCompiler) Policy(namespace, name string) *networkingv1.NetworkPolicy {
 	return c.policies[namespace][name]
 }
 
-// Counts are the sizes of a Cluster.
+// Counts are the sizes of a NodeCompiler.
 type Counts struct {
 	Pods, Namespaces, Policies int
-	// LocalActivePods are the active pods on the Cluster's node.
+	// LocalActivePods are the active pods on the NodeCompiler's node.
 	LocalActivePods int
 	// ClusterNetworkPolicies and Nodes are the cluster-scoped objects.
 	ClusterNetworkPolicies, Nodes int
 }
 
-// Counts returns how many objects the Cluster holds.
-func (c *Cluster) Counts() Counts {
+// Counts returns how many objects the NodeCompiler holds.
+func (c *NodeCompiler) Counts() Counts {
 	n := Counts{Pods: c.numActive + len(c.inactive), Namespaces: len(c.namespaces), LocalActivePods: len(c.local),
 		ClusterNetworkPolicies: len(c.cnps), Nodes: len(c.nodes)}
 	for _, ps := range c.policies {
@@ -357,7 +357,7 @@ func (c *Cluster) Counts() Counts {
 // Snapshot returns the current state as a Snapshot, sorted by name. It
 // shares labels maps and policies with c; active pods' IPv4-mapped IPv6
 // addresses come out unmapped.
-func (c *Cluster) Snapshot() *Snapshot {
+func (c *NodeCompiler) Snapshot() *Snapshot {
 	s := &Snapshot{
 		NodeName:   c.nodeName,
 		Namespaces: make([]Namespace, 0, len(c.namespaces)),
@@ -401,7 +401,7 @@ func (c *Cluster) Snapshot() *Snapshot {
 
 // LoadSnapshot sets every object of snap into c (which keeps pointers into
 // snap.Pods: snap must not be modified afterwards).
-func (c *Cluster) LoadSnapshot(snap *Snapshot) {
+func (c *NodeCompiler) LoadSnapshot(snap *Snapshot) {
 	if len(c.ipOwners) == 0 {
 		// Sized once instead of grown step by step (most of a cold load).
 		c.ipOwners = make(map[netip.Addr]int32, len(snap.Pods))
@@ -428,7 +428,7 @@ func (c *Cluster) LoadSnapshot(snap *Snapshot) {
 }
 
 // sortedNamespaces returns the namespace names in order.
-func (c *Cluster) sortedNamespaces() []string {
+func (c *NodeCompiler) sortedNamespaces() []string {
 	if c.nsNames == nil {
 		c.nsNames = make([]string, 0, len(c.namespaces))
 		for name := range c.namespaces {
@@ -441,7 +441,7 @@ func (c *Cluster) sortedNamespaces() []string {
 
 // Compile returns the node's ruleset and the warnings of the current state.
 // See Compile (the function) for what it builds.
-func (c *Cluster) Compile() (*nft.Ruleset, []Warning) {
+func (c *NodeCompiler) Compile() (*nft.Ruleset, []Warning) {
 	c.epoch++
 	rs := nft.NewSkeleton()
 	var warnings warningSet
@@ -489,7 +489,7 @@ func (c *Cluster) Compile() (*nft.Ruleset, []Warning) {
 // dropUnused forgets every cache entry the last Compile did not use, so
 // that the caches hold what the node needs now, and updates only pay for
 // that.
-func (c *Cluster) dropUnused() {
+func (c *NodeCompiler) dropUnused() {
 	dropStale(c.compiled, c.epoch)
 	dropStale(c.policyCache, c.epoch)
 	dropStale(c.peers, c.epoch)

@@ -11,12 +11,12 @@ import (
 	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 )
 
-// FuzzClusterMatchesFreshCompile drives one long-lived Cluster through a
+// FuzzNodeCompilerMatchesFreshCompile drives one long-lived NodeCompiler through a
 // sequence of random cluster states, one object event at a time in a random
 // order, and compiles at random points in between. Each result must equal
-// what a fresh compile of the same state gives: whatever the Cluster keeps
+// what a fresh compile of the same state gives: whatever the NodeCompiler keeps
 // between compiles, it never changes the outcome.
-func FuzzClusterMatchesFreshCompile(f *testing.F) {
+func FuzzNodeCompilerMatchesFreshCompile(f *testing.F) {
 	for _, seed := range []string{
 		"",
 		"\x05\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f",
@@ -28,7 +28,7 @@ func FuzzClusterMatchesFreshCompile(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	f.Fuzz(checkClusterSequence)
+	f.Fuzz(checkNodeCompilerSequence)
 }
 
 // TestCluster_RandomSequencesMatchFreshCompile runs the fuzz target's check
@@ -45,23 +45,23 @@ func TestCluster_RandomSequencesMatchFreshCompile(t *testing.T) {
 		for i := range data {
 			data[i] = byte(r.Uint32())
 		}
-		checkClusterSequence(t, data)
+		checkNodeCompilerSequence(t, data)
 		if t.Failed() {
 			t.Fatalf("input %q", data)
 		}
 	}
 }
 
-// checkClusterSequence takes one Cluster through three random states, one
+// checkNodeCompilerSequence takes one NodeCompiler through three random states, one
 // event at a time in a random order, comparing with a fresh compile at
 // random points and after each state.
-func checkClusterSequence(t *testing.T, data []byte) {
+func checkNodeCompilerSequence(t *testing.T, data []byte) {
 	ch := &chooser{data: data}
 	node := node1
 	if ch.intn(2) == 1 {
 		node = node2
 	}
-	c := NewCluster(node)
+	c := NewNodeCompiler(node)
 	var log []string
 	for range 3 {
 		next := genSnapshot(ch)
@@ -73,20 +73,20 @@ func checkClusterSequence(t *testing.T, data []byte) {
 			events[i].apply()
 			events = append(events[:i], events[i+1:]...)
 			if ch.intn(3) == 0 {
-				checkClusterMatchesFresh(t, c, log)
+				checkNodeCompilerMatchesFresh(t, c, log)
 			}
 		}
-		checkClusterMatchesFresh(t, c, log)
+		checkNodeCompilerMatchesFresh(t, c, log)
 	}
 }
 
-// checkClusterMatchesFresh compares c.Compile with a fresh compile of the
+// checkNodeCompilerMatchesFresh compares c.Compile with a fresh compile of the
 // same state.
-func checkClusterMatchesFresh(t *testing.T, c *Cluster, log []string) {
+func checkNodeCompilerMatchesFresh(t *testing.T, c *NodeCompiler, log []string) {
 	t.Helper()
 	got, gotWarnings := c.Compile()
 	snap := c.Snapshot()
-	fresh := NewCluster(c.NodeName())
+	fresh := NewNodeCompiler(c.NodeName())
 	fresh.LoadSnapshot(snap)
 	want, wantWarnings := fresh.Compile()
 	if diff := cmp.Diff(want.Dump(), got.Dump()); diff != "" {
@@ -104,7 +104,7 @@ type clusterEvent struct {
 
 // transition returns the events that take c to next: sets for every object
 // of next, deletes for every object of c that next lacks.
-func transition(c *Cluster, next *Snapshot) []clusterEvent {
+func transition(c *NodeCompiler, next *Snapshot) []clusterEvent {
 	var events []clusterEvent
 	cur := c.Snapshot()
 	for _, ns := range next.Namespaces {
@@ -182,12 +182,12 @@ func TestCluster_CompileEqualsSnapshotCompile(t *testing.T) {
 	for _, node := range []string{node1, node2} {
 		t.Run(node, func(t *testing.T) {
 			snap := fixtureSnapshot(node, realisticPolicies...)
-			c := NewCluster(node)
+			c := NewNodeCompiler(node)
 			c.LoadSnapshot(snap)
 			got, gotW := c.Compile()
 			want, wantW := Compile(snap)
 			if diff := cmp.Diff(want.Dump(), got.Dump()); diff != "" {
-				t.Errorf("Cluster.Compile differs from Compile (-want +got):\n%s", diff)
+				t.Errorf("NodeCompiler.Compile differs from Compile (-want +got):\n%s", diff)
 			}
 			if diff := cmp.Diff(wantW, gotW); diff != "" {
 				t.Errorf("warnings differ (-want +got):\n%s", diff)
