@@ -6,6 +6,10 @@
 #   make demo                                                    the demo app, before/after the policies in e2e/demo
 #   make stress [STRESS_PAIR_RUNS=20 STRESS_TRANSITIONS=40 STRESS_SEED=N]   random transitions vs compile and Evaluate
 #
+# E2E_INSTANCE=N (1..9) runs a separate cluster beside the default one: its
+# own namespaces (nftpe2eN-*), host loopback ports (+100*N) and state dir
+# (/run/nftpolicy-e2e-N), e.g. one per git worktree.
+#
 # Tools (etcd, kube-*, flanneld, CNI plugins) come from hack/build-tools.sh,
 # which prints its bin dir as the last line of stdout and caches the build.
 # The agent command is a Go text/template run by /bin/sh in each node
@@ -13,7 +17,8 @@
 
 E2E_BINDIR     ?= $(CURDIR)/e2e/.bin
 E2E            := $(E2E_BINDIR)/e2e
-E2E_STATE_DIR  ?= /run/nftpolicy-e2e
+E2E_INSTANCE   ?=
+E2E_STATE_DIR  ?= /run/nftpolicy-e2e$(if $(filter-out 0,$(E2E_INSTANCE)),-$(E2E_INSTANCE))
 E2E_NODES      ?= 3
 SCENARIOS      ?= e2e/scenarios
 E2E_RUN_FLAGS  ?=
@@ -28,7 +33,7 @@ else
 E2E_AGENT_FLAG = --agent-cmd '$(AGENT)'
 endif
 
-export E2E_STATE_DIR
+export E2E_STATE_DIR E2E_INSTANCE
 
 # The stress run (issue 9's guard): the regression pair replayed
 # STRESS_PAIR_RUNS times, then STRESS_TRANSITIONS random policy transitions,

@@ -32,7 +32,7 @@ func main() { os.Exit(run()) }
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage: e2e [--state-dir DIR] [--bin-dir DIR] COMMAND [flags]
 commands: up, down, status, kubeconfig, run PATH..., stress, demo, agent-cmd --manifest F --bin B
-  --state-dir  default $E2E_STATE_DIR or `+cluster.DefaultState+`
+  --state-dir  default $E2E_STATE_DIR or `+cluster.DefaultState+` (`+cluster.DefaultState+`-N for E2E_INSTANCE=N)
   --bin-dir    directory with etcd, kube-apiserver, ..., flanneld, CNI plugins (default $E2E_BIN_DIR)
 agent command template fields: {{.Node}} {{.NodeIP}} {{.Kubeconfig}} {{.NetNS}} {{.StateDir}} {{.LogDir}} {{.Index}}`)
 }
@@ -130,7 +130,12 @@ var commands = map[string]command{
 func run() int {
 	global := flag.NewFlagSet("e2e", flag.ContinueOnError)
 	global.Usage = usage
-	stateDir := global.String("state-dir", envOr("E2E_STATE_DIR", cluster.DefaultState), "state directory")
+	instance, err := cluster.ParseInstance(os.Getenv("E2E_INSTANCE"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	stateDir := global.String("state-dir", envOr("E2E_STATE_DIR", instance.DefaultStateDir()), "state directory")
 	binDir := global.String("bin-dir", os.Getenv("E2E_BIN_DIR"), "tool binaries")
 	if err := global.Parse(os.Args[1:]); err != nil {
 		return 2
@@ -148,7 +153,7 @@ func run() int {
 	}
 	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
 	e := &env{cmd: name, stateDir: *stateDir, logf: logf,
-		cfg: &cluster.Config{StateDir: *stateDir, BinDir: *binDir, Nodes: 3, Log: logf}}
+		cfg: &cluster.Config{Instance: instance, StateDir: *stateDir, BinDir: *binDir, Nodes: 3, Log: logf}}
 	if c.local != nil {
 		return c.local(e, args)
 	}

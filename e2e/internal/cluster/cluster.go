@@ -15,24 +15,75 @@ import (
 )
 
 // Fixed addresses and names. Everything the harness creates carries the
-// NSPrefix so that a crashed run can be found and cleaned.
+// instance's NSPrefix so that a crashed run can be found and cleaned. The
+// addresses live inside the cluster's own namespaces, so only the host
+// loopback ports and the namespace names differ between instances.
 const (
-	NSPrefix      = "nftpe2e-"
-	UnderlayNS    = NSPrefix + "underlay"
 	UnderlayGW    = "198.18.0.1"
 	ClusterCIDR   = "10.244.0.0/16"
 	ServiceCIDR   = "10.96.0.0/16"
-	APIPort       = 16443 // kube-apiserver on the host's 127.0.0.1
-	NodeAPIPort   = 6443  // the relay's listener on 127.0.0.1 in each node namespace
-	EtcdPort      = 23790
-	EtcdPeerPort  = 23800
+	NodeAPIPort   = 6443 // the relay's listener on 127.0.0.1 in each node namespace
 	DefaultState  = "/run/nftpolicy-e2e"
 	NodeKubeconf  = "node.kubeconfig"
 	AdminKubeconf = "admin.kubeconfig"
+
+	// Host loopback ports of instance 0; instance N adds N*instancePortStep.
+	baseAPIPort      = 16443
+	baseEtcdPort     = 23790
+	baseEtcdPeerPort = 23800
+	instancePortStep = 100
+	// MaxInstance bounds E2E_INSTANCE so that the ports stay apart.
+	MaxInstance = 9
 )
+
+// Instance numbers a local cluster on this machine: instance 0 is the
+// default; others (E2E_INSTANCE=1..MaxInstance) let several worktrees each
+// run a cluster of their own at the same time.
+type Instance int
+
+// NSPrefix starts the name of every network namespace the instance creates.
+func (i Instance) NSPrefix() string {
+	if i == 0 {
+		return "nftpe2e-"
+	}
+	return fmt.Sprintf("nftpe2e%d-", int(i))
+}
+
+// UnderlayNS is the namespace that holds the nodes' underlay bridge.
+func (i Instance) UnderlayNS() string { return i.NSPrefix() + "underlay" }
+
+// APIPort is kube-apiserver's port on the host's 127.0.0.1.
+func (i Instance) APIPort() int { return baseAPIPort + int(i)*instancePortStep }
+
+// EtcdPort is etcd's client port on the host's 127.0.0.1.
+func (i Instance) EtcdPort() int { return baseEtcdPort + int(i)*instancePortStep }
+
+// EtcdPeerPort is etcd's peer port on the host's 127.0.0.1.
+func (i Instance) EtcdPeerPort() int { return baseEtcdPeerPort + int(i)*instancePortStep }
+
+// DefaultStateDir is the instance's state directory unless one is given.
+func (i Instance) DefaultStateDir() string {
+	if i == 0 {
+		return DefaultState
+	}
+	return fmt.Sprintf("%s-%d", DefaultState, int(i))
+}
+
+// ParseInstance reads an E2E_INSTANCE value ("" is instance 0).
+func ParseInstance(s string) (Instance, error) {
+	if s == "" {
+		return 0, nil
+	}
+	var n int
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n < 0 || n > MaxInstance || fmt.Sprint(n) != s {
+		return 0, fmt.Errorf("E2E_INSTANCE=%q: want an integer 0..%d", s, MaxInstance)
+	}
+	return Instance(n), nil
+}
 
 // Config is what `up` needs to know.
 type Config struct {
+	Instance Instance
 	StateDir string
 	BinDir   string // etcd, kube-apiserver, ..., flanneld, CNI plugins
 	Nodes    int
@@ -61,7 +112,8 @@ type Node struct {
 
 // State is persisted in StateDir/state.json once the cluster is up.
 type State struct {
-	BinDir   string `json:"binDir"`
+	Instance Instance `json:"instance"`
+	BinDir   string   `json:"binDir"`
 	AgentCmd string `json:"agentCmd"`
 	Nodes    []Node `json:"nodes"`
 	Ready    bool   `json:"ready"`
@@ -102,7 +154,7 @@ func nodesFor(c *Config) []Node {
 		ns = append(ns, Node{
 			Index:   i,
 			Name:    fmt.Sprintf("e2e-node-%d", i),
-			NetNS:   fmt.Sprintf("%snode%d", NSPrefix, i),
+			NetNS:   fmt.Sprintf("%snode%d", c.Instance.NSPrefix(), i),
 			IP:      fmt.Sprintf("198.18.0.%d", 10+i),
 			PodCIDR: fmt.Sprintf("10.244.%d.0/24", i),
 			Dir:     filepath.Join(c.StateDir, "nodes", fmt.Sprintf("node%d", i)),
@@ -169,7 +221,7 @@ func (c *Config) Up(ctx context.Context) (*State, error) {
 		return nil, err
 	}
 	start := time.Now()
-	s := &State{BinDir: c.BinDir, AgentCmd: c.AgentCmd, Nodes: nodesFor(c)}
+	s := &State{Instance: c.Instance, BinDir: c.BinDir, AgentCmd: c.AgentCmd, Nodes: nodesFor(c)}
 	for _, d := range []string{c.StateDir, c.LogDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err

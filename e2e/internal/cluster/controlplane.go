@@ -67,7 +67,7 @@ func (c *Config) makePKI(_ context.Context, s *State) error {
 			return err
 		}
 	}
-	host := fmt.Sprintf("https://127.0.0.1:%d", APIPort)
+	host := fmt.Sprintf("https://127.0.0.1:%d", c.Instance.APIPort())
 	nodeURL := fmt.Sprintf("https://127.0.0.1:%d", NodeAPIPort)
 	if err := p.kubeconfig(c.AdminKubeconfig(), host, "admin"); err != nil {
 		return err
@@ -89,8 +89,8 @@ func (c *Config) makePKI(_ context.Context, s *State) error {
 }
 
 func (c *Config) startEtcd(ctx context.Context, _ *State) error {
-	u := fmt.Sprintf("http://127.0.0.1:%d", EtcdPort)
-	peer := fmt.Sprintf("http://127.0.0.1:%d", EtcdPeerPort)
+	u := fmt.Sprintf("http://127.0.0.1:%d", c.Instance.EtcdPort())
+	peer := fmt.Sprintf("http://127.0.0.1:%d", c.Instance.EtcdPeerPort())
 	_, err := c.Start(Proc{Name: "etcd", LogFile: c.logFile("etcd"), Args: []string{
 		c.bin("etcd"), "--name", "e2e", "--data-dir", filepath.Join(c.StateDir, "etcd"),
 		"--listen-client-urls", u, "--advertise-client-urls", u,
@@ -120,9 +120,9 @@ func (c *Config) startAPIServer(ctx context.Context, _ *State) error {
 	p := c.pkiDir()
 	_, err := c.Start(Proc{Name: "kube-apiserver", LogFile: c.logFile("kube-apiserver"), Args: []string{
 		c.bin("kube-apiserver"),
-		"--etcd-servers", fmt.Sprintf("http://127.0.0.1:%d", EtcdPort),
+		"--etcd-servers", fmt.Sprintf("http://127.0.0.1:%d", c.Instance.EtcdPort()),
 		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
-		"--secure-port", fmt.Sprint(APIPort),
+		"--secure-port", fmt.Sprint(c.Instance.APIPort()),
 		"--tls-cert-file", filepath.Join(p, "apiserver.crt"), "--tls-private-key-file", filepath.Join(p, "apiserver.key"),
 		"--client-ca-file", filepath.Join(p, "ca.crt"),
 		"--service-account-key-file", filepath.Join(p, "sa.pub"),

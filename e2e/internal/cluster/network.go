@@ -11,20 +11,21 @@ import (
 // makeNetwork creates the underlay namespace with its bridge and one
 // namespace per node wired to it by a veth pair.
 func (c *Config) makeNetwork(_ context.Context, s *State) error {
+	underlay := c.Instance.UnderlayNS()
 	cmds := [][]string{
-		{"ip", "netns", "add", UnderlayNS},
-		{"ip", "-n", UnderlayNS, "link", "set", "lo", "up"},
-		{"ip", "-n", UnderlayNS, "link", "add", "br0", "type", "bridge"},
-		{"ip", "-n", UnderlayNS, "addr", "add", UnderlayGW + "/24", "dev", "br0"},
-		{"ip", "-n", UnderlayNS, "link", "set", "br0", "up"},
+		{"ip", "netns", "add", underlay},
+		{"ip", "-n", underlay, "link", "set", "lo", "up"},
+		{"ip", "-n", underlay, "link", "add", "br0", "type", "bridge"},
+		{"ip", "-n", underlay, "addr", "add", UnderlayGW + "/24", "dev", "br0"},
+		{"ip", "-n", underlay, "link", "set", "br0", "up"},
 	}
 	for _, n := range s.Nodes {
 		host := fmt.Sprintf("n%d", n.Index)
 		cmds = append(cmds,
 			[]string{"ip", "netns", "add", n.NetNS},
 			[]string{"ip", "-n", n.NetNS, "link", "set", "lo", "up"},
-			[]string{"ip", "-n", UnderlayNS, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", n.NetNS},
-			[]string{"ip", "-n", UnderlayNS, "link", "set", host, "master", "br0", "up"},
+			[]string{"ip", "-n", underlay, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", n.NetNS},
+			[]string{"ip", "-n", underlay, "link", "set", host, "master", "br0", "up"},
 			[]string{"ip", "-n", n.NetNS, "addr", "add", n.IP + "/24", "dev", "eth0"},
 			[]string{"ip", "-n", n.NetNS, "link", "set", "eth0", "up"},
 			[]string{"ip", "-n", n.NetNS, "route", "add", "default", "via", UnderlayGW},

@@ -51,7 +51,7 @@ func Relay(stateDir string) error {
 	if !ok {
 		return fmt.Errorf("no cluster state in %s", stateDir)
 	}
-	target := fmt.Sprintf("127.0.0.1:%d", APIPort)
+	target := fmt.Sprintf("127.0.0.1:%d", s.Instance.APIPort())
 	var wg sync.WaitGroup
 	for _, n := range s.Nodes {
 		l, err := ListenInNetNS(n.NetNS, fmt.Sprintf("127.0.0.1:%d", NodeAPIPort))

@@ -10,7 +10,8 @@ import (
 )
 
 // Down kills every process the harness started, deletes its namespaces and
-// its state directory. It works from the pid files and the NSPrefix, so it
+// its state directory. It works from the pid files and the instance's
+// NSPrefix, so it
 // also cleans a crashed run.
 func (c *Config) Down() error {
 	var errs []error
@@ -33,13 +34,13 @@ func (c *Config) Down() error {
 		var names []string
 		for _, l := range strings.Split(out, "\n") {
 			f := strings.Fields(l)
-			if len(f) > 0 && strings.HasPrefix(f[0], NSPrefix) {
+			if len(f) > 0 && strings.HasPrefix(f[0], c.Instance.NSPrefix()) {
 				names = append(names, f[0])
 			}
 		}
 		// Pod namespaces before node and underlay namespaces.
 		for _, pass := range []func(string) bool{
-			func(n string) bool { return strings.HasPrefix(n, NSPrefix+"p-") },
+			func(n string) bool { return strings.HasPrefix(n, c.Instance.NSPrefix()+"p-") },
 			func(n string) bool { return true },
 		} {
 			for _, n := range names {

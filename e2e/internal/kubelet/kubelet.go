@@ -231,7 +231,7 @@ func (k *Kubelet) CreatePod(ctx context.Context, spec PodSpec) (_ *Pod, err erro
 	gen := k.gen
 	k.mu.Unlock()
 	id := shortName("", fmt.Sprintf("%s-%s-%s%d", spec.Namespace, spec.Name, k.run, gen), 48)
-	p := &Pod{Spec: spec, Node: node, ID: id, NetNS: cluster.NSPrefix + "p-" + id,
+	p := &Pod{Spec: spec, Node: node, ID: id, NetNS: k.Cfg.Instance.NSPrefix() + "p-" + id,
 		Ctl: filepath.Join(k.podDir(), id+".sock")}
 	if !spec.NoService {
 		p.Service = shortName("s-", spec.Name, 63)

@@ -119,7 +119,7 @@ func (r *Runner) cleanStale(ctx context.Context) error {
 	}
 	for _, l := range strings.Split(string(out), "\n") {
 		f := strings.Fields(l)
-		if len(f) > 0 && strings.HasPrefix(f[0], cluster.NSPrefix+"p-") {
+		if len(f) > 0 && strings.HasPrefix(f[0], r.Cfg.Instance.NSPrefix()+"p-") {
 			if o, err := exec.Command("ip", "netns", "del", f[0]).CombinedOutput(); err != nil {
 				return fmt.Errorf("ip netns del %s: %w: %s", f[0], err, o)
 			}

@@ -56,7 +56,7 @@ func (e *env) logf(format string, args ...any) {
 
 func runMain(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	stateDir := fs.String("state-dir", envOr("E2E_STATE_DIR", cluster.DefaultState), "e2e state dir")
+	stateDir := fs.String("state-dir", envOr("E2E_STATE_DIR", cluster.DefaultState), "e2e state dir (the Makefile sets it for E2E_INSTANCE)")
 	e2eBin := fs.String("e2e", "e2e/.bin/e2e", "the e2e binary (for the pods' podservers)")
 	agentBin := fs.String("agent", "e2e/.bin/nftpolicy", "the nftpolicy binary")
 	out := fs.String("out", "bench/results.json", "results file (only datapath and programming_latency are replaced)")
@@ -112,6 +112,7 @@ func runMain(args []string) error {
 		return fmt.Errorf("the cluster runs an agent (%q); the baseline needs `make up AGENT=none`", st.AgentCmd)
 	}
 	e.st = st
+	e.cfg.Instance = st.Instance
 	e.cfg.BinDir = st.BinDir
 	cs, err := e.cfg.Client()
 	if err != nil {
