@@ -114,9 +114,9 @@ type Node struct {
 type State struct {
 	Instance Instance `json:"instance"`
 	BinDir   string   `json:"binDir"`
-	AgentCmd string `json:"agentCmd"`
-	Nodes    []Node `json:"nodes"`
-	Ready    bool   `json:"ready"`
+	AgentCmd string   `json:"agentCmd"`
+	Nodes    []Node   `json:"nodes"`
+	Ready    bool     `json:"ready"`
 }
 
 func (c *Config) logf(format string, args ...any) {
