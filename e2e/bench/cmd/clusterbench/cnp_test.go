@@ -23,6 +23,7 @@ import (
 	"github.com/nftpolicy/nftpolicy/internal/testenv"
 	"github.com/nftpolicy/nftpolicy/nft/nfttest"
 	"github.com/nftpolicy/nftpolicy/policy"
+	"github.com/nftpolicy/nftpolicy/policy/synth"
 )
 
 // layout is podLayout's pods on three nodes as a Snapshot, with policies
@@ -92,7 +93,7 @@ func TestDenyClientCNP(t *testing.T) {
 	deny.Name, deny.Namespace = denyServer, benchNS
 	deny.Spec.PodSelector.MatchLabels = map[string]string{"app": "server"}
 	deny.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
-	allow := benchPolicy(99999, "last")
+	allow := synth.BackgroundPolicy(benchNS, benchPort, 99999, "last")
 	allow.Name = allowLast
 	allow.Spec.PodSelector.MatchLabels = map[string]string{"app": "server"}
 	nps := []*networkingv1.NetworkPolicy{deny, allow}

@@ -19,6 +19,7 @@ import (
 	typednet "k8s.io/client-go/kubernetes/typed/networking/v1"
 
 	"github.com/nftpolicy/nftpolicy/e2e/internal/kubelet"
+	"github.com/nftpolicy/nftpolicy/policy/synth"
 )
 
 // Kind is one kind of API write in figure 2.
@@ -205,7 +206,7 @@ const (
 )
 
 // programmingLatency is figure 2 with `background` policies bp-00000...
-// (benchPolicy: each selects the server and the other tier=bench pods and
+// (synth.BackgroundPolicy: each selects the server and the other tier=bench pods and
 // admits no existing pod, so the verdicts do not change but every sync of
 // the server's node carries them). The server is isolated throughout by
 // deny-server (a policy without rules), so that every kind works the same
@@ -235,7 +236,7 @@ func (e *env) programmingLatency(ctx context.Context, reps, background int, gap 
 	deny := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: denyServer, Namespace: benchNS},
 		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
-	allow := benchPolicy(99999, "last")
+	allow := synth.BackgroundPolicy(benchNS, benchPort, 99999, "last")
 	allow.Name = allowLast
 	allow.Spec.PodSelector = metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}}
 	if _, err := np.Create(ctx, deny, metav1.CreateOptions{}); err != nil {
@@ -433,7 +434,7 @@ func (e *env) newPodRunning(ctx context.Context, reps int, pause time.Duration) 
 }
 
 // ensureBackground makes the policies of benchNS exactly bp-00000 ..
-// bp-<n-1> (benchPolicy with peer=p<i>), reusing those that exist (the
+// bp-<n-1> (synth.BackgroundPolicy with peer=p<i>), reusing those that exist (the
 // datapath's) and deleting every other one (bp-99999, figure 2's own).
 func (e *env) ensureBackground(ctx context.Context, n int) error {
 	np := e.cs.NetworkingV1().NetworkPolicies(benchNS)
@@ -446,7 +447,7 @@ func (e *env) ensureBackground(ctx context.Context, n int) error {
 	}
 	want := make(map[string]bool, n)
 	for i := 0; i < n; i++ {
-		want[policyName(i)] = true
+		want[synth.BackgroundPolicyName(i)] = true
 	}
 	have := map[string]bool{}
 	var stale []string
@@ -468,7 +469,7 @@ func (e *env) ensureBackground(ctx context.Context, n int) error {
 	}
 	var missing []int
 	for i := 0; i < n; i++ {
-		if !have[policyName(i)] {
+		if !have[synth.BackgroundPolicyName(i)] {
 			missing = append(missing, i)
 		}
 	}

@@ -20,15 +20,14 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/kubelet"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/runner"
+	"github.com/nftpolicy/nftpolicy/policy/synth"
 )
 
 const (
@@ -413,47 +412,18 @@ func hasValues(m, want map[string]float64) bool {
 
 // --- policies ---
 
-func policyName(i int) string { return fmt.Sprintf("bp-%05d", i) }
-
-// benchPolicy i selects every tier=bench pod (the server and one other pod
-// per node) and admits, on TCP 9000, the pods labelled peer=p<i> (none
-// exist) and one address of its own outside the cluster (so each policy adds
-// an element to the server's allow-list). Only the last policy by name,
-// bp-99999, admits peer=last: the clients.
-func benchPolicy(i int, peer string) *networkingv1.NetworkPolicy {
-	tcp := corev1.ProtocolTCP
-	port := intstr.FromInt32(benchPort)
-	return &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: policyName(i), Namespace: benchNS},
-		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"tier": "bench"}},
-			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{
-				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}},
-				From: []networkingv1.NetworkPolicyPeer{
-					{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"peer": peer}}},
-					{IPBlock: &networkingv1.IPBlock{CIDR: ipBlockOf(i)}},
-				},
-			}},
-		},
-	}
-}
-
-// ipBlockOf is policy i's own address: every other address of 172.16.0.0/12,
-// so that no two merge into one interval and each is its own set element.
-func ipBlockOf(i int) string {
-	n := 2 * (i + 1)
-	return fmt.Sprintf("172.%d.%d.%d/32", 16+n>>16, (n>>8)&255, n&255)
-}
-
-// createPolicies creates the given indexes with a few workers.
+// createPolicies creates background policies (synth.BackgroundPolicy, in
+// benchNS on TCP benchPort) of the given indexes with a few workers. Each
+// admits peer=p<i>, which no pod carries, and its own address outside the
+// cluster (one element each in the server's allow-list); only the last
+// one by name, bp-99999, admits peer=last: the clients.
 func (e *env) createPolicies(ctx context.Context, idx []int) error {
 	return parallel(ctx, idx, func(i int) error {
 		peer := fmt.Sprintf("p%d", i)
 		if i == 99999 {
 			peer = "last"
 		}
-		_, err := e.cs.NetworkingV1().NetworkPolicies(benchNS).Create(ctx, benchPolicy(i, peer), metav1.CreateOptions{})
+		_, err := e.cs.NetworkingV1().NetworkPolicies(benchNS).Create(ctx, synth.BackgroundPolicy(benchNS, benchPort, i, peer), metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
 			return nil
 		}
