@@ -69,17 +69,11 @@ func MeasureCNPChange(shape synth.Shape, snap *policy.Snapshot, reps int) (CNPCh
 			return out, fmt.Errorf("%s: the %s edit needs ClusterNetworkPolicy %s at %d", shape, ch.Kind, ch.Before.Name, ch.Index)
 		}
 	}
-	s, closeNS, err := newSyncerInFreshNetNS()
+	s, cl, cur, closeNS, err := startAgent(snap)
 	if err != nil {
 		return out, err
 	}
 	defer closeNS()
-	cl := policy.NewNodeCompiler(snap.NodeName)
-	cl.LoadSnapshot(snap)
-	cur, _ := cl.Compile()
-	if err := s.Sync(context.Background(), cur); err != nil {
-		return out, err
-	}
 	var noop stepTimes
 	update, revert := make([]stepTimes, len(changes)), make([]stepTimes, len(changes))
 	for range reps {

@@ -251,23 +251,35 @@ func applyFresh(rs *nft.Ruleset) (time.Duration, error) {
 	return d, nil
 }
 
+// startAgent is the agent's first reconcile on a fresh node, where the
+// churn and change figures start: snap loaded into a long-lived
+// policy.NodeCompiler, compiled, and synced by a Syncer into a fresh
+// namespace, which closeNS releases.
+func startAgent(snap *policy.Snapshot) (s *kernel.Syncer, cl *policy.NodeCompiler, synced *nft.Ruleset, closeNS func(), err error) {
+	if s, closeNS, err = newSyncerInFreshNetNS(); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	cl = policy.NewNodeCompiler(snap.NodeName)
+	cl.LoadSnapshot(snap)
+	synced, _ = cl.Compile()
+	if err := s.Sync(context.Background(), synced); err != nil {
+		closeNS()
+		return nil, nil, nil, nil, fmt.Errorf("first sync: %w", err)
+	}
+	return s, cl, synced, closeNS, nil
+}
+
 // MeasureChurn loads snap into a policy.NodeCompiler, syncs it into a fresh
 // namespace, then alternates reps times: peer appears, peer disappears,
 // nothing changes (the baseline).
 func MeasureChurn(shape synth.Shape, snap *policy.Snapshot, reps int) (Churn, error) {
 	out := Churn{Shape: shape.String(), Pods: shape.Pods, ClusterNetworkPolicies: shape.ClusterNetworkPolicies, Reps: reps}
 	peer := synth.ChurnPeer(shape)
-	s, closeNS, err := newSyncerInFreshNetNS()
+	s, cl, cur, closeNS, err := startAgent(snap)
 	if err != nil {
 		return out, err
 	}
 	defer closeNS()
-	cl := policy.NewNodeCompiler(snap.NodeName)
-	cl.LoadSnapshot(snap)
-	cur, _ := cl.Compile()
-	if err := s.Sync(context.Background(), cur); err != nil {
-		return out, err
-	}
 	var noop, appear, disappear stepTimes
 	for range reps {
 		var err error
