@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/nftpolicy/nftpolicy/bench/controlplane"
+	"github.com/nftpolicy/nftpolicy/bench/results"
 	"github.com/nftpolicy/nftpolicy/policy/synth"
 )
 
@@ -48,7 +49,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet("nftbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	out := fs.String("out", "bench/results.json", "where to write the results (the control_plane key is replaced, other keys kept)")
+	out := fs.String("out", results.DefaultPath, "where to write the results (the control_plane key is replaced, other keys kept)")
 	podsFlag := fs.String("pods", joinInts(synth.ScalingPods), "cluster sizes of the scaling curve, the first is the baseline")
 	cnpsFlag := fs.String("cnps", "1000", "ClusterNetworkPolicy counts measured at every cluster size besides none (the baseline); empty for none")
 	reps := fs.Int("reps", 5, "repetitions of each full-sync measurement (median reported)")
@@ -96,7 +97,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	printTable(stdout, res)
-	if err := writeResults(*out, res); err != nil {
+	if err := results.WriteKeys(*out, map[string]any{"control_plane": res}); err != nil {
 		fmt.Fprintf(stderr, "nftbench: %v\n", err)
 		return 1
 	}
@@ -567,25 +568,6 @@ func printTable(w io.Writer, all *ControlPlane) {
 		fmt.Fprintf(w, "  one ClusterNetworkPolicy change (worst kind, %s): median %.2f ms, p99 %.2f ms (compile+apply); inside figure 2's 100 ms: %v\n",
 			c.ChangeKind, ms(c.ChangeSeconds), ms(c.ChangeP99Seconds), c.ChangeWithinLatencyGoal)
 	}
-}
-
-// writeResults replaces the "control_plane" key of the results file and
-// keeps every other key (the cluster figures are written by another step).
-func writeResults(path string, res *ControlPlane) error {
-	doc := map[string]json.RawMessage{}
-	if b, err := os.ReadFile(path); err == nil {
-		_ = json.Unmarshal(b, &doc)
-	}
-	cp, err := json.Marshal(res)
-	if err != nil {
-		return err
-	}
-	doc["control_plane"] = cp
-	b, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
 func machine() Machine {

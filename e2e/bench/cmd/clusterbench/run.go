@@ -24,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/nftpolicy/nftpolicy/bench/results"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/kubelet"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/runner"
@@ -58,7 +59,7 @@ func runMain(args []string) error {
 	stateDir := fs.String("state-dir", envOr("E2E_STATE_DIR", cluster.DefaultState), "e2e state dir (the Makefile sets it for E2E_INSTANCE)")
 	e2eBin := fs.String("e2e", "e2e/.bin/e2e", "the e2e binary (for the pods' podservers)")
 	agentBin := fs.String("agent", "e2e/.bin/nftpolicy", "the nftpolicy binary")
-	out := fs.String("out", "bench/results.json", "results file (only datapath and programming_latency are replaced)")
+	out := fs.String("out", results.DefaultPath, "results file (only datapath and programming_latency are replaced)")
 	counts := fs.String("policies", "1000,10000", "policy counts for configurations (c), (d)")
 	reps := fs.Int("reps", 3, "repetitions of each datapath measurement (median reported)")
 	dur := fs.Duration("duration", 2*time.Second, "length of one load run (at most 5s)")
@@ -147,16 +148,14 @@ func runMain(args []string) error {
 	if err := e.setup(ctx); err != nil {
 		return err
 	}
-	results := map[string]any{}
 	if !*skipDatapath {
 		dp, err := e.datapath(ctx, policyCounts, *cnps, *cnpRules, *reps, *dur)
 		if err != nil {
 			return err
 		}
 		dp.Started, dp.Seconds = started.UTC(), time.Since(started).Seconds()
-		results["datapath"] = dp
 		printDatapath(os.Stdout, dp)
-		if err := writeResults(*out, results); err != nil {
+		if err := results.WriteKeys(*out, map[string]any{"datapath": dp}); err != nil {
 			return err
 		}
 	}
@@ -171,7 +170,7 @@ func runMain(args []string) error {
 			printLatency(os.Stdout, pl)
 			runs = append(runs, pl)
 			slices.SortFunc(runs, func(a, b *Latency) int { return a.BackgroundPolicies - b.BackgroundPolicies })
-			if err := writeResults(*out, map[string]any{"programming_latency": runs}); err != nil {
+			if err := results.WriteKeys(*out, map[string]any{"programming_latency": runs}); err != nil {
 				return err
 			}
 		}
@@ -751,26 +750,4 @@ func printDatapath(w io.Writer, dp *Datapath) {
 		fmt.Fprintf(w, "the same goal for the ClusterNetworkPolicy configuration (measured traffic decided by %s): worst ratio %.3f %s\n",
 			dp.CNPDecidingRule, dp.CNPWorstRatio, met)
 	}
-}
-
-// writeResults replaces only the given keys of the results file.
-func writeResults(path string, keys map[string]any) error {
-	all := map[string]json.RawMessage{}
-	if b, err := os.ReadFile(path); err == nil {
-		if err := json.Unmarshal(b, &all); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-	}
-	for k, v := range keys {
-		b, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		all[k] = b
-	}
-	b, err := json.MarshalIndent(all, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
