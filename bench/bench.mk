@@ -34,7 +34,7 @@ bench-controlplane:
 # Figures 1 and 2. The cluster runs without an agent (the baseline);
 # clusterbench starts nftpolicy itself on every node after measuring it.
 bench-cluster:
-	$(GO) build -o $(BENCH_CLUSTER_BIN) ./e2e/bench/cmd/clusterbench
+	$(GO) build -o $(BENCH_CLUSTER_BIN) ./e2e/cmd/clusterbench
 	@# A fresh cluster: an agent that ran before (make e2e, make demo) leaves
 	@# its table in the nodes, and the no-agent baseline refuses to run then.
 	$(MAKE) down
