@@ -13,7 +13,8 @@
 #
 # Needs root: every apply goes into a throwaway (unnamed) network namespace.
 # Nothing here asserts a duration; `make test` runs only a smoke test of the
-# same code (bench/controlplane, bench/cmd/nftbench, -count=1 via `make unit`).
+# same code (bench/..., e2e/cmd/clusterbench, policy/synth; -count=1 via `make unit`).
+# Where the code is: bench/README.md.
 
 BENCH_BIN   ?= bin/nftbench
 BENCH_OUT   ?= bench/results.json
