@@ -34,6 +34,13 @@ var rules = []rule{
 		"github.com/google/nftables", "github.com/vishvananda/", "github.com/mdlayher/",
 		module + "/controllers", module + "/nft/kernel",
 	}},
+	// The benchmarks' workload builders are as pure as the compiler they
+	// feed, so that policy's own benchmarks and every command can use them.
+	{pkg: "policy/synth", forbidden: []string{
+		"k8s.io/client-go", "sigs.k8s.io/controller-runtime", "sigs.k8s.io/network-policy-api/pkg/",
+		"github.com/google/nftables", "github.com/vishvananda/", "github.com/mdlayher/",
+		module + "/controllers", module + "/nft/kernel", module + "/bench", module + "/e2e",
+	}},
 	{pkg: "nft", stdlibOnly: true},
 	{pkg: "nft/kernel", forbidden: []string{"k8s.io/", "sigs.k8s.io/", module + "/policy", module + "/controllers"}},
 	{pkg: "controllers", forbidden: []string{
@@ -66,16 +73,19 @@ func TestImportDirection(t *testing.T) {
 	}
 }
 
-// TestNoProductCodeImportsTestSupport: the e2e harness and the test
-// dataplane (nft/nfttest) are for tests only.
+// TestNoProductCodeImportsTestSupport: the e2e harness, the test
+// dataplane (nft/nfttest), the benchmarks and their workload builders
+// (bench/, policy/synth) are for tests and measurements only.
 func TestNoProductCodeImportsTestSupport(t *testing.T) {
 	for _, pkg := range []string{"cmd/nftpolicy", "controllers", "policy", "nft", "nft/kernel", "api/v1alpha1"} {
 		for _, d := range goListDeps(t, module+"/"+pkg) {
 			if strings.HasPrefix(d.ImportPath, module+"/e2e") {
 				t.Errorf("%s depends on the e2e harness (%s)", pkg, d.ImportPath)
 			}
-			if strings.HasPrefix(d.ImportPath, module+"/nft/nfttest") {
-				t.Errorf("%s depends on test support (%s)", pkg, d.ImportPath)
+			for _, support := range []string{module + "/nft/nfttest", module + "/bench", module + "/policy/synth"} {
+				if strings.HasPrefix(d.ImportPath, support) {
+					t.Errorf("%s depends on test support (%s)", pkg, d.ImportPath)
+				}
 			}
 		}
 	}
