@@ -31,25 +31,44 @@ func BenchmarkCluster_PolicyChangeAmongMany(b *testing.B) {
 			for i := range n {
 				c.SetPolicy(synth.BackgroundPolicy(ns, port, i, fmt.Sprintf("p%d", i)))
 			}
-			prev, _ := c.Compile()
 			on, off := synth.BackgroundPolicy(ns, port, n, "last"), synth.BackgroundPolicy(ns, port, n, "off")
-			var compile, diff float64
-			for i := 0; b.Loop(); i++ {
-				np := on
-				if i%2 == 1 {
-					np = off
+			benchmarkFlip(b, c, func(edit bool) {
+				if edit {
+					c.SetPolicy(on)
+				} else {
+					c.SetPolicy(off)
 				}
-				t := time.Now()
-				c.SetPolicy(np)
-				rs, _ := c.Compile()
-				t2 := time.Now()
-				nft.Diff(prev, rs)
-				compile += t2.Sub(t).Seconds()
-				diff += time.Since(t2).Seconds()
-				prev = rs
-			}
-			b.ReportMetric(compile/float64(b.N)*1e3, "compile-ms/op")
-			b.ReportMetric(diff/float64(b.N)*1e3, "diff-ms/op")
+			})
 		})
 	}
+}
+
+// benchmarkFlip measures an agent's event in a loaded NodeCompiler: each
+// iteration makes an edit (set(true)) or undoes it (set(false)), in turn,
+// then compiles, and diffs against the last ruleset as a sync would. It
+// reports the compile (the update included) and the diff per event, and
+// the diff's operations and elements.
+func benchmarkFlip(b *testing.B, c *policy.NodeCompiler, set func(edit bool)) {
+	prev, _ := c.Compile()
+	var compile, diff time.Duration
+	var ops, elements int
+	for i := 0; b.Loop(); i++ {
+		t0 := time.Now()
+		set(i%2 == 0)
+		rs, _ := c.Compile()
+		t1 := time.Now()
+		d := nft.Diff(prev, rs)
+		diff += time.Since(t1)
+		compile += t1.Sub(t0)
+		ops += len(d)
+		for _, op := range d {
+			elements += len(op.Elements)
+		}
+		prev = rs
+	}
+	n := float64(b.N)
+	b.ReportMetric(compile.Seconds()/n*1e3, "compile-ms/op")
+	b.ReportMetric(diff.Seconds()/n*1e3, "diff-ms/op")
+	b.ReportMetric(float64(ops)/n, "ops/op")
+	b.ReportMetric(float64(elements)/n, "elements-changed/op")
 }

@@ -3,7 +3,6 @@ package policy_test
 import (
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nftpolicy/nftpolicy/nft"
 	"github.com/nftpolicy/nftpolicy/nft/nfttest"
@@ -53,35 +52,15 @@ func BenchmarkCluster_ClusterNetworkPolicies(b *testing.B) {
 	b.Run("change/cnps=1000", func(b *testing.B) {
 		c := policy.NewNodeCompiler(synth.LocalNode)
 		c.LoadSnapshot(snap)
-		prev, _ := c.Compile()
 		// cnp-0001 selects team-1, which local pods belong to.
 		change := synth.ClusterNetworkPolicyChanges()[0]
-		on, off := change.Before, change.After
-		var compile, diff time.Duration
-		var ops, changed int
-		for i := 0; b.Loop(); i++ {
-			p := off
-			if i%2 == 1 {
-				p = on
+		benchmarkFlip(b, c, func(edit bool) {
+			if edit {
+				c.SetClusterNetworkPolicy(change.After)
+			} else {
+				c.SetClusterNetworkPolicy(change.Before)
 			}
-			t0 := time.Now()
-			c.SetClusterNetworkPolicy(p)
-			rs, _ := c.Compile()
-			t1 := time.Now()
-			d := nft.Diff(prev, rs)
-			diff += time.Since(t1)
-			compile += t1.Sub(t0)
-			ops += len(d)
-			for _, op := range d {
-				changed += len(op.Elements)
-			}
-			prev = rs
-		}
-		n := float64(b.N)
-		b.ReportMetric(float64(compile.Microseconds())/n/1e3, "compile-ms/op")
-		b.ReportMetric(float64(diff.Microseconds())/n/1e3, "diff-ms/op")
-		b.ReportMetric(float64(ops)/n, "ops/op")
-		b.ReportMetric(float64(changed)/n, "elements-changed/op")
+		})
 	})
 }
 
