@@ -23,7 +23,6 @@ import (
 	"github.com/nftpolicy/nftpolicy/internal/testenv"
 	"github.com/nftpolicy/nftpolicy/nft/nfttest"
 	"github.com/nftpolicy/nftpolicy/policy"
-	"github.com/nftpolicy/nftpolicy/policy/synth"
 )
 
 // layout is podLayout's pods on three nodes as a Snapshot, with policies
@@ -89,13 +88,7 @@ func TestLastRuleSpec_OnTheBenchLayout(t *testing.T) {
 // deny-server and allow-last in place the client is allowed; the Admin
 // Deny blocks it, and stops blocking it when its peer selector is off.
 func TestDenyClientCNP(t *testing.T) {
-	deny := &networkingv1.NetworkPolicy{}
-	deny.Name, deny.Namespace = denyServer, benchNS
-	deny.Spec.PodSelector.MatchLabels = map[string]string{"app": "server"}
-	deny.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
-	allow := synth.BackgroundPolicy(benchNS, benchPort, 99999, "last")
-	allow.Name = allowLast
-	allow.Spec.PodSelector.MatchLabels = map[string]string{"app": "server"}
+	deny, allow := serverPolicies()
 	nps := []*networkingv1.NetworkPolicy{deny, allow}
 	for _, tc := range []struct {
 		name string

@@ -205,6 +205,19 @@ const (
 	allowLast  = "allow-last"
 )
 
+// serverPolicies are figure 2's own NetworkPolicies, both selecting only
+// the server: deny-server (no rules) isolates it, and allow-last (a
+// background policy's rule, peer=last) admits the clients.
+func serverPolicies() (deny, allow *networkingv1.NetworkPolicy) {
+	server := metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}}
+	deny = &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: denyServer, Namespace: benchNS},
+		Spec: networkingv1.NetworkPolicySpec{PodSelector: server, PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
+	allow = synth.BackgroundPolicy(benchNS, benchPort, 99999, "last")
+	allow.Name = allowLast
+	allow.Spec.PodSelector = *server.DeepCopy()
+	return deny, allow
+}
+
 // programmingLatency is figure 2 with `background` policies bp-00000...
 // (synth.BackgroundPolicy: each selects the server and the other tier=bench pods and
 // admits no existing pod, so the verdicts do not change but every sync of
@@ -233,12 +246,7 @@ func (e *env) programmingLatency(ctx context.Context, reps, background int, gap 
 		time.Since(t).Round(time.Millisecond), lt.SetElements)
 
 	np := e.cs.NetworkingV1().NetworkPolicies(benchNS)
-	deny := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: denyServer, Namespace: benchNS},
-		Spec: networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}},
-			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
-	allow := synth.BackgroundPolicy(benchNS, benchPort, 99999, "last")
-	allow.Name = allowLast
-	allow.Spec.PodSelector = metav1.LabelSelector{MatchLabels: map[string]string{"app": "server"}}
+	deny, allow := serverPolicies()
 	if _, err := np.Create(ctx, deny, metav1.CreateOptions{}); err != nil {
 		return nil, err
 	}
