@@ -23,12 +23,18 @@ type Option func(*config)
 
 type config struct {
 	connOpts []nftables.ConnOption
+	// netnsFd is the namespace of WithNetNSFd, for the monitor socket;
+	// 0: the caller's own.
+	netnsFd int
 }
 
 // WithNetNSFd targets the network namespace behind fd instead of the
 // caller's own (tests; an agent in a DaemonSet uses the host's).
 func WithNetNSFd(fd int) Option {
-	return func(c *config) { c.connOpts = append(c.connOpts, nftables.WithNetNSFd(fd)) }
+	return func(c *config) {
+		c.connOpts = append(c.connOpts, nftables.WithNetNSFd(fd))
+		c.netnsFd = fd
+	}
 }
 
 func newConfig(opts []Option) config {
@@ -51,6 +57,9 @@ type Syncer struct {
 	// next sync skip the sets and chains it shares by pointer
 	// (nft.Diff).
 	last *nft.Ruleset
+	// own holds the port ids of the sockets this Syncer opened lately, for
+	// WatchForeignChanges (which runs in another goroutine).
+	own ownPorts
 }
 
 // NewSyncer returns a Syncer whose first Sync replaces whatever the table holds.
@@ -63,7 +72,7 @@ func NewSyncer(opts ...Option) (*Syncer, error) {
 }
 
 func (s *Syncer) conn() (*nftables.Conn, error) {
-	opts := append([]nftables.ConnOption{nftables.WithSockOptions(bigBuffers)}, s.cfg.connOpts...)
+	opts := append([]nftables.ConnOption{nftables.WithSockOptions(bigBuffers, s.own.recordPort)}, s.cfg.connOpts...)
 	cc, err := nftables.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("open nftables netlink connection: %w", err)
