@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -606,4 +607,34 @@ func TestAgent_IgnoresUpdatesTrimmedAway(t *testing.T) {
 		}
 		return ""
 	})
+}
+
+// TestAgent_SyncRequestSyncsWithoutChange: a request on SyncRequests (the
+// agent's table monitor saw someone else change the table) makes one more
+// sync of the same policy state, though no object changed; the resync
+// period (10 minutes here) would not.
+func TestAgent_SyncRequestSyncsWithoutChange(t *testing.T) {
+	requests := make(chan struct{}, 1)
+	h := startAgent(t, func(o *Options) { o.SyncRequests = requests })
+	ns := h.namespace(nil).Name
+	a := h.pod(ns, "a", map[string]string{"app": "a"})
+	h.create(&networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "np"},
+		Spec:       networkingv1.NetworkPolicySpec{PodSelector: selectApp("a")},
+	})
+	h.wantIsolated(nft.Ingress, a, true)
+	h.settle(ns)
+	_, before := h.syncer.counts()
+	dump := h.syncer.latest().Dump()
+
+	requests <- struct{}{}
+	eventually(t, waitTimeout, h.syncer.synced, "a sync after the request", func() string {
+		if _, n := h.syncer.counts(); n == before {
+			return fmt.Sprintf("still %d syncs", n)
+		}
+		return ""
+	})
+	if diff := cmp.Diff(dump, h.syncer.latest().Dump()); diff != "" {
+		t.Errorf("ruleset synced on request differs (-before +after):\n%s", diff)
+	}
 }

@@ -128,6 +128,11 @@ type Options struct {
 	SyncTimeout time.Duration
 	// Logger: default the manager's logger.
 	Logger logr.Logger
+	// SyncRequests, if set, asks for a reconcile outside the watches: each
+	// receive syncs as soon as MinSyncInterval allows, though no object
+	// changed. The agent sends one when someone else changed its kernel
+	// table, so that the Syncer verifies and repairs it at once.
+	SyncRequests <-chan struct{}
 }
 
 // Reconciler compiles the node's ruleset and syncs it.
@@ -146,6 +151,7 @@ type Reconciler struct {
 	metrics      *Metrics
 	now          func() time.Time
 	changes      *pendingChanges
+	syncRequests <-chan struct{}
 
 	// cnp watches ClusterNetworkPolicies while their CRD is served; nil
 	// when the Reconciler runs without a manager (tests).
@@ -218,6 +224,7 @@ func New(opts Options) (*Reconciler, error) {
 		metrics:      m,
 		now:          time.Now,
 		changes:      newPendingChanges(),
+		syncRequests: opts.SyncRequests,
 		warned:       map[types.NamespacedName]map[string]struct{}{},
 	}
 	r.setHanded(handedObjects{})
@@ -271,7 +278,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return fmt.Errorf("add pod store: %w", err)
 		}
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named(ControllerName).
 		Watches(&networkingv1.NetworkPolicy{}, &objectEvents{r: r, note: func(o client.Object) { r.changes.policy(namespacedName(o)) }}).
 		Watches(&corev1.Namespace{}, &objectEvents{r: r, note: func(o client.Object) { r.changes.namespace(o.GetName()) }}).
@@ -280,16 +287,19 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// the CRD too, so a policy created later finds the nodes cached.
 		Watches(&corev1.Node{}, &objectEvents{r: r, note: func(o client.Object) { r.changes.node(o.GetName()) }}).
 		WatchesRawSource(&podSource{r: r, store: r.pods}).
-		WatchesRawSource(r.cnp).
-		WithOptions(controller.Options{
-			MaxConcurrentReconciles: 1,
-			RateLimiter:             workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](retryBase, retryMax),
-			// One agent per process in production; tests start several
-			// managers in one process.
-			SkipNameValidation: ptr.To(true),
-			// Without leader election every agent is always "leader".
-			NeedLeaderElection: ptr.To(false),
-		}).
+		WatchesRawSource(r.cnp)
+	if r.syncRequests != nil {
+		b = b.WatchesRawSource(&requestSource{r: r, requests: r.syncRequests})
+	}
+	return b.WithOptions(controller.Options{
+		MaxConcurrentReconciles: 1,
+		RateLimiter:             workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](retryBase, retryMax),
+		// One agent per process in production; tests start several
+		// managers in one process.
+		SkipNameValidation: ptr.To(true),
+		// Without leader election every agent is always "leader".
+		NeedLeaderElection: ptr.To(false),
+	}).
 		Complete(r)
 }
 

@@ -162,3 +162,35 @@ func (h *podEvents) OnUpdate(old, new any) {
 // OnDelete gets a record or, when the informer missed the delete and only
 // found it by relisting, a tombstone; podKeyOf reads the name from either.
 func (h *podEvents) OnDelete(obj any) { h.add(obj) }
+
+// requestSource turns each receive from Options.SyncRequests into a
+// reconcile, due like any event (noteEvent), with no object changed: the
+// reconcile compiles what the NodeCompiler holds and hands it to the Syncer,
+// which does the rest (for the agent, verify the kernel table and repair
+// it).
+type requestSource struct {
+	r        *Reconciler
+	requests <-chan struct{}
+}
+
+var _ source.Source = (*requestSource)(nil)
+
+func (s *requestSource) String() string { return "sync requests" }
+
+// Start implements source.Source; it does not block.
+func (s *requestSource) Start(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-s.requests:
+				if !ok {
+					return
+				}
+				s.r.enqueue(q)
+			}
+		}
+	}()
+	return nil
+}

@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -204,6 +205,7 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 		return fmt.Errorf("open nftables: %w", err)
 	}
 	syncer := &verifyingSyncer{k: ks, every: cfg.ResyncPeriod.Duration, log: log, now: time.Now}
+	syncRequests := make(chan struct{}, 1)
 
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -234,12 +236,20 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 		ResyncPeriod:    cfg.ResyncPeriod.Duration,
 		MinSyncInterval: cfg.MinSyncInterval.Duration,
 		Logger:          log,
+		SyncRequests:    syncRequests,
 	})
 	if err != nil {
 		return err
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
+	}
+	tampering, err := newTamperWatch(ks, syncer, syncRequests, metrics.Registry, log)
+	if err != nil {
+		return err
+	}
+	if err := mgr.Add(tampering); err != nil {
+		return fmt.Errorf("add table monitor: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
@@ -275,11 +285,16 @@ type kernelSyncer interface {
 	// Verify compares the kernel with the last applied ruleset and marks
 	// the syncer dirty (next Sync replaces everything) on any difference.
 	Verify(ctx context.Context) error
+	// WatchTable calls onChange for every change to the table that this
+	// syncer did not make (and when such a change may have gone unseen),
+	// until ctx is done or reading the notifications fails.
+	WatchTable(ctx context.Context, onChange func(reason string)) error
 }
 
 // verifyingSyncer reads the table back before a Sync at most once per
-// period, so that the periodic resync repairs drift (someone flushed or
-// edited our table): a difference makes that Sync a full replace.
+// period, and before the next Sync after someone else changed the table
+// (verifyNext), so that drift (someone flushed or edited our table) is
+// repaired: a difference makes that Sync a full replace.
 type verifyingSyncer struct {
 	k          kernelSyncer
 	every      time.Duration
@@ -287,10 +302,17 @@ type verifyingSyncer struct {
 	now        func() time.Time
 	applied    bool // a Sync succeeded (before that, Sync replaces anyway)
 	lastVerify time.Time
+	// suspect is set by the table monitor's goroutine: verify before the
+	// next Sync.
+	suspect atomic.Bool
 }
 
+// verifyNext makes the next Sync verify the table first; safe to call from
+// any goroutine.
+func (v *verifyingSyncer) verifyNext() { v.suspect.Store(true) }
+
 func (v *verifyingSyncer) Sync(ctx context.Context, r *nft.Ruleset) error {
-	if now := v.now(); v.applied && now.Sub(v.lastVerify) >= v.every {
+	if now := v.now(); v.applied && (v.suspect.Swap(false) || now.Sub(v.lastVerify) >= v.every) {
 		v.lastVerify = now
 		if err := v.k.Verify(ctx); err != nil {
 			v.log.Info("kernel table differs from the last applied ruleset; replacing it", "reason", err.Error())

@@ -145,6 +145,11 @@ func (f *fakeKernel) Verify(context.Context) error {
 	return errors.New("drift")
 }
 
+func (f *fakeKernel) WatchTable(ctx context.Context, _ func(string)) error {
+	<-ctx.Done()
+	return nil
+}
+
 func TestVerifyingSyncer(t *testing.T) {
 	k := &fakeKernel{}
 	clock := time.Unix(0, 0)
@@ -160,7 +165,10 @@ func TestVerifyingSyncer(t *testing.T) {
 	step(30 * time.Second) // within the period: no verify
 	step(31 * time.Second) // period passed: verify, then sync
 	step(time.Second)      // verified just now
-	want := []string{"sync", "sync", "sync", "verify", "sync", "sync"}
+	v.verifyNext()         // the table monitor saw someone else's change
+	step(time.Second)      // so verify although within the period
+	step(time.Second)      // once
+	want := []string{"sync", "sync", "sync", "verify", "sync", "sync", "verify", "sync", "sync"}
 	if diff := cmp.Diff(want, k.calls); diff != "" {
 		t.Errorf("kernel calls (-want +got):\n%s", diff)
 	}
