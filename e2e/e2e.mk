@@ -5,6 +5,7 @@
 #   make e2e [SCENARIOS=<dirs or files>]                         replay scenarios (default e2e/scenarios)
 #   make demo                                                    the demo app, before/after the policies in e2e/demo
 #   make stress [STRESS_PAIR_RUNS=20 STRESS_TRANSITIONS=40 STRESS_SEED=N]   random transitions vs compile and Evaluate
+#   make chaos [CHAOS_KILLS=10 CHAOS_API_OUTAGE=60s CHAOS_PARTITION=60s]    faults under continuous probing
 #
 # E2E_INSTANCE=N (1..9) runs a separate cluster beside the default one: its
 # own namespaces (nftpe2eN-*), host loopback ports (+100*N) and state dir
@@ -44,7 +45,7 @@ STRESS_TRANSITIONS  ?= 40
 STRESS_SEED         ?= 0
 STRESS_SHORT_FLAGS  := STRESS_PAIR_RUNS=2 STRESS_TRANSITIONS=10
 
-.PHONY: e2e-bin e2e-tools up down e2e e2e-status demo e2e-test stress stress-short
+.PHONY: e2e-bin e2e-tools up down e2e e2e-status demo e2e-test stress stress-short chaos chaos-short
 
 # Our own binaries: the harness, and the agent when AGENT=nftpolicy.
 e2e-bin:
@@ -87,5 +88,29 @@ stress: e2e-bin e2e-tools ## the regression pair many times, then random transit
 stress-short:
 	$(MAKE) stress $(STRESS_SHORT_FLAGS)
 
-# `make test` runs the whole corpus with our agent, then the short stress run.
-e2e-test:: e2e stress-short
+# The chaos run (issue 12): a fixed matrix probed every few milliseconds
+# while the agent is killed and restarted, upgraded to another build (the
+# same source with another main.version) and rolled back, the apiserver is
+# stopped, the nodes are cut off from it while a policy changes, and the
+# table is tampered with by hand. It prints the README's table and fails
+# on any wrong verdict or a fault not healed within CHAOS_HEAL_BOUND.
+# make test runs the short form (about two minutes).
+CHAOS_KILLS        ?= 10
+CHAOS_API_OUTAGE   ?= 60s
+CHAOS_PARTITION    ?= 60s
+CHAOS_HEAL_BOUND   ?= 10s
+CHAOS_SHORT_FLAGS  := CHAOS_KILLS=3 CHAOS_API_OUTAGE=10s CHAOS_PARTITION=10s
+
+chaos: e2e-bin e2e-tools
+	@if [ "$(AGENT)" != nftpolicy ]; then echo "make chaos needs AGENT=nftpolicy" >&2; exit 1; fi
+	go build -ldflags '-X main.version=chaos-next' -o $(E2E_BINDIR)/nftpolicy-next ./cmd/nftpolicy
+	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" chaos --nodes $(E2E_NODES) $(E2E_AGENT_FLAG) \
+	  --next-agent-bin $(E2E_BINDIR)/nftpolicy-next --kills $(CHAOS_KILLS) --api-outage $(CHAOS_API_OUTAGE) \
+	  --partition $(CHAOS_PARTITION) --heal-bound $(CHAOS_HEAL_BOUND)
+
+chaos-short:
+	$(MAKE) chaos $(CHAOS_SHORT_FLAGS)
+
+# `make test` runs the whole corpus with our agent, then the short stress
+# and chaos runs.
+e2e-test:: e2e stress-short chaos-short

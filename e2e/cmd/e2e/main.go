@@ -6,6 +6,7 @@
 //	e2e status | kubeconfig
 //	e2e run [--agent-cmd T] PATH...             replay scenario files or directories
 //	e2e demo                                    the demo app, before/after sample policies
+//	e2e chaos --next-agent-bin B                faults under continuous probing (README: Failure behaviour)
 //
 // Internal subcommands: podserver (inside each pod netns), relay (the
 // apiserver relay into the node namespaces).
@@ -13,6 +14,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -31,7 +33,7 @@ func main() { os.Exit(run()) }
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage: e2e [--state-dir DIR] [--bin-dir DIR] COMMAND [flags]
-commands: up, down, status, kubeconfig, run PATH..., stress, demo, agent-cmd --manifest F --bin B
+commands: up, down, status, kubeconfig, run PATH..., stress, chaos, demo, agent-cmd --manifest F --bin B
   --state-dir  default $E2E_STATE_DIR or `+cluster.DefaultState+` (`+cluster.DefaultState+`-N for E2E_INSTANCE=N)
   --bin-dir    directory with etcd, kube-apiserver, ..., flanneld, CNI plugins (default $E2E_BIN_DIR)
 agent command template fields: {{.Node}} {{.NodeIP}} {{.Kubeconfig}} {{.NetNS}} {{.StateDir}} {{.LogDir}} {{.Index}}`)
@@ -84,6 +86,20 @@ type clusterFlags struct {
 	seed         *uint64
 	cnpCRD       *string
 	tableBound   *time.Duration
+	chaos        chaosFlags
+}
+
+// chaosFlags are the chaos command's own flags.
+type chaosFlags struct {
+	kills        *int
+	nextAgentBin *string
+	apiOutage    *time.Duration
+	partition    *time.Duration
+	probeEvery   *time.Duration
+	settle       *time.Duration
+	healBound    *time.Duration
+	maxProbes    *int
+	timeout      *time.Duration
 }
 
 func newClusterFlags(cmd string) *clusterFlags {
@@ -104,6 +120,17 @@ func newClusterFlags(cmd string) *clusterFlags {
 		seed:         fs.Uint64("seed", 0, "stress: seed of the transitions (0: from the clock, printed)"),
 		cnpCRD:       fs.String("cnp-crd", runner.DefaultCNPCRD, "run: the ClusterNetworkPolicy CRD installed before the first scenario that uses one"),
 		tableBound:   fs.Duration("table-bound", 10*time.Second, "stress: how long each node's table may take to equal a fresh compile"),
+		chaos: chaosFlags{
+			kills:        fs.Int("kills", 10, "chaos: how often the agent is killed with SIGKILL and started again"),
+			nextAgentBin: fs.String("next-agent-bin", "", "chaos: another build of the agent, for the upgrade (required)"),
+			apiOutage:    fs.Duration("api-outage", 60*time.Second, "chaos: how long kube-apiserver is stopped"),
+			partition:    fs.Duration("partition", 60*time.Second, "chaos: how long the nodes are cut off from the apiserver while a policy changes"),
+			probeEvery:   fs.Duration("probe-every", 20*time.Millisecond, "chaos: interval between two probes of one cell (8 cells)"),
+			settle:       fs.Duration("settle", 2*time.Second, "chaos: probing before the first fault and after each"),
+			healBound:    fs.Duration("heal-bound", 10*time.Second, "chaos: how long a fault may take to heal before the run fails"),
+			maxProbes:    fs.Int("max-probes", 2_000_000, "chaos: bound on the probes of the whole run"),
+			timeout:      fs.Duration("timeout", 30*time.Minute, "chaos: bound on the whole run"),
+		},
 	}
 }
 
@@ -124,6 +151,7 @@ var commands = map[string]command{
 	"up":         {onCluster: upCmd},
 	"run":        {onCluster: runCmd},
 	"stress":     {onCluster: stressCmd},
+	"chaos":      {onCluster: chaosCmd},
 	"demo":       {onCluster: demoCmd},
 }
 
@@ -294,6 +322,44 @@ func stressCmd(ctx context.Context, e *env, f *clusterFlags, st *cluster.State) 
 	}
 	if failed > 0 {
 		return 1
+	}
+	return 0
+}
+
+func chaosCmd(ctx context.Context, e *env, f *clusterFlags, st *cluster.State) int {
+	cf := f.chaos
+	if *cf.nextAgentBin == "" {
+		return e.fail(fmt.Errorf("--next-agent-bin is required: another build of the agent, for the upgrade"))
+	}
+	ctx, cancel := context.WithTimeout(ctx, *cf.timeout)
+	defer cancel()
+	r, err := runner.New(ctx, e.cfg, st, os.Stdout, runner.Options{Converge: *f.converge, ProbeTimeout: *f.probeTimeout, Parallel: *f.parallel, Verbose: *f.verbose})
+	if err != nil {
+		return e.fail(err)
+	}
+	rows, err := r.Chaos(ctx, runner.ChaosOptions{Kills: *cf.kills, NextAgentBin: *cf.nextAgentBin,
+		APIOutage: *cf.apiOutage, Partition: *cf.partition, ProbeEvery: *cf.probeEvery, ProbeTimeout: *f.probeTimeout,
+		Settle: *cf.settle, HealBound: *cf.healBound, MaxProbes: *cf.maxProbes})
+	if cerr := r.Cleanup(context.Background()); cerr != nil {
+		fmt.Printf("cleanup: %v\n", cerr)
+	}
+	fmt.Printf("\nchaos: probes every %s per cell (8 cells), probe timeout %s\n\n", *cf.probeEvery, *f.probeTimeout)
+	runner.WriteChaosTable(os.Stdout, rows)
+	if err != nil {
+		return e.fail(err)
+	}
+	wrong := 0
+	for _, row := range rows {
+		wrong += row.WrongVerdicts()
+		if row.Failure != "" {
+			err = errors.Join(err, fmt.Errorf("%s: %s", row.Fault, row.Failure))
+		}
+	}
+	if err != nil {
+		return e.fail(err)
+	}
+	if wrong > 0 {
+		return e.fail(fmt.Errorf("%d probes saw a wrong verdict", wrong))
 	}
 	return 0
 }

@@ -88,7 +88,7 @@ func (r *Runner) checkTransition(ctx context.Context, s *scenario.Scenario, tabl
 	var b strings.Builder
 	var slowest time.Duration
 	for _, n := range r.State.Nodes {
-		took, diff := r.waitTable(ctx, snap, n.Name, n.NetNS, tableBound)
+		took, diff := r.waitTable(ctx, snap, n.Name, n.NetNS, tableBound, 100*time.Millisecond)
 		slowest = max(slowest, took)
 		if diff != "" {
 			ok = false
@@ -132,10 +132,11 @@ func (r *Runner) apiSnapshot(ctx context.Context) (*policy.Snapshot, error) {
 	return snap, nil
 }
 
-// waitTable polls node's live table until it equals policy.Compile of snap
-// for that node, or bound passes; it returns how long that took and, if it
-// never did, a unified view of the last difference.
-func (r *Runner) waitTable(ctx context.Context, snap *policy.Snapshot, node, netns string, bound time.Duration) (time.Duration, string) {
+// waitTable polls node's live table every poll until it equals
+// policy.Compile of snap for that node, or bound passes; it returns how
+// long that took and, if it never did, a unified view of the last
+// difference.
+func (r *Runner) waitTable(ctx context.Context, snap *policy.Snapshot, node, netns string, bound, poll time.Duration) (time.Duration, string) {
 	one := *snap
 	one.NodeName = node
 	rs, _ := policy.Compile(&one)
@@ -156,7 +157,7 @@ func (r *Runner) waitTable(ctx context.Context, snap *policy.Snapshot, node, net
 			}
 			return time.Since(start), lineDiff(want, got)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(poll)
 	}
 }
 

@@ -1,0 +1,628 @@
+// The chaos run: faults injected while a fixed matrix is probed without a
+// pause.
+
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
+	"github.com/nftpolicy/nftpolicy/e2e/internal/kubelet"
+	"github.com/nftpolicy/nftpolicy/e2e/internal/scenario"
+	"github.com/nftpolicy/nftpolicy/nft"
+	"github.com/nftpolicy/nftpolicy/policy"
+)
+
+// ChaosOptions tune a chaos run (Runner.Chaos).
+type ChaosOptions struct {
+	// Kills is how often the server node's agent is killed with SIGKILL
+	// and started again.
+	Kills int
+	// NextAgentBin is another build of the agent, started after a SIGTERM
+	// (an upgrade); the original build comes back the same way after it.
+	NextAgentBin string
+	// APIOutage is how long kube-apiserver is stopped (nothing changes
+	// meanwhile), and Partition how long the nodes are cut off from it
+	// while a policy changes.
+	APIOutage, Partition time.Duration
+	// ProbeEvery is the interval between two probes of one cell, and
+	// ProbeTimeout how long a probe waits for an answer before it counts as
+	// blocked.
+	ProbeEvery, ProbeTimeout time.Duration
+	// Settle is how long the matrix is probed before the first fault and
+	// after each one (the fault's row counts those probes too).
+	Settle time.Duration
+	// HealBound is how long a fault may take to heal (agent ready, table
+	// equal to a fresh compile, the changed policy in the table) before the
+	// run fails.
+	HealBound time.Duration
+	// MaxProbes bounds the whole run's probes.
+	MaxProbes int
+}
+
+// ChaosRow is one fault kind's line of the report.
+type ChaosRow struct {
+	Fault string
+	Reps  int
+	// Probes sent during the fault and its settle time; AllowedBlocked and
+	// DeniedOpen are the wrong verdicts among them; Errors are probes that
+	// saw neither an answer nor a timeout (refused, podserver errors).
+	Probes, AllowedBlocked, DeniedOpen, Errors int
+	// Heal is one duration per repetition (see ChaosOptions.HealBound for
+	// what healed means per fault); none where there is nothing to heal.
+	Heal []time.Duration
+	// Failure is set when the fault did not heal within the bound.
+	Failure string
+}
+
+// WrongVerdicts is the row's number of probes that saw the wrong verdict.
+func (c ChaosRow) WrongVerdicts() int { return c.AllowedBlocked + c.DeniedOpen }
+
+const chaosNamespace = "chaos"
+
+// chaosPolicy is the NetworkPolicy the matrix is judged against: the
+// server admits the named clients on TCP and UDP port 80.
+func chaosPolicy(clients ...string) *networkingv1.NetworkPolicy {
+	tcp, udp := corev1.ProtocolTCP, corev1.ProtocolUDP
+	port := intstr.FromInt32(80)
+	return &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: chaosNamespace, Name: "server-clients"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pod": "server"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+					{Key: "pod", Operator: metav1.LabelSelectorOpIn, Values: clients}}}}},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}, {Protocol: &udp, Port: &port}},
+			}},
+		},
+	}
+}
+
+// chaosScenario is the fixed cluster: the server and two clients on the
+// first node, two clients on the second; the policy admits one client per
+// node (near-ok, far-ok) and denies the other (near-no, far-no).
+func (r *Runner) chaosScenario() *scenario.Scenario {
+	s := &scenario.Scenario{Name: "chaos", IgnoreLoopback: true}
+	s.Cluster.Servers = []scenario.Server{{Port: 80, Protocol: "TCP"}, {Port: 80, Protocol: "UDP"}}
+	s.Cluster.Namespaces = []scenario.Namespace{{Name: chaosNamespace}}
+	place := []struct {
+		name string
+		node int
+	}{{"server", 0}, {"near-ok", 0}, {"near-no", 0}, {"far-ok", 1}, {"far-no", 1}}
+	for i, p := range place {
+		n := r.State.Nodes[p.node%len(r.State.Nodes)]
+		ip := netip.MustParsePrefix(n.PodCIDR).Addr().As4()
+		ip[3] = byte(70 + i)
+		s.Cluster.Pods = append(s.Cluster.Pods, scenario.Pod{Namespace: chaosNamespace, Name: p.name,
+			Labels: map[string]string{"pod": p.name}, IP: netip.AddrFrom4(ip).String()})
+	}
+	return s
+}
+
+// chaosCell is one probed (client, protocol) pair; the destination is
+// always the server's pod IP, port 80.
+type chaosCell struct {
+	name     string
+	src, dst *kubelet.Pod
+	proto    string
+	addr     string
+	sameNode bool
+}
+
+// probeRecord is one probe: which cell, when it started, what it saw.
+type probeRecord struct {
+	cell  int
+	start time.Time
+	got   byte
+}
+
+// chaosProber probes every cell every interval, each probe in its own
+// goroutine, so that a denied cell (whose probes wait for the timeout)
+// still has a probe starting every interval: a window in which the table
+// is open is seen if it is longer than the interval.
+type chaosProber struct {
+	r       *Runner
+	cells   []chaosCell
+	every   time.Duration
+	max     int
+	mu      sync.Mutex
+	records []probeRecord
+	started int
+	wg      sync.WaitGroup
+}
+
+// inFlightPerCell bounds the probes of one cell that wait at once.
+const inFlightPerCell = 64
+
+func (p *chaosProber) run(ctx context.Context) {
+	for i := range p.cells {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			sem := make(chan struct{}, inFlightPerCell)
+			tick := time.NewTicker(p.every)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				p.mu.Lock()
+				full := p.started >= p.max
+				if !full {
+					p.started++
+				}
+				p.mu.Unlock()
+				if full {
+					return
+				}
+				select {
+				case sem <- struct{}{}:
+				default:
+					continue // this cell's probes are all waiting: skip a tick
+				}
+				p.wg.Add(1)
+				go func() {
+					defer p.wg.Done()
+					defer func() { <-sem }()
+					c := p.cells[i]
+					start := time.Now()
+					got, _ := p.r.ProbeAddr(c.proto, c.src, c.dst, c.addr)
+					p.mu.Lock()
+					p.records = append(p.records, probeRecord{cell: i, start: start, got: got})
+					p.mu.Unlock()
+				}()
+			}
+		}()
+	}
+}
+
+// between returns the probes that started in [from, to).
+func (p *chaosProber) between(from, to time.Time) []probeRecord {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []probeRecord
+	for _, rec := range p.records {
+		if !rec.start.Before(from) && rec.start.Before(to) {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// chaosRun is the state of one Runner.Chaos.
+type chaosRun struct {
+	r      *Runner
+	opt    ChaosOptions
+	cells  []chaosCell
+	prober *chaosProber
+	node   cluster.Node // the server's node, whose agent the faults hit
+	rows   []ChaosRow
+	// nextAgent: the agent on node runs NextAgentBin (the upgrade).
+	nextAgent bool
+	// changeAt is when the partition fault changed the policy, and landBy
+	// when its change was in the server node's table: probes in between
+	// may see either verdict.
+	changeAt, landBy time.Time
+	windows          []window
+}
+
+// window is the time of one row's fault (and its settle time), with the
+// verdicts expected: before, and for a policy change after landBy (either
+// from changeAt to landBy).
+type window struct {
+	row              int
+	from, to         time.Time
+	before, after    []byte
+	changeAt, landBy time.Time
+}
+
+// judge counts the probes of w into its row.
+func (c *chaosRun) judge(w window) {
+	row := &c.rows[w.row]
+	for _, rec := range c.prober.between(w.from, w.to) {
+		want := c.wantAt(w, rec)
+		row.Probes++
+		switch {
+		case rec.got != '.' && rec.got != 'X':
+			row.Errors++
+		case rec.got == want:
+		case want == '.':
+			row.AllowedBlocked++
+		default:
+			row.DeniedOpen++
+		}
+	}
+}
+
+// wantAt is the verdict rec should have seen.
+func (c *chaosRun) wantAt(w window, rec probeRecord) byte {
+	old := w.before[rec.cell]
+	if w.changeAt.IsZero() || rec.start.Before(w.changeAt) {
+		return old
+	}
+	changed := w.after[rec.cell]
+	if rec.start.Before(w.landBy) && rec.got == old {
+		return old // not landed yet: the old verdict is right too
+	}
+	return changed
+}
+
+// Chaos sets up the chaos matrix, probes it without a pause, and injects
+// the faults one after the other: the agent on the server's node killed
+// with SIGKILL and started again (Kills times); stopped with SIGTERM and
+// started as another build (an upgrade) and back (a rollback);
+// kube-apiserver stopped for APIOutage with nothing changing; the nodes
+// cut off from the apiserver for Partition while the policy changes (the
+// change must reach the table within HealBound of the cut ending); and
+// table inet nftpolicy tampered with by hand with nft (a rule deleted, an
+// accept rule added, a set flushed, the table deleted), which the agent
+// must repair within HealBound. It returns one row per fault kind.
+func (r *Runner) Chaos(ctx context.Context, opt ChaosOptions) ([]ChaosRow, error) {
+	if len(r.State.Nodes) < 2 {
+		return nil, errors.New("chaos needs at least 2 nodes")
+	}
+	if r.State.AgentCmd == "" {
+		return nil, errors.New("chaos needs an agent (the cluster runs with --agent-cmd '')")
+	}
+	r.Opt.ProbeTimeout = opt.ProbeTimeout
+	s := r.chaosScenario()
+	if err := r.prepare(ctx, s); err != nil {
+		return nil, fmt.Errorf("setting up the chaos cluster: %w", err)
+	}
+	if _, err := r.CS.NetworkingV1().NetworkPolicies(chaosNamespace).Create(ctx, chaosPolicy("near-ok", "far-ok"), metav1.CreateOptions{FieldManager: fieldManager}); err != nil {
+		return nil, err
+	}
+	c := &chaosRun{r: r, opt: opt, node: r.State.Nodes[0]}
+	server := r.pods[chaosNamespace+"/server"]
+	for _, client := range []string{"near-ok", "near-no", "far-ok", "far-no"} {
+		src := r.pods[chaosNamespace+"/"+client]
+		for _, proto := range []string{"TCP", "UDP"} {
+			c.cells = append(c.cells, chaosCell{name: client + " " + proto, src: src, dst: server, proto: proto,
+				addr: netip.AddrPortFrom(server.IP, 80).String(), sameNode: src.Node.Name == server.Node.Name})
+		}
+	}
+	// Every node's table is the policy's before probing starts.
+	if err := c.waitTables(ctx); err != nil {
+		return nil, err
+	}
+	probeCtx, stopProbes := context.WithCancel(ctx)
+	c.prober = &chaosProber{r: r, cells: c.cells, every: opt.ProbeEvery, max: opt.MaxProbes}
+	c.prober.run(probeCtx)
+	defer stopProbes()
+
+	err := c.faults(ctx)
+	// Whatever failed, leave the cluster as `up` made it.
+	err = errors.Join(err, c.restore(context.WithoutCancel(ctx)))
+	stopProbes()
+	c.prober.wg.Wait()
+	for _, w := range c.windows {
+		c.judge(w)
+	}
+	return c.rows, err
+}
+
+// expect is the verdict policy.Evaluate gives each cell for the API's
+// state now.
+func (c *chaosRun) expect(ctx context.Context) ([]byte, *policy.Snapshot, error) {
+	snap, err := c.r.apiSnapshot(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	want := make([]byte, len(c.cells))
+	for i, cell := range c.cells {
+		v := policy.Evaluate(snap, policy.Packet{Src: cell.src.IP, Dst: cell.dst.IP, Protocol: corev1.Protocol(cell.proto), DstPort: 80})
+		want[i] = 'X'
+		if v.Allowed {
+			want[i] = '.'
+		}
+	}
+	return want, snap, nil
+}
+
+func (c *chaosRun) faults(ctx context.Context) error {
+	steps := []struct {
+		name string
+		reps int
+		do   func(ctx context.Context) (time.Duration, error)
+	}{
+		{"steady state (no fault)", 1, func(context.Context) (time.Duration, error) { return -1, nil }},
+		{"agent SIGKILL, started again", c.opt.Kills, func(ctx context.Context) (time.Duration, error) {
+			return c.restartAgent(ctx, syscall.SIGKILL, "")
+		}},
+		{"agent SIGTERM, upgraded (other build)", 1, func(ctx context.Context) (time.Duration, error) {
+			return c.restartAgent(ctx, syscall.SIGTERM, c.opt.NextAgentBin)
+		}},
+		{"agent SIGTERM, rolled back", 1, func(ctx context.Context) (time.Duration, error) {
+			return c.restartAgent(ctx, syscall.SIGTERM, "")
+		}},
+		{fmt.Sprintf("kube-apiserver stopped %s, no change", c.opt.APIOutage), 1, c.apiOutage},
+		{fmt.Sprintf("nodes cut off from the API %s, policy changed", c.opt.Partition), 1, c.partitionChange},
+		{"nft: delete a rule (the server's drop)", 1, c.tamper(func(ch string) []string {
+			return []string{"delete", "rule", "inet", nft.TableName, ch, "handle", "DROP"}
+		})},
+		{"nft: add an accept rule", 1, c.tamper(func(string) []string {
+			return []string{"insert", "rule", "inet", nft.TableName, nft.ChainForward, "accept"}
+		})},
+		{"nft: flush a set (the server's allow-list)", 1, c.tamper(func(ch string) []string {
+			return []string{"flush", "set", "inet", nft.TableName, ch + ".ports4"}
+		})},
+		{"nft: delete the table", 1, c.tamper(func(string) []string {
+			return []string{"delete", "table", "inet", nft.TableName}
+		})},
+	}
+	for _, st := range steps {
+		row := ChaosRow{Fault: st.name, Reps: st.reps}
+		before, _, err := c.expect(ctx)
+		if err != nil {
+			return err
+		}
+		from := time.Now()
+		if st.name == steps[0].name {
+			sleepCtx(ctx, c.opt.Settle)
+		}
+		for range st.reps {
+			heal, err := st.do(ctx)
+			if heal >= 0 {
+				row.Heal = append(row.Heal, heal)
+			}
+			if err != nil {
+				row.Failure = err.Error()
+				break
+			}
+			sleepCtx(ctx, c.opt.Settle)
+		}
+		w := window{row: len(c.rows), from: from, to: time.Now(), before: before}
+		if strings.Contains(st.name, "policy changed") {
+			w.changeAt, w.landBy = c.changeAt, c.landBy
+			if w.after, _, err = c.expect(ctx); err != nil {
+				return err
+			}
+		}
+		c.rows = append(c.rows, row)
+		c.windows = append(c.windows, w)
+		fmt.Fprintf(c.r.Out, "chaos: %s ×%d done; heal %s\n", row.Fault, row.Reps, row.heal())
+		if row.Failure != "" {
+			fmt.Fprintf(c.r.Out, "chaos: %s FAILED: %s\n", row.Fault, row.Failure)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// healthPort is the agent's health port (its /readyz), read from the agent
+// command of the cluster.
+func (c *chaosRun) healthPort() (int, error) {
+	m := regexp.MustCompile(`--health-probe-bind-address[= ]'?[^: ']*:(\d+)`).FindStringSubmatch(c.r.State.AgentCmd)
+	if m == nil {
+		return 0, fmt.Errorf("no --health-probe-bind-address in the agent command %q", c.r.State.AgentCmd)
+	}
+	var port int
+	_, err := fmt.Sscan(m[1], &port)
+	return port, err
+}
+
+// restartAgent stops the server node's agent with sig, starts it again
+// (as bin, or the original build), and returns the time from the signal
+// until the new agent is ready and the node's table equals a fresh
+// compile.
+func (c *chaosRun) restartAgent(ctx context.Context, sig syscall.Signal, bin string) (time.Duration, error) {
+	port, err := c.healthPort()
+	if err != nil {
+		return -1, err
+	}
+	start := time.Now()
+	if err := c.r.Cfg.SignalAgent(c.node.Name, sig); err != nil {
+		return -1, err
+	}
+	if err := c.r.Cfg.StartAgent(c.node, bin); err != nil {
+		return -1, err
+	}
+	c.nextAgent = bin != ""
+	deadline := start.Add(c.opt.HealBound)
+	for {
+		code, err := cluster.HTTPStatusInNetNS(c.node.NetNS, port, "/readyz", time.Second)
+		if err == nil && code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return time.Since(start), fmt.Errorf("agent on %s not ready %s after %v (last: %d %v)", c.node.Name, c.opt.HealBound, sig, code, err)
+		}
+		if !sleepCtx(ctx, 10*time.Millisecond) {
+			return -1, ctx.Err()
+		}
+	}
+	ready := time.Since(start)
+	if err := c.waitTable(ctx, c.node, time.Now()); err != nil {
+		return ready, err
+	}
+	return ready, nil
+}
+
+// waitTable waits until node's table equals a fresh compile of the API's
+// state, within HealBound of since, and returns how long after since.
+func (c *chaosRun) waitTable(ctx context.Context, n cluster.Node, since time.Time) error {
+	_, err := c.waitTableTook(ctx, n, since)
+	return err
+}
+
+func (c *chaosRun) waitTableTook(ctx context.Context, n cluster.Node, since time.Time) (time.Duration, error) {
+	snap, err := c.r.apiSnapshot(ctx)
+	if err != nil {
+		return -1, err
+	}
+	bound := c.opt.HealBound - time.Since(since)
+	_, diff := c.r.waitTable(ctx, snap, n.Name, n.NetNS, bound, 5*time.Millisecond)
+	took := time.Since(since)
+	if diff != "" {
+		return took, fmt.Errorf("table of %s differs from a fresh compile %.1fs after the fault:\n%s", n.Name, took.Seconds(), diff)
+	}
+	return took, nil
+}
+
+// waitTables waits until every node's table equals a fresh compile.
+func (c *chaosRun) waitTables(ctx context.Context) error {
+	var errs []error
+	for _, n := range c.r.State.Nodes {
+		errs = append(errs, c.waitTable(ctx, n, time.Now()))
+	}
+	return errors.Join(errs...)
+}
+
+// apiOutage stops kube-apiserver for APIOutage and starts it again;
+// nothing changes meanwhile, so there is nothing to heal: the tables must
+// stay what they were.
+func (c *chaosRun) apiOutage(ctx context.Context) (time.Duration, error) {
+	if err := c.r.Cfg.StopAPIServer(); err != nil {
+		return -1, err
+	}
+	sleepCtx(ctx, c.opt.APIOutage)
+	if err := c.r.Cfg.StartAPIServer(ctx); err != nil {
+		return -1, fmt.Errorf("start kube-apiserver again: %w", err)
+	}
+	return -1, c.waitTables(ctx)
+}
+
+// partitionChange cuts every node off from the apiserver (the relay the
+// node namespaces reach it through stops; the apiserver keeps serving the
+// host), changes the policy through the admin client, which the agents
+// cannot see, ends the cut after Partition, and returns the time from then
+// until the server node's table holds the change.
+func (c *chaosRun) partitionChange(ctx context.Context) (time.Duration, error) {
+	if err := c.r.Cfg.StopRelay(); err != nil {
+		return -1, err
+	}
+	c.changeAt = time.Now()
+	pols := c.r.CS.NetworkingV1().NetworkPolicies(chaosNamespace)
+	cur, err := pols.Get(ctx, "server-clients", metav1.GetOptions{})
+	if err != nil {
+		return -1, err
+	}
+	upd := chaosPolicy("near-no", "far-ok") // near-ok loses access, near-no gains it
+	upd.ResourceVersion = cur.ResourceVersion
+	if _, err := pols.Update(ctx, upd, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil {
+		return -1, err
+	}
+	sleepCtx(ctx, c.opt.Partition)
+	back := time.Now()
+	c.landBy = back.Add(c.opt.HealBound)
+	if err := c.r.Cfg.StartRelay(ctx, c.r.State); err != nil {
+		return -1, fmt.Errorf("start the relay again: %w", err)
+	}
+	took, err := c.waitTableTook(ctx, c.node, back)
+	if err == nil {
+		c.landBy = back.Add(took)
+	}
+	return took, err
+}
+
+// tamper returns a fault that runs `nft args(chain)` in the server node's
+// namespace, chain being the server's ingress chain and a "DROP" argument
+// the handle of that chain's final drop, and returns the time from nft's
+// return until the table equals a fresh compile again.
+func (c *chaosRun) tamper(args func(chain string) []string) func(context.Context) (time.Duration, error) {
+	return func(ctx context.Context) (time.Duration, error) {
+		chain := nft.NamesFor(nft.Ingress, chaosNamespace+"/server").Chain
+		a := args(chain)
+		if i := slices.Index(a, "DROP"); i >= 0 {
+			out, err := exec.CommandContext(ctx, "ip", "netns", "exec", c.node.NetNS, "nft", "-a", "list", "chain", "inet", nft.TableName, chain).CombinedOutput()
+			if err != nil {
+				return -1, fmt.Errorf("nft -a list chain %s: %w: %s", chain, err, out)
+			}
+			m := regexp.MustCompile(`(?m)^\s*drop # handle (\d+)$`).FindSubmatch(out)
+			if m == nil {
+				return -1, fmt.Errorf("no final drop in chain %s:\n%s", chain, out)
+			}
+			a[i] = string(m[1])
+		}
+		cmd := append([]string{"ip", "netns", "exec", c.node.NetNS, "nft"}, a...)
+		if out, err := exec.CommandContext(ctx, cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
+			return -1, fmt.Errorf("%s: %w: %s", strings.Join(cmd, " "), err, out)
+		}
+		return c.waitTableTook(ctx, c.node, time.Now())
+	}
+}
+
+// restore leaves the cluster as `up` made it: the apiserver and relay
+// running, the agent the original build.
+func (c *chaosRun) restore(ctx context.Context) error {
+	var errs []error
+	if !c.r.Cfg.Alive("kube-apiserver") {
+		errs = append(errs, c.r.Cfg.StartAPIServer(ctx))
+	}
+	if !c.r.Cfg.Alive("relay") {
+		errs = append(errs, c.r.Cfg.StartRelay(ctx, c.r.State))
+	}
+	if c.nextAgent || !c.r.Cfg.Alive(cluster.AgentProc(c.node.Name)) {
+		if c.r.Cfg.Alive(cluster.AgentProc(c.node.Name)) {
+			errs = append(errs, c.r.Cfg.SignalAgent(c.node.Name, syscall.SIGTERM))
+		}
+		errs = append(errs, c.r.Cfg.StartAgent(c.node, ""))
+	}
+	return errors.Join(errs...)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// heal summarises a row's heal times: the one, or the median and maximum.
+func (c ChaosRow) heal() string {
+	if len(c.Heal) == 0 {
+		return "—"
+	}
+	h := slices.Clone(c.Heal)
+	slices.Sort(h)
+	if len(h) == 1 {
+		return fmt.Sprintf("%.3f s", h[0].Seconds())
+	}
+	return fmt.Sprintf("median %.3f s, max %.3f s", h[len(h)/2].Seconds(), h[len(h)-1].Seconds())
+}
+
+func (c ChaosRow) line() string {
+	s := fmt.Sprintf("%s ×%d: %d probes, %d allowed blocked, %d denied open, %d errors; heal %s",
+		c.Fault, c.Reps, c.Probes, c.AllowedBlocked, c.DeniedOpen, c.Errors, c.heal())
+	if c.Failure != "" {
+		s += "; FAILED: " + c.Failure
+	}
+	return s
+}
+
+// WriteChaosTable writes rows as the Markdown table the README shows.
+func WriteChaosTable(w io.Writer, rows []ChaosRow) {
+	fmt.Fprintln(w, "| fault | times | probes | allowed cell blocked | denied cell open | errors | time to heal |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---|")
+	for _, c := range rows {
+		heal := c.heal()
+		if c.Failure != "" {
+			heal += " (FAILED)"
+		}
+		fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %d | %s |\n", c.Fault, c.Reps, c.Probes, c.AllowedBlocked, c.DeniedOpen, c.Errors, heal)
+	}
+}
