@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"runtime/debug"
 	"sync/atomic"
@@ -161,7 +162,8 @@ func newLogger(w io.Writer, format string, verbosity int) logr.Logger {
 
 // restConfig loads the client configuration: an explicit kubeconfig, or
 // controller-runtime's search ($KUBECONFIG, in-cluster, ~/.kube/config).
-func restConfig(kubeconfig string) (*rest.Config, error) {
+// Reads wait for an unreachable API server (waitForAPI).
+func restConfig(kubeconfig string, log logr.Logger) (*rest.Config, error) {
 	var (
 		c   *rest.Config
 		err error
@@ -175,6 +177,9 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 		return nil, fmt.Errorf("load kubeconfig: %w", err)
 	}
 	c.UserAgent = "nftpolicy/" + version
+	c.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return &waitForAPI{next: rt, log: log.WithName("api"), every: apiRetryEvery}
+	})
 	return c, nil
 }
 
@@ -196,7 +201,7 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 		return err
 	}
 
-	rc, err := restConfig(cfg.Kubeconfig)
+	rc, err := restConfig(cfg.Kubeconfig, log)
 	if err != nil {
 		return err
 	}

@@ -345,12 +345,18 @@ func chaosCmd(ctx context.Context, e *env, f *clusterFlags, st *cluster.State) i
 	}
 	fmt.Printf("\nchaos: probes every %s per cell (8 cells), probe timeout %s\n\n", *cf.probeEvery, *f.probeTimeout)
 	runner.WriteChaosTable(os.Stdout, rows)
+	fmt.Println()
+	runner.WriteChaosDetails(os.Stdout, rows)
 	if err != nil {
 		return e.fail(err)
 	}
+	// Wrong verdicts while the table was tampered with are the tamperer's
+	// (the heal time bounds them), and those through conntrack entries
+	// left from before a policy tightened are README limitation 1; any
+	// other fails the run.
 	wrong := 0
 	for _, row := range rows {
-		wrong += row.WrongVerdicts()
+		wrong += row.Unexplained()
 		if row.Failure != "" {
 			err = errors.Join(err, fmt.Errorf("%s: %s", row.Fault, row.Failure))
 		}
@@ -359,7 +365,7 @@ func chaosCmd(ctx context.Context, e *env, f *clusterFlags, st *cluster.State) i
 		return e.fail(err)
 	}
 	if wrong > 0 {
-		return e.fail(fmt.Errorf("%d probes saw a wrong verdict", wrong))
+		return e.fail(fmt.Errorf("%d probes saw a wrong verdict that no tampering or old conntrack entry explains", wrong))
 	}
 	return 0
 }

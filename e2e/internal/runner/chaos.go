@@ -64,6 +64,15 @@ type ChaosRow struct {
 	// DeniedOpen are the wrong verdicts among them; Errors are probes that
 	// saw neither an answer nor a timeout (refused, podserver errors).
 	Probes, AllowedBlocked, DeniedOpen, Errors int
+	// Of the wrong verdicts: Tampered started while the table was
+	// tampered with (from the nft command until the repair was in the
+	// table); Conntrack are UDP probes of a denied cell that were let
+	// through by a conntrack entry left by an earlier probe of that cell
+	// from the same source port while it was allowed (the agent does not
+	// remove conntrack entries, README limitation 1).
+	Tampered, Conntrack int
+	// Cells counts the wrong verdicts per cell ("near-ok UDP").
+	Cells map[string]int
 	// Heal is one duration per repetition (see ChaosOptions.HealBound for
 	// what healed means per fault); none where there is nothing to heal.
 	Heal []time.Duration
@@ -73,6 +82,11 @@ type ChaosRow struct {
 
 // WrongVerdicts is the row's number of probes that saw the wrong verdict.
 func (c ChaosRow) WrongVerdicts() int { return c.AllowedBlocked + c.DeniedOpen }
+
+// Unexplained is the number of wrong verdicts that were neither seen while
+// the table was tampered with nor let through by an old conntrack entry:
+// defects of the agent.
+func (c ChaosRow) Unexplained() int { return c.WrongVerdicts() - c.Tampered - c.Conntrack }
 
 const chaosNamespace = "chaos"
 
@@ -130,6 +144,8 @@ type probeRecord struct {
 	cell  int
 	start time.Time
 	got   byte
+	// port is the source port of an answered UDP probe.
+	port uint16
 }
 
 // chaosProber probes every cell every interval, each probe in its own
@@ -184,9 +200,15 @@ func (p *chaosProber) run(ctx context.Context) {
 					defer func() { <-sem }()
 					c := p.cells[i]
 					start := time.Now()
-					got, _ := p.r.ProbeAddr(c.proto, c.src, c.dst, c.addr)
+					got, detail := p.r.ProbeAddr(c.proto, c.src, c.dst, c.addr)
+					rec := probeRecord{cell: i, start: start, got: got}
+					if from, ok := strings.CutPrefix(detail, "from "); ok && c.proto == "UDP" {
+						if ap, err := netip.ParseAddrPort(from); err == nil {
+							rec.port = ap.Port()
+						}
+					}
 					p.mu.Lock()
-					p.records = append(p.records, probeRecord{cell: i, start: start, got: got})
+					p.records = append(p.records, rec)
 					p.mu.Unlock()
 				}()
 			}
@@ -207,6 +229,28 @@ func (p *chaosProber) between(from, to time.Time) []probeRecord {
 	return out
 }
 
+// udpConntrackLife bounds how long a UDP conntrack entry outlives its
+// last packet (nf_conntrack_udp_timeout_stream, 120 s by default).
+const udpConntrackLife = 120 * time.Second
+
+// openedBefore reports whether an earlier probe of cell from the same UDP
+// source port was answered less than udpConntrackLife before rec: its
+// conntrack entry may still be there, and lets rec through as an
+// established flow.
+func (p *chaosProber) openedBefore(rec probeRecord) bool {
+	if rec.port == 0 {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, o := range p.records {
+		if o.cell == rec.cell && o.port == rec.port && o.got == '.' && o.start.Before(rec.start) && rec.start.Sub(o.start) < udpConntrackLife {
+			return true
+		}
+	}
+	return false
+}
+
 // chaosRun is the state of one Runner.Chaos.
 type chaosRun struct {
 	r      *Runner
@@ -221,7 +265,9 @@ type chaosRun struct {
 	// when its change was in the server node's table: probes in between
 	// may see either verdict.
 	changeAt, landBy time.Time
-	windows          []window
+	// tamperedFrom and healedAt frame the last tamper fault.
+	tamperedFrom, healedAt time.Time
+	windows                []window
 }
 
 // window is the time of one row's fault (and its settle time), with the
@@ -232,22 +278,35 @@ type window struct {
 	from, to         time.Time
 	before, after    []byte
 	changeAt, landBy time.Time
+	// tamperedFrom, healedAt: the table was not the agent's in between.
+	tamperedFrom, healedAt time.Time
 }
 
 // judge counts the probes of w into its row.
 func (c *chaosRun) judge(w window) {
 	row := &c.rows[w.row]
+	row.Cells = map[string]int{}
 	for _, rec := range c.prober.between(w.from, w.to) {
 		want := c.wantAt(w, rec)
 		row.Probes++
 		switch {
 		case rec.got != '.' && rec.got != 'X':
 			row.Errors++
+			continue
 		case rec.got == want:
+			continue
 		case want == '.':
 			row.AllowedBlocked++
 		default:
 			row.DeniedOpen++
+		}
+		row.Cells[c.cells[rec.cell].name]++
+		switch {
+		case !w.tamperedFrom.IsZero() && !rec.start.Before(w.tamperedFrom.Add(-c.opt.ProbeTimeout)) && !rec.start.After(w.healedAt):
+			// In flight or started while the table was not ours.
+			row.Tampered++
+		case rec.got == '.' && c.prober.openedBefore(rec):
+			row.Conntrack++
 		}
 	}
 }
@@ -353,8 +412,8 @@ func (c *chaosRun) faults(ctx context.Context) error {
 		{"agent SIGTERM, rolled back", 1, func(ctx context.Context) (time.Duration, error) {
 			return c.restartAgent(ctx, syscall.SIGTERM, "")
 		}},
-		{fmt.Sprintf("kube-apiserver stopped %s, no change", c.opt.APIOutage), 1, c.apiOutage},
-		{fmt.Sprintf("nodes cut off from the API %s, policy changed", c.opt.Partition), 1, c.partitionChange},
+		{fmt.Sprintf("kube-apiserver stopped %s (no change), then a policy change", c.opt.APIOutage), 1, c.apiOutage},
+		{fmt.Sprintf("nodes cut off from the API %s while a policy changes", c.opt.Partition), 1, c.partitionChange},
 		{"nft: delete a rule (the server's drop)", 1, c.tamper(func(ch string) []string {
 			return []string{"delete", "rule", "inet", nft.TableName, ch, "handle", "DROP"}
 		})},
@@ -389,12 +448,14 @@ func (c *chaosRun) faults(ctx context.Context) error {
 			}
 			sleepCtx(ctx, c.opt.Settle)
 		}
-		w := window{row: len(c.rows), from: from, to: time.Now(), before: before}
-		if strings.Contains(st.name, "policy changed") {
+		w := window{row: len(c.rows), from: from, to: time.Now(), before: before, tamperedFrom: c.tamperedFrom, healedAt: c.healedAt}
+		c.tamperedFrom, c.healedAt = time.Time{}, time.Time{}
+		if !c.changeAt.IsZero() {
 			w.changeAt, w.landBy = c.changeAt, c.landBy
 			if w.after, _, err = c.expect(ctx); err != nil {
 				return err
 			}
+			c.changeAt, c.landBy = time.Time{}, time.Time{}
 		}
 		c.rows = append(c.rows, row)
 		c.windows = append(c.windows, w)
@@ -489,8 +550,10 @@ func (c *chaosRun) waitTables(ctx context.Context) error {
 }
 
 // apiOutage stops kube-apiserver for APIOutage and starts it again;
-// nothing changes meanwhile, so there is nothing to heal: the tables must
-// stay what they were.
+// nothing changes meanwhile, and the tables must stay what they were. As
+// soon as the apiserver is ready again the policy changes, and the time
+// until the server node's table holds that change is the heal time: how
+// long the agents take to watch again after an outage.
 func (c *chaosRun) apiOutage(ctx context.Context) (time.Duration, error) {
 	if err := c.r.Cfg.StopAPIServer(); err != nil {
 		return -1, err
@@ -499,7 +562,14 @@ func (c *chaosRun) apiOutage(ctx context.Context) (time.Duration, error) {
 	if err := c.r.Cfg.StartAPIServer(ctx); err != nil {
 		return -1, fmt.Errorf("start kube-apiserver again: %w", err)
 	}
-	return -1, c.waitTables(ctx)
+	if err := c.waitTables(ctx); err != nil {
+		return -1, fmt.Errorf("after the outage: %w", err)
+	}
+	// far-no gains access.
+	if err := c.changePolicy(ctx, "near-ok", "far-ok", "far-no"); err != nil {
+		return -1, err
+	}
+	return c.landed(ctx, c.changeAt)
 }
 
 // partitionChange cuts every node off from the apiserver (the relay the
@@ -511,26 +581,43 @@ func (c *chaosRun) partitionChange(ctx context.Context) (time.Duration, error) {
 	if err := c.r.Cfg.StopRelay(); err != nil {
 		return -1, err
 	}
-	c.changeAt = time.Now()
-	pols := c.r.CS.NetworkingV1().NetworkPolicies(chaosNamespace)
-	cur, err := pols.Get(ctx, "server-clients", metav1.GetOptions{})
-	if err != nil {
-		return -1, err
-	}
-	upd := chaosPolicy("near-no", "far-ok") // near-ok loses access, near-no gains it
-	upd.ResourceVersion = cur.ResourceVersion
-	if _, err := pols.Update(ctx, upd, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil {
+	// near-ok and far-no lose access, near-no gains it.
+	if err := c.changePolicy(ctx, "near-no", "far-ok"); err != nil {
 		return -1, err
 	}
 	sleepCtx(ctx, c.opt.Partition)
 	back := time.Now()
-	c.landBy = back.Add(c.opt.HealBound)
 	if err := c.r.Cfg.StartRelay(ctx, c.r.State); err != nil {
 		return -1, fmt.Errorf("start the relay again: %w", err)
 	}
-	took, err := c.waitTableTook(ctx, c.node, back)
+	return c.landed(ctx, back)
+}
+
+// changePolicy replaces the admitted clients of the chaos policy and
+// notes when: from then on a changed cell may show either verdict until
+// the change has landed.
+func (c *chaosRun) changePolicy(ctx context.Context, clients ...string) error {
+	pols := c.r.CS.NetworkingV1().NetworkPolicies(chaosNamespace)
+	cur, err := pols.Get(ctx, "server-clients", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	upd := chaosPolicy(clients...)
+	upd.ResourceVersion = cur.ResourceVersion
+	c.changeAt = time.Now()
+	c.landBy = c.changeAt.Add(c.opt.HealBound + c.opt.Partition + c.opt.APIOutage)
+	if _, err := pols.Update(ctx, upd, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil {
+		return fmt.Errorf("update the chaos policy: %w", err)
+	}
+	return nil
+}
+
+// landed waits until the server node's table holds the policy change, and
+// returns the time since since.
+func (c *chaosRun) landed(ctx context.Context, since time.Time) (time.Duration, error) {
+	took, err := c.waitTableTook(ctx, c.node, since)
 	if err == nil {
-		c.landBy = back.Add(took)
+		c.landBy = since.Add(took)
 	}
 	return took, err
 }
@@ -555,10 +642,16 @@ func (c *chaosRun) tamper(args func(chain string) []string) func(context.Context
 			a[i] = string(m[1])
 		}
 		cmd := append([]string{"ip", "netns", "exec", c.node.NetNS, "nft"}, a...)
+		c.tamperedFrom = time.Now()
+		c.healedAt = c.tamperedFrom.Add(c.opt.HealBound)
 		if out, err := exec.CommandContext(ctx, cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
 			return -1, fmt.Errorf("%s: %w: %s", strings.Join(cmd, " "), err, out)
 		}
-		return c.waitTableTook(ctx, c.node, time.Now())
+		took, err := c.waitTableTook(ctx, c.node, time.Now())
+		if err == nil {
+			c.healedAt = time.Now()
+		}
+		return took, err
 	}
 }
 
@@ -605,13 +698,44 @@ func (c ChaosRow) heal() string {
 	return fmt.Sprintf("median %.3f s, max %.3f s", h[len(h)/2].Seconds(), h[len(h)-1].Seconds())
 }
 
-func (c ChaosRow) line() string {
-	s := fmt.Sprintf("%s ×%d: %d probes, %d allowed blocked, %d denied open, %d errors; heal %s",
-		c.Fault, c.Reps, c.Probes, c.AllowedBlocked, c.DeniedOpen, c.Errors, c.heal())
-	if c.Failure != "" {
-		s += "; FAILED: " + c.Failure
+// explained says which of the wrong verdicts were seen while the table
+// was tampered with, or through an old conntrack entry.
+func (c ChaosRow) explained() string {
+	var parts []string
+	if c.Tampered > 0 {
+		parts = append(parts, fmt.Sprintf("%d while tampered", c.Tampered))
 	}
-	return s
+	if c.Conntrack > 0 {
+		parts = append(parts, fmt.Sprintf("%d via old conntrack entries", c.Conntrack))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+// cellList names the cells that saw wrong verdicts, with their counts.
+func (c ChaosRow) cellList() string {
+	var names []string
+	for n := range c.Cells {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	var parts []string
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s %d", n, c.Cells[n]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// WriteChaosDetails lists, per row with wrong verdicts, the cells that
+// saw them.
+func WriteChaosDetails(w io.Writer, rows []ChaosRow) {
+	for _, c := range rows {
+		if c.WrongVerdicts() > 0 {
+			fmt.Fprintf(w, "  %s: wrong verdicts by cell: %s%s\n", c.Fault, c.cellList(), c.explained())
+		}
+	}
 }
 
 // WriteChaosTable writes rows as the Markdown table the README shows.
@@ -623,6 +747,6 @@ func WriteChaosTable(w io.Writer, rows []ChaosRow) {
 		if c.Failure != "" {
 			heal += " (FAILED)"
 		}
-		fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %d | %s |\n", c.Fault, c.Reps, c.Probes, c.AllowedBlocked, c.DeniedOpen, c.Errors, heal)
+		fmt.Fprintf(w, "| %s | %d | %d | %d | %d%s | %d | %s |\n", c.Fault, c.Reps, c.Probes, c.AllowedBlocked, c.DeniedOpen, c.explained(), c.Errors, heal)
 	}
 }
