@@ -314,7 +314,10 @@ func (c *chaosRun) judge(w window) {
 // wantAt is the verdict rec should have seen.
 func (c *chaosRun) wantAt(w window, rec probeRecord) byte {
 	old := w.before[rec.cell]
-	if w.changeAt.IsZero() || rec.start.Before(w.changeAt) {
+	// A probe that started up to a timeout before the change may still
+	// be waiting for its answer (a TCP SYN retransmitted) when the change
+	// lands.
+	if w.changeAt.IsZero() || rec.start.Before(w.changeAt.Add(-c.opt.ProbeTimeout)) {
 		return old
 	}
 	changed := w.after[rec.cell]
