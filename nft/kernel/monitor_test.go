@@ -58,7 +58,7 @@ func TestMonitor_ReportsForeignChangesOnly(t *testing.T) {
 
 			nftIn(t, ns, tt.tamper(t, ns)...)
 			got := next(t, changes)
-			if got.Lost || !regexp.MustCompile("^" + tt.want).MatchString(got.What) {
+			if got.Lost || !regexp.MustCompile("^"+tt.want).MatchString(got.What) {
 				t.Fatalf("first reported change = %+v, want %q by a foreign port", got, tt.want)
 			}
 			t.Logf("reported: %v", got)

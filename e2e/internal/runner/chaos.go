@@ -527,7 +527,10 @@ func (c *chaosRun) restartAgent(ctx context.Context, sig syscall.Signal, bin str
 			break
 		}
 		if time.Now().After(deadline) {
-			return time.Since(start), fmt.Errorf("agent on %s not ready %s after %v (last: %d %v)", c.node.Name, c.opt.HealBound, sig, code, err)
+			if err == nil {
+				err = fmt.Errorf("/readyz answers %d", code)
+			}
+			return time.Since(start), fmt.Errorf("agent on %s not ready %s after %v: %w", c.node.Name, c.opt.HealBound, sig, err)
 		}
 		if !sleepCtx(ctx, 10*time.Millisecond) {
 			return -1, ctx.Err()
