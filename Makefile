@@ -29,7 +29,7 @@ run: build ## the agent on this machine, against $$KUBECONFIG, as node $$NODE_NA
 	$(BIN_DIR)/nftpolicy --node-name "$${NODE_NAME:?set NODE_NAME}" --kubeconfig "$${KUBECONFIG:?set KUBECONFIG}"
 
 host-deps: ## Debian packages the tests and the local cluster use (nft for kube-proxy and read-back tests)
-	@missing=""; for c in nft:nftables ip:iproute2 git:git; do command -v $${c%%:*} >/dev/null 2>&1 || missing="$$missing $${c##*:}"; done; \
+	@missing=""; for c in nft:nftables ip:iproute2 git:git conntrack:conntrack; do command -v $${c%%:*} >/dev/null 2>&1 || missing="$$missing $${c##*:}"; done; \
 	if [ -n "$$missing" ]; then echo "==> apt-get install$$missing" >&2; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
