@@ -94,17 +94,33 @@ type DirectionVerdict struct {
 // cluster-wide: the source pod's egress policies and the destination pod's
 // ingress policies must both allow it.
 func Evaluate(s *Snapshot, p Packet) Verdict {
+	return evaluate(s, p, nil)
+}
+
+// EvaluateWithTrace is Evaluate, and the trace of how it decided: the
+// policies it consulted per direction and what each of them did. The
+// verdict is Evaluate's, computed by the same code.
+func EvaluateWithTrace(s *Snapshot, p Packet) (Verdict, Trace) {
+	var t Trace
+	v := evaluate(s, p, &t)
+	return v, t
+}
+
+// evaluate is Evaluate; a non-nil trace is filled in on the way.
+func evaluate(s *Snapshot, p Packet, trace *Trace) Verdict {
 	p.Src, p.Dst = p.Src.Unmap(), p.Dst.Unmap()
-	e := evalState{s: s, p: p, src: evalPodByIP(s, p.Src), dst: evalPodByIP(s, p.Dst)}
+	e := evalState{s: s, p: p, src: evalPodByIP(s, p.Src), dst: evalPodByIP(s, p.Dst), trace: trace}
 
 	v := Verdict{
 		Egress:  DirectionVerdict{Allowed: true},
 		Ingress: DirectionVerdict{Allowed: true},
 	}
 	if e.src != nil {
+		e.cur = e.traceDirection(e.src, func(t *Trace) *DirectionTrace { return &t.Egress })
 		v.Egress = e.direction(e.src, networkingv1.PolicyTypeEgress)
 	}
 	if e.dst != nil {
+		e.cur = e.traceDirection(e.dst, func(t *Trace) *DirectionTrace { return &t.Ingress })
 		v.Ingress = e.direction(e.dst, networkingv1.PolicyTypeIngress)
 	}
 	v.Allowed = v.Egress.Allowed && v.Ingress.Allowed
@@ -120,6 +136,10 @@ type evalState struct {
 	p        Packet
 	src, dst *Pod // active pods owning p.Src and p.Dst, or nil
 	warnings []Warning
+	// trace, when not nil, is filled in; cur is its direction being
+	// evaluated (nil when not tracing).
+	trace *Trace
+	cur   *DirectionTrace
 }
 
 // direction decides one direction for pod, the pod whose policies apply
@@ -153,8 +173,15 @@ func (e *evalState) networkPolicyTier(pod *Pod, dir networkingv1.PolicyType) Dir
 			continue
 		}
 		v.Isolated = true
-		if e.policyAllows(np, dir) {
+		m, allows := e.policyMatch(np, dir)
+		if allows {
 			v.By = append(v.By, np.Namespace+"/"+np.Name)
+		}
+		if e.cur != nil {
+			if !allows {
+				m = RuleMatch{Rule: -1}
+			}
+			e.cur.NetworkPolicies = append(e.cur.NetworkPolicies, NetworkPolicyTrace{Policy: np.Namespace + "/" + np.Name, Admitted: m})
 		}
 	}
 	slices.Sort(v.By)
@@ -180,38 +207,52 @@ func evalHasPolicyType(np *networkingv1.NetworkPolicy, dir networkingv1.PolicyTy
 	return slices.Contains(evalPolicyTypes(np), dir)
 }
 
-// policyAllows reports whether some rule of np for direction dir matches:
-// (no peers or some peer matches) and (no ports or some port matches).
-// An empty rule list allows nothing.
-func (e *evalState) policyAllows(np *networkingv1.NetworkPolicy, dir networkingv1.PolicyType) bool {
+// policyMatch reports whether some rule of np for direction dir matches:
+// (no peers or some peer matches) and (no ports or some port matches), and
+// where: the first such rule, its first matching peer and port. An empty
+// rule list allows nothing.
+func (e *evalState) policyMatch(np *networkingv1.NetworkPolicy, dir networkingv1.PolicyType) (RuleMatch, bool) {
 	// The remote side: the source for ingress, the destination for egress.
 	remoteIP, remotePod := e.p.Src, e.src
 	if dir == networkingv1.PolicyTypeEgress {
 		remoteIP, remotePod = e.p.Dst, e.dst
 	}
-	ruleMatches := func(peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) bool {
-		peerOK := len(peers) == 0 || slices.ContainsFunc(peers, func(peer networkingv1.NetworkPolicyPeer) bool {
-			return e.peerMatches(np.Namespace, &peer, remoteIP, remotePod)
-		})
-		portOK := len(ports) == 0 || slices.ContainsFunc(ports, func(port networkingv1.NetworkPolicyPort) bool {
-			return e.portMatches(&port)
-		})
-		return peerOK && portOK
-	}
-	if dir == networkingv1.PolicyTypeIngress {
-		for _, r := range np.Spec.Ingress {
-			if ruleMatches(r.From, r.Ports) {
-				return true
+	// ruleMatches returns the index of the matching peer and port, -1 for
+	// an empty list (which matches everything), or ok false.
+	ruleMatches := func(peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort) (peer, port int, ok bool) {
+		peer, port = -1, -1
+		if len(peers) > 0 {
+			peer = slices.IndexFunc(peers, func(peer networkingv1.NetworkPolicyPeer) bool {
+				return e.peerMatches(np.Namespace, &peer, remoteIP, remotePod)
+			})
+			if peer < 0 {
+				return 0, 0, false
 			}
 		}
-		return false
+		if len(ports) > 0 {
+			port = slices.IndexFunc(ports, func(port networkingv1.NetworkPolicyPort) bool {
+				return e.portMatches(&port)
+			})
+			if port < 0 {
+				return 0, 0, false
+			}
+		}
+		return peer, port, true
 	}
-	for _, r := range np.Spec.Egress {
-		if ruleMatches(r.To, r.Ports) {
-			return true
+	if dir == networkingv1.PolicyTypeIngress {
+		for i, r := range np.Spec.Ingress {
+			if peer, port, ok := ruleMatches(r.From, r.Ports); ok {
+				return RuleMatch{Rule: i, Peer: peer, Port: port}, true
+			}
+		}
+		return RuleMatch{}, false
+	}
+	for i, r := range np.Spec.Egress {
+		if peer, port, ok := ruleMatches(r.To, r.Ports); ok {
+			return RuleMatch{Rule: i, Peer: peer, Port: port}, true
 		}
 	}
-	return false
+	return RuleMatch{}, false
 }
 
 // peerMatches reports whether the remote side (remoteIP, owned by the active

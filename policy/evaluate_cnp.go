@@ -176,8 +176,19 @@ func (e *evalState) cnpTier(tier policyv1beta1.Tier, pod *Pod, dir networkingv1.
 	slices.SortStableFunc(cnps, func(a, b *policyv1beta1.ClusterNetworkPolicy) int {
 		return cmp.Or(cmp.Compare(a.Spec.Priority, b.Spec.Priority), strings.Compare(a.Name, b.Name))
 	})
+	var traced *[]CNPTrace
+	if e.cur != nil {
+		traced = &e.cur.Admin
+		if tier == policyv1beta1.BaselineTier {
+			traced = &e.cur.Baseline
+		}
+		*traced = []CNPTrace{} // consulted, even if no policy selects the pod
+	}
 	for i, cnp := range cnps {
-		r := e.cnpFirstMatch(cnp, dir, true)
+		r, peer := e.cnpFirstMatch(cnp, dir, true)
+		if traced != nil {
+			*traced = append(*traced, CNPTrace{Policy: cnp.Name, Priority: cnp.Spec.Priority, Match: r, Peer: peer})
+		}
 		if r == nil {
 			continue
 		}
@@ -185,7 +196,7 @@ func (e *evalState) cnpTier(tier policyv1beta1.Tier, pod *Pod, dir networkingv1.
 			if other.Spec.Priority != cnp.Spec.Priority {
 				break
 			}
-			if o := e.cnpFirstMatch(other, dir, false); o != nil {
+			if o, _ := e.cnpFirstMatch(other, dir, false); o != nil {
 				e.warn(cnp.Name, fmt.Sprintf("ClusterNetworkPolicies %q and %q, both %s tier priority %d, both match this %s traffic "+
 					"(rule %d: %s; rule %d: %s): the API leaves their order undefined; here the name that sorts first, %q, decides",
 					cnp.Name, other.Name, tier, cnp.Spec.Priority, strings.ToLower(string(dir)),
@@ -267,40 +278,41 @@ func cnpRules(cnp *policyv1beta1.ClusterNetworkPolicy, dir networkingv1.PolicyTy
 }
 
 // cnpFirstMatch returns the first rule of cnp in direction dir that matches
-// the packet, or nil. With warn, what it cannot apply as written becomes a
-// Warning.
-func (e *evalState) cnpFirstMatch(cnp *policyv1beta1.ClusterNetworkPolicy, dir networkingv1.PolicyType, warn bool) *CNPRule {
+// the packet and the index of its peer that matched (-1 for a rule that
+// fails closed), or nil. With warn, what it cannot apply as written
+// becomes a Warning.
+func (e *evalState) cnpFirstMatch(cnp *policyv1beta1.ClusterNetworkPolicy, dir networkingv1.PolicyType, warn bool) (*CNPRule, int) {
 	say := func(i int, format string, args ...any) {
 		if warn {
 			e.warn(cnp.Name, fmt.Sprintf("%s rule %d: ", strings.ToLower(string(dir)), i)+fmt.Sprintf(format, args...))
 		}
 	}
 	for i, r := range cnpRules(cnp, dir) {
-		if action, ok := e.cnpRuleMatches(&r, dir, func(format string, args ...any) { say(i, format, args...) }); ok {
-			return &CNPRule{Policy: cnp.Name, Tier: cnp.Spec.Tier, Priority: cnp.Spec.Priority, Index: i, Name: r.name, Action: action}
+		if action, peer, ok := e.cnpRuleMatches(&r, dir, func(format string, args ...any) { say(i, format, args...) }); ok {
+			return &CNPRule{Policy: cnp.Name, Tier: cnp.Spec.Tier, Priority: cnp.Spec.Priority, Index: i, Name: r.name, Action: action}, peer
 		}
 	}
-	return nil
+	return nil, -1
 }
 
-// cnpRuleMatches reports whether r matches the packet and with which
-// action.
-func (e *evalState) cnpRuleMatches(r *cnpRule, dir networkingv1.PolicyType, say func(string, ...any)) (policyv1beta1.ClusterNetworkPolicyRuleAction, bool) {
+// cnpRuleMatches reports whether r matches the packet, with which action,
+// and which peer matched (-1 when the rule fails closed).
+func (e *evalState) cnpRuleMatches(r *cnpRule, dir networkingv1.PolicyType, say func(string, ...any)) (policyv1beta1.ClusterNetworkPolicyRuleAction, int, bool) {
 	switch r.action {
 	case policyv1beta1.ClusterNetworkPolicyRuleActionAccept,
 		policyv1beta1.ClusterNetworkPolicyRuleActionDeny,
 		policyv1beta1.ClusterNetworkPolicyRuleActionPass:
 	default:
 		say("unknown action %q: the rule matches nothing", r.action)
-		return "", false
+		return "", -1, false
 	}
 	if i := slices.IndexFunc(r.peers, func(p cnpPeer) bool { return p.fields() != 1 }); i >= 0 {
 		if r.action == policyv1beta1.ClusterNetworkPolicyRuleActionAccept {
 			say("peer %d sets no field or several: the Accept rule matches nothing (fail closed)", i)
-			return "", false
+			return "", -1, false
 		}
 		say("peer %d sets no field or several: the %s rule denies everything (fail closed)", i, r.action)
-		return policyv1beta1.ClusterNetworkPolicyRuleActionDeny, true
+		return policyv1beta1.ClusterNetworkPolicyRuleActionDeny, -1, true
 	}
 	for i, p := range r.peers {
 		if len(p.domainNames) > 0 {
@@ -312,15 +324,16 @@ func (e *evalState) cnpRuleMatches(r *cnpRule, dir networkingv1.PolicyType, say 
 	if dir == networkingv1.PolicyTypeEgress {
 		remoteIP, remotePod = e.p.Dst, e.dst
 	}
-	if !slices.ContainsFunc(r.peers, func(p cnpPeer) bool { return e.cnpPeerMatches(&p, remoteIP, remotePod) }) {
-		return "", false
+	peer := slices.IndexFunc(r.peers, func(p cnpPeer) bool { return e.cnpPeerMatches(&p, remoteIP, remotePod) })
+	if peer < 0 {
+		return "", -1, false
 	}
 	if len(r.protocols) > 0 && !slices.ContainsFunc(r.protocols, func(pr policyv1beta1.ClusterNetworkPolicyProtocol) bool {
 		return e.cnpProtocolMatches(&pr)
 	}) {
-		return "", false
+		return "", -1, false
 	}
-	return r.action, true
+	return r.action, peer, true
 }
 
 // cnpPeerMatches reports whether the remote side (remoteIP, owned by the

@@ -20,6 +20,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -65,6 +67,13 @@ func checkCompileMatchesEvaluate(t *testing.T, snap *Snapshot) {
 	for _, p := range probePackets(snap) {
 		got, steps := tracedVerdict(snap, rulesets, p)
 		want := Evaluate(snap, p)
+		traced, trace := EvaluateWithTrace(snap, p)
+		if diff := cmp.Diff(want, traced); diff != "" {
+			t.Fatalf("packet %v: EvaluateWithTrace's verdict differs from Evaluate's (-want +got):\n%s\n%s", p, diff, describe(snap))
+		}
+		if err := traceAgrees(traced, trace); err != nil {
+			t.Fatalf("packet %v: the trace does not tell the verdict's story: %v\n%s", p, err, describe(snap))
+		}
 		if got != want.Allowed {
 			t.Fatalf("packet %v: compiled dataplane connects=%v, Evaluate says %+v\ntrace:\n\t%s\n%s",
 				p, got, want, strings.Join(steps, "\n\t"), describe(snap))
