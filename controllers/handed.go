@@ -127,3 +127,8 @@ func cnpIn(store toolscache.Store, name string) *policyv1beta1.ClusterNetworkPol
 	p, _ := o.(*policyv1beta1.ClusterNetworkPolicy)
 	return p
 }
+
+// PolicyNode is what policy sees of n, exactly as the agent converts it:
+// for tools that evaluate the API state outside the agent (nftpolicy
+// explain).
+func PolicyNode(n *corev1.Node) policy.Node { return nodeOf(n) }

@@ -6,6 +6,9 @@
 //	nftpolicy [flags]     run the agent (see --help)
 //	nftpolicy cleanup     delete table inet nftpolicy (opens enforcement)
 //	nftpolicy version     print the version
+//	nftpolicy explain     why a connection is allowed or denied (also as
+//	                      the kubectl plugin kubectl-nftpolicy: a symlink
+//	                      of that name runs only explain and version)
 //
 // Configuration: built-in defaults < $NODE_NAME (for the node name) <
 // --config file (an api/v1alpha1 AgentConfiguration) < flags set on the
@@ -53,7 +56,27 @@ var version = "dev"
 func main() { os.Exit(run()) }
 
 func run() int {
+	if isPlugin(os.Args[0]) {
+		return runPlugin(os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	}
 	return runArgs(os.Args[1:], os.Getenv, os.ReadFile, os.Stdout, os.Stderr)
+}
+
+// runPlugin is the binary as kubectl-nftpolicy: the commands a user runs
+// from a workstation, never the agent.
+func runPlugin(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "explain":
+			return runExplain(context.Background(), "kubectl nftpolicy", args[1:], getenv, stdout, stderr)
+		case "version":
+			fmt.Fprintf(stdout, "nftpolicy %s\n", version)
+			return 0
+		}
+	}
+	fmt.Fprintf(stderr, "usage: kubectl nftpolicy explain --from SRC --to DST[:PORT] [flags] (see kubectl nftpolicy explain --help)\n"+
+		"       kubectl nftpolicy version\n")
+	return 2
 }
 
 // runArgs is run with its environment injected, for tests.
@@ -65,6 +88,8 @@ func runArgs(args []string, getenv func(string) string, readFile func(string) ([
 			return 0
 		case "cleanup":
 			return runCleanup(args[1:], stderr)
+		case "explain":
+			return runExplain(context.Background(), "nftpolicy", args[1:], getenv, stdout, stderr)
 		}
 	}
 	cfg, err := parseConfig(args, getenv, readFile, stderr)
@@ -113,7 +138,7 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q (subcommands: cleanup, version)", fs.Args())
+		return nil, fmt.Errorf("unexpected arguments %q (subcommands: cleanup, explain, version)", fs.Args())
 	}
 
 	cfg := &v1alpha1.AgentConfiguration{}
@@ -163,7 +188,10 @@ func newLogger(w io.Writer, format string, verbosity int) logr.Logger {
 // restConfig loads the client configuration: an explicit kubeconfig, or
 // controller-runtime's search ($KUBECONFIG, in-cluster, ~/.kube/config).
 // Reads wait for an unreachable API server (waitForAPI).
-func restConfig(kubeconfig string, log logr.Logger) (*rest.Config, error) {
+// restConfig loads the client configuration. The agent wraps its transport
+// with waitForAPI; the explain CLI does not (it answers once, within its
+// timeout, and should fail fast when the API server is away).
+func restConfig(kubeconfig string) (*rest.Config, error) {
 	var (
 		c   *rest.Config
 		err error
@@ -177,9 +205,6 @@ func restConfig(kubeconfig string, log logr.Logger) (*rest.Config, error) {
 		return nil, fmt.Errorf("load kubeconfig: %w", err)
 	}
 	c.UserAgent = "nftpolicy/" + version
-	c.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-		return &waitForAPI{next: rt, log: log.WithName("api"), every: apiRetryEvery}
-	})
 	return c, nil
 }
 
@@ -201,16 +226,28 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 		return err
 	}
 
-	rc, err := restConfig(cfg.Kubeconfig, log)
+	rc, err := restConfig(cfg.Kubeconfig)
 	if err != nil {
 		return err
 	}
+	// The agent's reads wait for an unreachable API server (see waitForAPI).
+	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return &waitForAPI{next: rt, log: log.WithName("api"), every: apiRetryEvery}
+	})
 	ks, err := newKernelSyncer()
 	if err != nil {
 		return fmt.Errorf("open nftables: %w", err)
 	}
 	syncer := &verifyingSyncer{k: ks, every: cfg.ResyncPeriod.Duration, log: log, now: time.Now}
 	syncRequests := make(chan struct{}, 1)
+	// applied serves what the kernel was last given on the metrics port
+	// (controllers.RulesetPath), for nftpolicy explain --live: read-only,
+	// and no more exposed than /metrics (see README, Explaining a verdict).
+	applied := &controllers.AppliedRuleset{
+		Node:  cfg.NodeName,
+		Inner: syncer,
+		Now:   time.Now,
+	}
 
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -223,9 +260,10 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 		return err
 	}
 	mgr, err := ctrl.NewManager(rc, ctrl.Options{
-		Scheme:                 scheme,
-		Cache:                  controllers.CacheOptions(),
-		Metrics:                metricsserver.Options{BindAddress: cfg.MetricsBindAddress},
+		Scheme: scheme,
+		Cache:  controllers.CacheOptions(),
+		Metrics: metricsserver.Options{BindAddress: cfg.MetricsBindAddress,
+			ExtraHandlers: map[string]http.Handler{controllers.RulesetPath: applied}},
 		HealthProbeBindAddress: cfg.HealthProbeBindAddress,
 		LeaderElection:         false,
 		Logger:                 log,
@@ -235,7 +273,7 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 	}
 	r, err := controllers.New(controllers.Options{
 		NodeName:        cfg.NodeName,
-		Syncer:          syncer,
+		Syncer:          applied,
 		Registerer:      metrics.Registry,
 		Precondition:    precondition,
 		ResyncPeriod:    cfg.ResyncPeriod.Duration,

@@ -1,0 +1,184 @@
+package explain
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/nftpolicy/nftpolicy/policy"
+)
+
+// WriteJSON writes a as indented JSON.
+func WriteJSON(w io.Writer, a *Answer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(a)
+}
+
+// WriteText writes a for people: the verdict first, then each direction
+// tier by tier, then what the live tables said.
+func WriteText(w io.Writer, a *Answer) error {
+	var b strings.Builder
+	target := string(a.Protocol)
+	if a.Port != 0 {
+		target += fmt.Sprintf("/%d", a.Port)
+	}
+	fmt.Fprintf(&b, "%s -> %s %s: %s\n", a.From, a.To, target, verdictWord(a.Allowed, true))
+	for _, n := range a.Notes {
+		fmt.Fprintf(&b, "  note: %s\n", n)
+	}
+	writeDirection(&b, "egress", "from", a.From, a.Egress)
+	writeDirection(&b, "ingress", "to", a.To, a.Ingress)
+	if !a.ClusterNetworkPolicyCRD {
+		b.WriteString("\n(the ClusterNetworkPolicy CRD is not installed: only NetworkPolicies apply)\n")
+	}
+	for _, wn := range a.Warnings {
+		fmt.Fprintf(&b, "\nwarning: %s\n", wn)
+	}
+	if len(a.Live) > 0 {
+		b.WriteString("\nlive tables (the rulesets the agents applied, traced for a new connection):\n")
+		for _, l := range a.Live {
+			if l.Error != "" {
+				fmt.Fprintf(&b, "  node %s: could not fetch: %s\n", l.Node, l.Error)
+				continue
+			}
+			fmt.Fprintf(&b, "  node %s, hook %s (applied %s): %s\n", l.Node, l.Hook, l.AppliedAt.UTC().Format("2006-01-02T15:04:05Z"), l.Verdict)
+			for _, s := range l.Path {
+				fmt.Fprintf(&b, "    %s\n", s)
+			}
+		}
+		if a.LiveDisagrees {
+			fmt.Fprintf(&b, "\n!!! THE LIVE TABLES DISAGREE WITH THE API STATE: the API says %s, the applied tables %s.\n"+
+				"!!! That is drift (an agent behind, or its table edited) or a bug: check the agents' logs and readiness.\n",
+				verdictWord(a.Allowed, false), liveWord(a))
+		} else {
+			b.WriteString("  the live tables agree\n")
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func liveWord(a *Answer) string {
+	for _, l := range a.Live {
+		if l.Error != "" {
+			return "could not all be read"
+		}
+	}
+	return verdictWord(a.LiveAllowed(), false)
+}
+
+func verdictWord(allowed, loud bool) string {
+	switch {
+	case allowed && loud:
+		return "ALLOWED"
+	case loud:
+		return "DENIED"
+	case allowed:
+		return "allow it"
+	default:
+		return "deny it"
+	}
+}
+
+func past(allowed bool) string {
+	if allowed {
+		return "allowed"
+	}
+	return "denied"
+}
+
+func writeDirection(b *strings.Builder, name, prep string, ep Endpoint, d Direction) {
+	fmt.Fprintf(b, "\n%s", name)
+	if d.Pod == "" {
+		fmt.Fprintf(b, ": allowed (%s is not a pod that policies select: nothing is judged)\n", ep.Address)
+		return
+	}
+	fmt.Fprintf(b, " %s %s: %s\n", prep, d.Pod, past(d.Allowed))
+	if !d.Judged {
+		b.WriteString("  not judged (see the note above)\n")
+		return
+	}
+	dir := networkingv1.PolicyTypeIngress
+	if name == "egress" {
+		dir = networkingv1.PolicyTypeEgress
+	}
+	writeTier(b, "Admin tier", d.AdminReached, d.Admin, d.Pod)
+	switch {
+	case len(d.NetworkPolicies) == 0:
+		fmt.Fprintf(b, "  NetworkPolicy: none selects %s for %s: not isolated\n", d.Pod, strings.ToLower(string(dir)))
+	case d.DecidedBy == policy.DecidedByAdmin:
+		fmt.Fprintf(b, "  NetworkPolicy: not reached (%d isolate %s)\n", len(d.NetworkPolicies), d.Pod)
+	default:
+		fmt.Fprintf(b, "  NetworkPolicy: isolated by %d:\n", len(d.NetworkPolicies))
+	}
+	if d.DecidedBy != policy.DecidedByAdmin {
+		for _, np := range d.NetworkPolicies {
+			if !np.Admits {
+				fmt.Fprintf(b, "    %s: no %s rule admits it\n", np.Name, strings.ToLower(string(dir)))
+				continue
+			}
+			fmt.Fprintf(b, "    %s: %s rule %d admits it", np.Name, strings.ToLower(string(dir)), *np.Rule)
+			var parts []string
+			if np.Peer != nil {
+				parts = append(parts, fmt.Sprintf("peer %d %s", *np.Peer, np.PeerText))
+			} else {
+				parts = append(parts, "every peer")
+			}
+			if np.Port != nil {
+				parts = append(parts, fmt.Sprintf("port %d %s", *np.Port, np.PortText))
+			} else {
+				parts = append(parts, "every port")
+			}
+			fmt.Fprintf(b, " (%s)\n", strings.Join(parts, ", "))
+		}
+	}
+	writeTier(b, "Baseline tier", d.BaselineReached, d.Baseline, d.Pod)
+	fmt.Fprintf(b, "  => %s by %s\n", past(d.Allowed), decider(d))
+}
+
+func writeTier(b *strings.Builder, tier string, reached bool, list []TierPolicy, pod string) {
+	switch {
+	case !reached:
+		fmt.Fprintf(b, "  %s: not reached\n", tier)
+		return
+	case len(list) == 0:
+		fmt.Fprintf(b, "  %s: no ClusterNetworkPolicy selects %s\n", tier, pod)
+		return
+	}
+	fmt.Fprintf(b, "  %s:\n", tier)
+	for _, tp := range list {
+		fmt.Fprintf(b, "    %s (priority %d): ", tp.Name, tp.Priority)
+		if tp.Rule == nil {
+			b.WriteString("no rule matches\n")
+			continue
+		}
+		fmt.Fprintf(b, "rule %d", *tp.Rule)
+		if tp.RuleName != "" {
+			fmt.Fprintf(b, " %q", tp.RuleName)
+		}
+		fmt.Fprintf(b, " matches: %s", tp.Action)
+		if tp.Peer != nil {
+			fmt.Fprintf(b, " (peer %d %s)", *tp.Peer, tp.PeerText)
+		} else {
+			b.WriteString(" (the rule fails closed, see the warnings)")
+		}
+		b.WriteString("\n")
+	}
+}
+
+func decider(d Direction) string {
+	switch d.DecidedBy {
+	case policy.DecidedByAdmin:
+		return "the Admin tier"
+	case policy.DecidedByNetworkPolicy:
+		return "NetworkPolicy"
+	case policy.DecidedByBaseline:
+		return "the Baseline tier"
+	default:
+		return "default (no tier decided)"
+	}
+}
