@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -86,6 +87,7 @@ type clusterFlags struct {
 	seed         *uint64
 	cnpCRD       *string
 	tableBound   *time.Duration
+	explain      *bool
 	chaos        chaosFlags
 }
 
@@ -119,6 +121,7 @@ func newClusterFlags(cmd string) *clusterFlags {
 		transitions:  fs.Int("transitions", 30, "stress: how many random policy transitions"),
 		seed:         fs.Uint64("seed", 0, "stress: seed of the transitions (0: from the clock, printed)"),
 		cnpCRD:       fs.String("cnp-crd", runner.DefaultCNPCRD, "run: the ClusterNetworkPolicy CRD installed before the first scenario that uses one"),
+		explain:      fs.Bool("explain", true, "run: also answer every cell with nftpolicy explain (API state and each agent's /debug/ruleset) and fail where it differs from the probe; only with our agent"),
 		tableBound:   fs.Duration("table-bound", 10*time.Second, "stress: how long each node's table may take to equal a fresh compile"),
 		chaos: chaosFlags{
 			kills:        fs.Int("kills", 10, "chaos: how often the agent is killed with SIGKILL and started again"),
@@ -287,7 +290,8 @@ func runCmd(ctx context.Context, e *env, f *clusterFlags, st *cluster.State) int
 	if len(files) == 0 {
 		return e.fail(fmt.Errorf("no scenario files in %v", f.fs.Args()))
 	}
-	r, err := runner.New(ctx, e.cfg, st, os.Stdout, runner.Options{Converge: *f.converge, ProbeTimeout: *f.probeTimeout, Parallel: *f.parallel, Verbose: *f.verbose, TimingsFile: *f.timings, CNPCRD: *f.cnpCRD})
+	r, err := runner.New(ctx, e.cfg, st, os.Stdout, runner.Options{Converge: *f.converge, ProbeTimeout: *f.probeTimeout, Parallel: *f.parallel, Verbose: *f.verbose, TimingsFile: *f.timings, CNPCRD: *f.cnpCRD,
+		Explain: *f.explain && strings.Contains(st.AgentCmd, "nftpolicy")})
 	if err != nil {
 		return e.fail(err)
 	}

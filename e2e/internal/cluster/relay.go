@@ -101,3 +101,31 @@ func closeWrite(c net.Conn) {
 		_ = tc.CloseWrite()
 	}
 }
+
+// DialInNetNS opens a connection from inside the named network namespace.
+// The socket keeps that namespace after the thread returns to its own.
+func DialInNetNS(ctx context.Context, nsName, network, addr string) (net.Conn, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return nil, err
+	}
+	defer orig.Close()
+	target, err := netns.GetFromName(nsName)
+	if err != nil {
+		return nil, fmt.Errorf("netns %s: %w", nsName, err)
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		return nil, err
+	}
+	// The socket is created on this thread, in target; connecting may then
+	// go on in any thread.
+	var d net.Dialer
+	conn, derr := d.DialContext(ctx, network, addr)
+	if err := netns.Set(orig); err != nil {
+		panic(fmt.Sprintf("restoring netns: %v", err))
+	}
+	return conn, derr
+}

@@ -49,10 +49,15 @@ func (r *Runner) judge(ctx context.Context, s *scenario.Scenario, st scenario.St
 		}
 	}
 	pending, took := converge(ctx, start, r.Opt.Converge, r.Opt.Parallel, st.Probes, cells, r.probe)
-	if len(pending) == 0 {
+	var explained string
+	if r.Opt.Explain && ctx.Err() == nil {
+		explained = r.explainCells(ctx, s, st, cells)
+	}
+	if len(pending) == 0 && explained == "" {
 		return true, took, ""
 	}
 	var b strings.Builder
+	b.WriteString(explained)
 	for _, c := range pending {
 		p := st.Probes[c.probe]
 		fmt.Fprintf(&b, "    %s -> %s %s: expected %s, saw %s%s (probed %d times, last at +%.1fs)\n",

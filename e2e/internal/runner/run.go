@@ -51,6 +51,7 @@ func (r *Runner) RunFiles(ctx context.Context, files []string) (passed, failed i
 		fmt.Fprintf(r.Out, "cleanup took %.1fs\n", time.Since(tc).Seconds())
 	}
 	r.printTimings(time.Since(start))
+	r.printExplain()
 	if r.Opt.TimingsFile != "" {
 		b, _ := json.MarshalIndent(r.Timings, "", "  ")
 		if err := os.WriteFile(r.Opt.TimingsFile, b, 0o644); err != nil {

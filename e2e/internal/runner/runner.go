@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/kubelet"
@@ -38,6 +39,11 @@ type Options struct {
 	Verbose      bool
 	TimingsFile  string // if set, per-step times to converge are written there as JSON
 	CNPCRD       string // the ClusterNetworkPolicy CRD file (DefaultCNPCRD)
+	// Explain also answers every judged cell with nftpolicy explain's code
+	// (from the API state and through each node's /debug/ruleset) and
+	// fails the step where that differs from the probe: only for our
+	// agent.
+	Explain bool
 }
 
 // Runner holds the live state between scenarios.
@@ -56,6 +62,9 @@ type Runner struct {
 	nodeMu     sync.Mutex
 	servers    []kubelet.Server // the current scenario's servers (for node endpoints)
 	Timings    []StepTiming
+	// Explain counts the explain check (Options.Explain) over the run.
+	Explain       ExplainCounts
+	explainClient client.Client
 	// createdCNPs are the ClusterNetworkPolicies the current scenario
 	// created (deleted when it ends); cnpCRDReady: the CRD is served.
 	createdCNPs map[string]bool
