@@ -63,17 +63,16 @@ type Endpoint struct {
 
 // String reads like "x/a (10.244.1.5 on node-1)".
 func (e Endpoint) String() string {
-	name := e.Pod
+	name, where := e.Pod, e.Address.String()
 	switch {
 	case name == "" && e.HostNetworkPod != "":
-		name = e.HostNetworkPod + " (host network)"
+		name, where = e.HostNetworkPod, "host network, "+where
 	case name == "" && e.Node != "":
-		name = NodePrefix + e.Node
+		return NodePrefix + e.Node + " (" + where + ")"
 	case name == "":
-		return e.Address.String()
+		return where
 	}
-	where := e.Address.String()
-	if e.Node != "" && e.Pod != "" {
+	if e.Node != "" {
 		where += " on " + e.Node
 	}
 	return name + " (" + where + ")"

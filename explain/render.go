@@ -15,6 +15,7 @@ import (
 func WriteJSON(w io.Writer, a *Answer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
 	return enc.Encode(a)
 }
 
@@ -51,7 +52,7 @@ func WriteText(w io.Writer, a *Answer) error {
 			}
 		}
 		if a.LiveDisagrees {
-			fmt.Fprintf(&b, "\n!!! THE LIVE TABLES DISAGREE WITH THE API STATE: the API says %s, the applied tables %s.\n"+
+			fmt.Fprintf(&b, "\n!!! THE LIVE TABLES DISAGREE WITH THE API STATE: the API state would %s, the applied tables %s.\n"+
 				"!!! That is drift (an agent behind, or its table edited) or a bug: check the agents' logs and readiness.\n",
 				verdictWord(a.Allowed, false), liveWord(a))
 		} else {

@@ -25,7 +25,7 @@ const pluginName = "kubectl-nftpolicy"
 // isPlugin reports whether the binary runs as the kubectl plugin (called
 // by that name, for example through a symlink).
 func isPlugin(argv0 string) bool {
-	return strings.TrimSuffix(filepath.Base(argv0), ".exe") == pluginName
+	return filepath.Base(argv0) == pluginName
 }
 
 // Exit codes of explain.

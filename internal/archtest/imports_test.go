@@ -46,6 +46,11 @@ var rules = []rule{
 	{pkg: "controllers", forbidden: []string{
 		"github.com/google/nftables", "github.com/vishvananda/netlink", "github.com/mdlayher/netlink", module + "/nft/kernel",
 	}},
+	// explain is a client: it reads the API and the agents' applied
+	// rulesets, and never touches a kernel table.
+	{pkg: "explain", forbidden: []string{
+		"github.com/google/nftables", "github.com/vishvananda/netlink", "github.com/mdlayher/netlink", module + "/nft/kernel",
+	}},
 	{pkg: "api/v1alpha1", forbidden: []string{"sigs.k8s.io/controller-runtime", "github.com/google/nftables"}},
 }
 
@@ -77,7 +82,7 @@ func TestImportDirection(t *testing.T) {
 // dataplane (nft/nfttest), the benchmarks and their workload builders
 // (bench/, policy/synth) are for tests and measurements only.
 func TestNoProductCodeImportsTestSupport(t *testing.T) {
-	for _, pkg := range []string{"cmd/nftpolicy", "controllers", "policy", "nft", "nft/kernel", "api/v1alpha1"} {
+	for _, pkg := range []string{"cmd/nftpolicy", "controllers", "policy", "nft", "nft/kernel", "api/v1alpha1", "explain"} {
 		for _, d := range goListDeps(t, module+"/"+pkg) {
 			if strings.HasPrefix(d.ImportPath, module+"/e2e") {
 				t.Errorf("%s depends on the e2e harness (%s)", pkg, d.ImportPath)
