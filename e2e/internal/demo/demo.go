@@ -18,6 +18,7 @@ import (
 	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/runner"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/scenario"
+	"github.com/nftpolicy/nftpolicy/explain"
 )
 
 // app is the demo's cluster section. Every pod serves all three ports; the
@@ -89,6 +90,15 @@ func Run(ctx context.Context, cfg *cluster.Config, st *cluster.State, policies s
 	fmt.Fprint(out, render(keys, after, before))
 	if agents, _ := cfg.LoadState(); agents != nil && agents.AgentCmd == "" {
 		fmt.Fprintln(out, "\nnote: the cluster runs without a policy agent (no --agent-cmd), so nothing is enforced")
+	} else {
+		// Why is one blocked cell blocked? The same code as
+		// `kubectl nftpolicy explain`, with the agents' live tables.
+		fmt.Fprintf(out, "\n==> kubectl nftpolicy explain --from demo-other/outsider --to demo-app/backend:%d --live\n", rolePort["backend"])
+		text, err := r.ExplainText(ctx, explain.Query{From: "demo-other/outsider", To: "demo-app/backend", Port: rolePort["backend"]})
+		if err != nil {
+			return fmt.Errorf("explain: %w", err)
+		}
+		fmt.Fprint(out, text)
 	}
 	fmt.Fprintf(out, "\nThe cluster keeps running. Continue by hand:\n    export KUBECONFIG=%s PATH=%s:$PATH\n    kubectl get pods,svc,networkpolicies -A\n    make down\n", cfg.AdminKubeconfig(), st.BinDir)
 	return nil

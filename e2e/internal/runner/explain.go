@@ -153,3 +153,28 @@ func (r *Runner) printExplain() {
 	fmt.Fprintf(r.Out, "explain: %d cells checked against the probes, %d of them also through the live tables; %d differ, %d not observable (%.1fs)\n",
 		e.Cells, e.Live, e.Differ, e.Skipped, e.Duration.Seconds())
 }
+
+// ExplainText is nftpolicy explain's human answer for one connection,
+// with the live tables traced: what the demo prints.
+func (r *Runner) ExplainText(ctx context.Context, q explain.Query) (string, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", r.Cfg.AdminKubeconfig())
+	if err != nil {
+		return "", err
+	}
+	c, err := explain.NewClient(rc)
+	if err != nil {
+		return "", err
+	}
+	state, err := explain.Load(ctx, c)
+	if err != nil {
+		return "", err
+	}
+	a, err := explain.Explain(state, q)
+	if err != nil {
+		return "", err
+	}
+	explain.TraceLive(ctx, a, explain.Path(state, a), r.memoFetcher(state))
+	var b strings.Builder
+	err = explain.WriteText(&b, a)
+	return b.String(), err
+}
