@@ -53,7 +53,7 @@ func WriteText(w io.Writer, a *Answer) error {
 		}
 		if a.LiveDisagrees {
 			fmt.Fprintf(&b, "\n!!! THE LIVE TABLES DISAGREE WITH THE API STATE: the API state would %s, the applied tables %s.\n"+
-				"!!! That is drift (an agent behind, or its table edited) or a bug: check the agents' logs and readiness.\n",
+				"!!! An agent is behind the API state (not synced yet, failing, stopped) or there is a bug: check the agents' logs and readiness.\n",
 				verdictWord(a.Allowed, false), liveWord(a))
 		} else {
 			b.WriteString("  the live tables agree\n")
