@@ -38,7 +38,7 @@ type ExplainCounts struct {
 
 // explainCells compares explain's answer for each cell with what its last
 // probe observed; it returns a report of the cells that differ.
-func (r *Runner) explainCells(ctx context.Context, s *scenario.Scenario, st scenario.Step, cells []*cell) string {
+func (r *Runner) explainCells(ctx context.Context, st scenario.Step, cells []*cell) string {
 	start := time.Now()
 	defer func() { r.Explain.Duration += time.Since(start) }()
 	if r.explainClient == nil {

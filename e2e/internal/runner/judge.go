@@ -51,7 +51,7 @@ func (r *Runner) judge(ctx context.Context, s *scenario.Scenario, st scenario.St
 	pending, took := converge(ctx, start, r.Opt.Converge, r.Opt.Parallel, st.Probes, cells, r.probe)
 	var explained string
 	if r.Opt.Explain && ctx.Err() == nil {
-		explained = r.explainCells(ctx, s, st, cells)
+		explained = r.explainCells(ctx, st, cells)
 	}
 	if len(pending) == 0 && explained == "" {
 		return true, took, ""
