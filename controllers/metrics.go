@@ -42,6 +42,11 @@ type Metrics struct {
 	sets            prometheus.Gauge
 	setElements     prometheus.Gauge
 	warnings        prometheus.Gauge
+
+	conntrackAvailable prometheus.Gauge
+	conntrackDuration  prometheus.Histogram
+	conntrackDeleted   prometheus.Counter
+	conntrackErrors    prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (in the agent
@@ -110,8 +115,26 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: metricsNamespace, Name: "policy_warnings",
 			Help: "Policy parts that the last compile could not enforce as written.",
 		}),
+		conntrackAvailable: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: metricsNamespace, Name: "conntrack_netlink_available",
+			Help: "1 when the kernel offered conntrack over netlink at start, so that tightened policies can cut established connections (if conntrackCleanup is on), else 0.",
+		}),
+		conntrackDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: metricsNamespace, Name: "conntrack_cleanup_duration_seconds",
+			Help:    "Time of one conntrack cleanup (dump the table, judge each entry by the new ruleset, delete the denied ones), run after each sync that changed the table.",
+			Buckets: latency,
+		}),
+		conntrackDeleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "conntrack_entries_deleted_total",
+			Help: "Conntrack entries deleted because the ruleset applied just before denies their connection.",
+		}),
+		conntrackErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "conntrack_cleanup_errors_total",
+			Help: "Conntrack cleanups that failed, fully or in part; the next reconcile (within a second) tries again.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{
+		m.conntrackAvailable, m.conntrackDuration, m.conntrackDeleted, m.conntrackErrors,
 		m.syncDuration, m.syncErrors, m.compileDuration, m.eventToSync, m.lastSuccess,
 		m.policies, m.cnps, m.cnpWatched, m.pods, m.chains, m.rules, m.sets, m.setElements, m.warnings,
 	} {

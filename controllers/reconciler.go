@@ -124,8 +124,17 @@ type Options struct {
 	// of one core reconciling, however big the cluster. Default
 	// v1alpha1.DefaultMinSyncInterval.
 	MinSyncInterval time.Duration
-	// SyncTimeout: default DefaultSyncTimeout.
+	// SyncTimeout: default DefaultSyncTimeout. It bounds the conntrack
+	// cleanup too.
 	SyncTimeout time.Duration
+	// Conntrack, if set, runs after each successful sync that changed the
+	// table and cuts the connections the new ruleset denies. Nil leaves
+	// established connections alone (disabled, or the kernel has no
+	// conntrack over netlink).
+	Conntrack ConntrackCleaner
+	// ConntrackAvailable is reported as nftpolicy_conntrack_netlink_available:
+	// whether the kernel offered conntrack over netlink at start.
+	ConntrackAvailable bool
 	// Logger: default the manager's logger.
 	Logger logr.Logger
 	// SyncRequests, if set, asks for a reconcile outside the watches: each
@@ -152,6 +161,7 @@ type Reconciler struct {
 	now          func() time.Time
 	changes      *pendingChanges
 	syncRequests <-chan struct{}
+	conntrack    ConntrackCleaner
 
 	// cnp watches ClusterNetworkPolicies while their CRD is served; nil
 	// when the Reconciler runs without a manager (tests).
@@ -160,6 +170,9 @@ type Reconciler struct {
 	// Only Reconcile touches these (MaxConcurrentReconciles is 1).
 	cluster      *policy.NodeCompiler // nil until the first full load
 	lastFullLoad time.Time
+	// conntrackPending: the last conntrack cleanup failed, so the next
+	// reconcile cleans even if its sync changes nothing.
+	conntrackPending bool
 
 	// handed is what Reconcile has put into the NodeCompiler of the two kinds
 	// that the NodeCompiler cannot give back yet: the ClusterNetworkPolicies (for
@@ -225,9 +238,13 @@ func New(opts Options) (*Reconciler, error) {
 		now:          time.Now,
 		changes:      newPendingChanges(),
 		syncRequests: opts.SyncRequests,
+		conntrack:    opts.Conntrack,
 		warned:       map[types.NamespacedName]map[string]struct{}{},
 	}
 	r.setHanded(handedObjects{})
+	if opts.ConntrackAvailable {
+		m.conntrackAvailable.Set(1)
+	}
 	if r.compile == nil {
 		r.compile = (*policy.NodeCompiler).Compile
 	}
@@ -406,6 +423,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	if !batchStart.IsZero() {
 		r.metrics.eventToSync.Observe(end.Sub(batchStart).Seconds())
 	}
+	requeue := r.resync
+	if r.cleanConntrack(ctx, ruleset) {
+		requeue = min(requeue, conntrackRetry)
+	}
 	r.mu.Lock()
 	first := !r.synced
 	r.synced, r.lastSyncErr = true, nil
@@ -418,7 +439,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	} else {
 		log.V(1).Info("synced", kv...)
 	}
-	return reconcile.Result{RequeueAfter: r.resync}, nil
+	return reconcile.Result{RequeueAfter: requeue}, nil
 }
 
 // applyChanges brings the NodeCompiler up to date with the stores. It takes the

@@ -43,6 +43,13 @@ const (
 	// matters for small clusters, where a sync takes a few milliseconds.
 	DefaultMinSyncInterval = 20 * time.Millisecond
 	DefaultLogFormat       = LogFormatJSON
+	// DefaultConntrackCleanup is on: a tightened policy should cut the
+	// connections it denies, not only refuse new ones, as users of
+	// NetworkPolicy expect (and as CNIs with their own policy engines do).
+	// The cost is one conntrack dump after each sync that changed the
+	// table (see README, Performance); turn it off on nodes whose
+	// conntrack table is too big for that.
+	DefaultConntrackCleanup = true
 	// DisabledBindAddress turns a listener off.
 	DisabledBindAddress = "0"
 )
@@ -88,6 +95,12 @@ type AgentConfiguration struct {
 	LogFormat string `json:"logFormat,omitempty"`
 	// LogVerbosity is the logr verbosity: 0 logs info, 1 and up add debug.
 	LogVerbosity int32 `json:"logVerbosity,omitempty"`
+	// ConntrackCleanup: after each sync that changed the table, delete the
+	// conntrack entries of connections the new ruleset denies, so that a
+	// tightened policy cuts them. Default true (DefaultConntrackCleanup).
+	// Where the kernel offers no conntrack over netlink the agent says so
+	// once and leaves established connections alone.
+	ConntrackCleanup *bool `json:"conntrackCleanup,omitempty"`
 }
 
 // SetDefaults fills every unset field with its default.
@@ -112,6 +125,10 @@ func SetDefaults(c *AgentConfiguration) {
 	}
 	if c.LogFormat == "" {
 		c.LogFormat = DefaultLogFormat
+	}
+	if c.ConntrackCleanup == nil {
+		on := DefaultConntrackCleanup
+		c.ConntrackCleanup = &on
 	}
 }
 

@@ -26,6 +26,7 @@ func TestSetDefaults(t *testing.T) {
 				ResyncPeriod:           metav1.Duration{Duration: 5 * time.Minute},
 				MinSyncInterval:        metav1.Duration{Duration: 20 * time.Millisecond},
 				LogFormat:              "json",
+				ConntrackCleanup:       ptrTo(true),
 			},
 		},
 		{
@@ -37,6 +38,7 @@ func TestSetDefaults(t *testing.T) {
 				ResyncPeriod:           metav1.Duration{Duration: time.Minute},
 				MinSyncInterval:        metav1.Duration{Duration: time.Second},
 				LogFormat:              "text",
+				ConntrackCleanup:       ptrTo(false),
 			},
 			want: AgentConfiguration{
 				TypeMeta:               metav1.TypeMeta{APIVersion: APIVersion, Kind: KindAgentConfiguration},
@@ -46,6 +48,7 @@ func TestSetDefaults(t *testing.T) {
 				ResyncPeriod:           metav1.Duration{Duration: time.Minute},
 				MinSyncInterval:        metav1.Duration{Duration: time.Second},
 				LogFormat:              "text",
+				ConntrackCleanup:       ptrTo(false),
 			},
 		},
 	}
@@ -165,3 +168,5 @@ logFormat: text
 		})
 	}
 }
+
+func ptrTo[T any](v T) *T { return &v }

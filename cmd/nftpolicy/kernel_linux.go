@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 
+	"github.com/nftpolicy/nftpolicy/controllers"
+	"github.com/nftpolicy/nftpolicy/nft"
+	"github.com/nftpolicy/nftpolicy/nft/conntrack"
 	"github.com/nftpolicy/nftpolicy/nft/kernel"
 )
 
@@ -32,3 +35,24 @@ func (h hostKernel) WatchTable(ctx context.Context, onChange func(reason string)
 
 // cleanupKernel deletes table inet nftpolicy.
 func cleanupKernel() error { return kernel.Cleanup() }
+
+// newConntrackCleaner opens conntrack over netlink in the host's network
+// namespace; the error says why the kernel does not offer it.
+func newConntrackCleaner() (controllers.ConntrackCleaner, error) {
+	c, err := conntrack.New()
+	if err != nil {
+		return nil, err
+	}
+	return conntrackCleaner{c}, nil
+}
+
+// conntrackCleaner adapts conntrack.Cleaner to controllers.ConntrackCleaner.
+type conntrackCleaner struct{ c *conntrack.Cleaner }
+
+func (a conntrackCleaner) Clean(ctx context.Context, rs *nft.Ruleset) (controllers.ConntrackCleanup, error) {
+	res, err := a.c.Clean(ctx, rs)
+	return controllers.ConntrackCleanup{Examined: res.Examined, Deleted: res.Deleted}, err
+}
+
+// Close releases the netlink sockets.
+func (a conntrackCleaner) Close() { a.c.Close() }

@@ -2,10 +2,16 @@
 
 package main
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/nftpolicy/nftpolicy/controllers"
+)
 
 var errNotLinux = errors.New("nftables needs Linux")
 
 func newKernelSyncer() (kernelSyncer, error) { return nil, errNotLinux }
 
 func cleanupKernel() error { return errNotLinux }
+
+func newConntrackCleaner() (controllers.ConntrackCleaner, error) { return nil, errNotLinux }

@@ -124,6 +124,7 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 		configPath string
 		resync     time.Duration
 		minSync    time.Duration
+		conntrack  bool
 	)
 	fs.StringVar(&configPath, "config", "", "path of an AgentConfiguration file (apiVersion "+v1alpha1.APIVersion+"); flags set explicitly override it")
 	fs.StringVar(&flags.NodeName, "node-name", getenv("NODE_NAME"), "name of the node this agent enforces policy on (default $NODE_NAME); required")
@@ -132,6 +133,7 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 	fs.StringVar(&flags.HealthProbeBindAddress, "health-probe-bind-address", v1alpha1.DefaultHealthProbeBindAddress, `address of /healthz and /readyz; "0" disables`)
 	fs.DurationVar(&resync, "resync-period", v1alpha1.DefaultResyncPeriod, "rebuild the policy state from the caches, recompile and re-sync at least this often, repairing drift in the kernel (minimum 10s)")
 	fs.DurationVar(&minSync, "min-sync-interval", v1alpha1.DefaultMinSyncInterval, "least time between the starts of two syncs; an event after a quiet period syncs at once, events within the interval share the next sync (at most 10s)")
+	fs.BoolVar(&conntrack, "conntrack-cleanup", v1alpha1.DefaultConntrackCleanup, "after each sync that changed the table, delete the conntrack entries of connections the new ruleset denies, so that a tightened policy cuts them")
 	fs.StringVar(&flags.LogFormat, "log-format", v1alpha1.DefaultLogFormat, "log format: json or text")
 	fs.Int32VarP(&flags.LogVerbosity, "v", "v", 0, "log verbosity (0 info, 1 debug, higher more)")
 	if err := fs.Parse(args); err != nil {
@@ -165,6 +167,7 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 	set("health-probe-bind-address", func() { cfg.HealthProbeBindAddress = flags.HealthProbeBindAddress })
 	set("resync-period", func() { cfg.ResyncPeriod.Duration = resync })
 	set("min-sync-interval", func() { cfg.MinSyncInterval.Duration = minSync })
+	set("conntrack-cleanup", func() { cfg.ConntrackCleanup = &conntrack })
 	set("log-format", func() { cfg.LogFormat = flags.LogFormat })
 	set("v", func() { cfg.LogVerbosity = flags.LogVerbosity })
 	v1alpha1.SetDefaults(cfg)
@@ -248,6 +251,7 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 		Inner: syncer,
 		Now:   time.Now,
 	}
+	cleaner, conntrackAvailable := openConntrack(*cfg.ConntrackCleanup, log)
 
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -278,8 +282,11 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 		Precondition:    precondition,
 		ResyncPeriod:    cfg.ResyncPeriod.Duration,
 		MinSyncInterval: cfg.MinSyncInterval.Duration,
-		Logger:          log,
 		SyncRequests:    syncRequests,
+		Conntrack:       cleaner,
+		// Reported as nftpolicy_conntrack_netlink_available.
+		ConntrackAvailable: conntrackAvailable,
+		Logger:             log,
 	})
 	if err != nil {
 		return err
@@ -309,6 +316,29 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 	return nil
 }
 
+// openConntrack checks once, at start, whether the kernel offers conntrack
+// over netlink, says so in the log, and returns the cleaner to use: nil
+// when cleanup is off or unavailable, in which case established
+// connections outlive a tightened policy as they always did.
+func openConntrack(enabled bool, log logr.Logger) (controllers.ConntrackCleaner, bool) {
+	c, err := newConntrackCleaner()
+	available := err == nil
+	switch {
+	case !available:
+		log.Info("conntrack over netlink is not available: connections a tightened policy denies stay open until they end (new ones are denied)",
+			"conntrackCleanup", enabled, "reason", err.Error())
+		return nil, false
+	case !enabled:
+		if cl, ok := c.(interface{ Close() }); ok {
+			cl.Close()
+		}
+		log.Info("conntrack over netlink is available, but conntrack cleanup is off (--conntrack-cleanup=false): connections a tightened policy denies stay open")
+		return nil, true
+	}
+	log.Info("conntrack cleanup on: after each sync that changes the table, connections the new ruleset denies are cut")
+	return c, true
+}
+
 func runCleanup(args []string, stderr io.Writer) int {
 	if len(args) > 0 {
 		fmt.Fprintf(stderr, "nftpolicy cleanup: unexpected arguments %q\n", args)
@@ -332,6 +362,8 @@ type kernelSyncer interface {
 	// syncer did not make (and when such a change may have gone unseen),
 	// until ctx is done or reading the notifications fails.
 	WatchTable(ctx context.Context, onChange func(reason string)) error
+	// Changed reports whether the last successful Sync changed the table.
+	Changed() bool
 }
 
 // verifyingSyncer reads the table back before a Sync at most once per
@@ -353,6 +385,10 @@ type verifyingSyncer struct {
 // verifyNext makes the next Sync verify the table first; safe to call from
 // any goroutine.
 func (v *verifyingSyncer) verifyNext() { v.suspect.Store(true) }
+
+// Changed passes the kernel syncer's answer on, so that the reconciler
+// cleans conntrack only after syncs that changed something.
+func (v *verifyingSyncer) Changed() bool { return v.k.Changed() }
 
 func (v *verifyingSyncer) Sync(ctx context.Context, r *nft.Ruleset) error {
 	if now := v.now(); v.applied && (v.suspect.Swap(false) || now.Sub(v.lastVerify) >= v.every) {

@@ -47,8 +47,10 @@ func TestParseConfig(t *testing.T) {
 		{name: "flag beats env", args: []string{"--node-name=n2"}, env: map[string]string{"NODE_NAME": "n1"}, want: defaults("n2", nil)},
 		{
 			name: "all flags",
-			args: []string{"--node-name", "n1", "--kubeconfig", "/k", "--metrics-bind-address", "0", "--health-probe-bind-address", "127.0.0.1:1", "--resync-period", "30s", "--min-sync-interval", "250ms", "--log-format", "text", "-v", "2"},
+			args: []string{"--node-name", "n1", "--kubeconfig", "/k", "--metrics-bind-address", "0", "--health-probe-bind-address", "127.0.0.1:1", "--resync-period", "30s", "--min-sync-interval", "250ms", "--log-format", "text", "-v", "2", "--conntrack-cleanup=false"},
 			want: defaults("n1", func(c *v1alpha1.AgentConfiguration) {
+				off := false
+				c.ConntrackCleanup = &off
 				c.Kubeconfig, c.MetricsBindAddress, c.HealthProbeBindAddress = "/k", "0", "127.0.0.1:1"
 				c.MinSyncInterval.Duration = 250 * time.Millisecond
 				c.ResyncPeriod, c.LogFormat, c.LogVerbosity = metav1.Duration{Duration: 30 * time.Second}, "text", 2
@@ -139,6 +141,8 @@ func (f *fakeKernel) Sync(context.Context, *nft.Ruleset) error {
 	f.calls = append(f.calls, "sync")
 	return f.syncErr
 }
+
+func (f *fakeKernel) Changed() bool { return true }
 
 func (f *fakeKernel) Verify(context.Context) error {
 	f.calls = append(f.calls, "verify")

@@ -60,6 +60,8 @@ type Syncer struct {
 	// own holds the port ids of the sockets this Syncer opened lately, for
 	// WatchForeignChanges (which runs in another goroutine).
 	own ownPorts
+	// changed: the last successful Sync sent at least one operation.
+	changed bool
 }
 
 // NewSyncer returns a Syncer whose first Sync replaces whatever the table holds.
@@ -92,32 +94,43 @@ func (s *Syncer) Sync(ctx context.Context, desired *nft.Ruleset) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := s.sync(desired); err != nil {
+	changed, err := s.sync(desired)
+	if err != nil {
 		s.last = nil
 		return fmt.Errorf("sync table %s %s: %w", nft.TableFamily, nft.TableName, err)
 	}
-	s.last = desired
+	s.last, s.changed = desired, changed
 	return nil
 }
 
-// sync sends one batch: a full replace, or the difference from s.last.
-func (s *Syncer) sync(desired *nft.Ruleset) error {
+// Changed reports whether the last successful Sync changed the table: a
+// full replace, or a difference of at least one operation. Only then can
+// the kernel deny a connection it allowed before.
+func (s *Syncer) Changed() bool { return s.changed }
+
+// sync sends one batch: a full replace, or the difference from s.last
+// (none when there is no difference).
+func (s *Syncer) sync(desired *nft.Ruleset) (changed bool, err error) {
 	cc, err := s.conn()
 	if err != nil {
-		return err
+		return false, err
 	}
 	if s.last == nil {
 		err = queueFullReplace(cc, desired)
 	} else {
-		err = queueOps(cc, nft.Diff(s.last, desired), s.last, desired)
+		ops := nft.Diff(s.last, desired)
+		if len(ops) == 0 {
+			return false, nil
+		}
+		err = queueOps(cc, ops, s.last, desired)
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := cc.Flush(); err != nil {
-		return fmt.Errorf("netlink batch: %w", err)
+		return false, fmt.Errorf("netlink batch: %w", err)
 	}
-	return nil
+	return true, nil
 }
 
 // socketBuffer is the netlink socket buffer size in each direction. The
