@@ -7,6 +7,7 @@
 //	e2e run [--agent-cmd T] PATH...             replay scenario files or directories
 //	e2e demo                                    the demo app, before/after sample policies
 //	e2e chaos --next-agent-bin B                faults under continuous probing (README: Failure behaviour)
+//	e2e conntrack                               a tightening policy cuts the open flows it denies
 //
 // Internal subcommands: podserver (inside each pod netns), relay (the
 // apiserver relay into the node namespaces).
@@ -34,7 +35,7 @@ func main() { os.Exit(run()) }
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage: e2e [--state-dir DIR] [--bin-dir DIR] COMMAND [flags]
-commands: up, down, status, kubeconfig, run PATH..., stress, chaos, demo, agent-cmd --manifest F --bin B
+commands: up, down, status, kubeconfig, run PATH..., stress, chaos, conntrack, demo, agent-cmd --manifest F --bin B
   --state-dir  default $E2E_STATE_DIR or `+cluster.DefaultState+` (`+cluster.DefaultState+`-N for E2E_INSTANCE=N)
   --bin-dir    directory with etcd, kube-apiserver, ..., flanneld, CNI plugins (default $E2E_BIN_DIR)
 agent command template fields: {{.Node}} {{.NodeIP}} {{.Kubeconfig}} {{.NetNS}} {{.StateDir}} {{.LogDir}} {{.Index}}`)
@@ -155,6 +156,7 @@ var commands = map[string]command{
 	"run":        {onCluster: runCmd},
 	"stress":     {onCluster: stressCmd},
 	"chaos":      {onCluster: chaosCmd},
+	"conntrack":  {onCluster: conntrackCmd},
 	"demo":       {onCluster: demoCmd},
 }
 
@@ -371,6 +373,28 @@ func chaosCmd(ctx context.Context, e *env, f *clusterFlags, st *cluster.State) i
 	if wrong > 0 {
 		return e.fail(fmt.Errorf("%d probes saw a wrong verdict that no tampering or old conntrack entry explains", wrong))
 	}
+	return 0
+}
+
+// conntrackCmd: open TCP connections and UDP flows are cut within a
+// second of a policy that denies them; the ones it allows go on.
+func conntrackCmd(ctx context.Context, e *env, f *clusterFlags, st *cluster.State) int {
+	r, err := runner.New(ctx, e.cfg, st, os.Stdout, runner.Options{Converge: *f.converge, ProbeTimeout: *f.probeTimeout, Parallel: *f.parallel, Verbose: *f.verbose})
+	if err != nil {
+		return e.fail(err)
+	}
+	ok, err := r.ConntrackCheck(ctx)
+	if cerr := r.Cleanup(context.Background()); cerr != nil {
+		fmt.Printf("cleanup: %v\n", cerr)
+	}
+	if err != nil {
+		return e.fail(err)
+	}
+	if !ok {
+		fmt.Println("conntrack: FAIL")
+		return 1
+	}
+	fmt.Println("conntrack: PASS")
 	return 0
 }
 

@@ -36,12 +36,16 @@ type Server struct {
 
 // Request is one control request (one per connection).
 type Request struct {
-	Op       string   `json:"op"` // ping | serve | probe | seen
+	Op       string   `json:"op"` // ping | serve | probe | seen | flow-start | flow-status | flow-stop
 	Servers  []Server `json:"servers,omitempty"`
 	Protocol string   `json:"protocol,omitempty"`
 	Addr     string   `json:"addr,omitempty"` // ip:port
 	Timeout  int      `json:"timeoutMs,omitempty"`
 	Tag      uint32   `json:"tag,omitempty"`
+	// Flow names a long-lived flow (flow-* ops); Interval is its send
+	// period in milliseconds.
+	Flow     string `json:"flow,omitempty"`
+	Interval int    `json:"intervalMs,omitempty"`
 }
 
 // Result values of a probe.
@@ -61,6 +65,8 @@ type Response struct {
 	// Answer is the name the server that answered a TCP or UDP probe gave,
 	// so the runner can tell a connection to the wrong pod from a right one.
 	Answer string `json:"answer,omitempty"`
+	// Flow is the state of a flow (flow-* ops).
+	Flow *FlowStatus `json:"flow,omitempty"`
 }
 
 type server struct {
@@ -71,11 +77,12 @@ type server struct {
 	sctpPorts map[uint16]bool
 	seen      map[uint32]time.Time
 	seenCond  *sync.Cond
+	flows     map[string]*flow
 }
 
 // Run serves the control socket at ctl until the process is killed.
 func Run(name, ctl string) error {
-	s := &server{name: name, listeners: map[Server]func(){}, sctpPorts: map[uint16]bool{}, seen: map[uint32]time.Time{}}
+	s := &server{name: name, listeners: map[Server]func(){}, sctpPorts: map[uint16]bool{}, seen: map[uint32]time.Time{}, flows: map[string]*flow{}}
 	s.seenCond = sync.NewCond(&s.mu)
 	_ = os.Remove(ctl)
 	l, err := net.Listen("unix", ctl)
@@ -116,6 +123,8 @@ func (s *server) handle(c net.Conn) {
 		resp = s.probe(req)
 	case "seen":
 		resp.Result = s.waitSeen(req.Tag, time.Duration(req.Timeout)*time.Millisecond)
+	case "flow-start", "flow-status", "flow-stop":
+		resp = s.flowOp(req)
 	default:
 		resp.Error = "unknown op " + req.Op
 	}
@@ -172,11 +181,7 @@ func (s *server) listen(sv Server) (func(), error) {
 				if err != nil {
 					return
 				}
-				go func() {
-					_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-					_, _ = c.Write(answer)
-					_ = c.Close()
-				}()
+				go answerAndEcho(c, answer)
 			}
 		}()
 		return func() { l.Close() }, nil
