@@ -21,11 +21,11 @@ type ConntrackCleanup struct {
 	Deleted  int // entries deleted: their connection is now denied
 }
 
-// changeReporter is implemented by Syncers that know whether their last
-// successful Sync changed the kernel (kernel.Syncer); for others every
-// sync counts as a change.
-type changeReporter interface {
-	Changed() bool
+// tightenReporter is implemented by Syncers that know whether their last
+// successful Sync may deny what the kernel allowed before (kernel.Syncer);
+// for others every sync counts.
+type tightenReporter interface {
+	Tightened() bool
 }
 
 // conntrackRetry is how soon a failed cleanup is tried again when nothing
@@ -33,19 +33,20 @@ type changeReporter interface {
 const conntrackRetry = time.Second
 
 // cleanConntrack runs the cleaner after a successful sync of rs when the
-// sync changed the table (only then can a connection have become denied),
-// or when the last cleanup failed. It returns whether a retry is needed.
+// sync may deny something the kernel allowed before (not after a sync that
+// changed nothing or only admitted more peers), or when the last cleanup
+// failed. It returns whether a retry is needed.
 // A failed cleanup never fails the reconcile: the ruleset is in the
 // kernel and new connections are judged by it.
 func (r *Reconciler) cleanConntrack(ctx context.Context, rs *nft.Ruleset) (retry bool) {
 	if r.conntrack == nil {
 		return false
 	}
-	changed := true
-	if c, ok := r.syncer.(changeReporter); ok {
-		changed = c.Changed()
+	tightened := true
+	if c, ok := r.syncer.(tightenReporter); ok {
+		tightened = c.Tightened()
 	}
-	if !changed && !r.conntrackPending {
+	if !tightened && !r.conntrackPending {
 		return false
 	}
 	cleanCtx, cancel := context.WithTimeout(ctx, r.syncTimeout)

@@ -24,19 +24,19 @@ func (f *fakeCleaner) Clean(_ context.Context, rs *nft.Ruleset) (ConntrackCleanu
 	return f.result, nil
 }
 
-// reportingSyncer is a recordingSyncer that says whether a sync changed
-// the table, as kernel.Syncer does.
+// reportingSyncer is a recordingSyncer that says whether a sync may deny
+// what was allowed before, as kernel.Syncer does.
 type reportingSyncer struct {
 	*recordingSyncer
-	changed bool
+	tightened bool
 }
 
-func (s *reportingSyncer) Changed() bool { return s.changed }
+func (s *reportingSyncer) Tightened() bool { return s.tightened }
 
-func TestReconcile_ConntrackCleanupAfterChangingSyncs(t *testing.T) {
+func TestReconcile_ConntrackCleanupAfterTighteningSyncs(t *testing.T) {
 	cleaner := &fakeCleaner{result: ConntrackCleanup{Examined: 5, Deleted: 2}}
 	r, rec, reg := newFakeReconciler(t, nil, Options{Conntrack: cleaner, ConntrackAvailable: true})
-	s := &reportingSyncer{recordingSyncer: rec, changed: true}
+	s := &reportingSyncer{recordingSyncer: rec, tightened: true}
 	r.syncer = s
 	reconcileOnce := func(step string) (retryWithinResync bool) {
 		t.Helper()
@@ -60,13 +60,13 @@ func TestReconcile_ConntrackCleanupAfterChangingSyncs(t *testing.T) {
 		t.Errorf("conntrack_netlink_available = %v, want 1", got)
 	}
 
-	s.changed = false
-	reconcileOnce("sync that changed nothing")
+	s.tightened = false
+	reconcileOnce("sync that denies nothing new")
 	if len(cleaner.cleaned) != 1 {
-		t.Errorf("a sync that changed nothing cleaned conntrack (%d cleanups, want 1)", len(cleaner.cleaned))
+		t.Errorf("a sync that denies nothing new cleaned conntrack (%d cleanups, want 1)", len(cleaner.cleaned))
 	}
 
-	s.changed = true
+	s.tightened = true
 	cleaner.failNext = errors.New("netlink: ENOBUFS")
 	if !reconcileOnce("failed cleanup") {
 		t.Error("failed cleanup: not retried before the resync period")
@@ -75,7 +75,7 @@ func TestReconcile_ConntrackCleanupAfterChangingSyncs(t *testing.T) {
 		t.Errorf("conntrack_cleanup_errors_total = %v, want 1", got)
 	}
 
-	s.changed = false
+	s.tightened = false
 	if reconcileOnce("retry") {
 		t.Error("retry: requeued early after a successful cleanup")
 	}

@@ -121,7 +121,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}),
 		conntrackDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: metricsNamespace, Name: "conntrack_cleanup_duration_seconds",
-			Help:    "Time of one conntrack cleanup (dump the table, judge each entry by the new ruleset, delete the denied ones), run after each sync that changed the table.",
+			Help:    "Time of one conntrack cleanup (dump the table, judge each entry by the new ruleset, delete the denied ones), run after each sync that may deny something new.",
 			Buckets: latency,
 		}),
 		conntrackDeleted: prometheus.NewCounter(prometheus.CounterOpts{

@@ -127,8 +127,8 @@ type Options struct {
 	// SyncTimeout: default DefaultSyncTimeout. It bounds the conntrack
 	// cleanup too.
 	SyncTimeout time.Duration
-	// Conntrack, if set, runs after each successful sync that changed the
-	// table and cuts the connections the new ruleset denies. Nil leaves
+	// Conntrack, if set, runs after each successful sync that may deny
+	// something new and cuts the connections the new ruleset denies. Nil leaves
 	// established connections alone (disabled, or the kernel has no
 	// conntrack over netlink).
 	Conntrack ConntrackCleaner

@@ -6,6 +6,7 @@
 #   make demo                                                    the demo app, before/after the policies in e2e/demo
 #   make stress [STRESS_PAIR_RUNS=20 STRESS_TRANSITIONS=40 STRESS_SEED=N]   random transitions vs compile and Evaluate
 #   make chaos [CHAOS_KILLS=10 CHAOS_API_OUTAGE=60s CHAOS_PARTITION=60s]    faults under continuous probing
+#   make conntrack-check                                         a tightening policy cuts the open flows it denies (~10 s)
 #
 # E2E_INSTANCE=N (1..9) runs a separate cluster beside the default one: its
 # own namespaces (nftpe2eN-*), host loopback ports (+100*N) and state dir
@@ -45,7 +46,7 @@ STRESS_TRANSITIONS  ?= 40
 STRESS_SEED         ?= 0
 STRESS_SHORT_FLAGS  := STRESS_PAIR_RUNS=2 STRESS_TRANSITIONS=10
 
-.PHONY: e2e-bin e2e-tools up down e2e e2e-status demo e2e-test stress stress-short chaos chaos-short
+.PHONY: e2e-bin e2e-tools up down e2e e2e-status demo e2e-test stress stress-short chaos chaos-short conntrack-check
 
 # Our own binaries: the harness, and the agent when AGENT=nftpolicy.
 e2e-bin:
@@ -111,6 +112,11 @@ chaos: e2e-bin e2e-tools
 chaos-short:
 	$(MAKE) chaos $(CHAOS_SHORT_FLAGS)
 
+# Issue 12 §3: open TCP connections and UDP flows that a new policy denies
+# are cut within a second; the ones it allows lose nothing.
+conntrack-check: e2e-bin e2e-tools
+	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" conntrack --nodes $(E2E_NODES) $(E2E_AGENT_FLAG)
+
 # `make test` runs the whole corpus with our agent, then the short stress
-# and chaos runs.
-e2e-test:: e2e stress-short chaos-short
+# and chaos runs and the conntrack check.
+e2e-test:: e2e stress-short chaos-short conntrack-check

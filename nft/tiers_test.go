@@ -150,6 +150,9 @@ func TestTrace_Tiers(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			got := r.Trace(tc.pkt)
+			if v := r.Verdict(tc.pkt); v != got.Verdict {
+				t.Errorf("%v: Verdict %v, Trace %v", tc.pkt, nft.Verdict{Kind: v}, nft.Verdict{Kind: got.Verdict})
+			}
 			if got.Verdict != tc.want {
 				t.Errorf("%v: verdict %v, want %v; trace:\n\t%s", tc.pkt, nft.Verdict{Kind: got.Verdict}, nft.Verdict{Kind: tc.want}, strings.Join(got.Steps, "\n\t"))
 			}

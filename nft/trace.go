@@ -51,7 +51,7 @@ func (r *Ruleset) Trace(p Packet) TraceResult {
 	if base == nil {
 		return TraceResult{Verdict: VerdictAccept, Steps: []string{"no base chain for hook " + string(p.Hook)}}
 	}
-	t := tracer{r: r, p: p}
+	t := tracer{r: r, p: p, record: true}
 	v, done := t.run(base, 0)
 	if !done {
 		v = base.Hook.Policy
@@ -60,17 +60,45 @@ func (r *Ruleset) Trace(p Packet) TraceResult {
 	return TraceResult{Verdict: v, Steps: t.steps}
 }
 
+// Verdict is Trace(p).Verdict without the steps, whose formatting costs
+// more than the walk itself: for callers that judge many packets, such
+// as the conntrack cleanup.
+func (r *Ruleset) Verdict(p Packet) VerdictKind {
+	var base *Chain
+	for _, c := range r.Chains {
+		if c.Hook != nil && c.Hook.Name == p.Hook {
+			base = c
+		}
+	}
+	if base == nil {
+		return VerdictAccept
+	}
+	t := tracer{r: r, p: p}
+	if v, done := t.run(base, 0); done {
+		return v
+	}
+	return base.Hook.Policy
+}
+
 type tracer struct {
-	r     *Ruleset
-	p     Packet
-	steps []string
+	r      *Ruleset
+	p      Packet
+	record bool // keep steps (Trace)
+	steps  []string
+}
+
+// step records one line of the trace, when recording.
+func (t *tracer) step(format string, args ...any) {
+	if t.record {
+		t.steps = append(t.steps, fmt.Sprintf(format, args...))
+	}
 }
 
 // run evaluates chain c. done is false when the chain fell off its end or
 // returned; otherwise v is the final accept or drop.
 func (t *tracer) run(c *Chain, depth int) (v VerdictKind, done bool) {
 	if depth > maxJumpDepth {
-		t.steps = append(t.steps, "jump depth exceeded: drop")
+		t.step("jump depth exceeded: drop")
 		return VerdictDrop, true
 	}
 	for i, rule := range c.Rules {
@@ -85,7 +113,7 @@ func (t *tracer) run(c *Chain, depth int) (v VerdictKind, done bool) {
 			}
 			verdict = elem.Verdict
 		}
-		t.steps = append(t.steps, fmt.Sprintf("%s#%d %s => %s", c.Name, i+1, rule, verdict))
+		t.step("%s#%d %s => %s", c.Name, i+1, rule, verdict)
 		switch verdict.Kind {
 		case VerdictAccept, VerdictDrop:
 			return verdict.Kind, true
@@ -94,7 +122,7 @@ func (t *tracer) run(c *Chain, depth int) (v VerdictKind, done bool) {
 		case VerdictJump:
 			target, ok := t.r.Chains[verdict.Chain]
 			if !ok {
-				t.steps = append(t.steps, "jump to missing chain "+verdict.Chain+": drop")
+				t.step("jump to missing chain %s: drop", verdict.Chain)
 				return VerdictDrop, true
 			}
 			if v, done := t.run(target, depth+1); done {

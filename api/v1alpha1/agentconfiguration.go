@@ -46,9 +46,10 @@ const (
 	// DefaultConntrackCleanup is on: a tightened policy should cut the
 	// connections it denies, not only refuse new ones, as users of
 	// NetworkPolicy expect (and as CNIs with their own policy engines do).
-	// The cost is one conntrack dump after each sync that changed the
-	// table (see README, Performance); turn it off on nodes whose
-	// conntrack table is too big for that.
+	// The cost is one conntrack dump after each sync that may deny
+	// something new (not after a peer pod appears; see README,
+	// Performance); turn it off on nodes whose conntrack table makes that
+	// too slow.
 	DefaultConntrackCleanup = true
 	// DisabledBindAddress turns a listener off.
 	DisabledBindAddress = "0"
@@ -95,8 +96,8 @@ type AgentConfiguration struct {
 	LogFormat string `json:"logFormat,omitempty"`
 	// LogVerbosity is the logr verbosity: 0 logs info, 1 and up add debug.
 	LogVerbosity int32 `json:"logVerbosity,omitempty"`
-	// ConntrackCleanup: after each sync that changed the table, delete the
-	// conntrack entries of connections the new ruleset denies, so that a
+	// ConntrackCleanup: after each sync that may deny something new,
+	// delete the conntrack entries of connections the new ruleset denies, so that a
 	// tightened policy cuts them. Default true (DefaultConntrackCleanup).
 	// Where the kernel offers no conntrack over netlink the agent says so
 	// once and leaves established connections alone.

@@ -133,7 +133,7 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 	fs.StringVar(&flags.HealthProbeBindAddress, "health-probe-bind-address", v1alpha1.DefaultHealthProbeBindAddress, `address of /healthz and /readyz; "0" disables`)
 	fs.DurationVar(&resync, "resync-period", v1alpha1.DefaultResyncPeriod, "rebuild the policy state from the caches, recompile and re-sync at least this often, repairing drift in the kernel (minimum 10s)")
 	fs.DurationVar(&minSync, "min-sync-interval", v1alpha1.DefaultMinSyncInterval, "least time between the starts of two syncs; an event after a quiet period syncs at once, events within the interval share the next sync (at most 10s)")
-	fs.BoolVar(&conntrack, "conntrack-cleanup", v1alpha1.DefaultConntrackCleanup, "after each sync that changed the table, delete the conntrack entries of connections the new ruleset denies, so that a tightened policy cuts them")
+	fs.BoolVar(&conntrack, "conntrack-cleanup", v1alpha1.DefaultConntrackCleanup, "after each sync that may deny something new, delete the conntrack entries of connections the new ruleset denies, so that a tightened policy cuts them")
 	fs.StringVar(&flags.LogFormat, "log-format", v1alpha1.DefaultLogFormat, "log format: json or text")
 	fs.Int32VarP(&flags.LogVerbosity, "v", "v", 0, "log verbosity (0 info, 1 debug, higher more)")
 	if err := fs.Parse(args); err != nil {
@@ -335,7 +335,7 @@ func openConntrack(enabled bool, log logr.Logger) (controllers.ConntrackCleaner,
 		log.Info("conntrack over netlink is available, but conntrack cleanup is off (--conntrack-cleanup=false): connections a tightened policy denies stay open")
 		return nil, true
 	}
-	log.Info("conntrack cleanup on: after each sync that changes the table, connections the new ruleset denies are cut")
+	log.Info("conntrack cleanup on: after each sync that may deny something new, connections the new ruleset denies are cut")
 	return c, true
 }
 
@@ -362,8 +362,9 @@ type kernelSyncer interface {
 	// syncer did not make (and when such a change may have gone unseen),
 	// until ctx is done or reading the notifications fails.
 	WatchTable(ctx context.Context, onChange func(reason string)) error
-	// Changed reports whether the last successful Sync changed the table.
-	Changed() bool
+	// Tightened reports whether the last successful Sync may deny what
+	// the kernel allowed before.
+	Tightened() bool
 }
 
 // verifyingSyncer reads the table back before a Sync at most once per
@@ -386,9 +387,9 @@ type verifyingSyncer struct {
 // any goroutine.
 func (v *verifyingSyncer) verifyNext() { v.suspect.Store(true) }
 
-// Changed passes the kernel syncer's answer on, so that the reconciler
-// cleans conntrack only after syncs that changed something.
-func (v *verifyingSyncer) Changed() bool { return v.k.Changed() }
+// Tightened passes the kernel syncer's answer on, so that the reconciler
+// cleans conntrack only after syncs that may deny something new.
+func (v *verifyingSyncer) Tightened() bool { return v.k.Tightened() }
 
 func (v *verifyingSyncer) Sync(ctx context.Context, r *nft.Ruleset) error {
 	if now := v.now(); v.applied && (v.suspect.Swap(false) || now.Sub(v.lastVerify) >= v.every) {

@@ -142,7 +142,7 @@ func (f *fakeKernel) Sync(context.Context, *nft.Ruleset) error {
 	return f.syncErr
 }
 
-func (f *fakeKernel) Changed() bool { return true }
+func (f *fakeKernel) Tightened() bool { return true }
 
 func (f *fakeKernel) Verify(context.Context) error {
 	f.calls = append(f.calls, "verify")

@@ -101,7 +101,7 @@ func (j *Judge) Denies(f Flow) bool {
 	deny, ok := j.seen[p]
 	if !ok {
 		j.Traced++
-		deny = j.rs.Trace(p).Verdict == nft.VerdictDrop
+		deny = j.rs.Verdict(p) == nft.VerdictDrop
 		j.seen[p] = deny
 	}
 	return deny

@@ -119,20 +119,20 @@ func TestSync_NoOpSendsNothing(t *testing.T) {
 	ns, fd := newNetns(t, "noop")
 	s := newSyncer(t, fd)
 	sync(t, s, rulesetA())
-	if !s.Changed() {
-		t.Error("Changed() after the first sync (a full replace) = false, want true")
+	if !s.Tightened() {
+		t.Error("Tightened() after the first sync (a full replace) = false, want true")
 	}
 	before := nftIn(t, ns, "-a", "list", "table", "inet", "nftpolicy")
 	sync(t, s, rulesetA())
-	if s.Changed() {
-		t.Error("Changed() after syncing the same ruleset = true, want false")
+	if s.Tightened() {
+		t.Error("Tightened() after syncing the same ruleset = true, want false")
 	}
 	if after := nftIn(t, ns, "-a", "list", "table", "inet", "nftpolicy"); after != before {
 		t.Errorf("an unchanged ruleset changed rule handles:\n%s\n---\n%s", before, after)
 	}
 	sync(t, s, rulesetB())
-	if !s.Changed() {
-		t.Error("Changed() after an incremental sync to another ruleset = false, want true")
+	if !s.Tightened() {
+		t.Error("Tightened() after an incremental sync to a ruleset that isolates other pods = false, want true")
 	}
 }
 

@@ -60,8 +60,9 @@ type Syncer struct {
 	// own holds the port ids of the sockets this Syncer opened lately, for
 	// WatchForeignChanges (which runs in another goroutine).
 	own ownPorts
-	// changed: the last successful Sync sent at least one operation.
-	changed bool
+	// tightened: the last successful Sync may deny what the kernel
+	// allowed before it.
+	tightened bool
 }
 
 // NewSyncer returns a Syncer whose first Sync replaces whatever the table holds.
@@ -94,23 +95,26 @@ func (s *Syncer) Sync(ctx context.Context, desired *nft.Ruleset) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	changed, err := s.sync(desired)
+	tightened, err := s.sync(desired)
 	if err != nil {
 		s.last = nil
 		return fmt.Errorf("sync table %s %s: %w", nft.TableFamily, nft.TableName, err)
 	}
-	s.last, s.changed = desired, changed
+	s.last, s.tightened = desired, tightened
 	return nil
 }
 
-// Changed reports whether the last successful Sync changed the table: a
-// full replace, or a difference of at least one operation. Only then can
-// the kernel deny a connection it allowed before.
-func (s *Syncer) Changed() bool { return s.changed }
+// Tightened reports whether the last successful Sync may deny a
+// connection the kernel allowed before it: a full replace (the table held
+// anything before), or a difference that does more than add allow-list
+// elements (nft.OnlyWidens). Only then is a conntrack cleanup worth its
+// cost.
+func (s *Syncer) Tightened() bool { return s.tightened }
 
 // sync sends one batch: a full replace, or the difference from s.last
-// (none when there is no difference).
-func (s *Syncer) sync(desired *nft.Ruleset) (changed bool, err error) {
+// (none when there is no difference). It reports whether the batch may
+// deny what was allowed before.
+func (s *Syncer) sync(desired *nft.Ruleset) (tightened bool, err error) {
 	cc, err := s.conn()
 	if err != nil {
 		return false, err
@@ -122,6 +126,7 @@ func (s *Syncer) sync(desired *nft.Ruleset) (changed bool, err error) {
 		if len(ops) == 0 {
 			return false, nil
 		}
+		tightened = !nft.OnlyWidens(ops, desired)
 		err = queueOps(cc, ops, s.last, desired)
 	}
 	if err != nil {
@@ -130,7 +135,7 @@ func (s *Syncer) sync(desired *nft.Ruleset) (changed bool, err error) {
 	if err := cc.Flush(); err != nil {
 		return false, fmt.Errorf("netlink batch: %w", err)
 	}
-	return true, nil
+	return tightened || s.last == nil, nil
 }
 
 // socketBuffer is the netlink socket buffer size in each direction. The
