@@ -43,8 +43,10 @@ var rules = []rule{
 	}},
 	{pkg: "nft", stdlibOnly: true},
 	{pkg: "nft/kernel", forbidden: []string{"k8s.io/", "sigs.k8s.io/", module + "/policy", module + "/controllers"}},
+	{pkg: "nft/conntrack", forbidden: []string{"k8s.io/", "sigs.k8s.io/", module + "/policy", module + "/controllers"}},
 	{pkg: "controllers", forbidden: []string{
 		"github.com/google/nftables", "github.com/vishvananda/netlink", "github.com/mdlayher/netlink", module + "/nft/kernel",
+		module + "/nft/conntrack",
 	}},
 	// explain is a client: it reads the API and the agents' applied
 	// rulesets, and never touches a kernel table.
@@ -82,7 +84,7 @@ func TestImportDirection(t *testing.T) {
 // dataplane (nft/nfttest), the benchmarks and their workload builders
 // (bench/, policy/synth) are for tests and measurements only.
 func TestNoProductCodeImportsTestSupport(t *testing.T) {
-	for _, pkg := range []string{"cmd/nftpolicy", "controllers", "policy", "nft", "nft/kernel", "api/v1alpha1", "explain"} {
+	for _, pkg := range []string{"cmd/nftpolicy", "controllers", "policy", "nft", "nft/kernel", "nft/conntrack", "api/v1alpha1", "explain"} {
 		for _, d := range goListDeps(t, module+"/"+pkg) {
 			if strings.HasPrefix(d.ImportPath, module+"/e2e") {
 				t.Errorf("%s depends on the e2e harness (%s)", pkg, d.ImportPath)
