@@ -23,7 +23,6 @@ var (
 	client    = netip.MustParseAddr("10.244.2.20")
 	allowAll  = netip.MustParseAddr("10.244.2.21")
 	other     = netip.MustParseAddr("10.244.3.30")
-	clusterIP = netip.MustParseAddr("10.96.0.10")
 )
 
 func isLocal(a netip.Addr) bool { return a == nodeCNI || a == nodeIP }
