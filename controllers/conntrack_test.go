@@ -3,19 +3,25 @@ package controllers
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/nftpolicy/nftpolicy/nft"
 )
 
 // fakeCleaner records the rulesets it was asked to clean against.
 type fakeCleaner struct {
+	mu       sync.Mutex
 	cleaned  []*nft.Ruleset
 	result   ConntrackCleanup
 	failNext error
 }
 
 func (f *fakeCleaner) Clean(_ context.Context, rs *nft.Ruleset) (ConntrackCleanup, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.cleaned = append(f.cleaned, rs)
 	if err := f.failNext; err != nil {
 		f.failNext = nil
@@ -24,66 +30,95 @@ func (f *fakeCleaner) Clean(_ context.Context, rs *nft.Ruleset) (ConntrackCleanu
 	return f.result, nil
 }
 
+// cleanups returns how many cleanups ran and the ruleset of the last.
+func (f *fakeCleaner) cleanups() (int, *nft.Ruleset) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.cleaned) == 0 {
+		return 0, nil
+	}
+	return len(f.cleaned), f.cleaned[len(f.cleaned)-1]
+}
+
+func (f *fakeCleaner) fail(err error) {
+	f.mu.Lock()
+	f.failNext = err
+	f.mu.Unlock()
+}
+
 // reportingSyncer is a recordingSyncer that says whether a sync may deny
 // what was allowed before, as kernel.Syncer does.
 type reportingSyncer struct {
 	*recordingSyncer
+	mu        sync.Mutex
 	tightened bool
 }
 
-func (s *reportingSyncer) Tightened() bool { return s.tightened }
+func (s *reportingSyncer) Tightened() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.tightened }
+
+func (s *reportingSyncer) set(tightened bool) { s.mu.Lock(); s.tightened = tightened; s.mu.Unlock() }
 
 func TestReconcile_ConntrackCleanupAfterTighteningSyncs(t *testing.T) {
 	cleaner := &fakeCleaner{result: ConntrackCleanup{Examined: 5, Deleted: 2}}
 	r, rec, reg := newFakeReconciler(t, nil, Options{Conntrack: cleaner, ConntrackAvailable: true})
 	s := &reportingSyncer{recordingSyncer: rec, tightened: true}
 	r.syncer = s
-	reconcileOnce := func(step string) (retryWithinResync bool) {
-		t.Helper()
-		res, err := r.Reconcile(context.Background(), workKey)
-		if err != nil {
-			t.Fatalf("%s: Reconcile: %v (a cleanup must never fail the reconcile)", step, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.conntrack.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("conntrack worker: %v", err)
 		}
-		return res.RequeueAfter < r.resync
+	})
+	reconcileOnce := func(step string) {
+		t.Helper()
+		if _, err := r.Reconcile(context.Background(), workKey); err != nil {
+			t.Fatalf("%s: Reconcile: %v", step, err)
+		}
+	}
+	cleanupsAre := func(want int) func() string {
+		return func() string {
+			n, rs := cleaner.cleanups()
+			if n != want {
+				return fmt.Sprintf("%d cleanups, want %d", n, want)
+			}
+			if rs != rec.latest() {
+				return "the last cleanup was not against the ruleset synced last"
+			}
+			return ""
+		}
 	}
 
-	if reconcileOnce("first sync") {
-		t.Error("first sync: requeued early after a successful cleanup")
-	}
-	if len(cleaner.cleaned) != 1 || cleaner.cleaned[0] != rec.latest() {
-		t.Fatalf("first sync: cleaned %d times, want once against the ruleset just synced", len(cleaner.cleaned))
-	}
-	if got := metricValue(t, reg, "nftpolicy_conntrack_entries_deleted_total"); got != 2 {
-		t.Errorf("conntrack_entries_deleted_total = %v, want 2", got)
-	}
+	reconcileOnce("first sync")
+	eventually(t, 5*time.Second, nil, "cleanup after the first sync", cleanupsAre(1))
 	if got := metricValue(t, reg, "nftpolicy_conntrack_netlink_available"); got != 1 {
 		t.Errorf("conntrack_netlink_available = %v, want 1", got)
 	}
+	eventually(t, 5*time.Second, nil, "deleted entries counted", func() string {
+		if got := metricValue(t, reg, "nftpolicy_conntrack_entries_deleted_total"); got != 2 {
+			return fmt.Sprintf("conntrack_entries_deleted_total = %v, want 2", got)
+		}
+		return ""
+	})
 
-	s.tightened = false
+	s.set(false)
 	reconcileOnce("sync that denies nothing new")
-	if len(cleaner.cleaned) != 1 {
-		t.Errorf("a sync that denies nothing new cleaned conntrack (%d cleanups, want 1)", len(cleaner.cleaned))
-	}
+	consistently(t, 300*time.Millisecond, "a sync that denies nothing new must not clean", func() string {
+		if n, _ := cleaner.cleanups(); n != 1 {
+			return fmt.Sprintf("%d cleanups, want 1", n)
+		}
+		return ""
+	})
 
-	s.tightened = true
-	cleaner.failNext = errors.New("netlink: ENOBUFS")
-	if !reconcileOnce("failed cleanup") {
-		t.Error("failed cleanup: not retried before the resync period")
-	}
+	s.set(true)
+	cleaner.fail(errors.New("netlink: ENOBUFS"))
+	reconcileOnce("failed cleanup")
+	// The failure is retried within conntrackRetry, with no new sync.
+	eventually(t, 5*time.Second, nil, "cleanup retried after a failure", cleanupsAre(3))
 	if got := metricValue(t, reg, "nftpolicy_conntrack_cleanup_errors_total"); got != 1 {
 		t.Errorf("conntrack_cleanup_errors_total = %v, want 1", got)
-	}
-
-	s.tightened = false
-	if reconcileOnce("retry") {
-		t.Error("retry: requeued early after a successful cleanup")
-	}
-	if len(cleaner.cleaned) != 3 {
-		t.Errorf("after a failed cleanup the next sync, unchanged, cleaned %d times in all, want 3", len(cleaner.cleaned))
-	}
-	if got := metricValue(t, reg, "nftpolicy_conntrack_entries_deleted_total"); got != 4 {
-		t.Errorf("conntrack_entries_deleted_total = %v, want 4", got)
 	}
 }
 
@@ -91,6 +126,9 @@ func TestReconcile_NoConntrackCleaner(t *testing.T) {
 	r, _, reg := newFakeReconciler(t, nil, Options{})
 	if _, err := r.Reconcile(context.Background(), workKey); err != nil {
 		t.Fatal(err)
+	}
+	if r.conntrack != nil {
+		t.Error("a conntrack worker without a cleaner")
 	}
 	if got := metricValue(t, reg, "nftpolicy_conntrack_netlink_available"); got != 0 {
 		t.Errorf("conntrack_netlink_available = %v, want 0", got)

@@ -128,7 +128,9 @@ type Options struct {
 	// cleanup too.
 	SyncTimeout time.Duration
 	// Conntrack, if set, runs after each successful sync that may deny
-	// something new and cuts the connections the new ruleset denies. Nil leaves
+	// something new and cuts the connections the new ruleset denies. It
+	// runs beside the reconcile loop (SetupWithManager adds it to the
+	// manager), so that it never delays a sync. Nil leaves
 	// established connections alone (disabled, or the kernel has no
 	// conntrack over netlink).
 	Conntrack ConntrackCleaner
@@ -161,7 +163,7 @@ type Reconciler struct {
 	now          func() time.Time
 	changes      *pendingChanges
 	syncRequests <-chan struct{}
-	conntrack    ConntrackCleaner
+	conntrack    *conntrackWorker // nil: no conntrack cleanup
 
 	// cnp watches ClusterNetworkPolicies while their CRD is served; nil
 	// when the Reconciler runs without a manager (tests).
@@ -170,9 +172,6 @@ type Reconciler struct {
 	// Only Reconcile touches these (MaxConcurrentReconciles is 1).
 	cluster      *policy.NodeCompiler // nil until the first full load
 	lastFullLoad time.Time
-	// conntrackPending: the last conntrack cleanup failed, so the next
-	// reconcile cleans even if its sync changes nothing.
-	conntrackPending bool
 
 	// handed is what Reconcile has put into the NodeCompiler of the two kinds
 	// that the NodeCompiler cannot give back yet: the ClusterNetworkPolicies (for
@@ -238,12 +237,15 @@ func New(opts Options) (*Reconciler, error) {
 		now:          time.Now,
 		changes:      newPendingChanges(),
 		syncRequests: opts.SyncRequests,
-		conntrack:    opts.Conntrack,
 		warned:       map[types.NamespacedName]map[string]struct{}{},
 	}
 	r.setHanded(handedObjects{})
 	if opts.ConntrackAvailable {
 		m.conntrackAvailable.Set(1)
+	}
+	if opts.Conntrack != nil {
+		r.conntrack = newConntrackWorker(opts.Conntrack, m, max(opts.SyncTimeout, DefaultSyncTimeout), r.now)
+		r.conntrack.log = opts.Logger
 	}
 	if r.compile == nil {
 		r.compile = (*policy.NodeCompiler).Compile
@@ -274,6 +276,12 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.log = mgr.GetLogger()
 	}
 	r.log = r.log.WithName(ControllerName).WithValues("node", r.nodeName)
+	if r.conntrack != nil {
+		r.conntrack.log = r.log.WithName("conntrack")
+		if err := mgr.Add(r.conntrack); err != nil {
+			return fmt.Errorf("add conntrack cleanup: %w", err)
+		}
+	}
 	if r.cnp == nil {
 		crdLW, err := CRDListWatch(mgr.GetConfig(), mgr.GetHTTPClient())
 		if err != nil {
@@ -423,10 +431,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	if !batchStart.IsZero() {
 		r.metrics.eventToSync.Observe(end.Sub(batchStart).Seconds())
 	}
-	requeue := r.resync
-	if r.cleanConntrack(ctx, ruleset) {
-		requeue = min(requeue, conntrackRetry)
-	}
+	r.afterSync(ruleset)
 	r.mu.Lock()
 	first := !r.synced
 	r.synced, r.lastSyncErr = true, nil
@@ -439,7 +444,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	} else {
 		log.V(1).Info("synced", kv...)
 	}
-	return reconcile.Result{RequeueAfter: requeue}, nil
+	return reconcile.Result{RequeueAfter: r.resync}, nil
 }
 
 // applyChanges brings the NodeCompiler up to date with the stores. It takes the
