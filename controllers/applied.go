@@ -52,6 +52,15 @@ func (a *AppliedRuleset) Sync(ctx context.Context, r *nft.Ruleset) error {
 	return nil
 }
 
+// Tightened passes Inner's answer on (true when Inner cannot tell), so
+// that wrapping a kernel.Syncer does not make every sync clean conntrack.
+func (a *AppliedRuleset) Tightened() bool {
+	if t, ok := a.Inner.(tightenReporter); ok {
+		return t.Tightened()
+	}
+	return true
+}
+
 // ServeHTTP answers GET with the AppliedRulesetDoc; nothing else is
 // accepted.
 func (a *AppliedRuleset) ServeHTTP(w http.ResponseWriter, req *http.Request) {

@@ -134,3 +134,16 @@ func TestReconcile_NoConntrackCleaner(t *testing.T) {
 		t.Errorf("conntrack_netlink_available = %v, want 0", got)
 	}
 }
+
+func TestAppliedRuleset_PassesTightenedOn(t *testing.T) {
+	rec := newRecordingSyncer(t)
+	for _, tightened := range []bool{true, false} {
+		a := &AppliedRuleset{Inner: &reportingSyncer{recordingSyncer: rec, tightened: tightened}, Now: time.Now}
+		if got := a.Tightened(); got != tightened {
+			t.Errorf("Tightened() over an inner syncer that says %v = %v", tightened, got)
+		}
+	}
+	if a := (&AppliedRuleset{Inner: rec, Now: time.Now}); !a.Tightened() {
+		t.Error("Tightened() over a syncer that cannot tell = false, want true")
+	}
+}
