@@ -29,6 +29,12 @@ const (
 	OpDeleteChain
 	// OpDeleteSet deletes set or map Name.
 	OpDeleteSet
+	// OpAddLimit creates limit object Limit; it comes first, before any
+	// rule can refer to it.
+	OpAddLimit
+	// OpDeleteLimit deletes limit object Name; it comes last, once no rule
+	// refers to it.
+	OpDeleteLimit
 )
 
 func (k OpKind) String() string {
@@ -47,6 +53,10 @@ func (k OpKind) String() string {
 		return "delete-chain"
 	case OpDeleteSet:
 		return "delete-set"
+	case OpAddLimit:
+		return "add-limit"
+	case OpDeleteLimit:
+		return "delete-limit"
 	}
 	return "invalid"
 }
@@ -62,6 +72,8 @@ type Op struct {
 	// content for OpReplaceRules.
 	Chain    *Chain
 	Elements []Element
+	// Limit is the definition for OpAddLimit.
+	Limit *Limit
 }
 
 func (o Op) String() string {
@@ -85,6 +97,10 @@ func (o Op) String() string {
 //  5. chain deletions, now that no rule or map element jumps to them;
 //  6. set deletions, now that no rule looks them up.
 //
+// Limit objects are added before everything and deleted after everything.
+// A limit object never changes under the same name (DenyLog.LimitName), so
+// there is nothing to redefine.
+//
 // Base chains are never deleted: their policy is part of OpReplaceRules.
 //
 // A set or chain that old and desired share by pointer is equal to itself: it
@@ -98,6 +114,11 @@ func Diff(old, desired *Ruleset) []Op {
 	}
 	redefined := redefinedSets(old, desired)
 	var ops []Op
+	for _, name := range sortedNames(desired.Limits) {
+		if _, ok := old.Limits[name]; !ok {
+			ops = append(ops, Op{Kind: OpAddLimit, Name: name, Limit: desired.Limits[name]})
+		}
+	}
 	ops = append(ops, flushReferrers(old, desired, redefined)...)
 	for _, name := range redefined {
 		ops = append(ops, Op{Kind: OpDeleteSet, Name: name})
@@ -108,6 +129,11 @@ func Diff(old, desired *Ruleset) []Op {
 	ops = append(ops, ruleOps(old, desired, redefined)...)
 	ops = append(ops, deletedChains(old, desired)...)
 	ops = append(ops, deletedSets(old, desired)...)
+	for _, name := range sortedNames(old.Limits) {
+		if _, ok := desired.Limits[name]; !ok {
+			ops = append(ops, Op{Kind: OpDeleteLimit, Name: name})
+		}
+	}
 	return ops
 }
 
@@ -377,7 +403,14 @@ func sameHook(a, b *Hook) bool {
 
 func sameRule(a, b Rule) bool {
 	return a.Verdict == b.Verdict && a.Comment == b.Comment && sameLookup(a.VerdictMap, b.VerdictMap) &&
-		slices.EqualFunc(a.Matches, b.Matches, sameMatch)
+		slices.EqualFunc(a.Matches, b.Matches, sameMatch) && sameLog(a.Log, b.Log)
+}
+
+func sameLog(a, b *Log) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }
 
 func sameMatch(a, b Match) bool {

@@ -254,7 +254,7 @@ func TestDiff_SharedObjectsAreSkippedNotLost(t *testing.T) {
 			for _, dir := range []nft.Direction{nft.Ingress, nft.Egress} {
 				var e *nft.IsolatedEndpoint
 				if rng.Intn(3) > 0 {
-					e = nft.NewIsolatedEndpoint(dir, fmt.Sprintf("ns/p%d", pod), podAddrs(pod), randomAllow(rng))
+					e = nft.NewIsolatedEndpoint(dir, fmt.Sprintf("ns/p%d", pod), podAddrs(pod), randomAllow(rng), nil)
 				}
 				eps = append(eps, e)
 			}

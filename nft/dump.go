@@ -18,6 +18,9 @@ func (r *Ruleset) Dump() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table %s %s {\n", TableFamily, TableName)
 	var blocks []string
+	for _, name := range sortedKeys(r.Limits) {
+		blocks = append(blocks, dumpLimit(r.Limits[name]))
+	}
 	for _, name := range sortedKeys(r.Sets) {
 		blocks = append(blocks, dumpSet(r.Sets[name]))
 	}
@@ -27,6 +30,16 @@ func (r *Ruleset) Dump() string {
 	b.WriteString(strings.Join(blocks, "\n"))
 	b.WriteString("}\n")
 	return b.String()
+}
+
+// dumpLimit prints l as nft does, which leaves out a burst of 5 packets
+// (its default).
+func dumpLimit(l *Limit) string {
+	burst := ""
+	if l.Burst != 5 {
+		burst = fmt.Sprintf(" burst %d packets", l.Burst)
+	}
+	return fmt.Sprintf("\tlimit %s {\n\t\trate %d/second%s\n\t}\n", l.Name, l.Rate, burst)
 }
 
 // sortedChains orders base chains first, then the rest, each by name.
@@ -230,9 +243,12 @@ func (r Rule) String() string {
 	for _, m := range r.Matches {
 		parts = append(parts, m.String())
 	}
+	if r.Log != nil {
+		parts = append(parts, "limit name "+strconv.Quote(r.Log.Limit)+" log prefix "+strconv.Quote(r.Log.Prefix)+" group "+strconv.Itoa(int(r.Log.Group)))
+	}
 	if r.VerdictMap != nil {
 		parts = append(parts, fieldList(r.VerdictMap.Fields)+" vmap @"+r.VerdictMap.Set)
-	} else {
+	} else if r.Verdict.Kind != VerdictNone {
 		parts = append(parts, r.Verdict.String())
 	}
 	if r.Comment != "" {

@@ -173,10 +173,10 @@ type IsolatedEndpoint struct {
 
 // NewIsolatedEndpoint isolates the pod id with addresses addrs in direction
 // dir: its addresses dispatch into a chain of its own that returns for what
-// allow admits and drops everything else. The chain's rules depend only on
-// the names, never on allow, so a change of peers or ports touches set
-// elements only.
-func NewIsolatedEndpoint(dir Direction, id string, addrs []netip.Addr, allow AllowList) *IsolatedEndpoint {
+// allow admits and drops everything else, after a log rule when log is not
+// nil. The chain's rules depend only on the names, never on allow, so a
+// change of peers or ports touches set elements only.
+func NewIsolatedEndpoint(dir Direction, id string, addrs []netip.Addr, allow AllowList, log *DenyLog) *IsolatedEndpoint {
 	n := NamesFor(dir, id)
 	peer4, peer6 := FieldIPv4Saddr, FieldIPv6Saddr
 	if dir == Egress {
@@ -195,21 +195,19 @@ func NewIsolatedEndpoint(dir Direction, id string, addrs []netip.Addr, allow All
 	for _, p := range allow.Ports {
 		appendByFamily(ports4, ports6, p.Peer, Element{Key: b.key(p.Peer, b.proto(p.Proto), p.Ports), Comment: p.Comment})
 	}
+	rules := []Rule{
+		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer4, FieldL4Proto}, Set: n.AnyV4}}}, Verdict: Return},
+		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer6, FieldL4Proto}, Set: n.AnyV6}}}, Verdict: Return},
+		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer4, FieldL4Proto, FieldTHDport}, Set: n.PortsV4}}}, Verdict: Return},
+		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer6, FieldL4Proto, FieldTHDport}, Set: n.PortsV6}}}, Verdict: Return},
+	}
+	rules = append(rules, log.rules(n.Chain)...)
+	rules = append(rules, Rule{Verdict: Drop})
 	e := &IsolatedEndpoint{
 		Dir:   dir,
 		Names: n,
 		Sets:  [4]*Set{any4, any6, ports4, ports6},
-		Chain: &Chain{
-			Name:    n.Chain,
-			Comment: comment,
-			Rules: []Rule{
-				{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer4, FieldL4Proto}, Set: n.AnyV4}}}, Verdict: Return},
-				{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer6, FieldL4Proto}, Set: n.AnyV6}}}, Verdict: Return},
-				{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer4, FieldL4Proto, FieldTHDport}, Set: n.PortsV4}}}, Verdict: Return},
-				{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer6, FieldL4Proto, FieldTHDport}, Set: n.PortsV6}}}, Verdict: Return},
-				{Verdict: Drop},
-			},
-		},
+		Chain: &Chain{Name: n.Chain, Comment: comment, Rules: rules},
 	}
 	for _, a := range addrs {
 		el := Element{Key: []Range{Addr(a)}, Verdict: Jump(n.Chain), Comment: id}
@@ -239,7 +237,7 @@ func (r *Ruleset) AddEndpoint(e *IsolatedEndpoint) {
 
 // AddIsolatedEndpoint is AddEndpoint(NewIsolatedEndpoint(...)).
 func (r *Ruleset) AddIsolatedEndpoint(dir Direction, id string, addrs []netip.Addr, allow AllowList) EndpointNames {
-	e := NewIsolatedEndpoint(dir, id, addrs, allow)
+	e := NewIsolatedEndpoint(dir, id, addrs, allow, nil)
 	r.AddEndpoint(e)
 	return e.Names
 }

@@ -117,6 +117,8 @@ func (f Field) String() string {
 type Ruleset struct {
 	Sets   map[string]*Set
 	Chains map[string]*Chain
+	// Limits are the named limit objects (the deny log's, see DenyLog).
+	Limits map[string]*Limit
 }
 
 // NewRuleset returns an empty ruleset.
@@ -197,7 +199,9 @@ type Rule struct {
 	// in the named verdict map, and a miss continues with the next rule.
 	VerdictMap *Lookup
 	Verdict    Verdict
-	Comment    string
+	// Log, when set, makes this a log rule (with no verdict): see Log.
+	Log     *Log
+	Comment string
 }
 
 // Match is one condition of a rule. Exactly one field is set.

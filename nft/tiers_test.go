@@ -51,7 +51,7 @@ func tierFixture() (*nft.Ruleset, *nft.TierMaps) {
 		AnyPort: []nft.ProtoVerdict{{Peer: nft.PrefixRange(netip.MustParsePrefix("10.244.1.0/24")), Protos: nft.ProtoRange(0, 255), Verdict: nft.Return}},
 	})
 	r := nft.NewSkeleton()
-	allowA := nft.NewIsolatedEndpoint(nft.Ingress, "x/a", []netip.Addr{ip("10.244.1.10"), ip("fd00::10")}, nft.AllowList{AnyPort: []nft.Range{remote}})
+	allowA := nft.NewIsolatedEndpoint(nft.Ingress, "x/a", []netip.Addr{ip("10.244.1.10"), ip("fd00::10")}, nft.AllowList{AnyPort: []nft.Range{remote}}, nil)
 	r.AddTieredEndpoint(nft.NewTieredEndpoint(nft.Ingress, "x/a", []netip.Addr{ip("10.244.1.10"), ip("fd00::10")}, admin, allowA, nil))
 	r.AddTieredEndpoint(nft.NewTieredEndpoint(nft.Ingress, "x/b", []netip.Addr{ip("10.244.1.11")}, admin, nil, baseB))
 	r.AddTieredEndpoint(nft.NewTieredEndpoint(nft.Egress, "x/c", []netip.Addr{ip("10.244.1.12")}, nil, nil, baseC))
@@ -167,7 +167,7 @@ func TestTrace_Tiers(t *testing.T) {
 
 func TestNewTieredEndpoint_Shapes(t *testing.T) {
 	addrs := []netip.Addr{ip("10.244.1.10")}
-	allow := nft.NewIsolatedEndpoint(nft.Ingress, "x/a", addrs, nft.AllowList{})
+	allow := nft.NewIsolatedEndpoint(nft.Ingress, "x/a", addrs, nft.AllowList{}, nil)
 	admin := nft.NewTierMaps(nft.TierAdmin, nft.Ingress, "k", "", nft.TierVerdicts{})
 	base := nft.NewTierMaps(nft.TierBaseline, nft.Ingress, "k", "", nft.TierVerdicts{})
 	if e := nft.NewTieredEndpoint(nft.Ingress, "x/a", addrs, nil, nil, nil); e != nil {

@@ -239,7 +239,7 @@ func (c *NodeCompiler) endpointOf(pod *Pod, dir nft.Direction, nsp *namespacePol
 		saved := c.warnings
 		c.warnings = warningSet{}
 		allow := c.allowList(e, pod, dir, selecting)
-		e.isolated = nft.NewIsolatedEndpoint(dir, pod.Key(), pod.IPs, allow)
+		e.isolated = nft.NewIsolatedEndpoint(dir, pod.Key(), pod.IPs, allow, c.denyLog)
 		e.warnings = c.warnings.list()
 		c.warnings = saved
 	}

@@ -78,6 +78,9 @@ type NodeCompiler struct {
 	groups    map[groupKey]*tierGroup
 	tiered    map[endpointKey]*tieredEndpoint
 
+	// denyLog, when set, logs every allow-list drop (nft.DenyLog).
+	denyLog *nft.DenyLog
+
 	// epoch counts Compile calls; entries not used by the latest Compile
 	// are dropped at its end.
 	epoch uint64
@@ -114,6 +117,21 @@ func NewNodeCompiler(nodeName string) *NodeCompiler {
 		groups:      map[groupKey]*tierGroup{},
 		tiered:      map[endpointKey]*tieredEndpoint{},
 	}
+}
+
+// SetDenyLog makes the allow-list chains of the following Compiles log what
+// they drop through d (nil: no logging). Changing it rebuilds every pod's
+// chains on the next Compile.
+func (c *NodeCompiler) SetDenyLog(d *nft.DenyLog) {
+	if d != nil {
+		cp := *d
+		d = &cp
+	}
+	if (d == nil) != (c.denyLog == nil) || (d != nil && *d != *c.denyLog) {
+		clear(c.endpoints)
+		clear(c.tiered)
+	}
+	c.denyLog = d
 }
 
 // NodeName is the node the NodeCompiler compiles for.
@@ -444,6 +462,7 @@ func (c *NodeCompiler) sortedNamespaces() []string {
 func (c *NodeCompiler) Compile() (*nft.Ruleset, []Warning) {
 	c.epoch++
 	rs := nft.NewSkeleton()
+	rs.SetDenyLog(c.denyLog)
 	var warnings warningSet
 	locals := make([]*Pod, 0, len(c.local))
 	for _, p := range c.local {

@@ -43,6 +43,12 @@ func queueOp(cc *nftables.Conn, op nft.Op, old, new *nft.Ruleset) error {
 	case nft.OpDeleteSet:
 		cc.DelSet(&nftables.Set{Table: t, Name: op.Name})
 		return nil
+	case nft.OpAddLimit:
+		cc.AddObj(renderLimit(t, op.Limit))
+		return nil
+	case nft.OpDeleteLimit:
+		cc.DeleteObject(&nftables.NamedObj{Table: t, Name: op.Name, Type: nftables.ObjTypeLimit})
+		return nil
 	}
 	return fmt.Errorf("unknown op kind %d", op.Kind)
 }
@@ -140,6 +146,10 @@ func queueEmptyTable(cc *nftables.Conn, desired *nft.Ruleset) (*nft.Ruleset, err
 	if err != nil {
 		return nil, fmt.Errorf("list sets: %w", err)
 	}
+	objs, err := cc.GetNamedObjects(t)
+	if err != nil {
+		return nil, fmt.Errorf("list objects: %w", err)
+	}
 	left := nft.NewRuleset()
 	for _, c := range chains {
 		cc.FlushChain(&nftables.Chain{Table: t, Name: c.Name})
@@ -155,6 +165,11 @@ func queueEmptyTable(cc *nftables.Conn, desired *nft.Ruleset) (*nft.Ruleset, err
 			continue
 		}
 		cc.DelChain(&nftables.Chain{Table: t, Name: c.Name})
+	}
+	// Limit objects go last, after the flushes that removed every rule
+	// naming them: the kernel refuses to delete an object in use.
+	for _, o := range objs {
+		cc.DeleteObject(o)
 	}
 	return left, nil
 }

@@ -145,11 +145,11 @@ func TestSync_SharedEndpointsAreSkippedNotLost(t *testing.T) {
 	requirePrivileges(t)
 	ns, fd := newNetns(t, "shared")
 	s := newSyncer(t, fd)
-	web := nft.NewIsolatedEndpoint(nft.Ingress, "default/web", addrs("10.244.1.2"), nft.AllowList{AnyPort: []nft.Range{mustAddr("10.244.2.7")}})
-	dnsA := nft.NewIsolatedEndpoint(nft.Ingress, "kube-system/dns", addrs("10.244.1.4"), nft.AllowList{})
+	web := nft.NewIsolatedEndpoint(nft.Ingress, "default/web", addrs("10.244.1.2"), nft.AllowList{AnyPort: []nft.Range{mustAddr("10.244.2.7")}}, nil)
+	dnsA := nft.NewIsolatedEndpoint(nft.Ingress, "kube-system/dns", addrs("10.244.1.4"), nft.AllowList{}, nil)
 	dnsB := nft.NewIsolatedEndpoint(nft.Ingress, "kube-system/dns", addrs("10.244.1.4"), nft.AllowList{
 		Ports: []nft.PortAllow{{Peer: mustPrefix("10.244.0.0/16"), Proto: nft.ProtoUDP, Ports: nft.Port(53)}},
-	})
+	}, nil)
 	build := func(eps ...*nft.IsolatedEndpoint) *nft.Ruleset {
 		r := nft.NewSkeleton()
 		for _, e := range eps {
@@ -172,7 +172,7 @@ func TestSync_SharedEndpointsAreSkippedNotLost(t *testing.T) {
 	// Overlapping intervals in one set: the kernel rejects the batch.
 	overlapping := nft.NewIsolatedEndpoint(nft.Egress, "default/web", addrs("10.244.1.2"), nft.AllowList{
 		AnyPort: []nft.Range{mustPrefix("10.244.2.0/24"), mustPrefix("10.244.2.128/25")},
-	})
+	}, nil)
 	if err := s.Sync(context.Background(), build(web, dnsB, overlapping)); err == nil {
 		t.Fatal("Sync of overlapping intervals succeeded, want an error")
 	}

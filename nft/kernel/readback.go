@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
@@ -39,7 +40,43 @@ func compareKernel(cc *nftables.Conn, model *nft.Ruleset) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return append(chainDiffs, setDiffs...), nil
+	limitDiffs, err := compareLimits(cc, model)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Concat(chainDiffs, setDiffs, limitDiffs), nil
+}
+
+// compareLimits lists missing, unexpected and changed limit objects.
+func compareLimits(cc *nftables.Conn, model *nft.Ruleset) ([]string, error) {
+	objs, err := cc.GetNamedObjects(ourTable())
+	if err != nil {
+		return nil, fmt.Errorf("list objects: %w", err)
+	}
+	var diffs []string
+	seen := map[string]bool{}
+	for _, o := range objs {
+		no, ok := o.(*nftables.NamedObj)
+		if !ok {
+			continue
+		}
+		seen[no.Name] = true
+		ml, ok := model.Limits[no.Name]
+		if !ok {
+			diffs = append(diffs, "unexpected object "+no.Name)
+			continue
+		}
+		want := renderLimit(ourTable(), ml).Obj.(*expr.Limit)
+		if got, ok := no.Obj.(*expr.Limit); !ok || *got != *want {
+			diffs = append(diffs, fmt.Sprintf("limit %s: kernel %+v, want %+v", no.Name, no.Obj, want))
+		}
+	}
+	for name := range model.Limits {
+		if !seen[name] {
+			diffs = append(diffs, "missing limit "+name)
+		}
+	}
+	return diffs, nil
 }
 
 func compareChains(cc *nftables.Conn, model *nft.Ruleset) ([]string, error) {

@@ -141,6 +141,35 @@ func renderVerdict(v nft.Verdict) expr.Verdict {
 	return expr.Verdict{Kind: expr.VerdictContinue}
 }
 
+// renderLog is `limit name "L" log prefix "P" group G`: the limit object
+// ends the rule (NFT_BREAK) once its tokens are spent, so the log
+// expression after it only sees what the node-wide rate lets through.
+func renderLog(l *nft.Log) []expr.Any {
+	return []expr.Any{
+		&expr.Objref{Type: int(nftables.ObjTypeLimit), Name: l.Limit},
+		&expr.Log{
+			Key:   1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_GROUP,
+			Group: l.Group,
+			Data:  []byte(l.Prefix),
+		},
+	}
+}
+
+// renderLimit is the named limit object l.
+func renderLimit(t *nftables.Table, l *nft.Limit) *nftables.NamedObj {
+	return &nftables.NamedObj{
+		Table: t,
+		Name:  l.Name,
+		Type:  nftables.ObjTypeLimit,
+		Obj: &expr.Limit{
+			Type:  expr.LimitTypePkts,
+			Rate:  uint64(l.Rate),
+			Unit:  expr.LimitTimeSecond,
+			Burst: l.Burst,
+		},
+	}
+}
+
 // anonSetAdder creates the anonymous set a rule needs (icmpv6 type { ... })
 // in the same batch, before the rule.
 type anonSetAdder func(s *nftables.Set, elems []nftables.SetElement) error
@@ -154,6 +183,9 @@ func renderRule(t *nftables.Table, chain string, r nft.Rule, addAnon anonSetAdde
 			return nil, fmt.Errorf("chain %s: %w", chain, err)
 		}
 		exprs = append(exprs, e...)
+	}
+	if r.Log != nil {
+		exprs = append(exprs, renderLog(r.Log)...)
 	}
 	switch {
 	case r.VerdictMap != nil:

@@ -23,8 +23,8 @@ type Option func(*config)
 
 type config struct {
 	connOpts []nftables.ConnOption
-	// netnsFd is the namespace of WithNetNSFd, for the monitor socket;
-	// 0: the caller's own.
+	// netnsFd is the namespace of WithNetNSFd, for the monitor and NFLOG
+	// sockets; 0: the caller's own.
 	netnsFd int
 }
 

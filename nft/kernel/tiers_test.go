@@ -48,7 +48,7 @@ func tierPolicy(b81 nft.Verdict, aAdmin bool) *nft.Ruleset {
 		{Peer: nft.Addr(podA4), Proto: nft.ProtoTCP, Ports: nft.PortRange(80, 81)},
 		{Peer: nft.Addr(podA6), Proto: nft.ProtoTCP, Ports: nft.PortRange(80, 81)},
 		{Peer: nft.Addr(podC4), Proto: nft.ProtoUDP, Ports: nft.Port(53)},
-	}})
+	}}, nil)
 	r.AddTieredEndpoint(nft.NewTieredEndpoint(nft.Ingress, "test/b", []netip.Addr{podB4, podB6}, bAdmin, bAllow, nil))
 
 	var aAdm *nft.TierMaps

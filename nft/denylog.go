@@ -1,0 +1,134 @@
+package nft
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// DenyLog sends the first packet of each connection a policy denies to
+// userspace through NFLOG (`log group N`), as a log rule just before the
+// drop. All log rules of the node share one named limit object, so the
+// whole node sends at most Rate records a second (plus Burst) however many
+// pods drop, and packets over the limit are dropped without a record. The
+// accept path never meets a log rule.
+type DenyLog struct {
+	// Group is the NFLOG group the records go to.
+	Group uint16
+	// Rate is the most records a second the node sends, Burst the most at
+	// once after a quiet period.
+	Rate, Burst uint32
+}
+
+// Limit is a named limit object of the table: a token bucket that rules
+// refer to by name (`limit name "x"`), shared by all of them.
+type Limit struct {
+	Name        string
+	Rate, Burst uint32 // packets per second; packets
+}
+
+// Log is the action of a log rule: if the limit object Limit has a token,
+// the packet goes to NFLOG group Group with Prefix, and the next rule
+// follows either way.
+type Log struct {
+	Limit  string
+	Prefix string
+	Group  uint16
+}
+
+// DenyLogPrefix starts every prefix a deny-log rule carries; the rest is
+// the decision: the word "drop" and the chain that dropped (whose name says
+// the direction and the pod), e.g. "nftpolicy drop in-a5aed5bd-x/a".
+const DenyLogPrefix = "nftpolicy "
+
+// MaxLogPrefix is the longest prefix the kernel accepts (NF_LOG_PREFIXLEN
+// is 128 bytes with the terminating NUL).
+const MaxLogPrefix = 127
+
+// LimitName is the name of the limit object of d. It carries the rate and
+// burst, so a changed configuration is a new object (the kernel cannot
+// change a limit object in place) and the old one is deleted once no rule
+// refers to it.
+func (d *DenyLog) LimitName() string {
+	return fmt.Sprintf("deny-log-%dps-%d", d.Rate, d.Burst)
+}
+
+// Limit is the limit object of d.
+func (d *DenyLog) Limit() *Limit {
+	return &Limit{Name: d.LimitName(), Rate: d.Rate, Burst: d.Burst}
+}
+
+// Rule is the log rule that goes before a drop in chain; nil d gives no
+// rule.
+func (d *DenyLog) rules(chain string) []Rule {
+	if d == nil {
+		return nil
+	}
+	return []Rule{{Log: &Log{Limit: d.LimitName(), Prefix: DropPrefix(chain), Group: d.Group}}}
+}
+
+// DropPrefix is the log prefix of a drop at the end of chain.
+func DropPrefix(chain string) string {
+	p := DenyLogPrefix + "drop " + chain
+	if len(p) > MaxLogPrefix {
+		p = p[:MaxLogPrefix]
+	}
+	return p
+}
+
+// Decision is what a deny-log prefix says: the verdict ("drop") and the
+// chain that decided, with its direction.
+type Decision struct {
+	Verdict string
+	Chain   string
+	Dir     Direction
+}
+
+// ParseLogPrefix reads a prefix written by DropPrefix; ok is false for
+// any other prefix.
+func ParseLogPrefix(prefix string) (d Decision, ok bool) {
+	rest, found := strings.CutPrefix(prefix, DenyLogPrefix)
+	if !found {
+		return Decision{}, false
+	}
+	verdict, chain, found := strings.Cut(rest, " ")
+	if !found || chain == "" {
+		return Decision{}, false
+	}
+	d = Decision{Verdict: verdict, Chain: chain}
+	switch {
+	case strings.HasPrefix(chain, "in-"):
+		d.Dir = Ingress
+	case strings.HasPrefix(chain, "out-"):
+		d.Dir = Egress
+	default:
+		return Decision{}, false
+	}
+	return d, true
+}
+
+// SetDenyLog adds d's limit object to r (nil d: nothing).
+func (r *Ruleset) SetDenyLog(d *DenyLog) {
+	if d == nil {
+		return
+	}
+	if r.Limits == nil {
+		r.Limits = map[string]*Limit{}
+	}
+	l := d.Limit()
+	r.Limits[l.Name] = l
+}
+
+// LoggedPacket is one NFLOG record of a deny-log rule, decoded: when, the
+// prefix the rule carries, and the addresses, protocol and ports of the
+// packet's headers.
+type LoggedPacket struct {
+	Time     time.Time
+	Prefix   string
+	Hook     HookName // forward or input; empty when the hook is another
+	Proto    uint8
+	Src, Dst netip.Addr
+	// SrcPort and DstPort are set for TCP, UDP and SCTP.
+	SrcPort, DstPort uint16
+}

@@ -1,0 +1,201 @@
+//go:build linux
+
+package kernel
+
+// IP plan: the topology of packets_test.go (pods a, b bridged on the node,
+// c routed), with packetPolicy's allow-lists and a deny log on NFLOG group
+// testLogGroup.
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	stdsync "sync"
+	"testing"
+	"time"
+
+	"github.com/nftpolicy/nftpolicy/nft"
+)
+
+const testLogGroup = 7
+
+// loggedPolicy is packetPolicy with every allow-list drop logged.
+func loggedPolicy(log *nft.DenyLog) *nft.Ruleset {
+	r := nft.NewSkeleton()
+	r.SetDenyLog(log)
+	r.AddEndpoint(nft.NewIsolatedEndpoint(nft.Ingress, "test/b", []netip.Addr{podB4, podB6}, nft.AllowList{Ports: []nft.PortAllow{
+		{Peer: nft.Addr(podA4), Proto: nft.ProtoTCP, Ports: nft.Port(80), Comment: "a"},
+		{Peer: nft.Addr(podA6), Proto: nft.ProtoTCP, Ports: nft.Port(80), Comment: "a"},
+		{Peer: nft.Addr(podC4), Proto: nft.ProtoUDP, Ports: nft.Port(53), Comment: "c"},
+	}}, log))
+	r.AddEndpoint(nft.NewIsolatedEndpoint(nft.Egress, "test/c", []netip.Addr{podC4}, nft.AllowList{Ports: []nft.PortAllow{
+		{Peer: nft.Addr(podB4), Proto: nft.ProtoUDP, Ports: nft.Port(53), Comment: "b"},
+	}}, log))
+	return r
+}
+
+func TestSync_DenyLogReadsBackAsDump(t *testing.T) {
+	requirePrivileges(t)
+	ns, fd := newNetns(t, "logrb")
+	s := newSyncer(t, fd)
+	for _, step := range []struct {
+		name string
+		r    *nft.Ruleset
+		s    *Syncer
+	}{
+		{"full sync with a deny log", loggedPolicy(&nft.DenyLog{Group: 1, Rate: 10, Burst: 5}), s},
+		{"incremental: another rate is another limit object", loggedPolicy(&nft.DenyLog{Group: 2, Rate: 50, Burst: 20}), s},
+		{"incremental: logging off deletes the limit", loggedPolicy(nil), s},
+		{"incremental: logging on again", loggedPolicy(&nft.DenyLog{Group: 1, Rate: 10, Burst: 5}), s},
+		{"restart: full replace over a deny log", loggedPolicy(&nft.DenyLog{Group: 3, Rate: 1, Burst: 1}), newSyncer(t, fd)},
+	} {
+		sync(t, step.s, step.r)
+		assertReadback(t, ns, step.r)
+		if err := step.s.Verify(context.Background()); err != nil {
+			t.Errorf("%s: Verify: %v", step.name, err)
+		}
+	}
+	if !strings.Contains(listTable(t, ns), `limit deny-log-1ps-1 {`) {
+		t.Errorf("limit object missing from the listing:\n%s", listTable(t, ns))
+	}
+}
+
+// recorder collects the records of an NFLOG group.
+type recorder struct {
+	mu      stdsync.Mutex
+	packets []nft.LoggedPacket
+}
+
+func listen(t *testing.T, fd int) *recorder {
+	t.Helper()
+	r, err := ListenNFLOG(testLogGroup, WithNetNSFd(fd))
+	if err != nil {
+		t.Fatalf("ListenNFLOG: %v", err)
+	}
+	rec := &recorder{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- r.Run(ctx, func(p nft.LoggedPacket) {
+			rec.mu.Lock()
+			rec.packets = append(rec.packets, p)
+			rec.mu.Unlock()
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("NFLOG reader: %v", err)
+		}
+	})
+	return rec
+}
+
+// take waits until at least want records arrived (or a bound passed), then
+// a little longer for records that should not come, and returns them all.
+func (rec *recorder) take(want int) []nft.LoggedPacket {
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		rec.mu.Lock()
+		n := len(rec.packets)
+		rec.mu.Unlock()
+		if n >= want {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	out := rec.packets
+	rec.packets = nil
+	return out
+}
+
+func TestDenyLog_RealPackets(t *testing.T) {
+	requirePrivileges(t)
+	tp := buildTopology(t)
+	serve(t, tp.b, []int{80, 81}, []int{53, 54})
+	s := newSyncer(t, tp.nodeFd)
+	sync(t, s, loggedPolicy(&nft.DenyLog{Group: testLogGroup, Rate: 100, Burst: 100}))
+	rec := listen(t, tp.nodeFd)
+
+	bIn := nft.DropPrefix(nft.NamesFor(nft.Ingress, "test/b").Chain)
+	cOut := nft.DropPrefix(nft.NamesFor(nft.Egress, "test/c").Chain)
+	for _, f := range []struct {
+		name, from, proto string
+		src               netip.Addr
+		dst               netip.AddrPort
+		allowed           bool
+		prefix            string
+	}{
+		{"a to b tcp/80 allowed (bridged)", tp.a, "tcp", podA4, netip.AddrPortFrom(podB4, 80), true, ""},
+		{"c to b udp/53 allowed (routed)", tp.c, "udp", podC4, netip.AddrPortFrom(podB4, 53), true, ""},
+		{"a to b udp/53 denied by b's ingress (bridged)", tp.a, "udp", podA4, netip.AddrPortFrom(podB4, 53), false, bIn},
+		{"a to b udp/54 over IPv6 denied by b's ingress", tp.a, "udp", podA6, netip.AddrPortFrom(podB6, 54), false, bIn},
+		{"c to b udp/54 denied by c's egress (routed)", tp.c, "udp", podC4, netip.AddrPortFrom(podB4, 54), false, cOut},
+	} {
+		t.Run(f.name, func(t *testing.T) {
+			err := probe(f.from, f.proto, f.dst)
+			if f.allowed != (err == nil) {
+				t.Fatalf("probe: allowed %v, got error %v", f.allowed, err)
+			}
+			want := 1
+			if f.allowed {
+				want = 0
+			}
+			got := rec.take(want)
+			if len(got) != want {
+				t.Fatalf("got %d records, want %d: %+v", len(got), want, got)
+			}
+			if want == 0 {
+				return
+			}
+			p := got[0]
+			if p.Prefix != f.prefix || p.Src != f.src || p.Dst != f.dst.Addr() || p.DstPort != f.dst.Port() ||
+				p.Proto != nft.ProtoUDP || p.Hook != nft.HookForward || p.SrcPort == 0 {
+				t.Errorf("record %+v, want prefix %q, udp %s -> %s on the forward hook", p, f.prefix, f.src, f.dst)
+			}
+			if d, ok := nft.ParseLogPrefix(p.Prefix); !ok || d.Chain == "" || d.Verdict != "drop" {
+				t.Errorf("prefix %q does not parse: %+v", p.Prefix, d)
+			}
+		})
+	}
+}
+
+func TestDenyLog_NodeWideLimit(t *testing.T) {
+	requirePrivileges(t)
+	tp := buildTopology(t)
+	s := newSyncer(t, tp.nodeFd)
+	// One record a second, at most 3 at once, for the whole node: a flood
+	// through two different chains shares the budget.
+	sync(t, s, loggedPolicy(&nft.DenyLog{Group: testLogGroup, Rate: 1, Burst: 3}))
+	rec := listen(t, tp.nodeFd)
+	const flood = 40
+	start := time.Now()
+	for i := range flood {
+		from, dst := tp.a, netip.AddrPortFrom(podB4, 54) // b's ingress drops
+		if i%2 == 1 {
+			from, dst = tp.c, netip.AddrPortFrom(podB4, 55) // c's egress drops
+		}
+		if err := inNetns(from, func() error {
+			c, err := net.Dial("udp", dst.String())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write([]byte("flood"))
+			return err
+		}); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+	}
+	elapsed := time.Since(start)
+	got := rec.take(flood)
+	// The bucket holds 3 and refills at 1/s: no more than that may pass.
+	most := 3 + int(elapsed.Seconds()+1)
+	if len(got) < 1 || len(got) > most {
+		t.Errorf("%d records for %d denied packets in %v, want 1..%d", len(got), flood, elapsed, most)
+	}
+}
