@@ -137,6 +137,9 @@ type Options struct {
 	// ConntrackAvailable is reported as nftpolicy_conntrack_netlink_available:
 	// whether the kernel offered conntrack over netlink at start.
 	ConntrackAvailable bool
+	// DenyLog, when set, makes every allow-list drop send its packet to
+	// NFLOG (nft.DenyLog); DeniedTraffic reads the records back.
+	DenyLog *nft.DenyLog
 	// Logger: default the manager's logger.
 	Logger logr.Logger
 	// SyncRequests, if set, asks for a reconcile outside the watches: each
@@ -158,6 +161,7 @@ type Reconciler struct {
 	resync       time.Duration
 	minInterval  time.Duration
 	syncTimeout  time.Duration
+	denyLog      *nft.DenyLog
 	log          logr.Logger
 	metrics      *Metrics
 	now          func() time.Time
@@ -232,6 +236,7 @@ func New(opts Options) (*Reconciler, error) {
 		resync:       opts.ResyncPeriod,
 		minInterval:  opts.MinSyncInterval,
 		syncTimeout:  opts.SyncTimeout,
+		denyLog:      opts.DenyLog,
 		log:          opts.Logger,
 		metrics:      m,
 		now:          time.Now,
@@ -494,6 +499,7 @@ func (r *Reconciler) loadAll(ctx context.Context, now time.Time) error {
 	}
 	r.cluster = nil // the old one can go before the new one grows
 	c := policy.NewNodeCompiler(r.nodeName)
+	c.SetDenyLog(r.denyLog)
 	for i := range namespaces.Items {
 		ns := &namespaces.Items[i]
 		c.SetNamespace(policy.Namespace{Name: ns.Name, Labels: ns.Labels})

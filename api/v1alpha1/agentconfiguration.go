@@ -51,6 +51,17 @@ const (
 	// Performance); turn it off on nodes whose conntrack table makes that
 	// too slow.
 	DefaultConntrackCleanup = true
+	// DefaultDeniedTrafficLogGroup is the NFLOG group of the denied-traffic
+	// log: one no other common node component uses (kube-router takes
+	// 100, Calico 1 and 2, ulogd's examples 0-2).
+	DefaultDeniedTrafficLogGroup = 4200
+	// DefaultDeniedTrafficLogRate and DefaultDeniedTrafficLogBurst bound
+	// the denied-traffic log of a whole node: at most 10 records a second
+	// (20 at once after a quiet spell), whatever the number of pods or the
+	// flood. That is at most ~350 bytes * 10/s of log a node, and the
+	// kernel drops the packets over the limit without waking anyone.
+	DefaultDeniedTrafficLogRate  = 10
+	DefaultDeniedTrafficLogBurst = 20
 	// DisabledBindAddress turns a listener off.
 	DisabledBindAddress = "0"
 )
@@ -68,6 +79,10 @@ const minResyncPeriod = 10 * time.Second
 // maxMinSyncInterval keeps a typo (e.g. "20s" for "20ms") from delaying
 // every policy change by that much.
 const maxMinSyncInterval = 10 * time.Second
+
+// maxDeniedTrafficLogRate keeps the denied-traffic log a log: past a few
+// thousand lines a second it is a packet capture, and costs like one.
+const maxDeniedTrafficLogRate = 10000
 
 // AgentConfiguration configures one nftpolicy agent. Every field has a
 // command-line flag of the same meaning; flags that are set explicitly
@@ -102,6 +117,18 @@ type AgentConfiguration struct {
 	// Where the kernel offers no conntrack over netlink the agent says so
 	// once and leaves established connections alone.
 	ConntrackCleanup *bool `json:"conntrackCleanup,omitempty"`
+
+	// DeniedTrafficLog turns the denied-traffic log on or off (default on):
+	// every packet a policy drops first goes to NFLOG, within the rate
+	// below, and the agent logs it naming pods and policies.
+	DeniedTrafficLog *bool `json:"deniedTrafficLog,omitempty"`
+	// DeniedTrafficLogGroup is its NFLOG group (0-65535); no other program
+	// on the node may read that group.
+	DeniedTrafficLogGroup *int32 `json:"deniedTrafficLogGroup,omitempty"`
+	// DeniedTrafficLogRate is the most records a second the node sends,
+	// DeniedTrafficLogBurst the most at once.
+	DeniedTrafficLogRate  int32 `json:"deniedTrafficLogRate,omitempty"`
+	DeniedTrafficLogBurst int32 `json:"deniedTrafficLogBurst,omitempty"`
 }
 
 // SetDefaults fills every unset field with its default.
@@ -130,6 +157,20 @@ func SetDefaults(c *AgentConfiguration) {
 	if c.ConntrackCleanup == nil {
 		on := DefaultConntrackCleanup
 		c.ConntrackCleanup = &on
+	}
+	if c.DeniedTrafficLog == nil {
+		on := true
+		c.DeniedTrafficLog = &on
+	}
+	if c.DeniedTrafficLogGroup == nil {
+		g := int32(DefaultDeniedTrafficLogGroup)
+		c.DeniedTrafficLogGroup = &g
+	}
+	if c.DeniedTrafficLogRate == 0 {
+		c.DeniedTrafficLogRate = DefaultDeniedTrafficLogRate
+	}
+	if c.DeniedTrafficLogBurst == 0 {
+		c.DeniedTrafficLogBurst = DefaultDeniedTrafficLogBurst
 	}
 }
 
@@ -164,6 +205,15 @@ func Validate(c *AgentConfiguration) error {
 	}
 	if c.LogVerbosity < 0 {
 		errs = append(errs, fmt.Errorf("logVerbosity: must not be negative, is %d", c.LogVerbosity))
+	}
+	if g := c.DeniedTrafficLogGroup; g != nil && (*g < 0 || *g > 65535) {
+		errs = append(errs, fmt.Errorf("deniedTrafficLogGroup: %d is not an NFLOG group (0-65535)", *g))
+	}
+	if c.DeniedTrafficLogRate < 1 || c.DeniedTrafficLogRate > maxDeniedTrafficLogRate {
+		errs = append(errs, fmt.Errorf("deniedTrafficLogRate: %d is not between 1 and %d records a second", c.DeniedTrafficLogRate, maxDeniedTrafficLogRate))
+	}
+	if c.DeniedTrafficLogBurst < 1 || c.DeniedTrafficLogBurst > maxDeniedTrafficLogRate {
+		errs = append(errs, fmt.Errorf("deniedTrafficLogBurst: %d is not between 1 and %d records", c.DeniedTrafficLogBurst, maxDeniedTrafficLogRate))
 	}
 	return errors.Join(errs...)
 }

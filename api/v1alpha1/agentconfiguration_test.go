@@ -9,6 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+func ptr[T any](v T) *T { return &v }
+
 func TestSetDefaults(t *testing.T) {
 	tests := []struct {
 		name string
@@ -27,6 +29,10 @@ func TestSetDefaults(t *testing.T) {
 				MinSyncInterval:        metav1.Duration{Duration: 20 * time.Millisecond},
 				LogFormat:              "json",
 				ConntrackCleanup:       ptrTo(true),
+				DeniedTrafficLog:       ptr(true),
+				DeniedTrafficLogGroup:  ptr[int32](DefaultDeniedTrafficLogGroup),
+				DeniedTrafficLogRate:   DefaultDeniedTrafficLogRate,
+				DeniedTrafficLogBurst:  DefaultDeniedTrafficLogBurst,
 			},
 		},
 		{
@@ -39,6 +45,10 @@ func TestSetDefaults(t *testing.T) {
 				MinSyncInterval:        metav1.Duration{Duration: time.Second},
 				LogFormat:              "text",
 				ConntrackCleanup:       ptrTo(false),
+				DeniedTrafficLog:       ptr(false),
+				DeniedTrafficLogGroup:  ptr[int32](0),
+				DeniedTrafficLogRate:   1,
+				DeniedTrafficLogBurst:  2,
 			},
 			want: AgentConfiguration{
 				TypeMeta:               metav1.TypeMeta{APIVersion: APIVersion, Kind: KindAgentConfiguration},
@@ -49,6 +59,10 @@ func TestSetDefaults(t *testing.T) {
 				MinSyncInterval:        metav1.Duration{Duration: time.Second},
 				LogFormat:              "text",
 				ConntrackCleanup:       ptrTo(false),
+				DeniedTrafficLog:       ptr(false),
+				DeniedTrafficLogGroup:  ptr[int32](0),
+				DeniedTrafficLogRate:   1,
+				DeniedTrafficLogBurst:  2,
 			},
 		},
 	}
@@ -95,10 +109,14 @@ func TestValidate(t *testing.T) {
 				c.LogFormat = "xml"
 				c.LogVerbosity = -1
 				c.APIVersion = "v1"
+				c.DeniedTrafficLogGroup = ptr[int32](70000)
+				c.DeniedTrafficLogRate = -1
+				c.DeniedTrafficLogBurst = 20000
 			}),
 			wantErrs: []string{
 				"apiVersion:", "nodeName: required", "metricsBindAddress:", "healthProbeBindAddress:",
 				"resyncPeriod:", "minSyncInterval:", "logFormat:", "logVerbosity:",
+				"deniedTrafficLogGroup: 70000", "deniedTrafficLogRate: -1", "deniedTrafficLogBurst: 20000",
 			},
 		},
 	}

@@ -56,3 +56,6 @@ func (a conntrackCleaner) Clean(ctx context.Context, rs *nft.Ruleset) (controlle
 
 // Close releases the netlink sockets.
 func (a conntrackCleaner) Close() { a.c.Close() }
+
+// listenNFLOG binds the host's NFLOG group.
+func listenNFLOG(group uint16) (nflogReader, error) { return kernel.ListenNFLOG(group) }

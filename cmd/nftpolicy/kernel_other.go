@@ -15,3 +15,4 @@ func newKernelSyncer() (kernelSyncer, error) { return nil, errNotLinux }
 func cleanupKernel() error { return errNotLinux }
 
 func newConntrackCleaner() (controllers.ConntrackCleaner, error) { return nil, errNotLinux }
+func listenNFLOG(uint16) (nflogReader, error)                    { return nil, errNotLinux }

@@ -40,6 +40,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
@@ -125,6 +126,8 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 		resync     time.Duration
 		minSync    time.Duration
 		conntrack  bool
+		denyLog    bool
+		denyGroup  int32
 	)
 	fs.StringVar(&configPath, "config", "", "path of an AgentConfiguration file (apiVersion "+v1alpha1.APIVersion+"); flags set explicitly override it")
 	fs.StringVar(&flags.NodeName, "node-name", getenv("NODE_NAME"), "name of the node this agent enforces policy on (default $NODE_NAME); required")
@@ -136,6 +139,10 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 	fs.BoolVar(&conntrack, "conntrack-cleanup", v1alpha1.DefaultConntrackCleanup, "after each sync that may deny something new, delete the conntrack entries of connections the new ruleset denies, so that a tightened policy cuts them")
 	fs.StringVar(&flags.LogFormat, "log-format", v1alpha1.DefaultLogFormat, "log format: json or text")
 	fs.Int32VarP(&flags.LogVerbosity, "v", "v", 0, "log verbosity (0 info, 1 debug, higher more)")
+	fs.BoolVar(&denyLog, "denied-traffic-log", true, "log every packet a policy drops (through NFLOG, within --denied-traffic-log-rate), naming pods and policies")
+	fs.Int32Var(&denyGroup, "denied-traffic-log-group", v1alpha1.DefaultDeniedTrafficLogGroup, "NFLOG group of the denied-traffic log; no other program on the node may read it")
+	fs.Int32Var(&flags.DeniedTrafficLogRate, "denied-traffic-log-rate", v1alpha1.DefaultDeniedTrafficLogRate, "most denied-traffic records a second, for the whole node (the kernel drops the rest unlogged)")
+	fs.Int32Var(&flags.DeniedTrafficLogBurst, "denied-traffic-log-burst", v1alpha1.DefaultDeniedTrafficLogBurst, "most denied-traffic records at once after a quiet spell")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -170,6 +177,10 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 	set("conntrack-cleanup", func() { cfg.ConntrackCleanup = &conntrack })
 	set("log-format", func() { cfg.LogFormat = flags.LogFormat })
 	set("v", func() { cfg.LogVerbosity = flags.LogVerbosity })
+	set("denied-traffic-log", func() { cfg.DeniedTrafficLog = &denyLog })
+	set("denied-traffic-log-group", func() { cfg.DeniedTrafficLogGroup = &denyGroup })
+	set("denied-traffic-log-rate", func() { cfg.DeniedTrafficLogRate = flags.DeniedTrafficLogRate })
+	set("denied-traffic-log-burst", func() { cfg.DeniedTrafficLogBurst = flags.DeniedTrafficLogBurst })
 	v1alpha1.SetDefaults(cfg)
 	if err := v1alpha1.Validate(cfg); err != nil {
 		return nil, err
@@ -275,7 +286,16 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
+	var denyLog *nft.DenyLog
+	if *cfg.DeniedTrafficLog {
+		denyLog = &nft.DenyLog{
+			Group: uint16(*cfg.DeniedTrafficLogGroup), //nolint:gosec // validated: 0-65535
+			Rate:  uint32(cfg.DeniedTrafficLogRate),   //nolint:gosec // validated: positive
+			Burst: uint32(cfg.DeniedTrafficLogBurst),  //nolint:gosec // validated: positive
+		}
+	}
 	r, err := controllers.New(controllers.Options{
+		DenyLog:         denyLog,
 		NodeName:        cfg.NodeName,
 		Syncer:          applied,
 		Registerer:      metrics.Registry,
@@ -300,6 +320,11 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 	}
 	if err := mgr.Add(tampering); err != nil {
 		return fmt.Errorf("add table monitor: %w", err)
+	}
+	if denyLog != nil {
+		if err := mgr.Add(deniedTrafficReader(denyLog.Group, r.DeniedTraffic(), log)); err != nil {
+			return err
+		}
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
@@ -350,6 +375,30 @@ func runCleanup(args []string, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "deleted table %s %s (if it existed)\n", nft.TableFamily, nft.TableName)
 	return 0
+}
+
+// deniedTrafficReader reads the deny log's NFLOG group into sink until the
+// manager stops. A group it cannot bind (another program holds it, or the
+// kernel lacks nfnetlink_log) is logged and leaves enforcement alone: the
+// drops still happen, only unlogged.
+func deniedTrafficReader(group uint16, sink *controllers.DeniedTraffic, log logr.Logger) manager.RunnableFunc {
+	return func(ctx context.Context) error {
+		rd, err := listenNFLOG(group)
+		if err != nil {
+			log.Error(err, "denied-traffic log off: cannot read its NFLOG group", "group", group)
+			return nil
+		}
+		log.Info("denied-traffic log on", "group", group)
+		if err := rd.Run(ctx, func(p nft.LoggedPacket) { sink.Record(ctx, p) }); err != nil {
+			log.Error(err, "denied-traffic log stopped", "group", group)
+		}
+		return nil
+	}
+}
+
+// nflogReader is what the agent needs of nft/kernel.NFLOGReader.
+type nflogReader interface {
+	Run(ctx context.Context, handle func(nft.LoggedPacket)) error
 }
 
 // kernelSyncer is what the agent needs of nft/kernel.Syncer.

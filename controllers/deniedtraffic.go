@@ -1,0 +1,156 @@
+package controllers
+
+import (
+	"context"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/go-logr/logr"
+	networkingv1 "k8s.io/api/networking/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/nftpolicy/nftpolicy/nft"
+	"github.com/nftpolicy/nftpolicy/policy"
+)
+
+// DeniedTraffic turns the records of the deny log (nft.DenyLog, read from
+// NFLOG by the caller) into one log line each, naming the pods from the
+// pod store and the policies that isolate the dropping pod. Records come
+// at most at the node's deny-log rate, so the work here (a scan of the pod
+// store per record) is bounded by that rate, never by traffic.
+type DeniedTraffic struct {
+	pods   *PodStore
+	reader client.Reader
+	log    logr.Logger
+}
+
+// DeniedTraffic returns the deny-log reader's sink. Call it after
+// SetupWithManager, which provides the pod store and the cache.
+func (r *Reconciler) DeniedTraffic() *DeniedTraffic {
+	return &DeniedTraffic{pods: r.pods, reader: r.reader, log: r.log.WithName("denied")}
+}
+
+// DeniedConnection is one deny-log record resolved against the API state.
+type DeniedConnection struct {
+	Time      time.Time
+	Direction string // ingress or egress: the side that dropped
+	Protocol  string
+	Src, Dst  string // address:port, or the address for protocols without ports
+	// SrcPod and DstPod are namespace/name, empty for an address that is
+	// no pod's (a node, or outside the cluster).
+	SrcPod, DstPod string
+	// Policies are the NetworkPolicies isolating the dropping pod in
+	// Direction, none of which admitted the packet.
+	Policies []string
+	// Chain is the chain that dropped, as the log prefix names it.
+	Chain string
+}
+
+// Resolve reads p's prefix and finds its pods and policies. ok is false
+// for a record no deny-log rule of ours wrote.
+func (d *DeniedTraffic) Resolve(ctx context.Context, p nft.LoggedPacket) (c DeniedConnection, ok bool) {
+	dec, ok := nft.ParseLogPrefix(p.Prefix)
+	if !ok {
+		return DeniedConnection{}, false
+	}
+	c = DeniedConnection{
+		Time:      p.Time,
+		Direction: dec.Dir.String(),
+		Protocol:  protocolName(p.Proto),
+		Src:       endpoint(p.Src, p.SrcPort, p.Proto),
+		Dst:       endpoint(p.Dst, p.DstPort, p.Proto),
+		Chain:     dec.Chain,
+	}
+	src, dst := d.podsByIP(p.Src, p.Dst)
+	if src != nil {
+		c.SrcPod = src.Key()
+	}
+	if dst != nil {
+		c.DstPod = dst.Key()
+	}
+	dropping := dst
+	if dec.Dir == nft.Egress {
+		dropping = src
+	}
+	if dropping != nil {
+		c.Policies = d.isolating(ctx, dropping, dec.Dir)
+	}
+	return c, true
+}
+
+// Record logs one record (see Resolve); records of other prefixes are
+// ignored.
+func (d *DeniedTraffic) Record(ctx context.Context, p nft.LoggedPacket) {
+	c, ok := d.Resolve(ctx, p)
+	if !ok {
+		return
+	}
+	d.log.Info("denied traffic",
+		"time", c.Time.UTC().Format(time.RFC3339Nano),
+		"direction", c.Direction,
+		"protocol", c.Protocol,
+		"src", c.Src, "srcPod", c.SrcPod,
+		"dst", c.Dst, "dstPod", c.DstPod,
+		"policies", c.Policies,
+		"chain", c.Chain)
+}
+
+// podsByIP finds the active pods with addresses a and b in one pass over
+// the store.
+func (d *DeniedTraffic) podsByIP(a, b netip.Addr) (pa, pb *policy.Pod) {
+	a, b = a.Unmap(), b.Unmap()
+	d.pods.Each(func(p *policy.Pod) {
+		if !p.Active() {
+			return
+		}
+		for _, ip := range p.IPs {
+			switch ip.Unmap() {
+			case a:
+				pa = p
+			case b:
+				pb = p
+			}
+		}
+	})
+	return pa, pb
+}
+
+// isolating names the NetworkPolicies that isolate pod in dir, from the
+// cache; nil when the cache cannot be read (the line is still logged).
+func (d *DeniedTraffic) isolating(ctx context.Context, pod *policy.Pod, dir nft.Direction) []string {
+	var list networkingv1.NetworkPolicyList
+	if err := d.reader.List(ctx, &list, client.InNamespace(pod.Namespace), client.UnsafeDisableDeepCopy); err != nil {
+		d.log.Error(err, "list NetworkPolicies for a denied-traffic record", "pod", pod.Key())
+		return nil
+	}
+	nps := make([]*networkingv1.NetworkPolicy, len(list.Items))
+	for i := range list.Items {
+		nps[i] = &list.Items[i]
+	}
+	return policy.IsolatingPolicies(pod, dir, nps)
+}
+
+func endpoint(a netip.Addr, port uint16, proto uint8) string {
+	switch proto {
+	case nft.ProtoTCP, nft.ProtoUDP, nft.ProtoSCTP:
+		return netip.AddrPortFrom(a.Unmap(), port).String()
+	}
+	return a.Unmap().String()
+}
+
+func protocolName(p uint8) string {
+	switch p {
+	case nft.ProtoTCP:
+		return "TCP"
+	case nft.ProtoUDP:
+		return "UDP"
+	case nft.ProtoSCTP:
+		return "SCTP"
+	case nft.ProtoICMP:
+		return "ICMP"
+	case nft.ProtoICMPv6:
+		return "ICMPv6"
+	}
+	return strconv.Itoa(int(p))
+}
