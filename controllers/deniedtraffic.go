@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
@@ -41,7 +42,7 @@ type DeniedConnection struct {
 	// no pod's (a node, or outside the cluster).
 	SrcPod, DstPod string
 	// Policies are the NetworkPolicies isolating the dropping pod in
-	// Direction, none of which admitted the packet.
+	// Direction, none of which admitted the packet, sorted by name.
 	Policies []string
 	// Chain is the chain that dropped, as the log prefix names it.
 	Chain string
@@ -128,7 +129,9 @@ func (d *DeniedTraffic) isolating(ctx context.Context, pod *policy.Pod, dir nft.
 	for i := range list.Items {
 		nps[i] = &list.Items[i]
 	}
-	return policy.IsolatingPolicies(pod, dir, nps)
+	names := policy.IsolatingPolicies(pod, dir, nps)
+	slices.Sort(names)
+	return names
 }
 
 func endpoint(a netip.Addr, port uint16, proto uint8) string {

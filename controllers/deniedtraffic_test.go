@@ -1,0 +1,85 @@
+package controllers
+
+// IP plan: node-a runs x/a 10.244.1.2 and x/b 10.244.1.3 (fd00::3); y/c
+// 10.244.2.4 runs on node-b; 198.18.0.9 is no pod's.
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/nftpolicy/nftpolicy/nft"
+)
+
+func TestDeniedTraffic_Resolve(t *testing.T) {
+	np := func(name string, sel map[string]string, types ...networkingv1.PolicyType) *networkingv1.NetworkPolicy {
+		return &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: name},
+			Spec:       networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: sel}, PolicyTypes: types},
+		}
+	}
+	a := newFakeAgent(t, []client.Object{
+		runningPod("x", "a", "node-a", map[string]string{"app": "a"}, "10.244.1.2"),
+		runningPod("x", "b", "node-a", map[string]string{"app": "b"}, "10.244.1.3", "fd00::3"),
+		runningPod("y", "c", "node-b", map[string]string{"app": "c"}, "10.244.2.4"),
+		np("deny-all-ingress", nil, networkingv1.PolicyTypeIngress),
+		np("b-ingress", map[string]string{"app": "b"}, networkingv1.PolicyTypeIngress),
+		np("a-egress", map[string]string{"app": "a"}, networkingv1.PolicyTypeEgress),
+	}, Options{})
+	d := a.r.DeniedTraffic()
+	at := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	addr := netip.MustParseAddr
+	prefix := func(dir nft.Direction, pod string) string { return nft.DropPrefix(nft.NamesFor(dir, pod).Chain) }
+	tests := []struct {
+		name   string
+		packet nft.LoggedPacket
+		want   DeniedConnection
+		wantOK bool
+	}{
+		{
+			name: "remote pod to local pod, ingress",
+			packet: nft.LoggedPacket{Time: at, Prefix: prefix(nft.Ingress, "x/b"), Proto: nft.ProtoTCP,
+				Src: addr("10.244.2.4"), SrcPort: 40000, Dst: addr("10.244.1.3"), DstPort: 80},
+			want: DeniedConnection{Time: at, Direction: "ingress", Protocol: "TCP", Src: "10.244.2.4:40000", SrcPod: "y/c",
+				Dst: "10.244.1.3:80", DstPod: "x/b", Policies: []string{"b-ingress", "deny-all-ingress"}, Chain: nft.NamesFor(nft.Ingress, "x/b").Chain},
+			wantOK: true,
+		},
+		{
+			name: "local pod to an outside address, egress, over UDP",
+			packet: nft.LoggedPacket{Time: at, Prefix: prefix(nft.Egress, "x/a"), Proto: nft.ProtoUDP,
+				Src: addr("10.244.1.2"), SrcPort: 5353, Dst: addr("198.18.0.9"), DstPort: 53},
+			want: DeniedConnection{Time: at, Direction: "egress", Protocol: "UDP", Src: "10.244.1.2:5353", SrcPod: "x/a",
+				Dst: "198.18.0.9:53", Policies: []string{"a-egress"}, Chain: nft.NamesFor(nft.Egress, "x/a").Chain},
+			wantOK: true,
+		},
+		{
+			name: "IPv6, no ports for ICMPv6",
+			packet: nft.LoggedPacket{Time: at, Prefix: prefix(nft.Ingress, "x/b"), Proto: nft.ProtoICMPv6,
+				Src: addr("fd00::9"), Dst: addr("fd00::3")},
+			want: DeniedConnection{Time: at, Direction: "ingress", Protocol: "ICMPv6", Src: "fd00::9", Dst: "fd00::3", DstPod: "x/b",
+				Policies: []string{"b-ingress", "deny-all-ingress"}, Chain: nft.NamesFor(nft.Ingress, "x/b").Chain},
+			wantOK: true,
+		},
+		{
+			name:   "a prefix not ours",
+			packet: nft.LoggedPacket{Time: at, Prefix: "kube-router drop", Src: addr("10.244.2.4"), Dst: addr("10.244.1.3")},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := d.Resolve(context.Background(), tc.packet)
+			if ok != tc.wantOK {
+				t.Fatalf("ok %v, want %v", ok, tc.wantOK)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("Resolve (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
