@@ -88,7 +88,7 @@ func (d *DeniedTraffic) Record(ctx context.Context, p nft.LoggedPacket) {
 		return
 	}
 	d.log.Info("denied traffic",
-		"time", c.Time.UTC().Format(time.RFC3339Nano),
+		"packetTime", c.Time.UTC().Format(time.RFC3339Nano),
 		"direction", c.Direction,
 		"protocol", c.Protocol,
 		"src", c.Src, "srcPod", c.SrcPod,

@@ -4,6 +4,7 @@
 #   make down                                                    remove everything `up` made
 #   make e2e [SCENARIOS=<dirs or files>]                         replay scenarios (default e2e/scenarios)
 #   make demo                                                    the demo app, before/after the policies in e2e/demo
+#   make denied-log                                              one denied probe, one record in the agents' logs
 #   make stress [STRESS_PAIR_RUNS=20 STRESS_TRANSITIONS=40 STRESS_SEED=N]   random transitions vs compile and Evaluate
 #   make chaos [CHAOS_KILLS=10 CHAOS_API_OUTAGE=60s CHAOS_PARTITION=60s]    faults under continuous probing
 #   make conntrack-check                                         a tightening policy cuts the open flows it denies (~10 s)
@@ -46,7 +47,7 @@ STRESS_TRANSITIONS  ?= 40
 STRESS_SEED         ?= 0
 STRESS_SHORT_FLAGS  := STRESS_PAIR_RUNS=2 STRESS_TRANSITIONS=10
 
-.PHONY: e2e-bin e2e-tools up down e2e e2e-status demo e2e-test stress stress-short chaos chaos-short conntrack-check
+.PHONY: e2e-bin e2e-tools up down e2e e2e-status demo e2e-test stress stress-short chaos chaos-short conntrack-check denied-log
 
 # Our own binaries: the harness, and the agent when AGENT=nftpolicy.
 e2e-bin:
@@ -117,6 +118,11 @@ chaos-short:
 conntrack-check: e2e-bin e2e-tools
 	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" conntrack --nodes $(E2E_NODES) $(E2E_AGENT_FLAG)
 
+# The denied-traffic log (about 10 s): one record for a denied probe, naming
+# both pods and the isolating policy, and none for an allowed one.
+denied-log: e2e-bin e2e-tools
+	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" denied-log --nodes $(E2E_NODES) $(E2E_AGENT_FLAG)
+
 # `make test` runs the whole corpus with our agent, then the short stress
-# and chaos runs and the conntrack check.
-e2e-test:: e2e stress-short chaos-short conntrack-check
+# and chaos runs, the conntrack check and the denied-traffic log check.
+e2e-test:: e2e stress-short chaos-short conntrack-check denied-log

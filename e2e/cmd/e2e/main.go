@@ -26,6 +26,7 @@ import (
 
 	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/demo"
+	"github.com/nftpolicy/nftpolicy/e2e/internal/deniedlog"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/podserver"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/runner"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/scenario"
@@ -35,7 +36,7 @@ func main() { os.Exit(run()) }
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage: e2e [--state-dir DIR] [--bin-dir DIR] COMMAND [flags]
-commands: up, down, status, kubeconfig, run PATH..., stress, chaos, conntrack, demo, agent-cmd --manifest F --bin B
+commands: up, down, status, kubeconfig, run PATH..., stress, chaos, conntrack, demo, denied-log, agent-cmd --manifest F --bin B
   --state-dir  default $E2E_STATE_DIR or `+cluster.DefaultState+` (`+cluster.DefaultState+`-N for E2E_INSTANCE=N)
   --bin-dir    directory with etcd, kube-apiserver, ..., flanneld, CNI plugins (default $E2E_BIN_DIR)
 agent command template fields: {{.Node}} {{.NodeIP}} {{.Kubeconfig}} {{.NetNS}} {{.StateDir}} {{.LogDir}} {{.Index}}`)
@@ -158,6 +159,7 @@ var commands = map[string]command{
 	"chaos":      {onCluster: chaosCmd},
 	"conntrack":  {onCluster: conntrackCmd},
 	"demo":       {onCluster: demoCmd},
+	"denied-log": {onCluster: deniedLogCmd},
 }
 
 func run() int {
@@ -400,6 +402,10 @@ func conntrackCmd(ctx context.Context, e *env, f *clusterFlags, st *cluster.Stat
 
 func demoCmd(ctx context.Context, e *env, f *clusterFlags, st *cluster.State) int {
 	return e.done(demo.Run(ctx, e.cfg, st, *f.policies, os.Stdout))
+}
+
+func deniedLogCmd(ctx context.Context, e *env, f *clusterFlags, st *cluster.State) int {
+	return e.done(deniedlog.Check(ctx, e.cfg, st, os.Stdout))
 }
 
 func defaultRBAC() string {

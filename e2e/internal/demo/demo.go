@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
+	"github.com/nftpolicy/nftpolicy/e2e/internal/deniedlog"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/runner"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/scenario"
 	"github.com/nftpolicy/nftpolicy/explain"
@@ -69,6 +70,10 @@ func Run(ctx context.Context, cfg *cluster.Config, st *cluster.State, policies s
 	fmt.Fprintf(out, "\n==> connectivity without policies (row -> column's service, on its port: frontend/outsider 80, backend 8080, db 5432)\n")
 	fmt.Fprint(out, render(keys, before, nil))
 
+	mark, err := deniedlog.Mark(cfg)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(out, "\n==> kubectl apply -f %s\n", policies)
 	kubectl := exec.CommandContext(ctx, filepath.Join(st.BinDir, "kubectl"), "apply", "-f", policies)
 	kubectl.Env = append(os.Environ(), "KUBECONFIG="+cfg.AdminKubeconfig())
@@ -91,6 +96,11 @@ func Run(ctx context.Context, cfg *cluster.Config, st *cluster.State, policies s
 	if agents, _ := cfg.LoadState(); agents != nil && agents.AgentCmd == "" {
 		fmt.Fprintln(out, "\nnote: the cluster runs without a policy agent (no --agent-cmd), so nothing is enforced")
 	} else {
+		// The log line a user sees for a denied connection, then the
+		// answer to why.
+		if err := printDenied(cfg, mark, out); err != nil {
+			return err
+		}
 		// Why is one blocked cell blocked? The same code as
 		// `kubectl nftpolicy explain`, with the agents' live tables.
 		fmt.Fprintf(out, "\n==> kubectl nftpolicy explain --from demo-other/outsider --to demo-app/backend:%d --live\n", rolePort["backend"])
@@ -101,6 +111,23 @@ func Run(ctx context.Context, cfg *cluster.Config, st *cluster.State, policies s
 		fmt.Fprint(out, text)
 	}
 	fmt.Fprintf(out, "\nThe cluster keeps running. Continue by hand:\n    export KUBECONFIG=%s PATH=%s:$PATH\n    kubectl get pods,svc,networkpolicies -A\n    make down\n", cfg.AdminKubeconfig(), st.BinDir)
+	return nil
+}
+
+// printDenied prints the latest denied-traffic record the agents logged
+// since mark: what a user sees when a connection of the demo app is denied.
+func printDenied(cfg *cluster.Config, mark deniedlog.Offsets, out io.Writer) error {
+	recs, err := deniedlog.Since(cfg, mark)
+	if err != nil {
+		return err
+	}
+	if len(recs) == 0 {
+		fmt.Fprintln(out, "\n==> no denied-traffic record in the agents' logs (is --denied-traffic-log off?)")
+		return nil
+	}
+	last := recs[len(recs)-1]
+	fmt.Fprintf(out, "\n==> the latest of %d denied-traffic records in the agents' logs (%s):\n%s\n",
+		len(recs), filepath.Join(cfg.LogDir(), last.Node+"-agent.log"), last.Line)
 	return nil
 }
 
