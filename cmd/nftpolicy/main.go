@@ -223,6 +223,9 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 }
 
 func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Logger) error {
+	// The controllers name the node themselves (SetupWithManager); they get
+	// the logger without it, so that their lines carry it once.
+	controllerLog := log
 	log = log.WithValues("node", cfg.NodeName)
 	log.Info("starting", "version", version, "resyncPeriod", cfg.ResyncPeriod.Duration.String(), "minSyncInterval", cfg.MinSyncInterval.Duration.String())
 
@@ -306,7 +309,7 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 		Conntrack:       cleaner,
 		// Reported as nftpolicy_conntrack_netlink_available.
 		ConntrackAvailable: conntrackAvailable,
-		Logger:             log,
+		Logger:             controllerLog,
 	})
 	if err != nil {
 		return err
