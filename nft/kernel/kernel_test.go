@@ -64,7 +64,7 @@ func rulesetB() *nft.Ruleset {
 	return r
 }
 
-func newSyncer(t *testing.T, fd int) *Syncer {
+func newSyncer(t testing.TB, fd int) *Syncer {
 	t.Helper()
 	s, err := NewSyncer(WithNetNSFd(fd))
 	if err != nil {
@@ -73,7 +73,7 @@ func newSyncer(t *testing.T, fd int) *Syncer {
 	return s
 }
 
-func sync(t *testing.T, s *Syncer, r *nft.Ruleset) {
+func sync(t testing.TB, s *Syncer, r *nft.Ruleset) {
 	t.Helper()
 	if err := s.Sync(context.Background(), r); err != nil {
 		t.Fatalf("Sync: %v", err)

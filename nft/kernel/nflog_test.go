@@ -67,7 +67,7 @@ type recorder struct {
 	packets []nft.LoggedPacket
 }
 
-func listen(t *testing.T, fd int) *recorder {
+func listen(t testing.TB, fd int) *recorder {
 	t.Helper()
 	r, err := ListenNFLOG(testLogGroup, WithNetNSFd(fd))
 	if err != nil {

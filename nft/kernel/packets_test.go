@@ -58,7 +58,7 @@ type topology struct {
 	nodeFd        int
 }
 
-func buildTopology(t *testing.T) topology {
+func buildTopology(t testing.TB) topology {
 	t.Helper()
 	var tp topology
 	tp.node, tp.nodeFd = newNetns(t, "node")
@@ -88,7 +88,7 @@ func buildTopology(t *testing.T) topology {
 
 // attachPod moves one end of a veth pair into the pod as eth0 and
 // configures addresses and default routes.
-func attachPod(t *testing.T, node, pod, veth, v4, v6, gw4, gw6 string) {
+func attachPod(t testing.TB, node, pod, veth, v4, v6, gw4, gw6 string) {
 	t.Helper()
 	run(t, "ip", "netns", "exec", node, "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", pod)
 	run(t, "ip", "netns", "exec", node, "ip", "link", "set", veth, "up")
@@ -104,7 +104,7 @@ func attachPod(t *testing.T, node, pod, veth, v4, v6, gw4, gw6 string) {
 }
 
 // serve starts TCP and UDP echo servers on ports in namespace ns.
-func serve(t *testing.T, ns string, tcpPorts, udpPorts []int) {
+func serve(t testing.TB, ns string, tcpPorts, udpPorts []int) {
 	t.Helper()
 	err := inNetns(ns, func() error {
 		for _, p := range tcpPorts {
