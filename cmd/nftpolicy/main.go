@@ -292,9 +292,9 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 	var denyLog *nft.DenyLog
 	if *cfg.DeniedTrafficLog {
 		denyLog = &nft.DenyLog{
-			Group: uint16(*cfg.DeniedTrafficLogGroup), //nolint:gosec // validated: 0-65535
-			Rate:  uint32(cfg.DeniedTrafficLogRate),   //nolint:gosec // validated: positive
-			Burst: uint32(cfg.DeniedTrafficLogBurst),  //nolint:gosec // validated: positive
+			Group: uint16(*cfg.DeniedTrafficLogGroup), // validated: 0-65535
+			Rate:  uint32(cfg.DeniedTrafficLogRate),   // validated: positive
+			Burst: uint32(cfg.DeniedTrafficLogBurst),  // validated: positive
 		}
 	}
 	r, err := controllers.New(controllers.Options{

@@ -166,7 +166,7 @@ func decodeNFLOG(data []byte) (nft.LoggedPacket, bool) {
 		case nfulaTimestamp:
 			if b := ad.Bytes(); len(b) == 16 {
 				sec, usec := binary.BigEndian.Uint64(b), binary.BigEndian.Uint64(b[8:])
-				p.Time = time.Unix(int64(sec), int64(usec)*1000) //nolint:gosec // kernel timestamps fit
+				p.Time = time.Unix(int64(sec), int64(usec)*1000)
 			}
 		case nfulaPrefix:
 			p.Prefix = ad.String()
