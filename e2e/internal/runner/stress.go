@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/nftpolicy/nftpolicy/api/v1alpha1"
 	"github.com/nftpolicy/nftpolicy/controllers"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/scenario"
 	"github.com/nftpolicy/nftpolicy/nft"
@@ -139,7 +140,10 @@ func (r *Runner) apiSnapshot(ctx context.Context) (*policy.Snapshot, error) {
 func (r *Runner) waitTable(ctx context.Context, snap *policy.Snapshot, node, netns string, bound, poll time.Duration) (time.Duration, string) {
 	one := *snap
 	one.NodeName = node
-	rs, _ := policy.Compile(&one)
+	c := policy.NewNodeCompiler(node)
+	c.SetDenyLog(agentDenyLog)
+	c.LoadSnapshot(&one)
+	rs, _ := c.Compile()
 	want := nft.CanonicalListing(rs.Dump())
 	start := time.Now()
 	for {
@@ -159,6 +163,14 @@ func (r *Runner) waitTable(ctx context.Context, snap *policy.Snapshot, node, net
 		}
 		time.Sleep(poll)
 	}
+}
+
+// agentDenyLog is the denied-traffic log of the agents as dist/install.yaml
+// runs them: on, with the defaults of api/v1alpha1.
+var agentDenyLog = &nft.DenyLog{
+	Group: v1alpha1.DefaultDeniedTrafficLogGroup,
+	Rate:  v1alpha1.DefaultDeniedTrafficLogRate,
+	Burst: v1alpha1.DefaultDeniedTrafficLogBurst,
 }
 
 // lineDiff lists the lines only in want (-) and only in got (+).
