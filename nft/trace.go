@@ -113,6 +113,11 @@ func (t *tracer) run(c *Chain, depth int) (v VerdictKind, done bool) {
 			}
 			verdict = elem.Verdict
 		}
+		if rule.Log != nil && verdict.Kind == VerdictNone {
+			// A log rule: the kernel logs (within its limit) and goes on.
+			t.step("%s#%d %s => log, continue", c.Name, i+1, rule)
+			continue
+		}
 		t.step("%s#%d %s => %s", c.Name, i+1, rule, verdict)
 		switch verdict.Kind {
 		case VerdictAccept, VerdictDrop:
