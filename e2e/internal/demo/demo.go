@@ -98,7 +98,7 @@ func Run(ctx context.Context, cfg *cluster.Config, st *cluster.State, policies s
 	} else {
 		// The log line a user sees for a denied connection, then the
 		// answer to why.
-		if err := printDenied(cfg, mark, out); err != nil {
+		if err := printDenied(cfg, mark, "demo-other/outsider", "demo-app/backend", out); err != nil {
 			return err
 		}
 		// Why is one blocked cell blocked? The same code as
@@ -115,8 +115,10 @@ func Run(ctx context.Context, cfg *cluster.Config, st *cluster.State, policies s
 }
 
 // printDenied prints the latest denied-traffic record the agents logged
-// since mark: what a user sees when a connection of the demo app is denied.
-func printDenied(cfg *cluster.Config, mark deniedlog.Offsets, out io.Writer) error {
+// since mark from pod src to pod dst (the cell explain answers next), or
+// else the latest of any: what a user sees when a connection of the demo
+// app is denied.
+func printDenied(cfg *cluster.Config, mark deniedlog.Offsets, src, dst string, out io.Writer) error {
 	recs, err := deniedlog.Since(cfg, mark)
 	if err != nil {
 		return err
@@ -126,6 +128,11 @@ func printDenied(cfg *cluster.Config, mark deniedlog.Offsets, out io.Writer) err
 		return nil
 	}
 	last := recs[len(recs)-1]
+	for _, rec := range recs {
+		if rec.SrcPod == src && rec.DstPod == dst {
+			last = rec
+		}
+	}
 	fmt.Fprintf(out, "\n==> the latest of %d denied-traffic records in the agents' logs (%s):\n%s\n",
 		len(recs), filepath.Join(cfg.LogDir(), last.Node+"-agent.log"), last.Line)
 	return nil
