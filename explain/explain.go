@@ -26,6 +26,11 @@ type Query struct {
 	From, To string
 	Protocol corev1.Protocol // TCP, UDP or SCTP; empty is TCP
 	Port     uint16
+	// ThroughService: the packet was sent to a Service that has To behind
+	// it. Only a pod's traffic to itself differs: through a Service it
+	// leaves the pod, is DNATed on the node and comes back over the bridge
+	// (hairpin), so the node filters it like any other packet.
+	ThroughService bool
 }
 
 // ParseTarget splits "ns/pod:port", "node/NAME:port", "IP:port" or
@@ -254,6 +259,9 @@ func Explain(st *State, q Query) (*Answer, error) {
 		a.Warnings = append(a.Warnings, fmt.Sprintf("ClusterNetworkPolicy %s: %s", w.Policy, w.Message))
 	}
 	switch {
+	case from.Pod != "" && from.Pod == to.Pod && q.ThroughService:
+		a.Allowed = a.Egress.Allowed && a.Ingress.Allowed
+		a.Notes = append(a.Notes, "through a Service, a pod's traffic to itself leaves the pod and comes back over the bridge (hairpin): its own policies judge it both ways")
 	case from.Pod != "" && from.Pod == to.Pod:
 		a.Notes = append(a.Notes, "a pod's traffic to itself never leaves it: always allowed, whatever its policies say")
 	case to.Pod != "" && from.Pod == "" && fromOwnNode(snap, from.Address, to.Node):

@@ -120,6 +120,7 @@ func TestExplain_Golden(t *testing.T) {
 		{name: "host-network-pod-on-another-node", q: Query{From: "y/h", To: "x/a", Port: 80}, live: true},
 		{name: "live-table-drifted", q: Query{From: "y/c", To: "x/a", Port: 80}, live: true, tamper: openDrift},
 		{name: "self", q: Query{From: "x/a", To: "10.244.1.10", Port: 80}},
+		{name: "self-through-service", q: Query{From: "x/a", To: "x/a", Port: 80, ThroughService: true}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

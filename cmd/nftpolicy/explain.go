@@ -42,7 +42,7 @@ func runExplain(ctx context.Context, prog string, args []string, getenv func(str
 	fs.SetOutput(stderr)
 	var (
 		from, to, protocol, kubeconfig, output, node string
-		live                                         bool
+		live, throughService                         bool
 		agentPort                                    int
 		agentVia                                     string
 		timeout                                      time.Duration
@@ -53,6 +53,7 @@ func runExplain(ctx context.Context, prog string, args []string, getenv func(str
 	fs.StringVar(&kubeconfig, "kubeconfig", getenv("KUBECONFIG"), "kubeconfig path (default $KUBECONFIG, then in-cluster, then ~/.kube/config)")
 	fs.StringVarP(&output, "output", "o", "text", "text or json")
 	fs.BoolVar(&live, "live", false, "also trace the packet through the tables the agents on its path applied (needs get on nodes/proxy)")
+	fs.BoolVar(&throughService, "through-service", false, "the packet goes to a Service in front of --to (matters when --from is the same pod: through a Service its traffic to itself is filtered)")
 	fs.StringVar(&node, "node", "", "like --live, for this node's table only")
 	fs.IntVar(&agentPort, "agent-port", portOf(v1alpha1.DefaultMetricsBindAddress), "the agents' metrics port, which serves "+"/debug/ruleset")
 	fs.StringVar(&agentVia, "agent-via", "proxy", "how to reach the agents for --live: proxy (the API server's node proxy) or node-ip (straight to each node's address, from the node network)")
@@ -104,7 +105,7 @@ func runExplain(ctx context.Context, prog string, args []string, getenv func(str
 		var st *explain.State
 		if st, err = explain.Load(ctx, c); err == nil {
 			var a *explain.Answer
-			if a, err = explain.Explain(st, explain.Query{From: from, To: dst, Protocol: proto, Port: port}); err == nil {
+			if a, err = explain.Explain(st, explain.Query{From: from, To: dst, Protocol: proto, Port: port, ThroughService: throughService}); err == nil {
 				return answer(ctx, prog, st, a, rc, live, node, agentVia, agentPort, output, stdout, stderr)
 			}
 		}

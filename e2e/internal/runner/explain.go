@@ -70,7 +70,8 @@ func (r *Runner) explainCells(ctx context.Context, st scenario.Step, cells []*ce
 			fmt.Fprintf(&b, "    explain %s -> %s %s: %v\n", c.src, c.dst, p.Label(), err)
 			continue
 		}
-		a, err := explain.Explain(state, explain.Query{From: c.src, To: c.dst, Protocol: corev1.Protocol(p.Protocol), Port: port})
+		a, err := explain.Explain(state, explain.Query{From: c.src, To: c.dst, Protocol: corev1.Protocol(p.Protocol), Port: port,
+			ThroughService: p.Target != "pod-ip"})
 		if err != nil {
 			r.Explain.Differ++
 			fmt.Fprintf(&b, "    explain %s -> %s %s: %v\n", c.src, c.dst, p.Label(), err)
