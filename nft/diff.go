@@ -12,9 +12,15 @@ type OpKind uint8
 
 // Operation kinds, declared in the order Diff emits them (see Diff).
 const (
+	// OpReplaceBaseChain deletes base chain Name and creates it again,
+	// empty, with Chain's hook and priority, which the kernel cannot
+	// change in place. In one batch nothing opens: the old chain filters
+	// until the batch commits, the new one from then on, with the rules a
+	// later OpReplaceRules of the same batch gives it.
+	OpReplaceBaseChain OpKind = iota + 1
 	// OpReplaceRules replaces all rules of Chain with Chain.Rules (flush,
 	// then add). For a base chain it also carries the new hook policy.
-	OpReplaceRules OpKind = iota + 1
+	OpReplaceRules
 	// OpAddSet creates Set (its definition only; elements follow in
 	// OpAddElements).
 	OpAddSet
@@ -39,6 +45,8 @@ const (
 
 func (k OpKind) String() string {
 	switch k {
+	case OpReplaceBaseChain:
+		return "replace-base-chain"
 	case OpReplaceRules:
 		return "replace-rules"
 	case OpAddSet:
@@ -88,6 +96,7 @@ func (o Op) String() string {
 // object exists before something refers to it and nothing is deleted while
 // still referred to:
 //
+//  0. base chains whose hook or priority changes are replaced, empty;
 //  1. rules of chains that refer to a redefined set are flushed, and the
 //     redefined sets deleted (a set's type cannot change in place);
 //  2. new sets, then new (empty) chains;
@@ -101,7 +110,9 @@ func (o Op) String() string {
 // A limit object never changes under the same name (DenyLog.LimitName), so
 // there is nothing to redefine.
 //
-// Base chains are never deleted: their policy is part of OpReplaceRules.
+// Base chains are never deleted, only replaced within the batch when their
+// hook or priority changes (right after the limits); their policy is part
+// of OpReplaceRules.
 //
 // A set or chain that old and desired share by pointer is equal to itself: it
 // is not compared. A compiler that hands the sets and chains of unchanged
@@ -119,6 +130,7 @@ func Diff(old, desired *Ruleset) []Op {
 			ops = append(ops, Op{Kind: OpAddLimit, Name: name, Limit: desired.Limits[name]})
 		}
 	}
+	ops = append(ops, rehookedChains(old, desired)...)
 	ops = append(ops, flushReferrers(old, desired, redefined)...)
 	for _, name := range redefined {
 		ops = append(ops, Op{Kind: OpDeleteSet, Name: name})
@@ -155,14 +167,41 @@ func sameSetDefinition(a, b *Set) bool {
 		a.Interval == b.Interval && a.IsVerdictMap == b.IsVerdictMap
 }
 
+// rehookedChains replaces the base chains that old and desired attach
+// differently (another hook or priority).
+func rehookedChains(old, desired *Ruleset) []Op {
+	var ops []Op
+	for _, name := range sortedNames(desired.Chains) {
+		n := desired.Chains[name]
+		if o, ok := old.Chains[name]; ok && rehooked(o, n) {
+			ops = append(ops, Op{Kind: OpReplaceBaseChain, Name: name, Chain: &Chain{Name: name, Hook: n.Hook}})
+		}
+	}
+	return ops
+}
+
+func rehooked(o, n *Chain) bool {
+	return o.Hook != nil && n.Hook != nil && !SameAttachment(o.Hook, n.Hook)
+}
+
+// SameAttachment reports whether two chains hang on the same hook at the
+// same priority (or are both regular chains): what the kernel cannot
+// change in place. The policy can change.
+func SameAttachment(a, b *Hook) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Name == b.Name && a.Priority == b.Priority
+}
+
 // flushReferrers empties the old chains that refer to a redefined set, so
 // that the set can be deleted early in the batch; ruleOps fills them again.
 func flushReferrers(old, desired *Ruleset, redefined []string) []Op {
 	var ops []Op
 	for _, name := range sortedNames(old.Chains) {
 		c := old.Chains[name]
-		if _, kept := desired.Chains[name]; kept && refersToAny(c, redefined) {
-			ops = append(ops, Op{Kind: OpReplaceRules, Name: name, Chain: &Chain{Name: name, Comment: c.Comment, Hook: c.Hook}})
+		if n, kept := desired.Chains[name]; kept && !rehooked(c, n) && refersToAny(c, redefined) {
+			ops = append(ops, Op{Kind: OpReplaceRules, Name: name, Chain: &Chain{Name: name, Hook: c.Hook}})
 		}
 	}
 	return ops
@@ -389,8 +428,6 @@ func ruleOps(old, desired *Ruleset, redefined []string) []Op {
 }
 
 func sameChain(a, b *Chain) bool {
-	// The comment is left out on purpose: the kernel cannot change a
-	// chain's comment in place, and names already identify chains.
 	return a.Name == b.Name && sameHook(a.Hook, b.Hook) && slices.EqualFunc(a.Rules, b.Rules, sameRule)
 }
 
@@ -436,7 +473,7 @@ func deletedChains(old, desired *Ruleset) []Op {
 		}
 		if o := old.Chains[name]; o.Hook != nil {
 			if len(o.Rules) > 0 {
-				ops = append(ops, Op{Kind: OpReplaceRules, Name: name, Chain: &Chain{Name: name, Comment: o.Comment, Hook: o.Hook}})
+				ops = append(ops, Op{Kind: OpReplaceRules, Name: name, Chain: &Chain{Name: name, Hook: o.Hook}})
 			}
 			continue
 		}

@@ -168,6 +168,47 @@ func TestDiff_BaseChainPolicyIsARulesChange(t *testing.T) {
 	}
 }
 
+// TestDiff_RehookedBaseChain moves the forward chain to another priority:
+// the kernel cannot do that in place (EEXIST), so Diff replaces the chain,
+// empty, before anything else and fills it again with its rules.
+func TestDiff_RehookedBaseChain(t *testing.T) {
+	tests := []struct {
+		name string
+		move func(*nft.Hook)
+	}{
+		{name: "priority", move: func(h *nft.Hook) { h.Priority = 10 }},
+		{name: "hook", move: func(h *nft.Hook) { h.Name = nft.HookInput }},
+		{name: "priority and policy", move: func(h *nft.Hook) { h.Priority, h.Policy = -5, nft.VerdictDrop }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			old, moved := withB(1), withB(1)
+			tt.move(moved.Chains[nft.ChainForward].Hook)
+			ops := nft.Diff(old, moved)
+			if len(ops) < 2 || ops[0].Kind != nft.OpReplaceBaseChain || ops[0].Name != nft.ChainForward {
+				t.Fatalf("ops = %v, want replace-base-chain %s first", ops, nft.ChainForward)
+			}
+			if diff := cmp.Diff(moved.Chains[nft.ChainForward].Hook, ops[0].Chain.Hook); diff != "" {
+				t.Errorf("replacement hook (-want +got):\n%s", diff)
+			}
+			got, err := nfttest.Apply(old, ops)
+			if err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			if diff := cmp.Diff(moved.Dump(), got.Dump()); diff != "" {
+				t.Errorf("applied (-want +got):\n%s", diff)
+			}
+		})
+	}
+	// What the replacement spares the kernel: rules re-sent on a chain
+	// attached elsewhere are refused, as the kernel would.
+	moved := withB(1)
+	moved.Chains[nft.ChainForward].Hook.Priority = 10
+	if _, err := nfttest.Apply(withB(1), []nft.Op{{Kind: nft.OpReplaceRules, Name: nft.ChainForward, Chain: moved.Chains[nft.ChainForward]}}); err == nil {
+		t.Error("Apply changed a base chain's priority in place, want an error")
+	}
+}
+
 func TestDiff_RedefinedSet(t *testing.T) {
 	old := withB(1)
 	n := nft.NamesFor(nft.Ingress, "ns/b")

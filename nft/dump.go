@@ -212,9 +212,6 @@ func protoName(p uint8) string {
 func dumpChain(c *Chain) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\tchain %s {\n", c.Name)
-	if c.Comment != "" {
-		fmt.Fprintf(&b, "\t\tcomment %s\n", strconv.Quote(c.Comment))
-	}
 	if c.Hook != nil {
 		fmt.Fprintf(&b, "\t\ttype filter hook %s priority %s; policy %s;\n",
 			c.Hook.Name, priorityName(c.Hook.Priority), Verdict{Kind: c.Hook.Policy})

@@ -207,7 +207,7 @@ func NewIsolatedEndpoint(dir Direction, id string, addrs []netip.Addr, allow All
 		Dir:   dir,
 		Names: n,
 		Sets:  [4]*Set{any4, any6, ports4, ports6},
-		Chain: &Chain{Name: n.Chain, Comment: comment, Rules: rules},
+		Chain: &Chain{Name: n.Chain, Rules: rules},
 	}
 	for _, a := range addrs {
 		el := Element{Key: []Range{Addr(a)}, Verdict: Jump(n.Chain), Comment: id}

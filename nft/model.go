@@ -168,11 +168,15 @@ type Range struct {
 }
 
 // Chain is a named chain. Base chains have a Hook.
+//
+// Chains carry no comment: google/nftables cannot attach one (a chain's
+// NFTA_CHAIN_USERDATA), and what a comment would say is already in the
+// name (in-HASH-ns/pod, ...) and in the comments of the map elements and
+// sets that lead to the chain.
 type Chain struct {
-	Name    string
-	Comment string
-	Hook    *Hook
-	Rules   []Rule
+	Name  string
+	Hook  *Hook
+	Rules []Rule
 }
 
 // Hook makes a chain a base chain: type filter hook <Name> priority <Priority>.

@@ -185,7 +185,7 @@ func NewTieredEndpoint(dir Direction, id string, addrs []netip.Addr, admin *Tier
 	}
 	// Falling off the end returns: nothing decided, the direction is
 	// allowed.
-	e.Chain = &Chain{Name: n.Tiers, Comment: dir.String() + " tiers of " + id, Rules: rules}
+	e.Chain = &Chain{Name: n.Tiers, Rules: rules}
 	for _, a := range addrs {
 		el := Element{Key: []Range{Addr(a)}, Verdict: Jump(n.Tiers), Comment: id}
 		if a.Is6() && !a.Is4In6() {

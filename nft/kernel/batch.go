@@ -32,7 +32,11 @@ func queueOp(cc *nftables.Conn, op nft.Op, old, new *nft.Ruleset) error {
 		}
 		return cc.AddSet(set, nil)
 	case nft.OpAddChain:
-		return addChain(cc, op.Chain)
+		cc.AddChain(renderChain(t, op.Chain))
+		return nil
+	case nft.OpReplaceBaseChain:
+		queueReplaceBaseChain(cc, op.Chain)
+		return nil
 	case nft.OpAddElements, nft.OpDeleteElements:
 		return queueElements(cc, op, old, new)
 	case nft.OpReplaceRules:
@@ -95,9 +99,7 @@ const elementsPerMessage = 128
 func queueReplaceRules(cc *nftables.Conn, c *nft.Chain) error {
 	t := ourTable()
 	if c.Hook != nil {
-		if err := addChain(cc, c); err != nil {
-			return err
-		}
+		cc.AddChain(renderChain(t, c))
 	}
 	cc.FlushChain(&nftables.Chain{Table: t, Name: c.Name})
 	addAnon := func(s *nftables.Set, elems []nftables.SetElement) error { return cc.AddSet(s, elems) }
@@ -111,12 +113,25 @@ func queueReplaceRules(cc *nftables.Conn, c *nft.Chain) error {
 	return nil
 }
 
+// queueReplaceBaseChain deletes a base chain and creates it again with
+// c's hook and priority, empty (rules follow in OpReplaceRules). The kernel
+// refuses to delete a chain that still has rules, so it is flushed first;
+// the old chain keeps filtering until the batch commits.
+func queueReplaceBaseChain(cc *nftables.Conn, c *nft.Chain) {
+	t := ourTable()
+	cc.FlushChain(&nftables.Chain{Table: t, Name: c.Name})
+	cc.DelChain(&nftables.Chain{Table: t, Name: c.Name})
+	cc.AddChain(renderChain(t, &nft.Chain{Name: c.Name, Hook: c.Hook}))
+}
+
 // queueFullReplace replaces whatever the table holds with desired, in the
 // same batch and without ever removing the hooks: the table is added
 // (a no-op if it exists), every chain flushed, every named set deleted,
 // every chain but our base chains deleted, and desired created on top of
-// the emptied base chains. Until the batch commits, the old ruleset keeps
-// enforcing; after it, the new one does.
+// the emptied base chains. A base chain whose hook, priority or type
+// desired changes is deleted and created anew in the same batch (the
+// kernel cannot change those in place; see keptBaseChain). Until the batch commits, the old
+// ruleset keeps enforcing; after it, the new one does.
 func queueFullReplace(cc *nftables.Conn, desired *nft.Ruleset) error {
 	t := ourTable()
 	exists, err := tableExists(cc)
@@ -174,8 +189,12 @@ func queueEmptyTable(cc *nftables.Conn, desired *nft.Ruleset) (*nft.Ruleset, err
 	return left, nil
 }
 
-// keptBaseChain reports whether kernel chain c is one of our base chains,
-// which are never deleted, and its hook as the kernel has it.
+// keptBaseChain reports whether kernel chain c is one of our base chains
+// that stays (emptied) through a full replace, and its hook as the kernel
+// has it. One on a hook we do not use, or not of type filter, is deleted
+// and created again by desired's Diff from the emptied table; so is one at
+// another hook or priority than desired's (Diff's OpReplaceBaseChain), all
+// in the same batch.
 func keptBaseChain(c *nftables.Chain, desired *nft.Ruleset) (bool, *nft.Hook) {
 	if c.Hooknum == nil || c.Priority == nil {
 		return false, nil
@@ -195,6 +214,9 @@ func keptBaseChain(c *nftables.Chain, desired *nft.Ruleset) (bool, *nft.Hook) {
 	}
 	if c.Policy != nil && *c.Policy == nftables.ChainPolicyDrop {
 		hook.Policy = nft.VerdictDrop
+	}
+	if hook.Name == "" || c.Type != nftables.ChainTypeFilter {
+		return false, nil
 	}
 	return true, hook
 }

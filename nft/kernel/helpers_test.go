@@ -4,6 +4,7 @@ package kernel
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math/rand"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -74,4 +76,38 @@ func nftIn(t testing.TB, ns string, args ...string) string {
 func listTable(t testing.TB, ns string) string {
 	t.Helper()
 	return nftIn(t, ns, "list", "table", "inet", "nftpolicy")
+}
+
+// generation reads the ruleset generation of the namespace behind fd
+// (NFT_MSG_GETGEN): the kernel bumps it once per committed batch, so its
+// difference across a Sync counts the transactions that Sync made.
+func generation(t testing.TB, fd int) uint32 {
+	t.Helper()
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: fd})
+	if err != nil {
+		t.Fatalf("dial netfilter netlink: %v", err)
+	}
+	defer c.Close()
+	msgs, err := c.Execute(netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN),
+			Flags: netlink.Request,
+		},
+		Data: []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0},
+	})
+	if err != nil || len(msgs) != 1 || len(msgs[0].Data) < 4 {
+		t.Fatalf("NFT_MSG_GETGEN: %v (%d replies)", err, len(msgs))
+	}
+	ad, err := netlink.NewAttributeDecoder(msgs[0].Data[4:])
+	if err != nil {
+		t.Fatalf("decode NEWGEN: %v", err)
+	}
+	ad.ByteOrder = binary.BigEndian
+	for ad.Next() {
+		if ad.Type() == unix.NFTA_GEN_ID {
+			return ad.Uint32()
+		}
+	}
+	t.Fatal("NEWGEN without NFTA_GEN_ID")
+	return 0
 }

@@ -114,6 +114,45 @@ func TestSync_ReadsBackAsDump(t *testing.T) {
 	}
 }
 
+// TestSync_RehookedBaseChain applies a ruleset, then one whose forward
+// chain sits at another priority. The kernel cannot move a base chain in
+// place (EEXIST), so the chain is deleted and created again; both the full
+// replace of a restarted agent and an incremental sync must do it in one
+// committed batch, and the kernel must show the new priority.
+func TestSync_RehookedBaseChain(t *testing.T) {
+	requirePrivileges(t)
+	moved := rulesetA()
+	moved.Chains[nft.ChainForward].Hook.Priority = 10
+	tests := []struct {
+		name string
+		// second syncs moved after rulesetA was applied with first.
+		second func(t *testing.T, first *Syncer, fd int) *Syncer
+	}{
+		{name: "full replace", second: func(t *testing.T, _ *Syncer, fd int) *Syncer { return newSyncer(t, fd) }},
+		{name: "incremental", second: func(t *testing.T, first *Syncer, _ int) *Syncer { return first }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns, fd := newNetns(t, "rehook")
+			first := newSyncer(t, fd)
+			sync(t, first, rulesetA())
+			s := tt.second(t, first, fd)
+			before := generation(t, fd)
+			sync(t, s, moved)
+			if n := generation(t, fd) - before; n != 1 {
+				t.Errorf("the sync committed %d batches, want 1", n)
+			}
+			assertReadback(t, ns, moved)
+			if got := listTable(t, ns); !strings.Contains(got, "hook forward priority filter + 10") {
+				t.Errorf("forward chain not at priority filter + 10:\n%s", got)
+			}
+			if err := s.Verify(context.Background()); err != nil {
+				t.Errorf("Verify: %v", err)
+			}
+		})
+	}
+}
+
 func TestSync_NoOpSendsNothing(t *testing.T) {
 	requirePrivileges(t)
 	ns, fd := newNetns(t, "noop")

@@ -335,3 +335,19 @@ func policyOf(k nft.VerdictKind) nftables.ChainPolicy {
 	}
 	return nftables.ChainPolicyAccept
 }
+
+// renderChain is the chain definition without rules. For an existing
+// chain the kernel takes the NEWCHAIN message as an update: only a base
+// chain's policy can change that way (a hook or priority change needs
+// OpReplaceBaseChain).
+func renderChain(t *nftables.Table, c *nft.Chain) *nftables.Chain {
+	out := &nftables.Chain{Table: t, Name: c.Name}
+	if c.Hook != nil {
+		policy := policyOf(c.Hook.Policy)
+		out.Hooknum = new(hookNums[c.Hook.Name])
+		out.Priority = new(nftables.ChainPriority(c.Hook.Priority))
+		out.Type = nftables.ChainTypeFilter
+		out.Policy = &policy
+	}
+	return out
+}

@@ -37,6 +37,8 @@ func (r table) apply(op nft.Op) error {
 		return r.applyReplaceRules(op.Chain)
 	case nft.OpDeleteChain:
 		return r.applyDeleteChain(op.Name)
+	case nft.OpReplaceBaseChain:
+		return r.applyReplaceBaseChain(op.Chain)
 	case nft.OpDeleteSet:
 		return r.applyDeleteSet(op.Name)
 	}
@@ -100,6 +102,9 @@ func (r table) applyReplaceRules(c *nft.Chain) error {
 	if !ok {
 		return fmt.Errorf("chain %q does not exist", c.Name)
 	}
+	if !nft.SameAttachment(cur.Hook, c.Hook) {
+		return fmt.Errorf("chain %q: the kernel cannot change a chain's hook or priority in place (EEXIST)", c.Name)
+	}
 	for _, s := range setsReferredBy(c) {
 		if r.Sets[s] == nil {
 			return fmt.Errorf("chain %q refers to missing set %q", c.Name, s)
@@ -110,9 +115,23 @@ func (r table) applyReplaceRules(c *nft.Chain) error {
 			return fmt.Errorf("chain %q jumps to missing chain %q", c.Name, rule.Verdict.Chain)
 		}
 	}
-	n := cloneChain(c)
-	n.Comment = cur.Comment // the kernel cannot change a chain's comment in place
-	r.Chains[c.Name] = n
+	r.Chains[c.Name] = cloneChain(c)
+	return nil
+}
+
+// applyReplaceBaseChain is the kernel's delete and create of a base chain
+// in one batch: the chain exists afterwards, empty, with the new hook.
+func (r table) applyReplaceBaseChain(c *nft.Chain) error {
+	cur, ok := r.Chains[c.Name]
+	switch {
+	case !ok:
+		return fmt.Errorf("chain %q does not exist", c.Name)
+	case cur.Hook == nil || c.Hook == nil:
+		return fmt.Errorf("chain %q: only a base chain is replaced by another base chain", c.Name)
+	case len(c.Rules) > 0:
+		return fmt.Errorf("chain %q: a replaced base chain starts empty", c.Name)
+	}
+	r.Chains[c.Name] = cloneChain(c)
 	return nil
 }
 
