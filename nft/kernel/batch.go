@@ -3,6 +3,7 @@
 package kernel
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -13,8 +14,12 @@ import (
 
 // queueOps renders ops into cc's pending batch. Set definitions for
 // element ops come from new, or from old for sets that are going away.
-func queueOps(cc *nftables.Conn, ops []nft.Op, old, new *nft.Ruleset) error {
+// It stops when ctx is done: rendering a large batch takes a while.
+func queueOps(ctx context.Context, cc *nftables.Conn, ops []nft.Op, old, new *nft.Ruleset) error {
 	for _, op := range ops {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if err := queueOp(cc, op, old, new); err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
@@ -132,7 +137,7 @@ func queueReplaceBaseChain(cc *nftables.Conn, c *nft.Chain) {
 // desired changes is deleted and created anew in the same batch (the
 // kernel cannot change those in place; see keptBaseChain). Until the batch commits, the old
 // ruleset keeps enforcing; after it, the new one does.
-func queueFullReplace(cc *nftables.Conn, desired *nft.Ruleset) error {
+func queueFullReplace(ctx context.Context, cc *nftables.Conn, desired *nft.Ruleset) error {
 	t := ourTable()
 	exists, err := tableExists(cc)
 	if err != nil {
@@ -145,7 +150,7 @@ func queueFullReplace(cc *nftables.Conn, desired *nft.Ruleset) error {
 			return err
 		}
 	}
-	return queueOps(cc, nft.Diff(start, desired), start, desired)
+	return queueOps(ctx, cc, nft.Diff(start, desired), start, desired)
 }
 
 // queueEmptyTable queues the removal of everything but the base chains we

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -150,6 +151,60 @@ func TestSync_RehookedBaseChain(t *testing.T) {
 				t.Errorf("Verify: %v", err)
 			}
 		})
+	}
+}
+
+// TestSyncAndVerify_DeadlineBoundsTheBatch gives a full replace of a large
+// ruleset, and a read-back of it, a deadline of a twentieth of what the
+// same work took without one in this run (so it holds on a fast machine
+// and a slow one alike). Both must stop with context.DeadlineExceeded
+// instead of running to the end, the kernel must hold one whole ruleset,
+// old or new (a batch is one transaction), and the next Sync without a
+// deadline must repair everything.
+func TestSyncAndVerify_DeadlineBoundsTheBatch(t *testing.T) {
+	requirePrivileges(t)
+	_, fd := newNetns(t, "deadline")
+	old, next := benchRuleset(200, 250), benchRuleset(200, 200) // 50,000 and 40,000 elements
+	s := newSyncer(t, fd)
+	start := time.Now()
+	sync(t, s, old)
+	fullSync := time.Since(start)
+	start = time.Now()
+	if err := s.Verify(context.Background()); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	fullVerify := time.Since(start)
+	t.Logf("without a deadline: full sync %v, read-back %v", fullSync, fullVerify)
+
+	ctx, cancel := context.WithTimeout(context.Background(), fullVerify/20)
+	err := s.Verify(ctx)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Verify with a deadline of %v = %v, want context.DeadlineExceeded", fullVerify/20, err)
+	}
+	t.Logf("read-back stopped by its deadline: %v", err)
+
+	restarted := newSyncer(t, fd) // a full replace, which does the most work
+	ctx, cancel = context.WithTimeout(context.Background(), fullSync/20)
+	err = restarted.Sync(ctx, next)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Sync with a deadline of %v = %v, want context.DeadlineExceeded", fullSync/20, err)
+	}
+	t.Logf("stopped by its deadline: %v", err)
+
+	// Exactly one of the two rulesets is in the kernel, whole.
+	holds := func(r *nft.Ruleset) bool {
+		probe := newSyncer(t, fd)
+		probe.last = r
+		return probe.Verify(context.Background()) == nil
+	}
+	if o, n := holds(old), holds(next); o == n {
+		t.Errorf("after the interrupted sync the kernel holds the old ruleset: %v, the new one: %v; want exactly one", o, n)
+	}
+	sync(t, restarted, next)
+	if err := restarted.Verify(context.Background()); err != nil {
+		t.Errorf("Verify after the next sync: %v", err)
 	}
 }
 

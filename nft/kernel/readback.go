@@ -3,6 +3,7 @@
 package kernel
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -24,7 +25,7 @@ import (
 // extra chains and sets, base chain hooks, each rule's expressions and
 // comment, and set elements (key, range end, verdict, comment). Chain and
 // set comments are not compared: google/nftables does not decode them.
-func compareKernel(cc *nftables.Conn, model *nft.Ruleset) ([]string, error) {
+func compareKernel(ctx context.Context, cc *nftables.Conn, model *nft.Ruleset) ([]string, error) {
 	exists, err := tableExists(cc)
 	if err != nil {
 		return nil, err
@@ -32,11 +33,11 @@ func compareKernel(cc *nftables.Conn, model *nft.Ruleset) ([]string, error) {
 	if !exists {
 		return []string{"table is missing"}, nil
 	}
-	chainDiffs, err := compareChains(cc, model)
+	chainDiffs, err := compareChains(ctx, cc, model)
 	if err != nil {
 		return nil, err
 	}
-	setDiffs, err := compareSets(cc, model)
+	setDiffs, err := compareSets(ctx, cc, model)
 	if err != nil {
 		return nil, err
 	}
@@ -79,7 +80,7 @@ func compareLimits(cc *nftables.Conn, model *nft.Ruleset) ([]string, error) {
 	return diffs, nil
 }
 
-func compareChains(cc *nftables.Conn, model *nft.Ruleset) ([]string, error) {
+func compareChains(ctx context.Context, cc *nftables.Conn, model *nft.Ruleset) ([]string, error) {
 	chains, err := listChains(cc)
 	if err != nil {
 		return nil, err
@@ -87,6 +88,9 @@ func compareChains(cc *nftables.Conn, model *nft.Ruleset) ([]string, error) {
 	var diffs []string
 	seen := map[string]bool{}
 	for _, kc := range chains {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		seen[kc.Name] = true
 		mc, ok := model.Chains[kc.Name]
 		if !ok {
@@ -177,7 +181,7 @@ func exprString(exprs []expr.Any) string {
 	return strings.Join(parts, " ")
 }
 
-func compareSets(cc *nftables.Conn, model *nft.Ruleset) ([]string, error) {
+func compareSets(ctx context.Context, cc *nftables.Conn, model *nft.Ruleset) ([]string, error) {
 	t := ourTable()
 	sets, err := cc.GetSets(t)
 	if err != nil {
@@ -186,6 +190,9 @@ func compareSets(cc *nftables.Conn, model *nft.Ruleset) ([]string, error) {
 	var diffs []string
 	seen := map[string]bool{}
 	for _, ks := range sets {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		if ks.Anonymous {
 			continue
 		}

@@ -9,7 +9,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -68,19 +70,60 @@ type Syncer struct {
 // NewSyncer returns a Syncer whose first Sync replaces whatever the table holds.
 func NewSyncer(opts ...Option) (*Syncer, error) {
 	s := &Syncer{cfg: newConfig(opts)}
-	if _, err := s.conn(); err != nil {
+	cc, done, err := s.conn(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	if _, err := tableExists(cc); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *Syncer) conn() (*nftables.Conn, error) {
-	opts := append([]nftables.ConnOption{nftables.WithSockOptions(bigBuffers, s.own.recordPort)}, s.cfg.connOpts...)
-	cc, err := nftables.New(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("open nftables netlink connection: %w", err)
+// conn opens one netlink socket for one Sync or Verify, bounded by ctx:
+// its deadline is the socket's, and cancelling ctx moves the socket's
+// deadline to the past, so a sync timeout interrupts a batch's acks and a
+// read-back's dumps instead of being checked only on entry. (The kernel
+// applies a batch inside the one sendmsg, which nothing interrupts: a
+// batch is committed whole or not at all, and an interrupted wait for its
+// acks only makes the next Sync a full replace.) done closes the socket.
+func (s *Syncer) conn(ctx context.Context) (cc *nftables.Conn, done func(), err error) {
+	var sock *netlink.Conn
+	withDeadline := func(c *netlink.Conn) error {
+		sock = c
+		if d, ok := ctx.Deadline(); ok {
+			return c.SetDeadline(d)
+		}
+		return nil
 	}
-	return cc, nil
+	opts := append([]nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(bigBuffers, s.own.recordPort, withDeadline)}, s.cfg.connOpts...)
+	cc, err = nftables.New(opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open nftables netlink connection: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = sock.SetDeadline(time.Unix(1, 0)) })
+	return cc, func() {
+		stop()
+		_ = cc.CloseLasting()
+	}, nil
+}
+
+// ctxError makes an error caused by ctx say so (errors.Is finds
+// context.DeadlineExceeded or context.Canceled): the socket's deadline can
+// fire a moment before ctx reports it.
+func ctxError(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	cause := ctx.Err()
+	if cause == nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		cause = context.DeadlineExceeded
+	}
+	if cause == nil || errors.Is(err, cause) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", cause, err)
 }
 
 // Sync makes the kernel table equal desired in one atomic netlink batch:
@@ -95,10 +138,10 @@ func (s *Syncer) Sync(ctx context.Context, desired *nft.Ruleset) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	tightened, err := s.sync(desired)
+	tightened, err := s.sync(ctx, desired)
 	if err != nil {
 		s.last = nil
-		return fmt.Errorf("sync table %s %s: %w", nft.TableFamily, nft.TableName, err)
+		return fmt.Errorf("sync table %s %s: %w", nft.TableFamily, nft.TableName, ctxError(ctx, err))
 	}
 	s.last, s.tightened = desired, tightened
 	return nil
@@ -114,23 +157,27 @@ func (s *Syncer) Tightened() bool { return s.tightened }
 // sync sends one batch: a full replace, or the difference from s.last
 // (none when there is no difference). It reports whether the batch may
 // deny what was allowed before.
-func (s *Syncer) sync(desired *nft.Ruleset) (tightened bool, err error) {
-	cc, err := s.conn()
+func (s *Syncer) sync(ctx context.Context, desired *nft.Ruleset) (tightened bool, err error) {
+	cc, done, err := s.conn(ctx)
 	if err != nil {
 		return false, err
 	}
+	defer done()
 	if s.last == nil {
-		err = queueFullReplace(cc, desired)
+		err = queueFullReplace(ctx, cc, desired)
 	} else {
 		ops := nft.Diff(s.last, desired)
 		if len(ops) == 0 {
 			return false, nil
 		}
 		tightened = !nft.OnlyWidens(ops, desired)
-		err = queueOps(cc, ops, s.last, desired)
+		err = queueOps(ctx, cc, ops, s.last, desired)
 	}
 	if err != nil {
 		return false, err
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err // nothing sent
 	}
 	if err := cc.Flush(); err != nil {
 		return false, fmt.Errorf("netlink batch: %w", err)
@@ -182,14 +229,15 @@ func (s *Syncer) Verify(ctx context.Context) error {
 	if s.last == nil {
 		return fmt.Errorf("%w: nothing applied yet (or last sync failed)", ErrDrift)
 	}
-	cc, err := s.conn()
+	cc, done, err := s.conn(ctx)
 	if err != nil {
 		return err
 	}
-	diffs, err := compareKernel(cc, s.last)
+	defer done()
+	diffs, err := compareKernel(ctx, cc, s.last)
 	if err != nil {
 		s.last = nil
-		return fmt.Errorf("read back table: %w", err)
+		return fmt.Errorf("read back table: %w", ctxError(ctx, err))
 	}
 	if len(diffs) > 0 {
 		s.last = nil
