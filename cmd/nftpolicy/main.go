@@ -229,8 +229,10 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 	log = log.WithValues("node", cfg.NodeName)
 	log.Info("starting", "version", version, "resyncPeriod", cfg.ResyncPeriod.Duration.String(), "minSyncInterval", cfg.MinSyncInterval.Duration.String())
 
-	// br_netfilter: fix it if we can; if not, keep going (routed traffic is
-	// still filtered) but stay unready, with the reason in /readyz.
+	// br_netfilter: fix it once, now, if we can; if not, keep going (routed
+	// traffic is still filtered) but stay unready, with the reason in
+	// /readyz. The readiness probe only reads the sysctls: a probe must not
+	// change the host.
 	changed, err := hostcheck.EnsureBridgeNetfilter(hostcheck.DefaultProcSys)
 	if err != nil {
 		log.Error(err, "host check failed: same-node (bridged) pod traffic is not filtered; the agent stays unready until this is fixed")
@@ -238,10 +240,7 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 	if len(changed) > 0 {
 		log.Info("set sysctls", "sysctls", changed)
 	}
-	precondition := func() error {
-		_, err := hostcheck.EnsureBridgeNetfilter(hostcheck.DefaultProcSys)
-		return err
-	}
+	precondition := func() error { return hostcheck.CheckBridgeNetfilter(hostcheck.DefaultProcSys) }
 
 	rc, err := restConfig(cfg.Kubeconfig)
 	if err != nil {

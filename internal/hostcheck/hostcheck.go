@@ -37,6 +37,14 @@ func EnsureBridgeNetfilter(root string) (changed []string, err error) {
 	return ensure(root, writeSysctl)
 }
 
+// CheckBridgeNetfilter is EnsureBridgeNetfilter without writing: a
+// readiness probe calls it, and a probe must not change the host. The
+// error names every sysctl that is not 1.
+func CheckBridgeNetfilter(root string) error {
+	_, err := ensure(root, nil)
+	return err
+}
+
 // writeFunc writes one sysctl file; tests replace it to simulate a
 // read-only /proc/sys, which root cannot simulate with file modes.
 type writeFunc func(path string, value []byte) error
@@ -55,6 +63,8 @@ func writeSysctl(path string, value []byte) error {
 	return f.Close()
 }
 
+// ensure checks the bridge sysctls and sets those that are not 1 with
+// write; a nil write only checks.
 func ensure(root string, write writeFunc) ([]string, error) {
 	dir := filepath.Join(root, bridgeDir)
 	if _, err := os.Stat(dir); err != nil {
@@ -74,6 +84,10 @@ func ensure(root string, write writeFunc) ([]string, error) {
 			continue
 		}
 		if ok {
+			continue
+		}
+		if write == nil {
+			errs = append(errs, fmt.Errorf("br_netfilter: %s is 0 (the agent sets it only at start): set it on the node (sysctl -w %s=1) or restart the agent", name, name))
 			continue
 		}
 		if err := write(path, []byte("1\n")); err != nil {

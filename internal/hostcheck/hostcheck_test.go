@@ -143,3 +143,44 @@ func TestEnsureBridgeNetfilter_Exported(t *testing.T) {
 		t.Errorf("changed (-want +got):\n%s", diff)
 	}
 }
+
+// TestCheckBridgeNetfilter_NeverWrites: the readiness probe's check reports
+// what EnsureBridgeNetfilter would fix, and leaves every value as it was.
+func TestCheckBridgeNetfilter_NeverWrites(t *testing.T) {
+	tests := []struct {
+		name     string
+		values   map[string]string
+		wantErrs []string // substrings; none means no error
+	}{
+		{name: "both set", values: map[string]string{v4: "1\n", v6: "1\n"}},
+		{name: "ip6tables unset", values: map[string]string{v4: "1\n", v6: "0\n"}, wantErrs: []string{"net.bridge.bridge-nf-call-ip6tables is 0", "sysctl -w net.bridge.bridge-nf-call-ip6tables=1"}},
+		{name: "both unset", values: map[string]string{v4: "0\n", v6: "0\n"}, wantErrs: []string{"bridge-nf-call-iptables is 0", "bridge-nf-call-ip6tables is 0"}},
+		{name: "module not loaded", values: nil, wantErrs: []string{"load the br_netfilter module"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := procSys(t, tt.values)
+			err := CheckBridgeNetfilter(root)
+			if len(tt.wantErrs) == 0 && err != nil {
+				t.Fatalf("CheckBridgeNetfilter: %v", err)
+			}
+			if len(tt.wantErrs) > 0 && err == nil {
+				t.Fatalf("CheckBridgeNetfilter = nil, want errors %q", tt.wantErrs)
+			}
+			for _, want := range tt.wantErrs {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q lacks %q", err, want)
+				}
+			}
+			for rel, v := range tt.values {
+				got, err := os.ReadFile(filepath.Join(root, rel))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(got) != v {
+					t.Errorf("%s = %q after the check, want it untouched (%q)", rel, got, v)
+				}
+			}
+		})
+	}
+}
