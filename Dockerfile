@@ -7,7 +7,7 @@
 # runs the very RUN line below on every `make test`, since our machines have
 # no container engine. No nft binary is shipped: the agent speaks netlink.
 
-ARG GO_VERSION=1.26.8
+ARG GO_VERSION=1.26.10
 
 # Build on the builder's platform, cross-compile for the target (pure Go).
 FROM --platform=$BUILDPLATFORM golang:${GO_VERSION}-bookworm AS build

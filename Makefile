@@ -19,8 +19,23 @@ FUZZ_EVALUATE_EXECS ?= 120000x
 FUZZ_NODECOMPILER_EXECS  ?= 30000x
 # The linters are pinned in hack/tools/go.mod and built through the module proxy.
 GOLANGCI  := $(GO) tool -modfile=hack/tools/go.mod golangci-lint
+GOVULNCHECK := $(GO) tool -modfile=hack/tools/go.mod govulncheck
+# govulncheck's database. vuln.go.dev may be out of reach (it is on the
+# machines this project is built on), so the database is built from the Go
+# module proxy: golang.org/x/vulndb's data/osv holds every OSV entry of the
+# Go vulnerability database, and its cmd/indexdb writes the v1 layout that
+# `govulncheck -db file://` reads. VULNDB_VERSION is the snapshot: "latest"
+# is the newest commit the proxy serves (what this run prints); pin a
+# pseudo-version to reproduce a run. VULNDB_URL=https://vuln.go.dev uses the
+# live database instead.
+VULNDB_VERSION ?= latest
+VULNDB_INDEXER ?= golang.org/x/vulndb/cmd/indexdb@v0.0.0-20261105234957-e22db6528018
+VULNDB_URL     ?=
+# The stdlib is checked as the release image builds it (the Dockerfile's Go),
+# fetched as a toolchain module through the proxy when it is not this one.
+GO_RELEASE    := $(shell sed -n 's/^ARG GO_VERSION=//p' Dockerfile)
 
-.PHONY: host-deps build run test unit fuzz lint fmt-check vet mod-check tools-apiserver tools clean manifests manifests-check
+.PHONY: host-deps build run test unit fuzz lint vulncheck fmt-check vet mod-check tools-apiserver tools clean manifests manifests-check
 
 build: ## the agent binary, static, as the container image ships it
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN_DIR)/nftpolicy ./cmd/nftpolicy
@@ -50,8 +65,20 @@ vet:
 mod-check:
 	@if ! out=$$($(GO) mod tidy -diff 2>&1); then echo "go.mod/go.sum are not tidy; run 'go mod tidy':"; echo "$$out"; exit 1; fi
 
-lint: fmt-check vet mod-check ## gofmt, go vet, go mod tidy -diff and golangci-lint
+lint: fmt-check vet mod-check vulncheck ## gofmt, go vet, go mod tidy -diff, golangci-lint and govulncheck
 	$(GOLANGCI) run ./...
+
+vulncheck: ## govulncheck over every package, with the release's Go (see VULNDB_*)
+	@set -e; db="$(VULNDB_URL)"; \
+	if [ -z "$$db" ]; then \
+	  dir=$$($(GO) mod download -json golang.org/x/vulndb@$(VULNDB_VERSION) | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p'); \
+	  [ -d "$$dir/data/osv" ] || { echo "vulncheck: golang.org/x/vulndb@$(VULNDB_VERSION) has no data/osv" >&2; exit 1; }; \
+	  out=$${XDG_CACHE_HOME:-$$HOME/.cache}/nftpolicy/vulndb/$$(basename "$$dir"); \
+	  if [ ! -f "$$out/index/db.json" ]; then rm -rf "$$out.tmp"; \
+	    GOFLAGS= $(GO) run $(VULNDB_INDEXER) -vulns "$$dir/data/osv" -out "$$out.tmp"; mv "$$out.tmp" "$$out"; fi; \
+	  db=file://$$out; echo "vulncheck: database $$(basename "$$dir") ($$(ls "$$dir/data/osv" | wc -l) entries), Go $(GO_RELEASE)"; \
+	fi; \
+	GOTOOLCHAIN=go$(GO_RELEASE) $(GOVULNCHECK) -db "$$db" ./...
 
 unit: host-deps ## every Go test with the race detector, real kernel and real kube-apiserver included
 	KUBEBUILDER_ASSETS="$$(hack/build-tools.sh apiserver | tail -n1)" $(GO) test -race -count=1 ./...
