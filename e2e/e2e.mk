@@ -9,6 +9,10 @@
 #   make chaos [CHAOS_KILLS=10 CHAOS_API_OUTAGE=60s CHAOS_PARTITION=60s]    faults under continuous probing
 #   make conntrack-check                                         a tightening policy cuts the open flows it denies (~10 s)
 #
+# E2E_IP_FAMILY=ipv4|ipv6|dual picks the cluster's address families (unset:
+# the running cluster's, else ipv4); `make up`, `make e2e` and the others
+# take it. In dual mode every cell is probed over IPv4 and IPv6.
+#
 # E2E_INSTANCE=N (1..9) runs a separate cluster beside the default one: its
 # own namespaces (nftpe2eN-*), host loopback ports (+100*N) and state dir
 # (/run/nftpolicy-e2e-N), e.g. one per git worktree.
@@ -21,6 +25,7 @@
 E2E_BINDIR     ?= $(CURDIR)/e2e/.bin
 E2E            := $(E2E_BINDIR)/e2e
 E2E_INSTANCE   ?=
+E2E_IP_FAMILY  ?=
 E2E_STATE_DIR  ?= /run/nftpolicy-e2e$(if $(filter-out 0,$(E2E_INSTANCE)),-$(E2E_INSTANCE))
 E2E_NODES      ?= 3
 SCENARIOS      ?= e2e/scenarios
@@ -36,7 +41,7 @@ else
 E2E_AGENT_FLAG = --agent-cmd '$(AGENT)'
 endif
 
-export E2E_STATE_DIR E2E_INSTANCE
+export E2E_STATE_DIR E2E_INSTANCE E2E_IP_FAMILY
 
 # The stress run (issue 9's guard): the regression pair replayed
 # STRESS_PAIR_RUNS times, then STRESS_TRANSITIONS random policy transitions,

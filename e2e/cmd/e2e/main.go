@@ -36,6 +36,7 @@ func main() { os.Exit(run()) }
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage: e2e [--state-dir DIR] [--bin-dir DIR] COMMAND [flags]
+E2E_IP_FAMILY=ipv4|ipv6|dual picks the cluster's families (unset: the running cluster's, else ipv4)
 commands: up, down, status, kubeconfig, run PATH..., stress, chaos, conntrack, demo, denied-log, agent-cmd --manifest F --bin B
   --state-dir  default $E2E_STATE_DIR or `+cluster.DefaultState+` (`+cluster.DefaultState+`-N for E2E_INSTANCE=N)
   --bin-dir    directory with etcd, kube-apiserver, ..., flanneld, CNI plugins (default $E2E_BIN_DIR)
@@ -170,6 +171,11 @@ func run() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	stack, err := cluster.ParseStack(os.Getenv("E2E_IP_FAMILY"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
 	stateDir := global.String("state-dir", envOr("E2E_STATE_DIR", instance.DefaultStateDir()), "state directory")
 	binDir := global.String("bin-dir", os.Getenv("E2E_BIN_DIR"), "tool binaries")
 	if err := global.Parse(os.Args[1:]); err != nil {
@@ -188,7 +194,7 @@ func run() int {
 	}
 	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
 	e := &env{cmd: name, stateDir: *stateDir, logf: logf,
-		cfg: &cluster.Config{Instance: instance, StateDir: *stateDir, BinDir: *binDir, Nodes: 3, Log: logf}}
+		cfg: &cluster.Config{Instance: instance, StateDir: *stateDir, BinDir: *binDir, Nodes: 3, Stack: stack, Log: logf}}
 	if c.local != nil {
 		return c.local(e, args)
 	}
@@ -213,6 +219,9 @@ func run() int {
 		}
 		if !isSet(f.fs, "nodes") && prev.Ready {
 			cfg.Nodes = len(prev.Nodes)
+		}
+		if os.Getenv("E2E_IP_FAMILY") == "" && prev.Ready && prev.Stack != "" {
+			cfg.Stack = prev.Stack // unset: keep the running cluster's families
 		}
 	}
 	if cfg.BinDir == "" {

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -87,6 +88,8 @@ type Config struct {
 	StateDir string
 	BinDir   string // etcd, kube-apiserver, ..., flanneld, CNI plugins
 	Nodes    int
+	// Stack is the cluster's IP family mode; "" is ipv4.
+	Stack Stack
 	// AgentCmd is a text/template for the per-node agent command line, run
 	// by /bin/sh inside the node namespace; empty = no agent. Fields:
 	// {{.Node}} {{.NodeIP}} {{.Kubeconfig}} {{.NetNS}} {{.StateDir}} {{.LogDir}} {{.Index}}.
@@ -100,19 +103,33 @@ type Config struct {
 	Log       func(format string, args ...any)
 }
 
-// Node is one node of the cluster.
+// Node is one node of the cluster. IP and PodCIDR are of the primary
+// family; IPs and PodCIDRs have one entry per family of the stack.
 type Node struct {
-	Index   int    `json:"index"`
-	Name    string `json:"name"`
-	NetNS   string `json:"netns"`
-	IP      string `json:"ip"`
-	PodCIDR string `json:"podCIDR"`
-	Dir     string `json:"dir"`
+	Index    int      `json:"index"`
+	Name     string   `json:"name"`
+	NetNS    string   `json:"netns"`
+	IP       string   `json:"ip"`
+	PodCIDR  string   `json:"podCIDR"`
+	IPs      []string `json:"ips"`
+	PodCIDRs []string `json:"podCIDRs"`
+	Dir      string   `json:"dir"`
+}
+
+// IPIn returns the node's address in family f ("" if it has none).
+func (n Node) IPIn(f Family) string {
+	for _, ip := range n.IPs {
+		if a, err := netip.ParseAddr(ip); err == nil && Of(a) == f {
+			return ip
+		}
+	}
+	return ""
 }
 
 // State is persisted in StateDir/state.json once the cluster is up.
 type State struct {
 	Instance Instance `json:"instance"`
+	Stack    Stack    `json:"stack"`
 	BinDir   string   `json:"binDir"`
 	AgentCmd string   `json:"agentCmd"`
 	Nodes    []Node   `json:"nodes"`
@@ -151,17 +168,38 @@ func (c *Config) saveState(s *State) error {
 func nodesFor(c *Config) []Node {
 	var ns []Node
 	for i := 1; i <= c.Nodes; i++ {
-		ns = append(ns, Node{
-			Index:   i,
-			Name:    fmt.Sprintf("e2e-node-%d", i),
-			NetNS:   fmt.Sprintf("%snode%d", c.Instance.NSPrefix(), i),
-			IP:      fmt.Sprintf("198.18.0.%d", 10+i),
-			PodCIDR: fmt.Sprintf("10.244.%d.0/24", i),
-			Dir:     filepath.Join(c.StateDir, "nodes", fmt.Sprintf("node%d", i)),
-		})
+		ip4 := netip.AddrFrom4([4]byte{198, 18, 0, byte(10 + i)})
+		n := Node{
+			Index: i,
+			Name:  fmt.Sprintf("e2e-node-%d", i),
+			NetNS: fmt.Sprintf("%snode%d", c.Instance.NSPrefix(), i),
+			Dir:   filepath.Join(c.StateDir, "nodes", fmt.Sprintf("node%d", i)),
+		}
+		for _, f := range c.Stack.Families() {
+			ip, _ := InFamily(ip4, f)
+			n.IPs = append(n.IPs, ip.String())
+			if f == IPv4 {
+				n.PodCIDRs = append(n.PodCIDRs, fmt.Sprintf("10.244.%d.0/24", i))
+			} else {
+				n.PodCIDRs = append(n.PodCIDRs, fmt.Sprintf("fd00:10:244:%d::/64", i))
+			}
+		}
+		n.IP, n.PodCIDR = n.IPs[0], n.PodCIDRs[0]
+		ns = append(ns, n)
 	}
 	return ns
 }
+
+// stack is the state's stack; states written before dual stack are ipv4.
+func (s *State) stack() Stack {
+	if s.Stack == "" {
+		return StackIPv4
+	}
+	return s.Stack
+}
+
+// Families are the cluster's families, the primary one first.
+func (s *State) Families() []Family { return s.stack().Families() }
 
 // controlProcs are the host processes, in start order.
 var controlProcs = []string{"etcd", "kube-apiserver", "kube-controller-manager", "relay"}
@@ -194,12 +232,17 @@ func (c *Config) Healthy() (*State, bool) {
 // torn down first. If the cluster runs with another agent command, only the
 // agents are replaced.
 func (c *Config) Up(ctx context.Context) (*State, error) {
+	if c.Stack == "" {
+		c.Stack = StackIPv4
+	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("e2e up needs root (network namespaces, nftables)")
 	}
 	if s, ok := c.Healthy(); ok {
 		if len(s.Nodes) != c.Nodes {
 			c.logf("cluster runs with %d nodes, want %d: recreating", len(s.Nodes), c.Nodes)
+		} else if s.stack() != c.Stack {
+			c.logf("cluster runs %s, want %s: recreating", s.stack(), c.Stack)
 		} else {
 			if s.AgentCmd != c.AgentCmd || c.agentBinaryChanged(s) {
 				c.logf("replacing the per-node agent")
@@ -221,7 +264,7 @@ func (c *Config) Up(ctx context.Context) (*State, error) {
 		return nil, err
 	}
 	start := time.Now()
-	s := &State{Instance: c.Instance, BinDir: c.BinDir, AgentCmd: c.AgentCmd, Nodes: nodesFor(c)}
+	s := &State{Instance: c.Instance, Stack: c.Stack, BinDir: c.BinDir, AgentCmd: c.AgentCmd, Nodes: nodesFor(c)}
 	for _, d := range []string{c.StateDir, c.LogDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err

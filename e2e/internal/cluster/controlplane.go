@@ -33,7 +33,7 @@ func (c *Config) makePKI(_ context.Context, s *State) error {
 	lo := net.ParseIP("127.0.0.1")
 	if err := p.issue("apiserver", "kube-apiserver", nil, true,
 		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-		[]net.IP{lo, net.ParseIP("10.96.0.1")}); err != nil {
+		[]net.IP{lo, net.ParseIP("10.96.0.1"), net.ParseIP("fd00:10:96::1")}); err != nil {
 		return err
 	}
 	if err := p.serviceAccountKey(); err != nil {
@@ -116,7 +116,7 @@ func (c *Config) startEtcd(ctx context.Context, _ *State) error {
 	})
 }
 
-func (c *Config) startAPIServer(ctx context.Context, _ *State) error {
+func (c *Config) startAPIServer(ctx context.Context, s *State) error {
 	p := c.pkiDir()
 	_, err := c.Start(Proc{Name: "kube-apiserver", LogFile: c.logFile("kube-apiserver"), Args: []string{
 		c.bin("kube-apiserver"),
@@ -129,7 +129,7 @@ func (c *Config) startAPIServer(ctx context.Context, _ *State) error {
 		"--service-account-signing-key-file", filepath.Join(p, "sa.key"),
 		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
 		"--authorization-mode", "RBAC",
-		"--service-cluster-ip-range", ServiceCIDR,
+		"--service-cluster-ip-range", serviceCIDRs(s.stack()),
 		"--endpoint-reconciler-type", "none",
 		"--allow-privileged=true",
 		// No kubelet mounts tokens, and pods must not wait for the default
@@ -186,7 +186,7 @@ func (c *Config) createObjects(ctx context.Context, s *State) error {
 				"kubernetes.io/hostname": n.Name, "kubernetes.io/os": "linux", "kubernetes.io/arch": runtime.GOARCH,
 				"e2e.nftpolicy.io/node": "true",
 			}},
-			Spec: corev1.NodeSpec{PodCIDR: n.PodCIDR, PodCIDRs: []string{n.PodCIDR}},
+			Spec: corev1.NodeSpec{PodCIDR: n.PodCIDR, PodCIDRs: n.PodCIDRs},
 		}
 		created, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
@@ -197,7 +197,7 @@ func (c *Config) createObjects(ctx context.Context, s *State) error {
 		}
 		now := metav1.Now()
 		created.Status = corev1.NodeStatus{
-			Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: n.IP}, {Type: corev1.NodeHostName, Address: n.Name}},
+			Addresses: nodeAddresses(n),
 			Conditions: []corev1.NodeCondition{{
 				Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "E2EHarness",
 				Message: "the e2e harness acts as the kubelet", LastHeartbeatTime: now, LastTransitionTime: now,
@@ -209,6 +209,17 @@ func (c *Config) createObjects(ctx context.Context, s *State) error {
 		}
 	}
 	return nil
+}
+
+// nodeAddresses are the node's InternalIPs, one per family, primary first
+// (kube-proxy and flanneld take the node's families from them), and its
+// host name.
+func nodeAddresses(n Node) []corev1.NodeAddress {
+	var out []corev1.NodeAddress
+	for _, ip := range n.IPs {
+		out = append(out, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip})
+	}
+	return append(out, corev1.NodeAddress{Type: corev1.NodeHostName, Address: n.Name})
 }
 
 // agentServiceAccount returns the ServiceAccount subject of the agent's
@@ -269,7 +280,7 @@ func (c *Config) Kubectl(ctx context.Context, args ...string) ([]byte, error) {
 	return out, nil
 }
 
-func (c *Config) startKCM(ctx context.Context, _ *State) error {
+func (c *Config) startKCM(ctx context.Context, s *State) error {
 	p := c.pkiDir()
 	_, err := c.Start(Proc{Name: "kube-controller-manager", LogFile: c.logFile("kube-controller-manager"), Args: []string{
 		c.bin("kube-controller-manager"),
@@ -283,7 +294,7 @@ func (c *Config) startKCM(ctx context.Context, _ *State) error {
 		"--service-account-private-key-file", filepath.Join(p, "sa.key"),
 		"--root-ca-file", filepath.Join(p, "ca.crt"),
 		"--use-service-account-credentials=false",
-		"--cluster-cidr", ClusterCIDR, "--service-cluster-ip-range", ServiceCIDR,
+		"--cluster-cidr", clusterCIDRs(s.stack()), "--service-cluster-ip-range", serviceCIDRs(s.stack()),
 		"--v", "1",
 	}})
 	if err != nil {

@@ -19,6 +19,10 @@ func (c *Config) makeNetwork(_ context.Context, s *State) error {
 		{"ip", "-n", underlay, "addr", "add", UnderlayGW + "/24", "dev", "br0"},
 		{"ip", "-n", underlay, "link", "set", "br0", "up"},
 	}
+	v6 := s.stack().Has(IPv6)
+	if v6 {
+		cmds = append(cmds, []string{"ip", "-n", underlay, "addr", "add", UnderlayGW6 + "/64", "dev", "br0", "nodad"})
+	}
 	for _, n := range s.Nodes {
 		host := fmt.Sprintf("n%d", n.Index)
 		cmds = append(cmds,
@@ -26,7 +30,7 @@ func (c *Config) makeNetwork(_ context.Context, s *State) error {
 			[]string{"ip", "-n", n.NetNS, "link", "set", "lo", "up"},
 			[]string{"ip", "-n", underlay, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", n.NetNS},
 			[]string{"ip", "-n", underlay, "link", "set", host, "master", "br0", "up"},
-			[]string{"ip", "-n", n.NetNS, "addr", "add", n.IP + "/24", "dev", "eth0"},
+			[]string{"ip", "-n", n.NetNS, "addr", "add", ip4Of(n) + "/24", "dev", "eth0"},
 			[]string{"ip", "-n", n.NetNS, "link", "set", "eth0", "up"},
 			[]string{"ip", "-n", n.NetNS, "route", "add", "default", "via", UnderlayGW},
 			[]string{"ip", "netns", "exec", n.NetNS, "sysctl", "-q", "-w",
@@ -36,6 +40,15 @@ func (c *Config) makeNetwork(_ context.Context, s *State) error {
 				"net.bridge.bridge-nf-call-ip6tables=1"},
 		)
 	}
+	if v6 {
+		for _, n := range s.Nodes {
+			cmds = append(cmds,
+				// nodad: the address is usable at once, not after duplicate
+				// address detection's second or so.
+				[]string{"ip", "-n", n.NetNS, "addr", "add", n.IPIn(IPv6) + "/64", "dev", "eth0", "nodad"},
+				[]string{"ip", "-n", n.NetNS, "-6", "route", "add", "default", "via", UnderlayGW6})
+		}
+	}
 	for _, a := range cmds {
 		if _, err := run(a...); err != nil {
 			return err
@@ -44,11 +57,22 @@ func (c *Config) makeNetwork(_ context.Context, s *State) error {
 	return nil
 }
 
-// NodeFor returns the node whose podCIDR contains ip.
+// ip4Of is the node's IPv4 underlay address. Every node has one, even in
+// an ipv6 cluster: the underlay itself is dual stack (the cluster's
+// objects then name only the IPv6 one), which keeps host-side tools simple.
+func ip4Of(n Node) string { return fmt.Sprintf("198.18.0.%d", 10+n.Index) }
+
+// NodeFor returns the node one of whose podCIDRs contains ip.
 func (s *State) NodeFor(ip netip.Addr) (Node, bool) {
 	for _, n := range s.Nodes {
-		if p, err := netip.ParsePrefix(n.PodCIDR); err == nil && p.Contains(ip) {
-			return n, true
+		cidrs := n.PodCIDRs
+		if len(cidrs) == 0 {
+			cidrs = []string{n.PodCIDR}
+		}
+		for _, c := range cidrs {
+			if p, err := netip.ParsePrefix(c); err == nil && p.Contains(ip) {
+				return n, true
+			}
 		}
 	}
 	return Node{}, false

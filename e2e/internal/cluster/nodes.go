@@ -5,6 +5,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -17,14 +18,20 @@ import (
 func (c *Config) startFlannel(ctx context.Context, s *State) error {
 	for _, n := range s.Nodes {
 		netConf := filepath.Join(n.Dir, "net-conf.json")
-		if err := os.WriteFile(netConf, []byte(`{"Network": "`+ClusterCIDR+`", "EnableNFTables": true, "Backend": {"Type": "vxlan"}}`), 0o644); err != nil {
+		if err := os.WriteFile(netConf, flannelNetConf(s.stack()), 0o644); err != nil {
 			return err
 		}
+		args := []string{c.bin("flanneld"), "--kube-subnet-mgr", "--kubeconfig-file", filepath.Join(n.Dir, "flanneld.kubeconfig"),
+			"--iface", "eth0", "--ip-masq=false", "--subnet-file", filepath.Join(n.Dir, "subnet.env"),
+			"--net-config-path", netConf}
+		if ip := n.IPIn(IPv4); ip != "" {
+			args = append(args, "--public-ip", ip)
+		}
+		if ip := n.IPIn(IPv6); ip != "" {
+			args = append(args, "--public-ipv6", ip)
+		}
 		_, err := c.Start(Proc{Name: n.Name + "-flanneld", NetNS: n.NetNS, LogFile: c.logFile(n.Name + "-flanneld"),
-			Env: []string{"NODE_NAME=" + n.Name},
-			Args: []string{c.bin("flanneld"), "--kube-subnet-mgr", "--kubeconfig-file", filepath.Join(n.Dir, "flanneld.kubeconfig"),
-				"--iface", "eth0", "--ip-masq=false", "--subnet-file", filepath.Join(n.Dir, "subnet.env"),
-				"--net-config-path", netConf, "--public-ip", n.IP}})
+			Env: []string{"NODE_NAME=" + n.Name}, Args: args})
 		if err != nil {
 			return err
 		}
@@ -42,11 +49,45 @@ func (c *Config) startFlannel(ctx context.Context, s *State) error {
 	})
 }
 
+// flannelNetConf is flanneld's net-conf.json for the stack: vxlan in each
+// family (flannel sends IPv6 pod traffic over an IPv6 vxlan, flannel-v6.1).
+func flannelNetConf(st Stack) []byte {
+	conf := map[string]any{"EnableNFTables": true, "Backend": map[string]any{"Type": "vxlan"},
+		"EnableIPv4": st.Has(IPv4), "EnableIPv6": st.Has(IPv6)}
+	if st.Has(IPv4) {
+		conf["Network"] = ClusterCIDR
+	}
+	if st.Has(IPv6) {
+		conf["IPv6Network"] = ClusterCIDR6
+	}
+	b, _ := json.Marshal(conf)
+	return b
+}
+
+// clusterCIDRs are the stack's pod networks, primary first, comma-separated
+// as kube-proxy and kube-controller-manager take them.
+func clusterCIDRs(st Stack) string {
+	var out []string
+	for _, f := range st.Families() {
+		out = append(out, map[Family]string{IPv4: ClusterCIDR, IPv6: ClusterCIDR6}[f])
+	}
+	return strings.Join(out, ",")
+}
+
+// serviceCIDRs are the stack's Service networks, primary first.
+func serviceCIDRs(st Stack) string {
+	var out []string
+	for _, f := range st.Families() {
+		out = append(out, map[Family]string{IPv4: ServiceCIDR, IPv6: ServiceCIDR6}[f])
+	}
+	return strings.Join(out, ",")
+}
+
 func (c *Config) startKubeProxy(ctx context.Context, s *State) error {
 	for _, n := range s.Nodes {
 		_, err := c.Start(Proc{Name: n.Name + "-kube-proxy", NetNS: n.NetNS, LogFile: c.logFile(n.Name + "-kube-proxy"),
 			Args: []string{c.bin("kube-proxy"), "--kubeconfig", filepath.Join(n.Dir, "kube-proxy.kubeconfig"),
-				"--proxy-mode", "nftables", "--hostname-override", n.Name, "--cluster-cidr", ClusterCIDR,
+				"--proxy-mode", "nftables", "--hostname-override", n.Name, "--cluster-cidr", clusterCIDRs(s.stack()),
 				"--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0", "--conntrack-tcp-timeout-close-wait=0",
 				"--metrics-bind-address", "127.0.0.1:10249", "--healthz-bind-address", "127.0.0.1:10256",
 				"--v", "1"}})
@@ -59,12 +100,23 @@ func (c *Config) startKubeProxy(ctx context.Context, s *State) error {
 			if !c.Alive(n.Name + "-kube-proxy") {
 				return errStop(n.Name + " kube-proxy exited")
 			}
-			if _, err := run("ip", "netns", "exec", n.NetNS, "nft", "list", "map", "ip", "kube-proxy", "service-ips"); err != nil {
-				return err
+			for _, f := range s.Families() {
+				if _, err := run("ip", "netns", "exec", n.NetNS, "nft", "list", "map", NFTFamily(f), "kube-proxy", "service-ips"); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
 	})
+}
+
+// NFTFamily is the nftables table family of f (kube-proxy has one table
+// per family).
+func NFTFamily(f Family) string {
+	if f == IPv6 {
+		return "ip6"
+	}
+	return "ip"
 }
 
 // AgentVars are the fields of the agent command template.

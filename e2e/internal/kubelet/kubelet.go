@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -62,8 +63,11 @@ func (s Server) PortName() string {
 type PodSpec struct {
 	Namespace, Name string
 	Labels          map[string]string
-	IP              string // optional, exact IP
-	Servers         []Server
+	// IP is optional: the exact address, as the scenario writes it (IPv4).
+	// The pod gets it in each family of the cluster, mapped to IPv6 by
+	// cluster.MapToIPv6.
+	IP      string
+	Servers []Server
 	// Pending leaves the Pod object without a status (phase Pending, no
 	// IP), as between scheduling and the kubelet's first status update;
 	// MarkRunning makes it Running and clears the flag.
@@ -81,16 +85,73 @@ type PodSpec struct {
 // Key is namespace/name.
 func (p PodSpec) Key() string { return p.Namespace + "/" + p.Name }
 
+// Addr returns the pod's address in family f.
+func (p *Pod) Addr(f cluster.Family) (netip.Addr, bool) {
+	for _, a := range p.IPs {
+		if cluster.Of(a) == f {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// ClusterIPIn returns the pod's Service address in family f.
+func (p *Pod) ClusterIPIn(f cluster.Family) (string, bool) {
+	for _, ip := range p.ClusterIPs {
+		if a, err := netip.ParseAddr(ip); err == nil && cluster.Of(a) == f {
+			return ip, true
+		}
+	}
+	return "", false
+}
+
+// requestedIPs are spec.IP in each of the families.
+func requestedIPs(spec PodSpec, fams []cluster.Family) ([]netip.Addr, error) {
+	if spec.IP == "" {
+		return nil, nil
+	}
+	ip, err := netip.ParseAddr(spec.IP)
+	if err != nil {
+		return nil, fmt.Errorf("pod %s: ip: %w", spec.Key(), err)
+	}
+	var out []netip.Addr
+	for _, f := range fams {
+		a, err := cluster.InFamily(ip, f)
+		if err != nil {
+			return nil, fmt.Errorf("pod %s: %w", spec.Key(), err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// nodeIPs are the node's addresses, primary first.
+func nodeIPs(n cluster.Node) []netip.Addr {
+	var out []netip.Addr
+	for _, ip := range n.IPs {
+		out = append(out, netip.MustParseAddr(ip))
+	}
+	if len(out) == 0 {
+		out = []netip.Addr{netip.MustParseAddr(n.IP)}
+	}
+	return out
+}
+
 // Pod is a running pod.
 type Pod struct {
-	Spec      PodSpec
-	Node      cluster.Node
-	IP        netip.Addr
-	ID        string
-	NetNS     string
-	Ctl       string // podserver control socket
-	Service   string // empty with PodSpec.NoService
-	ClusterIP string
+	Spec PodSpec
+	Node cluster.Node
+	// IP is the pod's address in the cluster's primary family; IPs has one
+	// per family, primary first.
+	IP      netip.Addr
+	IPs     []netip.Addr
+	ID      string
+	NetNS   string
+	Ctl     string // podserver control socket
+	Service string // empty with PodSpec.NoService
+	// ClusterIP is the Service's primary address; ClusterIPs one per family.
+	ClusterIP  string
+	ClusterIPs []string
 
 	pending *corev1.Pod // the Pod object as created, while Spec.Pending
 }
@@ -166,13 +227,13 @@ func (k *Kubelet) pickNode(spec PodSpec) (cluster.Node, error) {
 		return k.State.Nodes[spec.Node-1], nil
 	}
 	if spec.IP != "" {
-		ip, err := netip.ParseAddr(spec.IP)
+		ips, err := requestedIPs(spec, k.State.Families())
 		if err != nil {
-			return cluster.Node{}, fmt.Errorf("pod %s: ip: %w", spec.Key(), err)
+			return cluster.Node{}, err
 		}
-		n, ok := k.State.NodeFor(ip)
+		n, ok := k.State.NodeFor(ips[0])
 		if !ok {
-			return cluster.Node{}, fmt.Errorf("pod %s: no node's podCIDR holds %s", spec.Key(), ip)
+			return cluster.Node{}, fmt.Errorf("pod %s: no node's podCIDR holds %s", spec.Key(), ips[0])
 		}
 		k.load[n.Name]++
 		return n, nil
@@ -242,7 +303,7 @@ func (k *Kubelet) CreatePod(ctx context.Context, spec PodSpec) (_ *Pod, err erro
 		}
 	}()
 	if spec.HostNetwork {
-		p.Service, p.NetNS, p.IP = "", node.NetNS, netip.MustParseAddr(node.IP)
+		p.Service, p.NetNS, p.IP, p.IPs = "", node.NetNS, netip.MustParseAddr(node.IP), nodeIPs(node)
 		if err := k.startServer(ctx, p); err != nil {
 			return nil, err
 		}
@@ -255,12 +316,21 @@ func (k *Kubelet) CreatePod(ctx context.Context, spec PodSpec) (_ *Pod, err erro
 		return nil, err
 	}
 	args := "IgnoreUnknown=1;K8S_POD_NAMESPACE=" + spec.Namespace + ";K8S_POD_NAME=" + spec.Name
-	if spec.IP != "" {
-		args += ";IP=" + spec.IP
+	want, err := requestedIPs(spec, k.State.Families())
+	if err != nil {
+		return nil, err
 	}
 	conf, err := os.ReadFile(k.cniConf(node))
 	if err != nil {
 		return nil, err
+	}
+	if len(want) > 0 {
+		// host-local takes one requested address per range set from the
+		// runtime configuration ("ips", which the flannel plugin hands to
+		// its delegate); CNI_ARGS IP= would take only one.
+		if conf, err = withRuntimeIPs(conf, want); err != nil {
+			return nil, err
+		}
 	}
 	out, err := k.cni(ctx, node, "ADD", id, p.NetNS, "eth0", string(conf), args)
 	if err != nil {
@@ -270,13 +340,23 @@ func (k *Kubelet) CreatePod(ctx context.Context, spec PodSpec) (_ *Pod, err erro
 	if err := json.Unmarshal(out, &res); err != nil || len(res.IPs) == 0 {
 		return nil, fmt.Errorf("CNI result without IP: %s", out)
 	}
-	pfx, err := netip.ParsePrefix(res.IPs[0].Address)
-	if err != nil {
-		return nil, err
+	for _, f := range k.State.Families() {
+		for _, r := range res.IPs {
+			pfx, err := netip.ParsePrefix(r.Address)
+			if err != nil {
+				return nil, err
+			}
+			if cluster.Of(pfx.Addr()) == f {
+				p.IPs = append(p.IPs, pfx.Addr())
+			}
+		}
 	}
-	p.IP = pfx.Addr()
-	if spec.IP != "" && p.IP.String() != spec.IP {
-		return nil, fmt.Errorf("pod %s asked for %s, CNI gave %s", spec.Key(), spec.IP, p.IP)
+	if len(p.IPs) != len(k.State.Families()) {
+		return nil, fmt.Errorf("pod %s: CNI gave %v, want one address in each of %v", spec.Key(), res.IPs, k.State.Families())
+	}
+	p.IP = p.IPs[0]
+	if len(want) > 0 && !slices.Equal(p.IPs, want) {
+		return nil, fmt.Errorf("pod %s asked for %v, CNI gave %v", spec.Key(), want, p.IPs)
 	}
 	if err := k.startServer(ctx, p); err != nil {
 		return nil, err
@@ -285,6 +365,20 @@ func (k *Kubelet) CreatePod(ctx context.Context, spec PodSpec) (_ *Pod, err erro
 		return nil, err
 	}
 	return p, nil
+}
+
+// withRuntimeIPs adds runtimeConfig.ips to a CNI network configuration.
+func withRuntimeIPs(conf []byte, ips []netip.Addr) ([]byte, error) {
+	var m map[string]any
+	if err := json.Unmarshal(conf, &m); err != nil {
+		return nil, fmt.Errorf("CNI configuration: %w", err)
+	}
+	var s []string
+	for _, ip := range ips {
+		s = append(s, ip.String())
+	}
+	m["runtimeConfig"] = map[string]any{"ips": s}
+	return json.Marshal(m)
 }
 
 func (k *Kubelet) startServer(ctx context.Context, p *Pod) error {
@@ -316,7 +410,7 @@ const NodeNamespace = "node"
 func (k *Kubelet) NodeServer(ctx context.Context, n cluster.Node, servers []Server) (*Pod, error) {
 	id := "node-" + n.Name
 	p := &Pod{Spec: PodSpec{Namespace: NodeNamespace, Name: n.Name, Servers: servers}, Node: n,
-		IP: netip.MustParseAddr(n.IP), ID: id, NetNS: n.NetNS, Ctl: filepath.Join(k.podDir(), id+".sock")}
+		IP: netip.MustParseAddr(n.IP), IPs: nodeIPs(n), ID: id, NetNS: n.NetNS, Ctl: filepath.Join(k.podDir(), id+".sock")}
 	if err := k.startServer(ctx, p); err != nil {
 		_ = k.Cfg.Stop("pod-" + id)
 		return nil, err
@@ -412,12 +506,20 @@ func (k *Kubelet) setRunning(ctx context.Context, p *Pod, obj *corev1.Pod) error
 	cond := func(t corev1.PodConditionType) corev1.PodCondition {
 		return corev1.PodCondition{Type: t, Status: corev1.ConditionTrue, LastTransitionTime: now}
 	}
+	var podIPs []corev1.PodIP
+	for _, ip := range p.IPs {
+		podIPs = append(podIPs, corev1.PodIP{IP: ip.String()})
+	}
+	var hostIPs []corev1.HostIP
+	for _, ip := range nodeIPs(p.Node) {
+		hostIPs = append(hostIPs, corev1.HostIP{IP: ip.String()})
+	}
 	obj.Status = corev1.PodStatus{
 		Phase:     corev1.PodRunning,
 		PodIP:     p.IP.String(),
-		PodIPs:    []corev1.PodIP{{IP: p.IP.String()}},
+		PodIPs:    podIPs,
 		HostIP:    p.Node.IP,
-		HostIPs:   []corev1.HostIP{{IP: p.Node.IP}},
+		HostIPs:   hostIPs,
 		StartTime: &now,
 		Conditions: []corev1.PodCondition{cond(corev1.PodScheduled), cond(corev1.PodInitialized),
 			cond(corev1.ContainersReady), cond(corev1.PodReady)},
@@ -449,7 +551,7 @@ func (k *Kubelet) ensureService(ctx context.Context, p *Pod, pod *corev1.Pod) er
 		svc, err = svcs.Create(ctx, &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Name: p.Service, Namespace: p.Spec.Namespace,
 				Labels: map[string]string{"e2e.nftpolicy.io/pod": p.Spec.Name}},
-			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, Ports: sports},
+			Spec: k.serviceSpec(sports),
 		}, metav1.CreateOptions{})
 	} else if err == nil {
 		svc.Spec.Ports = sports
@@ -458,31 +560,65 @@ func (k *Kubelet) ensureService(ctx context.Context, p *Pod, pod *corev1.Pod) er
 	if err != nil {
 		return fmt.Errorf("service for %s: %w", p.Spec.Key(), err)
 	}
-	p.ClusterIP = svc.Spec.ClusterIP
+	p.ClusterIP, p.ClusterIPs = svc.Spec.ClusterIP, svc.Spec.ClusterIPs
+	if len(p.ClusterIPs) != len(k.State.Families()) {
+		return fmt.Errorf("service for %s has ClusterIPs %v, want one per family of %v", p.Spec.Key(), p.ClusterIPs, k.State.Families())
+	}
 	yes := true
 	nodeName := p.Node.Name
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Name: p.Service, Namespace: p.Spec.Namespace, Labels: map[string]string{
-			discoveryv1.LabelServiceName: p.Service, discoveryv1.LabelManagedBy: "e2e.nftpolicy.io"},
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: svc.Name, UID: svc.UID}}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{p.IP.String()}, NodeName: &nodeName,
-			Conditions: discoveryv1.EndpointConditions{Ready: &yes, Serving: &yes},
-			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID}}},
-		Ports: eports,
-	}
-	slices := k.CS.DiscoveryV1().EndpointSlices(p.Spec.Namespace)
-	old, err := slices.Get(ctx, p.Service, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		_, err = slices.Create(ctx, slice, metav1.CreateOptions{})
-	} else if err == nil {
-		slice.ResourceVersion = old.ResourceVersion
-		_, err = slices.Update(ctx, slice, metav1.UpdateOptions{})
-	}
-	if err != nil {
-		return fmt.Errorf("endpointslice for %s: %w", p.Spec.Key(), err)
+	// One EndpointSlice per family, as the EndpointSlice controller writes
+	// them: a slice holds addresses of one type.
+	for _, ip := range p.IPs {
+		name, typ := endpointSliceName(p.Service, cluster.Of(ip))
+		slice := &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Spec.Namespace, Labels: map[string]string{
+				discoveryv1.LabelServiceName: p.Service, discoveryv1.LabelManagedBy: "e2e.nftpolicy.io"},
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: svc.Name, UID: svc.UID}}},
+			AddressType: typ,
+			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{ip.String()}, NodeName: &nodeName,
+				Conditions: discoveryv1.EndpointConditions{Ready: &yes, Serving: &yes},
+				TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID}}},
+			Ports: eports,
+		}
+		slices := k.CS.DiscoveryV1().EndpointSlices(p.Spec.Namespace)
+		old, err := slices.Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			_, err = slices.Create(ctx, slice, metav1.CreateOptions{})
+		} else if err == nil {
+			slice.ResourceVersion = old.ResourceVersion
+			_, err = slices.Update(ctx, slice, metav1.UpdateOptions{})
+		}
+		if err != nil {
+			return fmt.Errorf("endpointslice for %s: %w", p.Spec.Key(), err)
+		}
 	}
 	return nil
+}
+
+// endpointSliceName is the name and address type of a Service's slice for
+// family f: the IPv4 one keeps the Service's name (as before dual stack),
+// the IPv6 one adds -v6.
+func endpointSliceName(service string, f cluster.Family) (string, discoveryv1.AddressType) {
+	if f == cluster.IPv6 {
+		return service + "-v6", discoveryv1.AddressTypeIPv6
+	}
+	return service, discoveryv1.AddressTypeIPv4
+}
+
+// serviceSpec is a pod Service's spec: in a dual-stack cluster it requires
+// both families, primary first; otherwise the cluster's one family.
+func (k *Kubelet) serviceSpec(ports []corev1.ServicePort) corev1.ServiceSpec {
+	spec := corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, Ports: ports}
+	fams := k.State.Families()
+	policy := corev1.IPFamilyPolicySingleStack
+	if len(fams) > 1 {
+		policy = corev1.IPFamilyPolicyRequireDualStack
+	}
+	spec.IPFamilyPolicy = &policy
+	for _, f := range fams {
+		spec.IPFamilies = append(spec.IPFamilies, map[cluster.Family]corev1.IPFamily{cluster.IPv4: corev1.IPv4Protocol, cluster.IPv6: corev1.IPv6Protocol}[f])
+	}
+	return spec
 }
 
 // SetServers changes what a running pod serves. Container ports are
@@ -545,8 +681,11 @@ func (k *Kubelet) DeletePod(ctx context.Context, p *Pod) error {
 		if svcErr != nil && !apierrors.IsNotFound(svcErr) {
 			errs = append(errs, svcErr)
 		}
-		if err := k.CS.DiscoveryV1().EndpointSlices(p.Spec.Namespace).Delete(ctx, p.Service, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, err)
+		for _, f := range k.State.Families() {
+			name, _ := endpointSliceName(p.Service, f)
+			if err := k.CS.DiscoveryV1().EndpointSlices(p.Spec.Namespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if err := k.forceDelete(ctx, p.Spec.Namespace, p.Spec.Name); err != nil && !apierrors.IsNotFound(err) {
@@ -561,9 +700,9 @@ func (k *Kubelet) DeletePod(ctx context.Context, p *Pod) error {
 		conf, _ := os.ReadFile(k.cniConf(p.Node))
 		if _, err := k.cni(ctx, p.Node, "DEL", p.ID, p.NetNS, "eth0", string(conf), "IgnoreUnknown=1"); err != nil {
 			errs = append(errs, err)
-			// host-local would keep the address reserved.
-			if p.IP.IsValid() {
-				_ = os.Remove(filepath.Join(p.Node.Dir, "cni-ipam", "e2e-"+p.Node.Name, p.IP.String()))
+			// host-local would keep the addresses reserved.
+			for _, ip := range p.IPs {
+				_ = os.Remove(filepath.Join(p.Node.Dir, "cni-ipam", "e2e-"+p.Node.Name, ip.String()))
 			}
 		}
 		if out, err := exec.Command("ip", "netns", "del", p.NetNS).CombinedOutput(); err != nil {
@@ -596,28 +735,8 @@ func (k *Kubelet) WaitProgrammed(ctx context.Context, pods []*Pod, timeout time.
 	for {
 		missing := ""
 		for _, n := range k.State.Nodes {
-			out, err := exec.CommandContext(ctx, "ip", "netns", "exec", n.NetNS, "nft", "list", "table", "ip", "kube-proxy").CombinedOutput()
-			if err != nil {
-				missing = fmt.Sprintf("%s: nft: %v", n.Name, err)
-				break
-			}
-			text := string(out)
-			for _, p := range pods {
-				if p.Service == "" {
-					continue // reached by its address only (host network, NoService)
-				}
-				for _, s := range p.Spec.Servers {
-					el := regexp.MustCompile(fmt.Sprintf(`%s \. %s \. %d (comment "[^"]*" )?: goto service-`,
-						regexp.QuoteMeta(p.ClusterIP), strings.ToLower(s.Protocol), s.Port))
-					// The endpoint chain: "meta l4proto tcp dnat ip to numgen random mod 1 map { 0 : IP . PORT }".
-					dn := regexp.MustCompile(fmt.Sprintf(`meta l4proto %s dnat ip to .*: %s \. %d[ ,}]`,
-						strings.ToLower(s.Protocol), regexp.QuoteMeta(p.IP.String()), s.Port))
-					if !el.MatchString(text) || !dn.MatchString(text) {
-						missing = fmt.Sprintf("%s: %s (%s %s:%d -> %s)", n.Name, p.Spec.Key(), s.Protocol, p.ClusterIP, s.Port, p.IP)
-						break
-					}
-				}
-				if missing != "" {
+			for _, f := range k.State.Families() {
+				if missing = k.unprogrammed(ctx, n, f, pods); missing != "" {
 					break
 				}
 			}
@@ -637,6 +756,38 @@ func (k *Kubelet) WaitProgrammed(ctx context.Context, pods []*Pod, timeout time.
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// unprogrammed names the first pod port whose Service address of family f
+// kube-proxy on node n does not yet DNAT to the pod, or returns "".
+func (k *Kubelet) unprogrammed(ctx context.Context, n cluster.Node, f cluster.Family, pods []*Pod) string {
+	table := cluster.NFTFamily(f)
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", n.NetNS, "nft", "list", "table", table, "kube-proxy").CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("%s: nft: %v", n.Name, err)
+	}
+	text := string(out)
+	for _, p := range pods {
+		if p.Service == "" {
+			continue // reached by its address only (host network, NoService)
+		}
+		cip, ok1 := p.ClusterIPIn(f)
+		ip, ok2 := p.Addr(f)
+		if !ok1 || !ok2 {
+			return fmt.Sprintf("%s: %s has no %s Service address or pod address", n.Name, p.Spec.Key(), f)
+		}
+		for _, s := range p.Spec.Servers {
+			el := regexp.MustCompile(fmt.Sprintf(`%s \. %s \. %d (comment "[^"]*" )?: goto service-`,
+				regexp.QuoteMeta(cip), strings.ToLower(s.Protocol), s.Port))
+			// The endpoint chain: "meta l4proto tcp dnat ip to numgen random mod 1 map { 0 : IP . PORT }".
+			dn := regexp.MustCompile(fmt.Sprintf(`meta l4proto %s dnat %s to .*: %s \. %d[ ,}]`,
+				strings.ToLower(s.Protocol), table, regexp.QuoteMeta(ip.String()), s.Port))
+			if !el.MatchString(text) || !dn.MatchString(text) {
+				return fmt.Sprintf("%s: %s (%s %s:%d -> %s)", n.Name, p.Spec.Key(), s.Protocol, cip, s.Port, ip)
+			}
+		}
+	}
+	return ""
 }
 
 // serviceState says what the API server holds for the pods' Services and

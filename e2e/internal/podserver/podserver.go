@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 // Server is one port the pod serves.
@@ -186,84 +187,146 @@ func (s *server) listen(sv Server) (func(), error) {
 		}()
 		return func() { l.Close() }, nil
 	case "UDP":
-		pc, err := net.ListenPacket("udp4", addr)
-		if err != nil {
-			return nil, err
-		}
-		// Answer from the address the datagram was sent to: a server on the
-		// host network has several (the node's, flannel.1's, cni0's), and a
-		// reply from the one routing would pick is dropped by the client's
-		// connected socket, as DNS servers know.
-		p := ipv4.NewPacketConn(pc)
-		if err := p.SetControlMessage(ipv4.FlagDst, true); err != nil {
-			pc.Close()
-			return nil, err
-		}
-		go func() {
-			buf := make([]byte, 2048)
-			for {
-				_, cm, from, err := p.ReadFrom(buf)
-				if err != nil {
-					return
+		// One socket per family: each answers from the address the
+		// datagram was sent to (see answerUDP4, answerUDP6).
+		var closers []func()
+		for _, serve := range []func(string, []byte) (func(), error){answerUDP4, answerUDP6} {
+			closer, err := serve(addr, answer)
+			if err != nil {
+				for _, c := range closers {
+					c()
 				}
-				var reply *ipv4.ControlMessage
-				if cm != nil {
-					reply = &ipv4.ControlMessage{Src: cm.Dst}
-				}
-				_, _ = p.WriteTo(answer, reply, from)
+				return nil, err
 			}
-		}()
-		return func() { pc.Close() }, nil
+			closers = append(closers, closer)
+		}
+		return func() {
+			for _, c := range closers {
+				c()
+			}
+		}, nil
 	}
 	return nil, fmt.Errorf("unsupported protocol %q", sv.Protocol)
 }
 
+// answerUDP4 answers every IPv4 datagram to addr with answer, from the
+// address the datagram was sent to: a server on the host network has
+// several (the node's, flannel.1's, cni0's), and a reply from the one
+// routing would pick is dropped by the client's connected socket, as DNS
+// servers know.
+func answerUDP4(addr string, answer []byte) (func(), error) {
+	pc, err := net.ListenPacket("udp4", addr)
+	if err != nil {
+		return nil, err
+	}
+	p := ipv4.NewPacketConn(pc)
+	if err := p.SetControlMessage(ipv4.FlagDst, true); err != nil {
+		pc.Close()
+		return nil, err
+	}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			_, cm, from, err := p.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var reply *ipv4.ControlMessage
+			if cm != nil {
+				reply = &ipv4.ControlMessage{Src: cm.Dst}
+			}
+			_, _ = p.WriteTo(answer, reply, from)
+		}
+	}()
+	return func() { pc.Close() }, nil
+}
+
+// answerUDP6 is answerUDP4 for IPv6. A namespace without IPv6 addresses
+// still opens the socket (the loopback has ::1).
+func answerUDP6(addr string, answer []byte) (func(), error) {
+	pc, err := net.ListenPacket("udp6", addr)
+	if err != nil {
+		return nil, err
+	}
+	p := ipv6.NewPacketConn(pc)
+	if err := p.SetControlMessage(ipv6.FlagDst, true); err != nil {
+		pc.Close()
+		return nil, err
+	}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			_, cm, from, err := p.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var reply *ipv6.ControlMessage
+			if cm != nil {
+				reply = &ipv6.ControlMessage{Src: cm.Dst}
+			}
+			_, _ = p.WriteTo(answer, reply, from)
+		}
+	}()
+	return func() { pc.Close() }, nil
+}
+
 // startSCTP records the initiate tag of every SCTP INIT that arrives for a
-// served SCTP port. This kernel has no SCTP sockets; a raw IPv4 socket of
-// protocol 132 sees the packets anyway.
+// served SCTP port. This kernel has no SCTP sockets; raw IPv4 and IPv6
+// sockets of protocol 132 see the packets anyway.
 func (s *server) startSCTP() error {
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_SCTP)
+	fd4, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_SCTP)
 	if err != nil {
 		return err
 	}
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			n, _, err := syscall.Recvfrom(fd, buf, 0)
-			if err != nil {
-				if errors.Is(err, syscall.EINTR) {
-					continue
-				}
-				log.Printf("sctp recv: %v", err)
-				return
-			}
-			pkt := buf[:n]
-			if n < 20 {
+	go s.recordSCTP(fd4, true)
+	fd6, err := syscall.Socket(syscall.AF_INET6, syscall.SOCK_RAW, syscall.IPPROTO_SCTP)
+	if err != nil {
+		return err
+	}
+	go s.recordSCTP(fd6, false)
+	return nil
+}
+
+// recordSCTP reads a raw SCTP socket: an IPv4 one delivers the IP header
+// with the packet, an IPv6 one only the SCTP packet.
+func (s *server) recordSCTP(fd int, withIPHeader bool) {
+	buf := make([]byte, 65536)
+	for {
+		n, _, err := syscall.Recvfrom(fd, buf, 0)
+		if err != nil {
+			if errors.Is(err, syscall.EINTR) {
 				continue
 			}
-			ihl := int(pkt[0]&0x0f) * 4
-			sctp := pkt[ihl:]
-			if len(sctp) < 12+20 || sctp[12] != 1 { // chunk type 1 = INIT
-				continue
-			}
-			dport := binary.BigEndian.Uint16(sctp[2:4])
-			tag := binary.BigEndian.Uint32(sctp[16:20])
-			s.mu.Lock()
-			if s.sctpPorts[dport] {
-				s.seen[tag] = time.Now()
-				if len(s.seen) > 4096 {
-					for k, t := range s.seen {
-						if time.Since(t) > time.Minute {
-							delete(s.seen, k)
-						}
+			log.Printf("sctp recv: %v", err)
+			return
+		}
+		pkt := buf[:n]
+		if n < 20 {
+			continue
+		}
+		sctp := pkt
+		if withIPHeader {
+			sctp = pkt[int(pkt[0]&0x0f)*4:]
+		}
+		if len(sctp) < 12+20 || sctp[12] != 1 { // chunk type 1 = INIT
+			continue
+		}
+		dport := binary.BigEndian.Uint16(sctp[2:4])
+		tag := binary.BigEndian.Uint32(sctp[16:20])
+		s.mu.Lock()
+		if s.sctpPorts[dport] {
+			s.seen[tag] = time.Now()
+			if len(s.seen) > 4096 {
+				for k, t := range s.seen {
+					if time.Since(t) > time.Minute {
+						delete(s.seen, k)
 					}
 				}
-				s.seenCond.Broadcast()
 			}
-			s.mu.Unlock()
+			s.seenCond.Broadcast()
 		}
-	}()
-	return nil
+		s.mu.Unlock()
+	}
 }
 
 func (s *server) waitSeen(tag uint32, d time.Duration) string {
@@ -348,22 +411,26 @@ func classify(err error) (string, string) {
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // sendSCTPInit sends one SCTP INIT chunk to addr (ip:port) in a raw IPv4
-// packet, carrying tag as its initiate tag.
+// or IPv6 packet, carrying tag as its initiate tag.
 func sendSCTPInit(addr string, tag uint32) error {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return err
 	}
-	if !ap.Addr().Is4() {
-		return errors.New("SCTP probes are IPv4 only")
+	// The CRC32c checksum covers the SCTP packet only (no pseudo-header),
+	// so the same bytes go out in either family; the kernel writes the IP
+	// header.
+	pkt := sctpInit(uint16(32768+rand.IntN(28000)), ap.Port(), tag, rand.Uint32())
+	family, to := syscall.AF_INET, syscall.Sockaddr(&syscall.SockaddrInet4{Addr: ap.Addr().Unmap().As4()})
+	if !ap.Addr().Unmap().Is4() {
+		family, to = syscall.AF_INET6, &syscall.SockaddrInet6{Addr: ap.Addr().As16()}
 	}
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_SCTP)
+	fd, err := syscall.Socket(family, syscall.SOCK_RAW, syscall.IPPROTO_SCTP)
 	if err != nil {
 		return err
 	}
 	defer syscall.Close(fd)
-	pkt := sctpInit(uint16(32768+rand.IntN(28000)), ap.Port(), tag, rand.Uint32())
-	return syscall.Sendto(fd, pkt, 0, &syscall.SockaddrInet4{Addr: ap.Addr().As4()})
+	return syscall.Sendto(fd, pkt, 0, to)
 }
 
 // sctpInit builds an SCTP packet (RFC 9260) of one INIT chunk from srcPort

@@ -55,7 +55,7 @@ func (r *Runner) prepare(ctx context.Context, s *scenario.Scenario) error {
 	}
 	for key, lp := range r.pods {
 		wp, ok := wantPods[key]
-		if !ok || (wp.IP != "" && wp.IP != lp.IP.String()) || wp.HostNetwork != lp.Spec.HostNetwork || wp.Node != lp.Spec.Node {
+		if !ok || wp.IP != lp.Spec.IP || wp.HostNetwork != lp.Spec.HostNetwork || wp.Node != lp.Spec.Node {
 			errs = append(errs, r.K.DeletePod(ctx, lp))
 			delete(r.pods, key)
 		}
