@@ -192,7 +192,7 @@ func nodesFor(c *Config) []Node {
 
 // stack is the state's stack; states written before dual stack are ipv4.
 func (s *State) stack() Stack {
-	if s.Stack == "" {
+	if s == nil || s.Stack == "" {
 		return StackIPv4
 	}
 	return s.Stack

@@ -87,12 +87,20 @@ func (p PodSpec) Key() string { return p.Namespace + "/" + p.Name }
 
 // Addr returns the pod's address in family f.
 func (p *Pod) Addr(f cluster.Family) (netip.Addr, bool) {
-	for _, a := range p.IPs {
+	for _, a := range p.addrs() {
 		if cluster.Of(a) == f {
 			return a, true
 		}
 	}
 	return netip.Addr{}, false
+}
+
+// addrs are the pod's addresses, one per family, primary first.
+func (p *Pod) addrs() []netip.Addr {
+	if len(p.IPs) == 0 && p.IP.IsValid() {
+		return []netip.Addr{p.IP}
+	}
+	return p.IPs
 }
 
 // ClusterIPIn returns the pod's Service address in family f.
@@ -507,7 +515,7 @@ func (k *Kubelet) setRunning(ctx context.Context, p *Pod, obj *corev1.Pod) error
 		return corev1.PodCondition{Type: t, Status: corev1.ConditionTrue, LastTransitionTime: now}
 	}
 	var podIPs []corev1.PodIP
-	for _, ip := range p.IPs {
+	for _, ip := range p.addrs() {
 		podIPs = append(podIPs, corev1.PodIP{IP: ip.String()})
 	}
 	var hostIPs []corev1.HostIP
@@ -561,14 +569,11 @@ func (k *Kubelet) ensureService(ctx context.Context, p *Pod, pod *corev1.Pod) er
 		return fmt.Errorf("service for %s: %w", p.Spec.Key(), err)
 	}
 	p.ClusterIP, p.ClusterIPs = svc.Spec.ClusterIP, svc.Spec.ClusterIPs
-	if len(p.ClusterIPs) != len(k.State.Families()) {
-		return fmt.Errorf("service for %s has ClusterIPs %v, want one per family of %v", p.Spec.Key(), p.ClusterIPs, k.State.Families())
-	}
 	yes := true
 	nodeName := p.Node.Name
 	// One EndpointSlice per family, as the EndpointSlice controller writes
 	// them: a slice holds addresses of one type.
-	for _, ip := range p.IPs {
+	for _, ip := range p.addrs() {
 		name, typ := endpointSliceName(p.Service, cluster.Of(ip))
 		slice := &discoveryv1.EndpointSlice{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: p.Spec.Namespace, Labels: map[string]string{
@@ -701,7 +706,7 @@ func (k *Kubelet) DeletePod(ctx context.Context, p *Pod) error {
 		if _, err := k.cni(ctx, p.Node, "DEL", p.ID, p.NetNS, "eth0", string(conf), "IgnoreUnknown=1"); err != nil {
 			errs = append(errs, err)
 			// host-local would keep the addresses reserved.
-			for _, ip := range p.IPs {
+			for _, ip := range p.addrs() {
 				_ = os.Remove(filepath.Join(p.Node.Dir, "cni-ipam", "e2e-"+p.Node.Name, ip.String()))
 			}
 		}

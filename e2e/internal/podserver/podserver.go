@@ -421,9 +421,12 @@ func sendSCTPInit(addr string, tag uint32) error {
 	// so the same bytes go out in either family; the kernel writes the IP
 	// header.
 	pkt := sctpInit(uint16(32768+rand.IntN(28000)), ap.Port(), tag, rand.Uint32())
-	family, to := syscall.AF_INET, syscall.Sockaddr(&syscall.SockaddrInet4{Addr: ap.Addr().Unmap().As4()})
-	if !ap.Addr().Unmap().Is4() {
-		family, to = syscall.AF_INET6, &syscall.SockaddrInet6{Addr: ap.Addr().As16()}
+	var family int
+	var to syscall.Sockaddr
+	if a := ap.Addr().Unmap(); a.Is4() {
+		family, to = syscall.AF_INET, &syscall.SockaddrInet4{Addr: a.As4()}
+	} else {
+		family, to = syscall.AF_INET6, &syscall.SockaddrInet6{Addr: a.As16()}
 	}
 	fd, err := syscall.Socket(family, syscall.SOCK_RAW, syscall.IPPROTO_SCTP)
 	if err != nil {

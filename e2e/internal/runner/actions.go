@@ -14,12 +14,20 @@ import (
 	"github.com/nftpolicy/nftpolicy/e2e/internal/scenario"
 )
 
-func (r *Runner) ipOf(key string) (netip.Addr, bool) {
+// ipsOf returns the pod's addresses in the families the current scenario
+// runs in, in their order.
+func (r *Runner) ipsOf(key string) ([]netip.Addr, bool) {
 	p, ok := r.pods[key]
 	if !ok {
-		return netip.Addr{}, false
+		return nil, false
 	}
-	return p.IP, true
+	var out []netip.Addr
+	for _, f := range r.families {
+		if a, ok := p.Addr(f); ok {
+			out = append(out, a)
+		}
+	}
+	return out, len(out) > 0
 }
 
 func (r *Runner) applyActions(ctx context.Context, s *scenario.Scenario, actions []scenario.Action) error {

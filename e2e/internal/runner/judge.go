@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/scenario"
 )
 
@@ -18,6 +19,8 @@ type cell struct {
 	got      byte
 	detail   string
 	src, dst string
+	// family is the address family the cell is probed in.
+	family cluster.Family
 	// probes counts how often the cell was probed in this step, and
 	// lastStart is when its latest probe started, since the step's actions
 	// were applied: a verdict is only as fresh as that probe.
@@ -25,14 +28,16 @@ type cell struct {
 	lastStart time.Duration
 }
 
-// probeFunc observes one cell once: '.', 'X', 'R' or 'E', and a detail.
-type probeFunc func(p scenario.Probe, src, dst string) (byte, string)
+// probeFunc observes one cell once, in family f: '.', 'X', 'R' or 'E', and
+// a detail.
+type probeFunc func(p scenario.Probe, src, dst string, f cluster.Family) (byte, string)
 
 // retryPause is the pause between two rounds of probes of differing cells.
 const retryPause = 100 * time.Millisecond
 
 // judge probes every cell of every probe of the step until all match or the
-// bound passes; it returns whether they matched, the time to converge since
+// bound passes, each cell in every family the scenario runs in (both in a
+// dual-stack cluster); it returns whether they matched, the time to converge since
 // the actions were applied, and a report of the differing cells.
 func (r *Runner) judge(ctx context.Context, s *scenario.Scenario, st scenario.Step) (bool, time.Duration, string) {
 	start := time.Now()
@@ -44,7 +49,9 @@ func (r *Runner) judge(ctx context.Context, s *scenario.Scenario, st scenario.St
 				if s.IgnoreLoopback && src == dst {
 					continue
 				}
-				cells = append(cells, &cell{probe: pi, row: ri, col: ci, want: m.Cells[ri][ci], src: src, dst: dst})
+				for _, f := range r.families {
+					cells = append(cells, &cell{probe: pi, row: ri, col: ci, want: m.Cells[ri][ci], src: src, dst: dst, family: f})
+				}
 			}
 		}
 	}
@@ -60,11 +67,22 @@ func (r *Runner) judge(ctx context.Context, s *scenario.Scenario, st scenario.St
 	b.WriteString(explained)
 	for _, c := range pending {
 		p := st.Probes[c.probe]
-		fmt.Fprintf(&b, "    %s -> %s %s: expected %s, saw %s%s (probed %d times, last at +%.1fs)\n",
-			c.src, c.dst, p.Label(), sym(c.want), sym(c.got), detail(c.detail), c.probes, c.lastStart.Seconds())
+		fmt.Fprintf(&b, "    %s -> %s %s %s: expected %s, saw %s%s (probed %d times, last at +%.1fs)\n",
+			c.src, c.dst, p.Label(), c.family, sym(c.want), sym(c.got), detail(c.detail), c.probes, c.lastStart.Seconds())
 	}
-	for pi, p := range st.Probes {
-		b.WriteString(renderObserved(p, pi, cells))
+	for _, f := range r.families {
+		var fc []*cell
+		for _, c := range cells {
+			if c.family == f {
+				fc = append(fc, c)
+			}
+		}
+		for pi, p := range st.Probes {
+			if len(r.families) > 1 {
+				fmt.Fprintf(&b, "    over %s:\n", f)
+			}
+			b.WriteString(renderObserved(p, pi, fc))
+		}
 	}
 	return false, took, b.String()
 }
@@ -121,7 +139,7 @@ func probeRound(ctx context.Context, parallel int, probes []scenario.Probe, cell
 			defer func() { <-sem }()
 			c.lastStart = time.Since(start)
 			c.probes++
-			c.got, c.detail = probe(probes[c.probe], c.src, c.dst)
+			c.got, c.detail = probe(probes[c.probe], c.src, c.dst, c.family)
 		}()
 	}
 	wg.Wait()

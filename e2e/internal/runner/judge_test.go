@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"fmt"
+	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,7 +24,7 @@ type fakeDataplane struct {
 	calls   atomic.Int64
 }
 
-func (f *fakeDataplane) probe(_ scenario.Probe, src, dst string) (byte, string) {
+func (f *fakeDataplane) probe(_ scenario.Probe, src, dst string, _ cluster.Family) (byte, string) {
 	f.calls.Add(1)
 	if f.stuck[src+">"+dst] || time.Since(f.start) < f.syncAt {
 		time.Sleep(f.connect)

@@ -42,7 +42,7 @@ func cnpResource(apiVersion string) schema.GroupVersionResource {
 // ClusterNetworkPolicy is remembered for the end of the scenario.
 func (r *Runner) createPolicy(ctx context.Context, o *scenario.PolicyObject) error {
 	o = o.DeepCopy()
-	if err := o.Resolve(r.ipOf); err != nil {
+	if err := o.ResolveFamilies(r.ipsOf); err != nil {
 		return err
 	}
 	if o.NetworkPolicy != nil {
@@ -64,7 +64,7 @@ func (r *Runner) createPolicy(ctx context.Context, o *scenario.PolicyObject) err
 // updatePolicy replaces the object of the same kind and name with o.
 func (r *Runner) updatePolicy(ctx context.Context, o *scenario.PolicyObject) error {
 	o = o.DeepCopy()
-	if err := o.Resolve(r.ipOf); err != nil {
+	if err := o.ResolveFamilies(r.ipsOf); err != nil {
 		return err
 	}
 	for range 5 {

@@ -10,13 +10,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/kubelet"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/podserver"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/scenario"
 )
 
-// Target resolves where a probe from src to dst goes: address and port.
-func (r *Runner) Target(p scenario.Probe, dst *kubelet.Pod) (string, error) {
+// Target resolves where a probe from src to dst goes in family f: address
+// and port.
+func (r *Runner) Target(p scenario.Probe, dst *kubelet.Pod, f cluster.Family) (string, error) {
 	port := p.Port
 	if p.PortName != "" {
 		port = 0
@@ -29,13 +31,19 @@ func (r *Runner) Target(p scenario.Probe, dst *kubelet.Pod) (string, error) {
 			return "", fmt.Errorf("%s has no %s port named %s", dst.Spec.Key(), p.Protocol, p.PortName)
 		}
 	}
-	ip := dst.IP.String()
+	a, ok := dst.Addr(f)
+	if !ok {
+		return "", fmt.Errorf("%s has no %s address", dst.Spec.Key(), f)
+	}
+	ip := a.String()
 	if p.Target != "pod-ip" && dst.Spec.Namespace != kubelet.NodeNamespace {
 		// service-name falls back to the ClusterIP: the cluster has no DNS.
 		if dst.ClusterIP == "" {
 			return "", fmt.Errorf("%s has no Service (host network): probe it by pod-ip", dst.Spec.Key())
 		}
-		ip = dst.ClusterIP
+		if ip, ok = dst.ClusterIPIn(f); !ok {
+			return "", fmt.Errorf("%s's Service has no %s address", dst.Spec.Key(), f)
+		}
 	}
 	return netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(port)).String(), nil
 }
@@ -68,7 +76,7 @@ func (r *Runner) endpoint(key string) (*kubelet.Pod, error) {
 	return nil, fmt.Errorf("no pod or node %s", key)
 }
 
-func (r *Runner) probe(p scenario.Probe, srcKey, dstKey string) (byte, string) {
+func (r *Runner) probe(p scenario.Probe, srcKey, dstKey string, f cluster.Family) (byte, string) {
 	src, err := r.endpoint(srcKey)
 	if err != nil {
 		return 'E', err.Error()
@@ -77,7 +85,7 @@ func (r *Runner) probe(p scenario.Probe, srcKey, dstKey string) (byte, string) {
 	if err != nil {
 		return 'E', err.Error()
 	}
-	addr, err := r.Target(p, dst)
+	addr, err := r.Target(p, dst, f)
 	if err != nil {
 		return 'E', err.Error()
 	}

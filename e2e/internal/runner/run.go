@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/kubelet"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/scenario"
 )
@@ -18,6 +20,8 @@ import (
 // RunFiles runs every scenario file and prints the summary line.
 func (r *Runner) RunFiles(ctx context.Context, files []string) (passed, failed int) {
 	start := time.Now()
+	skipped := 0
+	defer func() { r.families = r.State.Families() }()
 	for _, f := range files {
 		s, err := scenario.Load(f)
 		if err != nil {
@@ -26,6 +30,11 @@ func (r *Runner) RunFiles(ctx context.Context, files []string) (passed, failed i
 			continue
 		}
 		t := time.Now()
+		if r.families = r.scenarioFamilies(s, f); len(r.families) == 0 {
+			fmt.Fprintf(r.Out, "SKIP %s (IPv4 only: %s)\n", s.Name, strings.Join(s.IPv4OnlyCIDRs(), ", "))
+			skipped++
+			continue
+		}
 		ok, err := r.Run(ctx, s)
 		if err != nil {
 			fmt.Fprintf(r.Out, "  error: %v\n", err)
@@ -38,7 +47,7 @@ func (r *Runner) RunFiles(ctx context.Context, files []string) (passed, failed i
 		} else {
 			passed++
 		}
-		fmt.Fprintf(r.Out, "%s %s (%.1fs)\n", word, s.Name, time.Since(t).Seconds())
+		fmt.Fprintf(r.Out, "%s %s [%s] (%.1fs)\n", word, s.Name, familyList(r.families), time.Since(t).Seconds())
 		if ctx.Err() != nil {
 			break
 		}
@@ -58,8 +67,43 @@ func (r *Runner) RunFiles(ctx context.Context, files []string) (passed, failed i
 			fmt.Fprintf(r.Out, "timings: %v\n", err)
 		}
 	}
-	fmt.Fprintf(r.Out, "%d passed, %d failed\n", passed, failed)
+	if len(r.ipv4Only) > 0 {
+		fmt.Fprintf(r.Out, "files tied to IPv4 by literal CIDRs (run in IPv4 only):\n")
+		for _, l := range r.ipv4Only {
+			fmt.Fprintf(r.Out, "  %s\n", l)
+		}
+	}
+	fmt.Fprintf(r.Out, "%d passed, %d failed", passed, failed)
+	if skipped > 0 {
+		fmt.Fprintf(r.Out, ", %d skipped (IPv4 only, in an IPv6 cluster)", skipped)
+	}
+	fmt.Fprintf(r.Out, " (families: %s)\n", familyList(r.State.Families()))
 	return passed, failed
+}
+
+// scenarioFamilies are the families scenario s (from file) is probed in:
+// every family of the cluster, unless a literal IPv4 CIDR ties the file to
+// IPv4 (e2e/README.md, "Families"); then IPv4 alone, or none in an ipv6
+// cluster. Such files are remembered for the summary.
+func (r *Runner) scenarioFamilies(s *scenario.Scenario, file string) []cluster.Family {
+	fams := r.State.Families()
+	cidrs := s.IPv4OnlyCIDRs()
+	if len(cidrs) == 0 {
+		return fams
+	}
+	r.ipv4Only = append(r.ipv4Only, fmt.Sprintf("%s (%s)", file, strings.Join(cidrs, ", ")))
+	if slices.Contains(fams, cluster.IPv4) {
+		return []cluster.Family{cluster.IPv4}
+	}
+	return nil
+}
+
+func familyList(fs []cluster.Family) string {
+	var s []string
+	for _, f := range fs {
+		s = append(s, f.String())
+	}
+	return strings.Join(s, "+")
 }
 
 // servers is what pod p serves: its own list if it has one (nftpolicy

@@ -69,6 +69,12 @@ type Runner struct {
 	// created (deleted when it ends); cnpCRDReady: the CRD is served.
 	createdCNPs map[string]bool
 	cnpCRDReady bool
+	// families are the families the current scenario is probed in: the
+	// cluster's, or IPv4 alone for a file tied to IPv4 (see scenarioFamilies).
+	families []cluster.Family
+	// ipv4Only lists the files run in IPv4 only (or skipped in an ipv6
+	// cluster), with the CIDRs that tie them to it.
+	ipv4Only []string
 }
 
 type liveNS struct {
@@ -112,7 +118,7 @@ func New(ctx context.Context, cfg *cluster.Config, st *cluster.State, out io.Wri
 	}
 	r := &Runner{Cfg: cfg, State: st, CS: cs, DC: dc, K: k, Out: out, Opt: opt,
 		namespaces: map[string]*liveNS{}, pods: map[string]*kubelet.Pod{}, nodes: map[string]*kubelet.Pod{},
-		createdCNPs: map[string]bool{}}
+		createdCNPs: map[string]bool{}, families: st.Families()}
 	return r, r.cleanStale(ctx)
 }
 

@@ -52,6 +52,11 @@ func (r *Runner) Stress(ctx context.Context, opt StressOptions) (passed, failed 
 	if opt.TableBound == 0 {
 		opt.TableBound = 10 * time.Second
 	}
+	// Its random ipBlocks are literal IPv4 CIDRs and its expectations come
+	// from policy.Evaluate on each pod's primary address, so it probes the
+	// primary family only.
+	r.families = r.State.Families()[:1]
+	defer func() { r.families = r.State.Families() }()
 	s := r.stressScenario()
 	if err := r.prepare(ctx, s); err != nil {
 		return 0, 0, fmt.Errorf("setting up the stress cluster: %w", err)

@@ -168,3 +168,155 @@ func (r PolicyRef) validate() error {
 	}
 	return nil
 }
+
+// ResolveFamilies resolves the placeholders of the object in place in
+// every family the cluster probes: ipsOf gives a pod's addresses, one per
+// family in a fixed order. A NetworkPolicy peer whose ipBlock holds a
+// placeholder becomes one peer per family (its except entries resolved in
+// that family); a ClusterNetworkPolicy networks entry with a placeholder
+// becomes one entry per family. Peers and entries without placeholders
+// stay as written. With one family this is Resolve.
+func (o *PolicyObject) ResolveFamilies(ipsOf func(string) ([]netip.Addr, bool)) error {
+	nth := func(i int) func(string) (netip.Addr, bool) {
+		return func(key string) (netip.Addr, bool) {
+			ips, ok := ipsOf(key)
+			if !ok || i >= len(ips) {
+				return netip.Addr{}, false
+			}
+			return ips[i], true
+		}
+	}
+	// How many families the pods have: probe any placeholder's pod.
+	count := func(s string) int {
+		for _, m := range placeholder.FindAllStringSubmatch(s, -1) {
+			if ips, ok := ipsOf(m[2]); ok {
+				return len(ips)
+			}
+		}
+		return 1
+	}
+	var errs []error
+	if np := o.NetworkPolicy; np != nil {
+		expand := func(peers []networkingv1.NetworkPolicyPeer) []networkingv1.NetworkPolicyPeer {
+			var out []networkingv1.NetworkPolicyPeer
+			for _, p := range peers {
+				if p.IPBlock == nil || !hasPlaceholder(p.IPBlock) {
+					out = append(out, p)
+					continue
+				}
+				for i := range count(p.IPBlock.CIDR) {
+					q := *p.DeepCopy()
+					one := &networkingv1.NetworkPolicy{Spec: networkingv1.NetworkPolicySpec{
+						Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{q}}}}}
+					errs = append(errs, ResolvePolicy(one, nth(i)))
+					out = append(out, one.Spec.Ingress[0].From[0])
+				}
+			}
+			return out
+		}
+		for i := range np.Spec.Ingress {
+			np.Spec.Ingress[i].From = expand(np.Spec.Ingress[i].From)
+		}
+		for i := range np.Spec.Egress {
+			np.Spec.Egress[i].To = expand(np.Spec.Egress[i].To)
+		}
+		return errors.Join(errs...)
+	}
+	for i := range o.ClusterNetworkPolicy.Spec.Egress {
+		for j := range o.ClusterNetworkPolicy.Spec.Egress[i].To {
+			peer := &o.ClusterNetworkPolicy.Spec.Egress[i].To[j]
+			var nets []policyv1beta1.CIDR
+			for _, n := range peer.Networks {
+				if !placeholder.MatchString(string(n)) {
+					nets = append(nets, n)
+					continue
+				}
+				for f := range count(string(n)) {
+					v, err := Resolve(string(n), nth(f))
+					errs = append(errs, err)
+					if pfx, perr := netip.ParsePrefix(v); err == nil && perr == nil {
+						v = pfx.Masked().String() // ${podNet:…} yields the masked network
+					}
+					nets = append(nets, policyv1beta1.CIDR(v))
+				}
+			}
+			if peer.Networks != nil {
+				peer.Networks = nets
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func hasPlaceholder(b *networkingv1.IPBlock) bool {
+	if placeholder.MatchString(b.CIDR) {
+		return true
+	}
+	for _, e := range b.Except {
+		if placeholder.MatchString(e) {
+			return true
+		}
+	}
+	return false
+}
+
+// IPv4OnlyCIDRs lists the literal CIDRs of the scenario's policies that
+// tie it to IPv4 (see e2e/README.md, "Families"): an IPv4 CIDR written
+// as such, other than 0.0.0.0/0 beside ::/0 in the same list of peers.
+// Such a scenario runs in IPv4 only.
+func (s *Scenario) IPv4OnlyCIDRs() []string {
+	var out []string
+	check := func(cidrs []string) {
+		all6 := false
+		for _, c := range cidrs {
+			all6 = all6 || c == "::/0"
+		}
+		for _, c := range cidrs {
+			if placeholder.MatchString(c) {
+				continue
+			}
+			pfx, err := netip.ParsePrefix(c)
+			if err != nil || !pfx.Addr().Is4() || (c == "0.0.0.0/0" && all6) {
+				continue
+			}
+			out = append(out, c)
+		}
+	}
+	peerCIDRs := func(peers []networkingv1.NetworkPolicyPeer) []string {
+		var cs []string
+		for _, p := range peers {
+			if p.IPBlock != nil {
+				cs = append(cs, p.IPBlock.CIDR)
+				cs = append(cs, p.IPBlock.Except...)
+			}
+		}
+		return cs
+	}
+	for _, st := range s.Steps {
+		for _, a := range st.Actions {
+			for _, o := range []*PolicyObject{a.CreatePolicy, a.UpdatePolicy} {
+				switch {
+				case o == nil:
+				case o.NetworkPolicy != nil:
+					for _, r := range o.NetworkPolicy.Spec.Ingress {
+						check(peerCIDRs(r.From))
+					}
+					for _, r := range o.NetworkPolicy.Spec.Egress {
+						check(peerCIDRs(r.To))
+					}
+				case o.ClusterNetworkPolicy != nil:
+					for _, r := range o.ClusterNetworkPolicy.Spec.Egress {
+						for _, p := range r.To {
+							var cs []string
+							for _, n := range p.Networks {
+								cs = append(cs, string(n))
+							}
+							check(cs)
+						}
+					}
+				}
+			}
+		}
+	}
+	return out
+}
