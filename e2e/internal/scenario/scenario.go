@@ -356,6 +356,22 @@ func Collect(args []string) ([]string, error) {
 
 var placeholder = regexp.MustCompile(`\$\{(podIP|podHostCIDR|podNet):([^}:]+)(?::(\d+))?\}`)
 
+// ipv6PrefixLen is the prefix length of ${podNet:…:N} for a pod's IPv6
+// address. Files write N for IPv4; the twin of A.B.C.D is fd00:A:B:C::D
+// (e2e/README.md, "Families"), so an octet boundary N = 8k becomes the
+// group boundary 16(k+1) (/16 → /48, the cluster's pod network; /24 → /64,
+// a node's) and /32 the host's /128. Other lengths have no exact twin and
+// are taken as written.
+func ipv6PrefixLen(n int) int {
+	switch {
+	case n == 32:
+		return 128
+	case n%8 == 0 && n < 32:
+		return 2*n + 16
+	}
+	return n
+}
+
 // Resolve replaces the ipBlock placeholders using ipOf (pod key → IP).
 func Resolve(s string, ipOf func(key string) (netip.Addr, bool)) (string, error) {
 	var err error
@@ -377,6 +393,9 @@ func Resolve(s string, ipOf func(key string) (netip.Addr, bool)) (string, error)
 				return m
 			}
 			bits, _ := strconv.Atoi(sub[3])
+			if ip.Is6() {
+				bits = ipv6PrefixLen(bits)
+			}
 			pfx, perr := ip.Prefix(bits)
 			if perr != nil {
 				err = errors.Join(err, fmt.Errorf("placeholder %s: %w", m, perr))
