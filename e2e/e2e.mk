@@ -5,6 +5,7 @@
 #   make e2e [SCENARIOS=<dirs or files>]                         replay scenarios (default e2e/scenarios)
 #   make demo                                                    the demo app, before/after the policies in e2e/demo
 #   make denied-log                                              one denied probe, one record in the agents' logs
+#   make e2e-families                                            the corpus in ipv4, then ipv6 (make test: dual)
 #   make stress [STRESS_PAIR_RUNS=20 STRESS_TRANSITIONS=40 STRESS_SEED=N]   random transitions vs compile and Evaluate
 #   make chaos [CHAOS_KILLS=10 CHAOS_API_OUTAGE=60s CHAOS_PARTITION=60s]    faults under continuous probing
 #   make conntrack-check                                         a tightening policy cuts the open flows it denies (~10 s)
@@ -52,7 +53,7 @@ STRESS_TRANSITIONS  ?= 40
 STRESS_SEED         ?= 0
 STRESS_SHORT_FLAGS  := STRESS_PAIR_RUNS=2 STRESS_TRANSITIONS=10
 
-.PHONY: e2e-bin e2e-tools up down e2e e2e-status demo e2e-test stress stress-short chaos chaos-short conntrack-check denied-log
+.PHONY: e2e-bin e2e-tools up down e2e e2e-status demo e2e-test e2e-families stress stress-short chaos chaos-short conntrack-check denied-log
 
 # Our own binaries: the harness, and the agent when AGENT=nftpolicy.
 e2e-bin:
@@ -130,4 +131,14 @@ denied-log: e2e-bin e2e-tools
 
 # `make test` runs the whole corpus with our agent, then the short stress
 # and chaos runs, the conntrack check and the denied-traffic log check.
-e2e-test:: e2e stress-short chaos-short conntrack-check denied-log
+# and chaos runs.
+# `make test` runs the whole corpus with our agent, then the short stress
+# and chaos runs, the conntrack and denied-log checks, in dual stack (every cell over IPv4 and over IPv6: the strongest
+# single mode); `make e2e-families` runs the corpus in the two others.
+E2E_TEST_IP_FAMILY ?= dual
+e2e-test::
+	$(MAKE) e2e stress-short chaos-short conntrack-check denied-log E2E_IP_FAMILY=$(E2E_TEST_IP_FAMILY)
+
+e2e-families: ## the corpus in ipv4, then in ipv6 (make test runs dual)
+	$(MAKE) e2e E2E_IP_FAMILY=ipv4
+	$(MAKE) e2e E2E_IP_FAMILY=ipv6
