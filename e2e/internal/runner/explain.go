@@ -64,7 +64,7 @@ func (r *Runner) explainCells(ctx context.Context, st scenario.Step, cells []*ce
 			continue
 		}
 		p := st.Probes[c.probe]
-		port, err := r.probePort(p, c.dst)
+		port, err := r.probePort(p, c.dst, c.family)
 		if err != nil {
 			r.Explain.Differ++
 			fmt.Fprintf(&b, "    explain %s -> %s %s: %v\n", c.src, c.dst, p.Label(), err)
@@ -88,8 +88,8 @@ func (r *Runner) explainCells(ctx context.Context, st scenario.Step, cells []*ce
 			r.Explain.Differ++
 			var text strings.Builder
 			_ = explain.WriteText(&text, a)
-			fmt.Fprintf(&b, "    explain %s -> %s %s: the probe saw %s, explain says allowed=%v (live tables disagree: %v):\n      %s\n",
-				c.src, c.dst, p.Label(), sym(c.got), a.Allowed, a.LiveDisagrees,
+			fmt.Fprintf(&b, "    explain %s -> %s %s %s: the probe saw %s, explain says allowed=%v (live tables disagree: %v):\n      %s\n",
+				c.src, c.dst, p.Label(), c.family, sym(c.got), a.Allowed, a.LiveDisagrees,
 				strings.ReplaceAll(strings.TrimSpace(text.String()), "\n", "\n      "))
 		}
 	}
@@ -98,12 +98,12 @@ func (r *Runner) explainCells(ctx context.Context, st scenario.Step, cells []*ce
 
 // probePort is the destination port a probe of p to dst uses (Services
 // map their port to the same target port, so it is the pod's port too).
-func (r *Runner) probePort(p scenario.Probe, dstKey string) (uint16, error) {
+func (r *Runner) probePort(p scenario.Probe, dstKey string, f cluster.Family) (uint16, error) {
 	dst, err := r.endpoint(dstKey)
 	if err != nil {
 		return 0, err
 	}
-	addr, err := r.Target(p, dst)
+	addr, err := r.Target(p, dst, f)
 	if err != nil {
 		return 0, err
 	}
