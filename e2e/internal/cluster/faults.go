@@ -79,8 +79,15 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 // StopAPIServer stops kube-apiserver (SIGTERM, then SIGKILL).
 func (c *Config) StopAPIServer() error { return c.Stop("kube-apiserver") }
 
-// StartAPIServer starts kube-apiserver again and waits until it is ready.
-func (c *Config) StartAPIServer(ctx context.Context) error { return c.startAPIServer(ctx, nil) }
+// StartAPIServer starts kube-apiserver again, with the Service ranges of
+// the cluster's families, and waits until it is ready.
+func (c *Config) StartAPIServer(ctx context.Context) error {
+	s, ok := c.LoadState()
+	if !ok {
+		return fmt.Errorf("no cluster state in %s", c.StateDir)
+	}
+	return c.startAPIServer(ctx, s)
+}
 
 // StopRelay stops the relay through which everything in the node
 // namespaces (agents, flanneld, kube-proxy) reaches the apiserver: the
