@@ -25,6 +25,16 @@ const (
 	// MapEgressV4 and MapEgressV6 do the same for egress, keyed by source.
 	MapEgressV4 = "egress-v4"
 	MapEgressV6 = "egress-v6"
+
+	// MapUnknownLocalV4 and MapUnknownLocalV6 hold, as address intervals
+	// that map to drop, the addresses of the node's pod CIDRs that belong
+	// to no pod the agent knows and to none of the node's own interfaces.
+	// Traffic from or to such an address is a pod the agent has not
+	// programmed yet (or no pod at all), so it is dropped before any
+	// dispatch: a new pod is isolated from its first packet, fail closed,
+	// until the sync that knows its address and rules replaces the drop.
+	MapUnknownLocalV4 = "unknown-local-v4"
+	MapUnknownLocalV6 = "unknown-local-v6"
 )
 
 // icmpv6NeighbourDiscovery are ICMPv6 types 133–137 (router solicitation,
@@ -66,10 +76,28 @@ func NewSkeleton() *Ruleset {
 	} {
 		r.AddSet(&Set{Name: m.name, Comment: m.doc, KeyTypes: []KeyType{m.key}, IsVerdictMap: true})
 	}
+	for _, m := range []struct {
+		name string
+		key  KeyType
+	}{{MapUnknownLocalV4, TypeIPv4Addr}, {MapUnknownLocalV6, TypeIPv6Addr}} {
+		r.AddSet(&Set{Name: m.name, Comment: "node pod CIDR addresses of no known pod: dropped",
+			KeyTypes: []KeyType{m.key}, Interval: true, IsVerdictMap: true})
+	}
 	prologue := []Rule{
 		{Matches: []Match{{CtState: CtStateEstablished | CtStateRelated}}, Verdict: Accept},
 		{Matches: []Match{{CtState: CtStateInvalid}}, Verdict: Drop},
 		{Matches: []Match{{ICMPv6Type: icmpv6NeighbourDiscovery}}, Verdict: Accept},
+	}
+	// The guard comes after the prologue (established flows, neighbour
+	// discovery) and before any dispatch, so no allow-list can admit an
+	// unknown local address.
+	sourceGuard := []Rule{
+		{VerdictMap: &Lookup{Fields: []Field{FieldIPv4Saddr}, Set: MapUnknownLocalV4}},
+		{VerdictMap: &Lookup{Fields: []Field{FieldIPv6Saddr}, Set: MapUnknownLocalV6}},
+	}
+	destinationGuard := []Rule{
+		{VerdictMap: &Lookup{Fields: []Field{FieldIPv4Daddr}, Set: MapUnknownLocalV4}},
+		{VerdictMap: &Lookup{Fields: []Field{FieldIPv6Daddr}, Set: MapUnknownLocalV6}},
 	}
 	egressDispatch := []Rule{
 		{VerdictMap: &Lookup{Fields: []Field{FieldIPv4Saddr}, Set: MapEgressV4}},
@@ -82,14 +110,24 @@ func NewSkeleton() *Ruleset {
 	r.AddChain(&Chain{
 		Name:  ChainForward,
 		Hook:  &Hook{Name: HookForward, Priority: 0, Policy: VerdictAccept},
-		Rules: concatRules(prologue, egressDispatch, ingressDispatch),
+		Rules: concatRules(prologue, sourceGuard, destinationGuard, egressDispatch, ingressDispatch),
 	})
 	r.AddChain(&Chain{
 		Name:  ChainInput,
 		Hook:  &Hook{Name: HookInput, Priority: 0, Policy: VerdictAccept},
-		Rules: concatRules(prologue, egressDispatch),
+		Rules: concatRules(prologue, sourceGuard, egressDispatch),
 	})
 	return r
+}
+
+// SetUnknownLocal fills the two unknown-local maps with ranges (disjoint,
+// not adjacent, as an interval set needs), each mapped to drop.
+func (r *Ruleset) SetUnknownLocal(ranges []Range) {
+	v4, v6 := r.Sets[MapUnknownLocalV4], r.Sets[MapUnknownLocalV6]
+	v4.Elements, v6.Elements = nil, nil
+	for _, rg := range ranges {
+		appendByFamily(v4, v6, rg, Element{Key: []Range{rg}, Verdict: Drop})
+	}
 }
 
 func concatRules(parts ...[]Rule) []Rule {

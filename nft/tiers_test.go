@@ -76,7 +76,7 @@ func TestTrace_Tiers(t *testing.T) {
 			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.2.9"), Dst: ip("10.244.1.10"), Proto: nft.ProtoUDP, DstPort: 53, CtState: nft.CtStateNew},
 			want: nft.VerdictDrop,
 			steps: []string{
-				"forward#6 ip daddr vmap @ingress-v4 => jump " + a.Tiers,
+				"forward#10 ip daddr vmap @ingress-v4 => jump " + a.Tiers,
 				a.Tiers + "#1 ip saddr . meta l4proto vmap @" + adm.AnyV4 + " => drop",
 			},
 		},
@@ -85,7 +85,7 @@ func TestTrace_Tiers(t *testing.T) {
 			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.2.9"), Dst: ip("10.244.1.10"), Proto: nft.ProtoTCP, DstPort: 80, CtState: nft.CtStateNew},
 			want: nft.VerdictAccept,
 			steps: []string{
-				"forward#6 ip daddr vmap @ingress-v4 => jump " + a.Tiers,
+				"forward#10 ip daddr vmap @ingress-v4 => jump " + a.Tiers,
 				a.Tiers + "#3 ip saddr . meta l4proto . th dport vmap @" + adm.PortsV4 + " => return",
 				"forward: policy accept",
 			},
@@ -95,7 +95,7 @@ func TestTrace_Tiers(t *testing.T) {
 			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.2.7"), Dst: ip("10.244.1.10"), Proto: nft.ProtoTCP, DstPort: 22, CtState: nft.CtStateNew},
 			want: nft.VerdictAccept,
 			steps: []string{
-				"forward#6 ip daddr vmap @ingress-v4 => jump " + a.Tiers,
+				"forward#10 ip daddr vmap @ingress-v4 => jump " + a.Tiers,
 				a.Tiers + "#5 jump " + a.Chain + " => jump " + a.Chain,
 				a.Chain + "#1 ip saddr . meta l4proto @" + a.AnyV4 + " return => return",
 				"forward: policy accept",
@@ -116,7 +116,7 @@ func TestTrace_Tiers(t *testing.T) {
 			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.2.9"), Dst: ip("10.244.1.11"), Proto: nft.ProtoTCP, DstPort: 81, CtState: nft.CtStateNew},
 			want: nft.VerdictDrop,
 			steps: []string{
-				"forward#6 ip daddr vmap @ingress-v4 => jump " + b.Tiers,
+				"forward#10 ip daddr vmap @ingress-v4 => jump " + b.Tiers,
 				b.Tiers + "#3 ip saddr . meta l4proto . th dport vmap @" + adm.PortsV4 + " => drop",
 			},
 		},
@@ -125,7 +125,7 @@ func TestTrace_Tiers(t *testing.T) {
 			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.2.7"), Dst: ip("10.244.1.11"), Proto: nft.ProtoTCP, DstPort: 22, CtState: nft.CtStateNew},
 			want: nft.VerdictDrop,
 			steps: []string{
-				"forward#6 ip daddr vmap @ingress-v4 => jump " + b.Tiers,
+				"forward#10 ip daddr vmap @ingress-v4 => jump " + b.Tiers,
 				b.Tiers + "#5 ip saddr . meta l4proto vmap @" + nft.NewTierMaps(nft.TierBaseline, nft.Ingress, "deny-7", "", nft.TierVerdicts{}).Names.AnyV4 + " => drop",
 			},
 		},
@@ -139,9 +139,9 @@ func TestTrace_Tiers(t *testing.T) {
 			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.1.12"), Dst: ip("10.244.1.10"), Proto: nft.ProtoTCP, DstPort: 80, CtState: nft.CtStateNew},
 			want: nft.VerdictDrop,
 			steps: []string{
-				"forward#4 ip saddr vmap @egress-v4 => jump " + c.Tiers,
+				"forward#8 ip saddr vmap @egress-v4 => jump " + c.Tiers,
 				c.Tiers + "#1 ip daddr . meta l4proto vmap @" + nft.NewTierMaps(nft.TierBaseline, nft.Egress, "local", "", nft.TierVerdicts{}).Names.AnyV4 + " => return",
-				"forward#6 ip daddr vmap @ingress-v4 => jump " + a.Tiers,
+				"forward#10 ip daddr vmap @ingress-v4 => jump " + a.Tiers,
 				a.Tiers + "#5 jump " + a.Chain + " => jump " + a.Chain,
 				a.Chain + "#5 drop => drop",
 			},

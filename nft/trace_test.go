@@ -44,7 +44,7 @@ func TestTrace_PacketPaths(t *testing.T) {
 			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.2.9"), Dst: ip("10.244.1.10"), Proto: nft.ProtoUDP, DstPort: 53, CtState: nft.CtStateNew},
 			want: nft.VerdictAccept,
 			steps: []string{
-				"forward#6 ip daddr vmap @ingress-v4 => jump " + chain,
+				"forward#10 ip daddr vmap @ingress-v4 => jump " + chain,
 				chain + "#1 ip saddr . meta l4proto @" + chain + ".any4 return => return",
 				"forward: policy accept",
 			},
@@ -54,7 +54,7 @@ func TestTrace_PacketPaths(t *testing.T) {
 			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.3.7"), Dst: ip("10.244.1.10"), Proto: nft.ProtoTCP, DstPort: 82, CtState: nft.CtStateNew},
 			want: nft.VerdictDrop,
 			steps: []string{
-				"forward#6 ip daddr vmap @ingress-v4 => jump " + chain,
+				"forward#10 ip daddr vmap @ingress-v4 => jump " + chain,
 				chain + "#5 drop => drop",
 			},
 		},
@@ -141,3 +141,78 @@ func TestFormatRange(t *testing.T) {
 }
 
 func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// IP plan of TestTrace_UnknownLocalGuard: the node's pod CIDR is
+// 10.244.1.0/24; 10.244.1.10 is the known pod x/a (isolated as in
+// traceFixture) and 10.244.1.11 a known pod no policy selects; 10.244.1.0
+// and 10.244.1.1 are the node's own (flannel.1, cni0); 10.244.1.20 is a
+// pod the agent does not know yet. 10.244.2.9 is a remote pod.
+func TestTrace_UnknownLocalGuard(t *testing.T) {
+	r := traceFixture()
+	r.SetUnknownLocal([]nft.Range{
+		nft.AddrRange(ip("10.244.1.2"), ip("10.244.1.9")),
+		nft.AddrRange(ip("10.244.1.12"), ip("10.244.1.255")),
+	})
+	if err := nfttest.Validate(r); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name  string
+		pkt   nft.Packet
+		want  nft.VerdictKind
+		steps []string
+	}{
+		{
+			name:  "an unknown local pod cannot send",
+			pkt:   nft.Packet{Hook: nft.HookForward, Src: ip("10.244.1.20"), Dst: ip("10.244.2.9"), Proto: nft.ProtoTCP, DstPort: 80, CtState: nft.CtStateNew},
+			want:  nft.VerdictDrop,
+			steps: []string{"forward#4 ip saddr vmap @unknown-local-v4 => drop"},
+		},
+		{
+			name:  "an unknown local pod cannot be reached",
+			pkt:   nft.Packet{Hook: nft.HookForward, Src: ip("10.244.2.9"), Dst: ip("10.244.1.20"), Proto: nft.ProtoUDP, DstPort: 53, CtState: nft.CtStateNew},
+			want:  nft.VerdictDrop,
+			steps: []string{"forward#6 ip daddr vmap @unknown-local-v4 => drop"},
+		},
+		{
+			name:  "an unknown local pod cannot reach its own node",
+			pkt:   nft.Packet{Hook: nft.HookInput, Src: ip("10.244.1.20"), Dst: ip("10.244.1.1"), Proto: nft.ProtoTCP, DstPort: 10250, CtState: nft.CtStateNew},
+			want:  nft.VerdictDrop,
+			steps: []string{"input#4 ip saddr vmap @unknown-local-v4 => drop"},
+		},
+		{
+			name: "a known pod no policy selects is not affected",
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.1.11"), Dst: ip("10.244.2.9"), Proto: nft.ProtoTCP, DstPort: 80, CtState: nft.CtStateNew},
+			want: nft.VerdictAccept,
+		},
+		{
+			name: "the node's own bridge address (masqueraded hairpin) passes the guard",
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.1.1"), Dst: ip("10.244.1.11"), Proto: nft.ProtoTCP, DstPort: 80, CtState: nft.CtStateNew},
+			want: nft.VerdictAccept,
+		},
+		{
+			name: "a known isolated pod is still judged by its allow-list",
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.2.9"), Dst: ip("10.244.1.10"), Proto: nft.ProtoUDP, DstPort: 53, CtState: nft.CtStateNew},
+			want: nft.VerdictAccept,
+		},
+		{
+			name:  "established flows of an address are not cut by the guard",
+			pkt:   nft.Packet{Hook: nft.HookForward, Src: ip("10.244.1.20"), Dst: ip("10.244.2.9"), Proto: nft.ProtoTCP, DstPort: 80, CtState: nft.CtStateEstablished},
+			want:  nft.VerdictAccept,
+			steps: []string{"forward#1 ct state established,related accept => accept"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := r.Trace(tc.pkt)
+			if got.Verdict != tc.want {
+				t.Errorf("%v: verdict %v, want %v; trace:\n\t%s", tc.pkt, nft.Verdict{Kind: got.Verdict}, nft.Verdict{Kind: tc.want}, strings.Join(got.Steps, "\n\t"))
+			}
+			if tc.steps != nil {
+				if diff := cmp.Diff(tc.steps, got.Steps); diff != "" {
+					t.Errorf("trace mismatch (-want +got):\n%s", diff)
+				}
+			}
+		})
+	}
+}

@@ -62,6 +62,11 @@ type Verdict struct {
 	// pod's ingress decision. A side that is not an active pod is
 	// {Isolated: false, Allowed: true}.
 	Egress, Ingress DirectionVerdict
+	// UnknownLocal: the source or destination is an address of the pod
+	// CIDRs of s.NodeName that is neither an active pod of that node nor
+	// one of s.HostAddresses. Such traffic is denied whatever the
+	// policies say: it is a pod the node has not programmed yet.
+	UnknownLocal bool
 	// Warnings are what the evaluation met in ClusterNetworkPolicies and
 	// could not apply as written, or found ambiguous (see
 	// evaluate_cnp.go), in the order met, egress first; nil if none.
@@ -126,6 +131,10 @@ func evaluate(s *Snapshot, p Packet, trace *Trace) Verdict {
 	v.Allowed = v.Egress.Allowed && v.Ingress.Allowed
 	if e.src != nil && e.src == e.dst {
 		v.Allowed = true // a pod cannot block access to itself
+	}
+	if evalUnknownLocal(s, p.Src) || evalUnknownLocal(s, p.Dst) {
+		v.Allowed = false
+		v.UnknownLocal = true
 	}
 	v.Warnings = e.warnings
 	return v
@@ -394,6 +403,30 @@ func evalPodByIP(s *Snapshot, ip netip.Addr) *Pod {
 		}
 	}
 	return owner
+}
+
+// evalUnknownLocal reports whether ip lies in the pod CIDRs of s.NodeName
+// but is no active pod of that node and no host address of it.
+func evalUnknownLocal(s *Snapshot, ip netip.Addr) bool {
+	if !ip.IsValid() || slices.Contains(s.HostAddresses, ip) {
+		return false
+	}
+	inCIDR := false
+	for _, n := range s.Nodes {
+		if n.Name == s.NodeName && slices.ContainsFunc(n.PodCIDRs, func(c netip.Prefix) bool { return c.Masked().Contains(ip) }) {
+			inCIDR = true
+		}
+	}
+	if !inCIDR {
+		return false
+	}
+	for i := range s.Pods {
+		pod := &s.Pods[i]
+		if pod.NodeName == s.NodeName && pod.Active() && slices.ContainsFunc(pod.IPs, func(a netip.Addr) bool { return a.Unmap() == ip }) {
+			return false
+		}
+	}
+	return true
 }
 
 // evalNamespace returns the snapshot's namespace called name (the first one if

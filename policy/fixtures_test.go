@@ -60,6 +60,19 @@ func fixtureSnapshot(node string, policies ...string) *Snapshot {
 	}
 }
 
+// withPodCIDRs gives snap's nodes their pod CIDRs of the IP plan, and
+// node-1 its own addresses in them (flannel.1 at .0, the cni0 gateway at
+// .1), so that the unknown-local guard has addresses to drop.
+func withPodCIDRs(snap *Snapshot) *Snapshot {
+	snap.Nodes = append(snap.Nodes,
+		Node{Name: node1, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("fd00:10:244:1::/64")}},
+		Node{Name: node2, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.2.0/24")}})
+	if snap.NodeName == node1 {
+		snap.HostAddresses = []netip.Addr{netip.MustParseAddr("10.244.1.0"), netip.MustParseAddr("10.244.1.1"), netip.MustParseAddr("fd00:10:244:1::1")}
+	}
+	return snap
+}
+
 // mkPod builds a running pod from compact strings: labels "k=v,k2=v2",
 // ports "name=port[/PROTO],...".
 func mkPod(key, node, lbls, ports string, ips ...string) Pod {

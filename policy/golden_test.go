@@ -57,7 +57,7 @@ spec:
 }
 
 func TestCompile_Golden(t *testing.T) {
-	rs, warnings := Compile(fixtureSnapshot(node1, realisticPolicies...))
+	rs, warnings := Compile(withPodCIDRs(fixtureSnapshot(node1, realisticPolicies...)))
 	if len(warnings) != 0 {
 		t.Errorf("unexpected warnings: %+v", warnings)
 	}

@@ -69,6 +69,8 @@ type NodeCompiler struct {
 	// ClusterNetworkPolicies, parsed (by name), and nodes.
 	cnps  map[string]*cnpEntry
 	nodes map[string]Node
+	// hostAddrs are the node's own interface addresses (SetHostAddresses).
+	hostAddrs []netip.Addr
 	// podTiers holds, for local pods, the policies of each tier that
 	// apply to them; an absent entry is computed on the next Compile. A
 	// policy change replaces only the entries it affects (cnpChanged).
@@ -414,6 +416,7 @@ func (c *NodeCompiler) Snapshot() *Snapshot {
 		s.Nodes = append(s.Nodes, n)
 	}
 	slices.SortFunc(s.Nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+	s.HostAddresses = slices.Clone(c.hostAddrs)
 	return s
 }
 
@@ -443,6 +446,39 @@ func (c *NodeCompiler) LoadSnapshot(snap *Snapshot) {
 			c.SetClusterNetworkPolicy(p)
 		}
 	}
+	c.SetHostAddresses(snap.HostAddresses)
+}
+
+// SetHostAddresses replaces the addresses of the node's own interfaces,
+// which its pod CIDRs may hold (a bridge gateway) and which are no pods.
+func (c *NodeCompiler) SetHostAddresses(addrs []netip.Addr) {
+	c.hostAddrs = unmapAll(slices.Clone(addrs))
+}
+
+// unknownLocal returns the addresses of the node's pod CIDRs that belong to
+// no active local pod and to none of the node's own interfaces: the
+// addresses whose traffic the guard drops. Nil when the node's pod CIDRs
+// are not known (no Node object, or spec.podCIDRs unset): then there is
+// no guard, and a new pod is open until its first sync, as before.
+func (c *NodeCompiler) unknownLocal() []nft.Range {
+	node, ok := c.nodes[c.nodeName]
+	if !ok || len(node.PodCIDRs) == 0 {
+		return nil
+	}
+	var b netipx.IPSetBuilder
+	for _, cidr := range node.PodCIDRs {
+		b.AddPrefix(cidr.Masked())
+	}
+	for _, p := range c.local {
+		for _, ip := range p.IPs {
+			b.Remove(ip)
+		}
+	}
+	for _, ip := range c.hostAddrs {
+		b.Remove(ip)
+	}
+	set, _ := b.IPSet()
+	return ipRanges(set)
 }
 
 // sortedNamespaces returns the namespace names in order.
@@ -496,6 +532,7 @@ func (c *NodeCompiler) Compile() (*nft.Ruleset, []Warning) {
 			}
 		}
 	}
+	rs.SetUnknownLocal(c.unknownLocal())
 	// A ClusterNetworkPolicy may select a pod of any node at any time:
 	// every node reports what it cannot apply as written.
 	for _, e := range c.cnps {

@@ -30,8 +30,13 @@ type Snapshot struct {
 	// ClusterNetworkPolicies are the cluster-scoped policies of both tiers
 	// (Admin and Baseline).
 	ClusterNetworkPolicies []*policyv1beta1.ClusterNetworkPolicy
-	// Nodes are the cluster's nodes, for ClusterNetworkPolicy nodes peers.
+	// Nodes are the cluster's nodes, for ClusterNetworkPolicy nodes peers
+	// and, for NodeName's node, its pod CIDRs.
 	Nodes []Node
+	// HostAddresses are the addresses of NodeName's own interfaces (the
+	// bridge's gateway, flannel's .0 address, ...), which the node's pod
+	// CIDRs may contain and which are no pods (see Node.PodCIDRs).
+	HostAddresses []netip.Addr
 }
 
 // Namespace is what policy needs to know of a namespace.
@@ -47,6 +52,12 @@ type Node struct {
 	// Addresses are the IPs among status.addresses (InternalIP and
 	// ExternalIP; the caller drops host names).
 	Addresses []netip.Addr
+	// PodCIDRs are the node's pod address ranges (spec.podCIDRs). On the
+	// node being compiled, an address in them that belongs to no active
+	// pod of the node and to none of its HostAddresses is "unknown local":
+	// all traffic from or to it is dropped, so a pod is isolated from its
+	// first packet, before the agent knows its address.
+	PodCIDRs []netip.Prefix
 }
 
 // Pod is what policy needs to know of a pod.
