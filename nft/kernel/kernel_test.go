@@ -45,6 +45,12 @@ func rulesetA() *nft.Ruleset {
 		Ports: []nft.PortAllow{{Peer: mustAddr("10.244.1.2"), Proto: nft.ProtoTCP, Ports: nft.PortRange(8000, 8080)}},
 	})
 	r.AddIsolatedEndpoint(nft.Ingress, "kube-system/dns", addrs("10.244.1.4", "fd00:244:1::4"), nft.AllowList{})
+	// The node's pod CIDRs minus .0-.4 (its own and known pods) and .7.
+	r.SetUnknownLocal([]nft.Range{
+		nft.AddrRange(netip.MustParseAddr("10.244.1.5"), netip.MustParseAddr("10.244.1.6")),
+		nft.AddrRange(netip.MustParseAddr("10.244.1.8"), netip.MustParseAddr("10.244.1.255")),
+		nft.AddrRange(netip.MustParseAddr("fd00:244:1::5"), netip.MustParseAddr("fd00:244:1::ffff")),
+	})
 	return r
 }
 
@@ -61,6 +67,13 @@ func rulesetB() *nft.Ruleset {
 	})
 	r.AddIsolatedEndpoint(nft.Egress, "kube-system/dns", addrs("10.244.1.4", "fd00:244:1::4"), nft.AllowList{
 		AnyPort: []nft.Range{mustPrefix("2001:db8::/32")},
+	})
+	// Pods appeared at .8 and .20 (an interval split, its start reused),
+	// .5 became known, and the v6 guard is gone.
+	r.SetUnknownLocal([]nft.Range{
+		mustAddr("10.244.1.6"),
+		nft.AddrRange(netip.MustParseAddr("10.244.1.9"), netip.MustParseAddr("10.244.1.19")),
+		nft.AddrRange(netip.MustParseAddr("10.244.1.21"), netip.MustParseAddr("10.244.1.255")),
 	})
 	return r
 }

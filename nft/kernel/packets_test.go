@@ -304,3 +304,40 @@ func TestSync_RealPackets(t *testing.T) {
 		t.Errorf("established connection a to b tcp/81 broken by policy: %v", err)
 	}
 }
+
+// A pod whose address is in the unknown-local guard can neither send nor be
+// reached, bridged or routed, even where no policy isolates it; once the
+// guard no longer holds it (the agent learnt it), it connects.
+func TestSync_UnknownLocalRealPackets(t *testing.T) {
+	requirePrivileges(t)
+	tp := buildTopology(t)
+	serve(t, tp.a, []int{80}, []int{53})
+	serve(t, tp.b, []int{80}, []int{53})
+
+	s := newSyncer(t, tp.nodeFd)
+	guarded := nft.NewSkeleton()
+	guarded.SetUnknownLocal([]nft.Range{nft.Addr(podA4), nft.Addr(podA6)})
+	sync(t, s, guarded)
+	flows := []struct {
+		name, from, proto string
+		dst               netip.AddrPort
+	}{
+		{"unknown a to b tcp/80 (bridged)", tp.a, "tcp", netip.AddrPortFrom(podB4, 80)},
+		{"unknown a to b udp/53 over IPv6 (bridged)", tp.a, "udp", netip.AddrPortFrom(podB6, 53)},
+		{"b to unknown a tcp/80 (bridged)", tp.b, "tcp", netip.AddrPortFrom(podA4, 80)},
+		{"c to unknown a udp/53 (routed)", tp.c, "udp", netip.AddrPortFrom(podA4, 53)},
+	}
+	for _, f := range flows {
+		t.Run(f.name, func(t *testing.T) {
+			if err := probe(f.from, f.proto, f.dst); err == nil || !isTimeout(err) {
+				t.Errorf("want a timeout (dropped), got %v", err)
+			}
+		})
+	}
+	sync(t, s, nft.NewSkeleton()) // a is known now
+	for _, f := range flows {
+		if err := probe(f.from, f.proto, f.dst); err != nil {
+			t.Errorf("%s once known: %v", f.name, err)
+		}
+	}
+}
