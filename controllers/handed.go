@@ -98,7 +98,23 @@ func nodeOf(n *corev1.Node) policy.Node {
 		addrs = append(addrs, ip.Unmap().WithZone(""))
 	}
 	slices.SortFunc(addrs, netip.Addr.Compare)
-	return policy.Node{Name: n.Name, Labels: n.Labels, Addresses: slices.Compact(addrs)}
+	return policy.Node{Name: n.Name, Labels: n.Labels, Addresses: slices.Compact(addrs), PodCIDRs: podCIDRsOf(n)}
+}
+
+// podCIDRsOf returns the node's pod CIDRs (spec.podCIDRs, else
+// spec.podCIDR), unparsable ones skipped.
+func podCIDRsOf(n *corev1.Node) []netip.Prefix {
+	cidrs := n.Spec.PodCIDRs
+	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
+		cidrs = []string{n.Spec.PodCIDR}
+	}
+	var out []netip.Prefix
+	for _, c := range cidrs {
+		if p, err := netip.ParsePrefix(c); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
 }
 
 // cnpsIn lists the ClusterNetworkPolicies of store (none for nil).

@@ -26,6 +26,12 @@ const (
 	tierBaseline = "baseline"
 )
 
+// Results of the nftpolicy_cni_announcements_total counter (label "result").
+const (
+	announceSynced    = "synced"     // the pod's addresses and rules reached the kernel
+	announceNotSynced = "not_synced" // the caller (the CNI plugin) stopped waiting first
+)
+
 // Metrics are the agent's Prometheus metrics. Create them with NewMetrics.
 type Metrics struct {
 	syncDuration    prometheus.Histogram
@@ -47,6 +53,7 @@ type Metrics struct {
 	conntrackDuration  prometheus.Histogram
 	conntrackDeleted   prometheus.Counter
 	conntrackErrors    prometheus.Counter
+	announcements      *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (in the agent
@@ -132,11 +139,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: metricsNamespace, Name: "conntrack_cleanup_errors_total",
 			Help: "Conntrack cleanups that failed, fully or in part; the next reconcile (within a second) tries again.",
 		}),
+		announcements: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "cni_announcements_total",
+			Help: "New pods' addresses announced by the CNI plugin, by result: synced (in the kernel before the plugin returned) or not_synced (the plugin stopped waiting; the pod stays dropped until a sync knows it).",
+		}, []string{"result"}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.conntrackAvailable, m.conntrackDuration, m.conntrackDeleted, m.conntrackErrors,
 		m.syncDuration, m.syncErrors, m.compileDuration, m.eventToSync, m.lastSuccess,
-		m.policies, m.cnps, m.cnpWatched, m.pods, m.chains, m.rules, m.sets, m.setElements, m.warnings,
+		m.policies, m.cnps, m.cnpWatched, m.pods, m.chains, m.rules, m.sets, m.setElements, m.warnings, m.announcements,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -124,6 +125,11 @@ type Options struct {
 	// of one core reconciling, however big the cluster. Default
 	// v1alpha1.DefaultMinSyncInterval.
 	MinSyncInterval time.Duration
+	// HostAddresses, if set, returns the addresses of the node's own
+	// interfaces; it is called before every compile. Those in the node's
+	// pod CIDRs (a bridge's gateway) are no pods, so the unknown-local
+	// guard must not drop them. An error keeps the last answer.
+	HostAddresses func() ([]netip.Addr, error)
 	// SyncTimeout: default DefaultSyncTimeout. It bounds the conntrack
 	// cleanup too.
 	SyncTimeout time.Duration
@@ -168,6 +174,9 @@ type Reconciler struct {
 	changes      *pendingChanges
 	syncRequests <-chan struct{}
 	conntrack    *conntrackWorker // nil: no conntrack cleanup
+	announced    *announcements
+	hostAddrs    func() ([]netip.Addr, error)
+	lastHost     []netip.Addr
 
 	// cnp watches ClusterNetworkPolicies while their CRD is served; nil
 	// when the Reconciler runs without a manager (tests).
@@ -242,6 +251,8 @@ func New(opts Options) (*Reconciler, error) {
 		now:          time.Now,
 		changes:      newPendingChanges(),
 		syncRequests: opts.SyncRequests,
+		announced:    newAnnouncements(),
+		hostAddrs:    opts.HostAddresses,
 		warned:       map[types.NamespacedName]map[string]struct{}{},
 	}
 	r.setHanded(handedObjects{})
@@ -317,7 +328,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// the CRD too, so a policy created later finds the nodes cached.
 		Watches(&corev1.Node{}, &objectEvents{r: r, note: func(o client.Object) { r.changes.node(o.GetName()) }}).
 		WatchesRawSource(&podSource{r: r, store: r.pods}).
-		WatchesRawSource(r.cnp)
+		WatchesRawSource(r.cnp).
+		WatchesRawSource(announceSource{r.announced})
 	if r.syncRequests != nil {
 		b = b.WatchesRawSource(&requestSource{r: r, requests: r.syncRequests})
 	}
@@ -411,6 +423,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		return reconcile.Result{}, err
 	}
 	r.checkNode(ctx)
+	r.updateHostAddresses()
 	ruleset, warnings := r.compile(r.cluster)
 	r.metrics.compileDuration.Observe(r.now().Sub(compileStart).Seconds())
 	r.reportWarnings(log, warnings)
@@ -432,6 +445,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		// the error and retries with backoff.
 		return reconcile.Result{}, fmt.Errorf("sync ruleset: %w", err)
 	}
+	r.announcedSynced(end)
 	r.metrics.lastSuccess.Set(float64(end.UnixNano()) / 1e9)
 	if !batchStart.IsZero() {
 		r.metrics.eventToSync.Observe(end.Sub(batchStart).Seconds())
@@ -507,7 +521,7 @@ func (r *Reconciler) loadAll(ctx context.Context, now time.Time) error {
 	for i := range nps.Items {
 		c.SetPolicy(&nps.Items[i])
 	}
-	r.pods.Each(c.SetPod)
+	r.pods.Each(func(p *policy.Pod) { c.SetPod(r.withAnnounced(p)) })
 	r.cluster, r.lastFullLoad = c, now
 	r.setHanded(handedObjects{})
 	for i := range nodes.Items {
@@ -548,9 +562,10 @@ func (r *Reconciler) apply(ctx context.Context, b *changeBatch) error {
 	}
 	for key := range b.pods {
 		if p := r.pods.Get(key.Namespace, key.Name); p != nil {
-			r.cluster.SetPod(p)
+			r.cluster.SetPod(r.withAnnounced(p))
 		} else {
 			r.cluster.DeletePod(key.Namespace, key.Name)
+			r.podGone(key)
 		}
 	}
 	for name := range b.nodes {
@@ -595,6 +610,21 @@ func (r *Reconciler) applyCNPs(b *changeBatch) {
 			r.deleteCNP(name)
 		}
 	}
+}
+
+// updateHostAddresses hands the node's own addresses to the NodeCompiler
+// (a new one after a full load, too).
+func (r *Reconciler) updateHostAddresses() {
+	if r.hostAddrs == nil {
+		return
+	}
+	addrs, err := r.hostAddrs()
+	if err != nil {
+		r.log.Error(err, "read the node's own addresses; keeping the last ones")
+	} else {
+		r.lastHost = addrs
+	}
+	r.cluster.SetHostAddresses(r.lastHost)
 }
 
 // checkNode logs when the agent's own Node object appears or disappears.

@@ -68,8 +68,9 @@ func TrimNetworkPolicy(obj any) (any, error) {
 }
 
 // TrimNode is the cache transform for Nodes, every node of the cluster:
-// name, labels and status.addresses (and the resourceVersion the informer
-// needs), nothing else. Kubelets rewrite their Node's status every few
+// name, labels, spec.podCIDR(s) (the unknown-local guard of the agent's own
+// node) and status.addresses (and the resourceVersion the informer needs),
+// nothing else. Kubelets rewrite their Node's status every few
 // seconds (heartbeats, conditions, images); all of that goes, so that it
 // neither costs memory at thousands of nodes nor looks like a change.
 func TrimNode(obj any) (any, error) {
@@ -80,6 +81,7 @@ func TrimNode(obj any) (any, error) {
 	return &corev1.Node{
 		TypeMeta:   n.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{Name: n.Name, ResourceVersion: n.ResourceVersion, Labels: n.Labels},
+		Spec:       corev1.NodeSpec{PodCIDR: n.Spec.PodCIDR, PodCIDRs: n.Spec.PodCIDRs},
 		Status:     corev1.NodeStatus{Addresses: n.Status.Addresses},
 	}, nil
 }

@@ -140,7 +140,7 @@ func TestTrimOthers(t *testing.T) {
 					Images:     []corev1.ContainerImage{{Names: []string{"i"}}},
 				},
 			},
-			want: &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "x", ResourceVersion: "7", Labels: map[string]string{"a": "b"}}, Status: corev1.NodeStatus{
+			want: &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "x", ResourceVersion: "7", Labels: map[string]string{"a": "b"}}, Spec: corev1.NodeSpec{PodCIDR: "10.0.1.0/24"}, Status: corev1.NodeStatus{
 				Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.168.0.1"}},
 			}},
 		},
