@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -64,6 +65,10 @@ const (
 	DefaultDeniedTrafficLogBurst = 20
 	// DisabledBindAddress turns a listener off.
 	DisabledBindAddress = "0"
+	// DefaultCNISocket is where the agent hears from its chained CNI
+	// plugin (cmd/nftpolicy-cni) about new pods; it is cniapi.DefaultSocket
+	// (kept in step by a test in cmd/nftpolicy).
+	DefaultCNISocket = "/run/nftpolicy/cni.sock"
 )
 
 // Log formats.
@@ -107,6 +112,10 @@ type AgentConfiguration struct {
 	// MinSyncInterval is the least time between the starts of two syncs
 	// (see DefaultMinSyncInterval).
 	MinSyncInterval metav1.Duration `json:"minSyncInterval,omitempty"`
+	// CNISocket is the unix socket on which the chained CNI plugin
+	// announces new pods' addresses; "0" disables it (new pods then wait
+	// for their status, dropped, before the agent programs them).
+	CNISocket string `json:"cniSocket,omitempty"`
 	// LogFormat is json or text.
 	LogFormat string `json:"logFormat,omitempty"`
 	// LogVerbosity is the logr verbosity: 0 logs info, 1 and up add debug.
@@ -172,6 +181,9 @@ func SetDefaults(c *AgentConfiguration) {
 	if c.DeniedTrafficLogBurst == 0 {
 		c.DeniedTrafficLogBurst = DefaultDeniedTrafficLogBurst
 	}
+	if c.CNISocket == "" {
+		c.CNISocket = DefaultCNISocket
+	}
 }
 
 // Validate returns every problem of c at once (errors.Join), or nil.
@@ -202,6 +214,9 @@ func Validate(c *AgentConfiguration) error {
 	}
 	if c.LogFormat != LogFormatJSON && c.LogFormat != LogFormatText {
 		errs = append(errs, fmt.Errorf("logFormat: must be %q or %q, not %q", LogFormatJSON, LogFormatText, c.LogFormat))
+	}
+	if c.CNISocket != DisabledBindAddress && !strings.HasPrefix(c.CNISocket, "/") {
+		errs = append(errs, fmt.Errorf("cniSocket: must be an absolute path or %q, not %q", DisabledBindAddress, c.CNISocket))
 	}
 	if c.LogVerbosity < 0 {
 		errs = append(errs, fmt.Errorf("logVerbosity: must not be negative, is %d", c.LogVerbosity))

@@ -137,6 +137,7 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 	fs.DurationVar(&resync, "resync-period", v1alpha1.DefaultResyncPeriod, "rebuild the policy state from the caches, recompile and re-sync at least this often, repairing drift in the kernel (minimum 10s)")
 	fs.DurationVar(&minSync, "min-sync-interval", v1alpha1.DefaultMinSyncInterval, "least time between the starts of two syncs; an event after a quiet period syncs at once, events within the interval share the next sync (at most 10s)")
 	fs.BoolVar(&conntrack, "conntrack-cleanup", v1alpha1.DefaultConntrackCleanup, "after each sync that may deny something new, delete the conntrack entries of connections the new ruleset denies, so that a tightened policy cuts them")
+	fs.StringVar(&flags.CNISocket, "cni-socket", v1alpha1.DefaultCNISocket, `unix socket on which the chained CNI plugin (nftpolicy-cni) announces new pods; "0" disables it`)
 	fs.StringVar(&flags.LogFormat, "log-format", v1alpha1.DefaultLogFormat, "log format: json or text")
 	fs.Int32VarP(&flags.LogVerbosity, "v", "v", 0, "log verbosity (0 info, 1 debug, higher more)")
 	fs.BoolVar(&denyLog, "denied-traffic-log", true, "log every packet a policy drops (through NFLOG, within --denied-traffic-log-rate), naming pods and policies")
@@ -175,6 +176,7 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 	set("resync-period", func() { cfg.ResyncPeriod.Duration = resync })
 	set("min-sync-interval", func() { cfg.MinSyncInterval.Duration = minSync })
 	set("conntrack-cleanup", func() { cfg.ConntrackCleanup = &conntrack })
+	set("cni-socket", func() { cfg.CNISocket = flags.CNISocket })
 	set("log-format", func() { cfg.LogFormat = flags.LogFormat })
 	set("v", func() { cfg.LogVerbosity = flags.LogVerbosity })
 	set("denied-traffic-log", func() { cfg.DeniedTrafficLog = &denyLog })
@@ -304,6 +306,7 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 		Precondition:    precondition,
 		ResyncPeriod:    cfg.ResyncPeriod.Duration,
 		MinSyncInterval: cfg.MinSyncInterval.Duration,
+		HostAddresses:   hostAddresses,
 		SyncRequests:    syncRequests,
 		Conntrack:       cleaner,
 		// Reported as nftpolicy_conntrack_netlink_available.
@@ -326,6 +329,11 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 	if denyLog != nil {
 		if err := mgr.Add(deniedTrafficReader(denyLog.Group, r.DeniedTraffic(), log)); err != nil {
 			return err
+		}
+	}
+	if cfg.CNISocket != v1alpha1.DisabledBindAddress {
+		if err := mgr.Add(&cniServer{path: cfg.CNISocket, announce: r.Announce, log: log.WithName("cni")}); err != nil {
+			return fmt.Errorf("add CNI socket: %w", err)
 		}
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nftpolicy/nftpolicy/api/v1alpha1"
+	"github.com/nftpolicy/nftpolicy/cniapi"
 	"github.com/nftpolicy/nftpolicy/nft"
 )
 
@@ -213,5 +214,12 @@ func TestGoMemoryLimit(t *testing.T) {
 				t.Errorf("goMemoryLimit = %d (container %d), want %d (container %d)", got, con, tc.want, tc.wantCon)
 			}
 		})
+	}
+}
+
+// The agent's and the plugin's default socket are one path.
+func TestCNISocketDefaultsAgree(t *testing.T) {
+	if v1alpha1.DefaultCNISocket != cniapi.DefaultSocket {
+		t.Errorf("agent listens on %s by default, the plugin connects to %s", v1alpha1.DefaultCNISocket, cniapi.DefaultSocket)
 	}
 }

@@ -54,6 +54,13 @@ var rules = []rule{
 		"github.com/google/nftables", "github.com/vishvananda/netlink", "github.com/mdlayher/netlink", module + "/nft/kernel",
 	}},
 	{pkg: "api/v1alpha1", forbidden: []string{"sigs.k8s.io/controller-runtime", "github.com/google/nftables"}},
+	// The CNI plugin runs once per pod on every node: the protocol and the
+	// plugin stay small and static, with nothing of the agent in them.
+	{pkg: "cniapi", stdlibOnly: true},
+	{pkg: "cmd/nftpolicy-cni", forbidden: []string{
+		"k8s.io/", "sigs.k8s.io/", "github.com/google/", "github.com/vishvananda/", "github.com/prometheus/",
+		module + "/controllers", module + "/policy", module + "/nft",
+	}},
 }
 
 type listedPackage struct {
@@ -84,7 +91,7 @@ func TestImportDirection(t *testing.T) {
 // dataplane (nft/nfttest), the benchmarks and their workload builders
 // (bench/, policy/synth) are for tests and measurements only.
 func TestNoProductCodeImportsTestSupport(t *testing.T) {
-	for _, pkg := range []string{"cmd/nftpolicy", "controllers", "policy", "nft", "nft/kernel", "nft/conntrack", "api/v1alpha1", "explain"} {
+	for _, pkg := range []string{"cmd/nftpolicy", "cmd/nftpolicy-cni", "cniapi", "controllers", "policy", "nft", "nft/kernel", "nft/conntrack", "api/v1alpha1", "explain"} {
 		for _, d := range goListDeps(t, module+"/"+pkg) {
 			if strings.HasPrefix(d.ImportPath, module+"/e2e") {
 				t.Errorf("%s depends on the e2e harness (%s)", pkg, d.ImportPath)
