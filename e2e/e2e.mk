@@ -21,7 +21,7 @@
 # Tools (etcd, kube-*, flanneld, CNI plugins) come from hack/build-tools.sh,
 # which prints its bin dir as the last line of stdout and caches the build.
 # The agent command is a Go text/template run by /bin/sh in each node
-# namespace; fields: {{.Node}} {{.NodeIP}} {{.Kubeconfig}} {{.NetNS}} {{.StateDir}} {{.LogDir}} {{.Index}}.
+# namespace; fields: {{.Node}} {{.NodeIP}} {{.Kubeconfig}} {{.NetNS}} {{.StateDir}} {{.LogDir}} {{.CNISocket}} {{.Index}}.
 
 E2E_BINDIR     ?= $(CURDIR)/e2e/.bin
 E2E            := $(E2E_BINDIR)/e2e
@@ -60,7 +60,8 @@ e2e-bin:
 	@mkdir -p $(E2E_BINDIR)
 	go build -o $(E2E) ./e2e/cmd/e2e
 	@if [ "$(AGENT)" = nftpolicy ]; then \
-	  if [ -d cmd/nftpolicy ]; then go build -o $(E2E_BINDIR)/nftpolicy ./cmd/nftpolicy; \
+	  if [ -d cmd/nftpolicy ]; then go build -o $(E2E_BINDIR)/nftpolicy ./cmd/nftpolicy && \
+	    CGO_ENABLED=0 go build -o $(E2E_BINDIR)/nftpolicy-cni ./cmd/nftpolicy-cni; \
 	  else echo "cmd/nftpolicy does not exist yet: use AGENT=none" >&2; exit 1; fi; fi
 
 # The tool build prints progress on stderr; the bin dir is its last stdout line.

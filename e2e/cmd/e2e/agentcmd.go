@@ -50,7 +50,10 @@ func agentTemplate(installPath, bin string) (string, error) {
 	for _, a := range expanded {
 		words = append(words, shellQuote(a))
 	}
-	words = append(words, "--kubeconfig", "{{.Kubeconfig}}")
+	// The node namespaces share one file system: each agent gets the
+	// node's own socket for the chained CNI plugin (the kubelet harness
+	// configures the plugin with the same path).
+	words = append(words, "--kubeconfig", "{{.Kubeconfig}}", "--cni-socket", "{{.CNISocket}}")
 	return strings.Join(words, " "), nil
 }
 

@@ -11,7 +11,7 @@ func TestAgentTemplate_FromInstallManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"'NODE_NAME={{.Node}}'", "'/opt/nftpolicy'", "'--node-name={{.Node}}'", "--kubeconfig {{.Kubeconfig}}"} {
+	for _, want := range []string{"'NODE_NAME={{.Node}}'", "'/opt/nftpolicy'", "'--node-name={{.Node}}'", "--kubeconfig {{.Kubeconfig}}", "--cni-socket {{.CNISocket}}"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("template %q lacks %q", got, want)
 		}

@@ -40,7 +40,7 @@ E2E_IP_FAMILY=ipv4|ipv6|dual picks the cluster's families (unset: the running cl
 commands: up, down, status, kubeconfig, run PATH..., stress, chaos, conntrack, demo, denied-log, agent-cmd --manifest F --bin B
   --state-dir  default $E2E_STATE_DIR or `+cluster.DefaultState+` (`+cluster.DefaultState+`-N for E2E_INSTANCE=N)
   --bin-dir    directory with etcd, kube-apiserver, ..., flanneld, CNI plugins (default $E2E_BIN_DIR)
-agent command template fields: {{.Node}} {{.NodeIP}} {{.Kubeconfig}} {{.NetNS}} {{.StateDir}} {{.LogDir}} {{.Index}}`)
+agent command template fields: {{.Node}} {{.NodeIP}} {{.Kubeconfig}} {{.NetNS}} {{.StateDir}} {{.LogDir}} {{.CNISocket}} {{.Index}}`)
 }
 
 func envOr(k, def string) string {

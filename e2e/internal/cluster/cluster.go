@@ -92,7 +92,7 @@ type Config struct {
 	Stack Stack
 	// AgentCmd is a text/template for the per-node agent command line, run
 	// by /bin/sh inside the node namespace; empty = no agent. Fields:
-	// {{.Node}} {{.NodeIP}} {{.Kubeconfig}} {{.NetNS}} {{.StateDir}} {{.LogDir}} {{.Index}}.
+	// {{.Node}} {{.NodeIP}} {{.Kubeconfig}} {{.NetNS}} {{.StateDir}} {{.LogDir}} {{.CNISocket}} {{.Index}}.
 	AgentCmd string
 	// AgentRBAC is a directory with the agent's ClusterRole, ClusterRoleBinding
 	// (to a ServiceAccount) and ServiceAccount, as the DaemonSet installs them.

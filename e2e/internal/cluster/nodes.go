@@ -122,7 +122,28 @@ func NFTFamily(f Family) string {
 // AgentVars are the fields of the agent command template.
 type AgentVars struct {
 	Node, NodeIP, Kubeconfig, NetNS, StateDir, LogDir string
-	Index                                             int
+	// CNISocket is the node's socket for the chained CNI plugin
+	// (Node.CNISocket): node namespaces share the host's file system, so
+	// each node's agent needs a path of its own.
+	CNISocket string
+	Index     int
+}
+
+// CNISocket is where the node's agent serves its chained CNI plugin.
+func (n Node) CNISocket() string { return filepath.Join(n.Dir, "cni.sock") }
+
+// AgentProgram is the path of the program an agent command template runs:
+// its first word that is neither env nor an assignment, unquoted; "" when
+// there is none.
+func AgentProgram(agentCmd string) string {
+	for _, f := range strings.Fields(agentCmd) {
+		f = strings.Trim(f, `'"`)
+		if f == "env" || strings.Contains(f, "=") {
+			continue
+		}
+		return f
+	}
+	return ""
 }
 
 // agentMarker is the program name the agent process will show once the
@@ -150,7 +171,7 @@ func (c *Config) startAgents(ctx context.Context, s *State) error {
 	for _, n := range s.Nodes {
 		var buf bytes.Buffer
 		if err := tmpl.Execute(&buf, AgentVars{Node: n.Name, NodeIP: n.IP, Kubeconfig: filepath.Join(n.Dir, "agent.kubeconfig"),
-			NetNS: n.NetNS, StateDir: n.Dir, LogDir: c.LogDir(), Index: n.Index}); err != nil {
+			NetNS: n.NetNS, StateDir: n.Dir, LogDir: c.LogDir(), CNISocket: n.CNISocket(), Index: n.Index}); err != nil {
 			return fmt.Errorf("--agent-cmd: %w", err)
 		}
 		line := buf.String()

@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -162,6 +163,9 @@ type Pod struct {
 	ClusterIPs []string
 
 	pending *corev1.Pod // the Pod object as created, while Spec.Pending
+	// CNIAdd is how long the CNI chain's ADD took (with nftpolicy-cni:
+	// including the wait for the agent).
+	CNIAdd time.Duration
 }
 
 // Kubelet creates and deletes pods on the cluster's nodes.
@@ -170,6 +174,11 @@ type Kubelet struct {
 	State *cluster.State
 	CS    kubernetes.Interface
 	Exe   string // this binary, for the podserver
+
+	// ChainPlugin is the path of nftpolicy-cni when the cluster runs our
+	// agent (it is built beside the agent binary): the conflists chain it
+	// after flannel, as config/ installs it. Empty: flannel alone.
+	ChainPlugin string
 
 	mu   sync.Mutex
 	run  string // distinguishes pod IDs of different runner processes
@@ -185,8 +194,15 @@ func New(cfg *cluster.Config, st *cluster.State, cs kubernetes.Interface) (*Kube
 		return nil, err
 	}
 	k := &Kubelet{Cfg: cfg, State: st, CS: cs, Exe: exe, load: map[string]int{}, run: fmt.Sprintf("%04x", rand.IntN(0x10000))}
+	if prog := cluster.AgentProgram(st.AgentCmd); filepath.Base(prog) == "nftpolicy" {
+		plugin := filepath.Join(filepath.Dir(prog), chainPluginType)
+		if _, err := os.Stat(plugin); err != nil {
+			return nil, fmt.Errorf("the agent is nftpolicy but its CNI plugin is missing (make e2e-bin builds it): %w", err)
+		}
+		k.ChainPlugin = plugin
+	}
 	for _, n := range st.Nodes {
-		if err := os.WriteFile(k.cniConf(n), []byte(cniConfig(n)), 0o644); err != nil {
+		if err := os.WriteFile(k.cniConf(n), []byte(k.cniConfList(n)), 0o644); err != nil {
 			return nil, err
 		}
 	}
@@ -194,20 +210,91 @@ func New(cfg *cluster.Config, st *cluster.State, cs kubernetes.Interface) (*Kube
 }
 
 func (k *Kubelet) podDir() string                { return filepath.Join(k.Cfg.StateDir, "pods") }
-func (k *Kubelet) cniConf(n cluster.Node) string { return filepath.Join(n.Dir, "cni.conf") }
+func (k *Kubelet) cniConf(n cluster.Node) string { return filepath.Join(n.Dir, "cni.conflist") }
 
-func cniConfig(n cluster.Node) string {
-	c := map[string]any{
-		"cniVersion": "0.3.1",
-		"name":       "e2e-" + n.Name,
+// chainPluginType is our chained plugin's CNI type (and binary name).
+const chainPluginType = "nftpolicy-cni"
+
+// cniConfList is the node's network configuration list: flannel, then, with
+// our agent, nftpolicy-cni talking to the node's agent socket.
+func (k *Kubelet) cniConfList(n cluster.Node) string {
+	plugins := []map[string]any{{
 		"type":       "flannel",
 		"subnetFile": filepath.Join(n.Dir, "subnet.env"),
 		"dataDir":    filepath.Join(n.Dir, "cni-flannel"),
 		"ipam":       map[string]any{"dataDir": filepath.Join(n.Dir, "cni-ipam")},
 		"delegate":   map[string]any{"ipMasq": false, "hairpinMode": true, "isDefaultGateway": true},
+	}}
+	if k.ChainPlugin != "" {
+		plugins = append(plugins, map[string]any{"type": chainPluginType, "socketPath": n.CNISocket(), "timeout": ChainPluginTimeout.String()})
 	}
-	b, _ := json.Marshal(c)
+	b, _ := json.Marshal(map[string]any{"cniVersion": "0.3.1", "name": "e2e-" + n.Name, "plugins": plugins})
 	return string(b)
+}
+
+// ChainPluginTimeout is how long nftpolicy-cni waits for the agent.
+const ChainPluginTimeout = 3 * time.Second
+
+// cniChain runs the node's conflist for command as a container runtime
+// does (libcni): ADD through the plugins in order, each after the first
+// getting the previous result as prevResult, the last result being the
+// pod's; DEL in reverse order.
+// ips, if any, go to the flannel plugin as runtimeConfig.ips.
+func (k *Kubelet) cniChain(ctx context.Context, n cluster.Node, command, id, netnsName, args string, ips []netip.Addr) ([]byte, error) {
+	raw, err := os.ReadFile(k.cniConf(n))
+	if err != nil {
+		return nil, err
+	}
+	var list struct {
+		CNIVersion string                       `json:"cniVersion"`
+		Name       string                       `json:"name"`
+		Plugins    []map[string]json.RawMessage `json:"plugins"`
+	}
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, fmt.Errorf("%s: %w", k.cniConf(n), err)
+	}
+	plugins := list.Plugins
+	if command == "DEL" {
+		plugins = slices.Clone(plugins)
+		slices.Reverse(plugins)
+	}
+	var prev json.RawMessage
+	for _, conf := range plugins {
+		var typ string
+		if err := json.Unmarshal(conf["type"], &typ); err != nil {
+			return nil, fmt.Errorf("%s: plugin type: %w", k.cniConf(n), err)
+		}
+		conf = maps.Clone(conf)
+		conf["cniVersion"], _ = json.Marshal(list.CNIVersion)
+		conf["name"], _ = json.Marshal(list.Name)
+		if prev != nil {
+			conf["prevResult"] = prev
+		}
+		if len(ips) > 0 && typ == "flannel" {
+			var strs []string
+			for _, ip := range ips {
+				strs = append(strs, ip.String())
+			}
+			conf["runtimeConfig"], _ = json.Marshal(map[string]any{"ips": strs})
+		}
+		stdin, _ := json.Marshal(conf)
+		out, err := k.cni(ctx, n, k.pluginPath(typ), command, id, netnsName, "eth0", string(stdin), args)
+		if err != nil {
+			return nil, err
+		}
+		if command == "ADD" {
+			prev = out
+		}
+	}
+	return prev, nil
+}
+
+// pluginPath is the binary of a CNI plugin type.
+func (k *Kubelet) pluginPath(typ string) string {
+	if typ == chainPluginType && k.ChainPlugin != "" {
+		return k.ChainPlugin
+	}
+	return filepath.Join(k.State.BinDir, typ)
 }
 
 var unsafeChars = regexp.MustCompile(`[^a-z0-9-]+`)
@@ -265,14 +352,10 @@ type cniResult struct {
 	} `json:"ips"`
 }
 
-func (k *Kubelet) cni(ctx context.Context, n cluster.Node, command, id, netnsName, ifname, conf, args string) ([]byte, error) {
+func (k *Kubelet) cni(ctx context.Context, n cluster.Node, plugin, command, id, netnsName, ifname, conf, args string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	plugin := "flannel"
-	if ifname == "lo" {
-		plugin = "loopback"
-	}
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", n.NetNS, filepath.Join(k.State.BinDir, plugin))
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", n.NetNS, plugin)
 	cmd.Env = []string{
 		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
 		"CNI_COMMAND=" + command, "CNI_CONTAINERID=" + id, "CNI_NETNS=/run/netns/" + netnsName,
@@ -282,7 +365,10 @@ func (k *Kubelet) cni(ctx context.Context, n cluster.Node, command, id, netnsNam
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("CNI %s %s on %s: %w: %s %s", command, plugin, n.Name, err, out.String(), stderr.String())
+		return nil, fmt.Errorf("CNI %s %s on %s: %w: %s %s", command, filepath.Base(plugin), n.Name, err, out.String(), stderr.String())
+	}
+	if stderr.Len() > 0 && k.Cfg.Log != nil {
+		k.Cfg.Log("CNI %s %s on %s: %s", command, filepath.Base(plugin), n.Name, strings.TrimSpace(stderr.String()))
 	}
 	return out.Bytes(), nil
 }
@@ -317,10 +403,16 @@ func (k *Kubelet) CreatePod(ctx context.Context, spec PodSpec) (_ *Pod, err erro
 		}
 		return p, k.createObjects(ctx, p)
 	}
+	// As the kubelet does: the Pod object exists, without addresses,
+	// before the CNI runs, so that the chained plugin's agent can find it.
+	created, err := k.createPod(ctx, p)
+	if err != nil {
+		return nil, err
+	}
 	if out, err := exec.Command("ip", "netns", "add", p.NetNS).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("ip netns add %s: %w: %s", p.NetNS, err, out)
 	}
-	if _, err := k.cni(ctx, node, "ADD", id, p.NetNS, "lo", `{"cniVersion":"0.3.1","name":"lo","type":"loopback"}`, ""); err != nil {
+	if _, err := k.cni(ctx, node, filepath.Join(k.State.BinDir, "loopback"), "ADD", id, p.NetNS, "lo", `{"cniVersion":"0.3.1","name":"lo","type":"loopback"}`, ""); err != nil {
 		return nil, err
 	}
 	args := "IgnoreUnknown=1;K8S_POD_NAMESPACE=" + spec.Namespace + ";K8S_POD_NAME=" + spec.Name
@@ -328,22 +420,15 @@ func (k *Kubelet) CreatePod(ctx context.Context, spec PodSpec) (_ *Pod, err erro
 	if err != nil {
 		return nil, err
 	}
-	conf, err := os.ReadFile(k.cniConf(node))
+	cniStart := time.Now()
+	// host-local takes one requested address per range set from the
+	// runtime configuration ("ips", which the flannel plugin hands to its
+	// delegate); CNI_ARGS IP= would take only one.
+	out, err := k.cniChain(ctx, node, "ADD", id, p.NetNS, args, want)
 	if err != nil {
 		return nil, err
 	}
-	if len(want) > 0 {
-		// host-local takes one requested address per range set from the
-		// runtime configuration ("ips", which the flannel plugin hands to
-		// its delegate); CNI_ARGS IP= would take only one.
-		if conf, err = withRuntimeIPs(conf, want); err != nil {
-			return nil, err
-		}
-	}
-	out, err := k.cni(ctx, node, "ADD", id, p.NetNS, "eth0", string(conf), args)
-	if err != nil {
-		return nil, err
-	}
+	p.CNIAdd = time.Since(cniStart)
 	var res cniResult
 	if err := json.Unmarshal(out, &res); err != nil || len(res.IPs) == 0 {
 		return nil, fmt.Errorf("CNI result without IP: %s", out)
@@ -369,24 +454,10 @@ func (k *Kubelet) CreatePod(ctx context.Context, spec PodSpec) (_ *Pod, err erro
 	if err := k.startServer(ctx, p); err != nil {
 		return nil, err
 	}
-	if err := k.createObjects(ctx, p); err != nil {
+	if err := k.finishObjects(ctx, p, created); err != nil {
 		return nil, err
 	}
 	return p, nil
-}
-
-// withRuntimeIPs adds runtimeConfig.ips to a CNI network configuration.
-func withRuntimeIPs(conf []byte, ips []netip.Addr) ([]byte, error) {
-	var m map[string]any
-	if err := json.Unmarshal(conf, &m); err != nil {
-		return nil, fmt.Errorf("CNI configuration: %w", err)
-	}
-	var s []string
-	for _, ip := range ips {
-		s = append(s, ip.String())
-	}
-	m["runtimeConfig"] = map[string]any{"ips": s}
-	return json.Marshal(m)
 }
 
 func (k *Kubelet) startServer(ctx context.Context, p *Pod) error {
@@ -444,6 +515,15 @@ func (k *Kubelet) serve(p *Pod) error {
 // createObjects creates the Pod object, then (unless p.Spec.Pending) sets it
 // Running and creates its Service.
 func (k *Kubelet) createObjects(ctx context.Context, p *Pod) error {
+	created, err := k.createPod(ctx, p)
+	if err != nil {
+		return err
+	}
+	return k.finishObjects(ctx, p, created)
+}
+
+// createPod creates the Pod object, bound to p's node, with no status.
+func (k *Kubelet) createPod(ctx context.Context, p *Pod) (*corev1.Pod, error) {
 	var ports []corev1.ContainerPort
 	for _, s := range p.Spec.Servers {
 		ports = append(ports, corev1.ContainerPort{Name: s.PortName(), ContainerPort: s.Port, Protocol: corev1.Protocol(s.Protocol)})
@@ -464,8 +544,14 @@ func (k *Kubelet) createObjects(ctx context.Context, p *Pod) error {
 	}
 	created, err := k.CS.CoreV1().Pods(p.Spec.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
-		return fmt.Errorf("create pod %s: %w", p.Spec.Key(), err)
+		return nil, fmt.Errorf("create pod %s: %w", p.Spec.Key(), err)
 	}
+	return created, nil
+}
+
+// finishObjects is the rest of createObjects after the Pod object exists:
+// unless p.Spec.Pending, it sets the pod Running and creates its Service.
+func (k *Kubelet) finishObjects(ctx context.Context, p *Pod, created *corev1.Pod) error {
 	if p.Spec.Pending {
 		p.pending = created
 		return nil
@@ -702,8 +788,8 @@ func (k *Kubelet) DeletePod(ctx context.Context, p *Pod) error {
 		return errors.Join(errs...) // the namespace is the node's
 	}
 	if _, err := os.Stat("/run/netns/" + p.NetNS); err == nil {
-		conf, _ := os.ReadFile(k.cniConf(p.Node))
-		if _, err := k.cni(ctx, p.Node, "DEL", p.ID, p.NetNS, "eth0", string(conf), "IgnoreUnknown=1"); err != nil {
+		args := "IgnoreUnknown=1;K8S_POD_NAMESPACE=" + p.Spec.Namespace + ";K8S_POD_NAME=" + p.Spec.Name
+		if _, err := k.cniChain(ctx, p.Node, "DEL", p.ID, p.NetNS, args, nil); err != nil {
 			errs = append(errs, err)
 			// host-local would keep the addresses reserved.
 			for _, ip := range p.addrs() {
