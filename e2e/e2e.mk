@@ -53,7 +53,7 @@ STRESS_TRANSITIONS  ?= 40
 STRESS_SEED         ?= 0
 STRESS_SHORT_FLAGS  := STRESS_PAIR_RUNS=2 STRESS_TRANSITIONS=10
 
-.PHONY: e2e-bin e2e-tools up down e2e e2e-status demo e2e-test e2e-families stress stress-short chaos chaos-short conntrack-check denied-log
+.PHONY: e2e-bin e2e-tools up down e2e e2e-status demo e2e-test e2e-families stress stress-short chaos chaos-short conntrack-check denied-log firstpacket
 
 # Our own binaries: the harness, and the agent when AGENT=nftpolicy.
 e2e-bin:
@@ -130,15 +130,18 @@ conntrack-check: e2e-bin e2e-tools
 denied-log: e2e-bin e2e-tools
 	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" denied-log --nodes $(E2E_NODES) $(E2E_AGENT_FLAG)
 
+# The first-packet check (issue 12 §1): new pods under default deny probed
+# from before they have an address, with the agent running and frozen.
+firstpacket: e2e-bin e2e-tools ## a new pod is isolated from its first packet; pod creation survives a frozen agent
+	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" firstpacket --nodes $(E2E_NODES) $(E2E_AGENT_FLAG)
+
 # `make test` runs the whole corpus with our agent, then the short stress
-# and chaos runs, the conntrack check and the denied-traffic log check.
-# and chaos runs.
-# `make test` runs the whole corpus with our agent, then the short stress
-# and chaos runs, the conntrack and denied-log checks, in dual stack (every cell over IPv4 and over IPv6: the strongest
-# single mode); `make e2e-families` runs the corpus in the two others.
+# and chaos runs, the conntrack, denied-log and first-packet checks, in dual
+# stack (every cell over IPv4 and over IPv6: the strongest single mode);
+# `make e2e-families` runs the corpus in the two others.
 E2E_TEST_IP_FAMILY ?= dual
 e2e-test::
-	$(MAKE) e2e stress-short chaos-short conntrack-check denied-log E2E_IP_FAMILY=$(E2E_TEST_IP_FAMILY)
+	$(MAKE) e2e stress-short chaos-short conntrack-check denied-log firstpacket E2E_IP_FAMILY=$(E2E_TEST_IP_FAMILY)
 
 e2e-families: ## the corpus in ipv4, then in ipv6 (make test runs dual)
 	$(MAKE) e2e E2E_IP_FAMILY=ipv4

@@ -37,7 +37,7 @@ func main() { os.Exit(run()) }
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage: e2e [--state-dir DIR] [--bin-dir DIR] COMMAND [flags]
 E2E_IP_FAMILY=ipv4|ipv6|dual picks the cluster's families (unset: the running cluster's, else ipv4)
-commands: up, down, status, kubeconfig, run PATH..., stress, chaos, conntrack, demo, denied-log, agent-cmd --manifest F --bin B
+commands: up, down, status, kubeconfig, run PATH..., stress, chaos, conntrack, firstpacket, demo, denied-log, agent-cmd --manifest F --bin B
   --state-dir  default $E2E_STATE_DIR or `+cluster.DefaultState+` (`+cluster.DefaultState+`-N for E2E_INSTANCE=N)
   --bin-dir    directory with etcd, kube-apiserver, ..., flanneld, CNI plugins (default $E2E_BIN_DIR)
 agent command template fields: {{.Node}} {{.NodeIP}} {{.Kubeconfig}} {{.NetNS}} {{.StateDir}} {{.LogDir}} {{.CNISocket}} {{.Index}}`)
@@ -148,19 +148,20 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"podserver":  {local: podserverCmd},
-	"relay":      {local: relayCmd},
-	"down":       {local: downCmd},
-	"status":     {local: statusCmd},
-	"agent-cmd":  {local: agentCmd},
-	"kubeconfig": {local: kubeconfigCmd},
-	"up":         {onCluster: upCmd},
-	"run":        {onCluster: runCmd},
-	"stress":     {onCluster: stressCmd},
-	"chaos":      {onCluster: chaosCmd},
-	"conntrack":  {onCluster: conntrackCmd},
-	"demo":       {onCluster: demoCmd},
-	"denied-log": {onCluster: deniedLogCmd},
+	"podserver":   {local: podserverCmd},
+	"relay":       {local: relayCmd},
+	"down":        {local: downCmd},
+	"status":      {local: statusCmd},
+	"agent-cmd":   {local: agentCmd},
+	"kubeconfig":  {local: kubeconfigCmd},
+	"up":          {onCluster: upCmd},
+	"run":         {onCluster: runCmd},
+	"stress":      {onCluster: stressCmd},
+	"chaos":       {onCluster: chaosCmd},
+	"conntrack":   {onCluster: conntrackCmd},
+	"firstpacket": {onCluster: firstPacketCmd},
+	"demo":        {onCluster: demoCmd},
+	"denied-log":  {onCluster: deniedLogCmd},
 }
 
 func run() int {
@@ -316,6 +317,28 @@ func runCmd(ctx context.Context, e *env, f *clusterFlags, st *cluster.State) int
 	if failed > 0 {
 		return 1
 	}
+	return 0
+}
+
+// firstPacketCmd runs the first-packet check (runner.FirstPacket).
+func firstPacketCmd(ctx context.Context, e *env, f *clusterFlags, st *cluster.State) int {
+	r, err := runner.New(ctx, e.cfg, st, os.Stdout, runner.Options{Converge: *f.converge, ProbeTimeout: *f.probeTimeout, Parallel: *f.parallel, Verbose: *f.verbose})
+	if err != nil {
+		return e.fail(err)
+	}
+	start := time.Now()
+	ok, err := r.FirstPacket(ctx, runner.FirstPacketOptions{})
+	if cerr := r.Cleanup(context.Background()); cerr != nil {
+		fmt.Printf("cleanup: %v\n", cerr)
+	}
+	if err != nil {
+		return e.fail(err)
+	}
+	if !ok {
+		fmt.Printf("FAIL first-packet (%.1fs)\n", time.Since(start).Seconds())
+		return 1
+	}
+	fmt.Printf("PASS first-packet (%.1fs)\n", time.Since(start).Seconds())
 	return 0
 }
 

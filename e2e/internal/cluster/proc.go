@@ -123,6 +123,19 @@ func (c *Config) Alive(name string) bool {
 	return ok
 }
 
+// Signal sends sig to the process recorded as name (SIGSTOP and SIGCONT
+// freeze and thaw an agent without it noticing).
+func (c *Config) Signal(name string, sig syscall.Signal) error {
+	pid, ok := c.readPid(name)
+	if !ok {
+		return fmt.Errorf("process %s is not running", name)
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
+		return fmt.Errorf("signal %v to %s (pid %d): %w", sig, name, pid, err)
+	}
+	return nil
+}
+
 // Stop kills the process recorded as name (SIGTERM, then SIGKILL after a
 // bounded wait) and removes its pid file.
 func (c *Config) Stop(name string) error {

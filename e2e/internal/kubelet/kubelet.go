@@ -179,6 +179,10 @@ type Kubelet struct {
 	// agent (it is built beside the agent binary): the conflists chain it
 	// after flannel, as config/ installs it. Empty: flannel alone.
 	ChainPlugin string
+	// BeforeCNI, if set, is called with each pod once its network
+	// namespace exists and before the CNI ADD gives it an address (the
+	// first-packet check starts probing from inside it there).
+	BeforeCNI func(*Pod)
 
 	mu   sync.Mutex
 	run  string // distinguishes pod IDs of different runner processes
@@ -411,6 +415,9 @@ func (k *Kubelet) CreatePod(ctx context.Context, spec PodSpec) (_ *Pod, err erro
 	}
 	if out, err := exec.Command("ip", "netns", "add", p.NetNS).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("ip netns add %s: %w: %s", p.NetNS, err, out)
+	}
+	if k.BeforeCNI != nil {
+		k.BeforeCNI(p)
 	}
 	if _, err := k.cni(ctx, node, filepath.Join(k.State.BinDir, "loopback"), "ADD", id, p.NetNS, "lo", `{"cniVersion":"0.3.1","name":"lo","type":"loopback"}`, ""); err != nil {
 		return nil, err
