@@ -20,7 +20,7 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /nftpolicy ./cmd/nftpolicy
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o / ./cmd/nftpolicy ./cmd/nftpolicy-cni
 
 # Runtime: distroless static = CA certificates, tzdata, /etc/passwd, nothing
 # else (no shell, no package manager, no libc). The static binary needs none
@@ -45,5 +45,8 @@ LABEL org.opencontainers.image.title="nftpolicy" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}"
 COPY --from=build /nftpolicy /nftpolicy
+# The chained CNI plugin; the DaemonSet's install-cni init container copies
+# it onto the node.
+COPY --from=build /nftpolicy-cni /nftpolicy-cni
 USER 0:0
 ENTRYPOINT ["/nftpolicy"]

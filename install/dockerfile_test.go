@@ -12,7 +12,7 @@ import (
 // dockerBuild is the build stage's RUN line, verbatim. The Dockerfile must
 // say exactly this, and TestDockerfile_BuildCommand runs it: our machines
 // have no container engine, so this is how CI proves the image's build.
-const dockerBuild = `CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /nftpolicy ./cmd/nftpolicy`
+const dockerBuild = `CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o / ./cmd/nftpolicy ./cmd/nftpolicy-cni`
 
 // TestDockerfile_BuildCommand checks that the Dockerfile builds with
 // dockerBuild and runs that command (output redirected to a temporary
@@ -40,9 +40,10 @@ func TestDockerfile_BuildCommand(t *testing.T) {
 	if testing.Short() && os.Getenv("CI") == "" {
 		t.Skip("-short: not building the agent")
 	}
-	out := filepath.Join(t.TempDir(), "nftpolicy")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "nftpolicy")
 	const version = "v0.0.0-installtest"
-	cmd := exec.Command("/bin/sh", "-c", strings.Replace(dockerBuild, "-o /nftpolicy ", "-o "+out+" ", 1))
+	cmd := exec.Command("/bin/sh", "-c", strings.Replace(dockerBuild, "-o / ", "-o "+dir+"/ ", 1))
 	cmd.Dir = root
 	// The build stage's environment: VERSION from the build arg, no GOOS/
 	// GOARCH (native), module mode read-only.
@@ -57,8 +58,17 @@ func TestDockerfile_BuildCommand(t *testing.T) {
 	if !bytes.Contains(bin, []byte(version)) {
 		t.Errorf("the binary does not contain %q: cmd/nftpolicy has no `var version` for -X main.version", version)
 	}
-	if bytes.Contains(bin, []byte("/lib64/ld-linux")) || bytes.Contains(bin, []byte("/lib/ld-linux")) {
-		t.Error("the binary names a dynamic loader: not static")
+	for _, name := range []string{"nftpolicy", "nftpolicy-cni"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatalf("the build made no %s: %v", name, err)
+		}
+		if bytes.Contains(b, []byte("/lib64/ld-linux")) || bytes.Contains(b, []byte("/lib/ld-linux")) {
+			t.Errorf("%s names a dynamic loader: not static", name)
+		}
+	}
+	if !strings.Contains(string(df), "COPY --from=build /nftpolicy-cni /nftpolicy-cni") {
+		t.Error("Dockerfile: the image must ship /nftpolicy-cni (the install-cni init container copies it)")
 	}
 
 	// Every flag the DaemonSet passes must exist.

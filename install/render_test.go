@@ -4,6 +4,7 @@ package install
 
 import (
 	"bytes"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,18 +107,47 @@ func TestInstallYAML_LeastPrivilege(t *testing.T) {
 	case !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || !slices.Equal(sc.Capabilities.Add, []corev1.Capability{"NET_ADMIN"}):
 		t.Errorf("agent capabilities: drop %v add %v, want drop [ALL] add [NET_ADMIN]", sc.Capabilities.Drop, sc.Capabilities.Add)
 	}
-	for _, v := range agent.VolumeMounts {
-		t.Errorf("agent mounts %s: it needs no volume", v.MountPath)
+	// The agent mounts one directory of the node: the one holding the CNI
+	// plugin's socket.
+	if len(agent.VolumeMounts) != 1 || agent.VolumeMounts[0].MountPath != "/run/nftpolicy" || agent.VolumeMounts[0].ReadOnly {
+		t.Errorf("agent volume mounts %+v: want only /run/nftpolicy (its CNI socket)", agent.VolumeMounts)
 	}
-	// The one privileged container writes two sysctls and exits.
-	if len(spec.InitContainers) != 1 {
-		t.Fatalf("init containers: want only bridge-netfilter, got %d", len(spec.InitContainers))
+	// The one privileged container writes two sysctls and exits; the
+	// other init container installs the CNI plugin, unprivileged.
+	if len(spec.InitContainers) != 2 {
+		t.Fatalf("init containers: want bridge-netfilter and install-cni, got %d", len(spec.InitContainers))
 	}
 	if ic := spec.InitContainers[0]; ic.Name != "bridge-netfilter" || len(ic.VolumeMounts) != 0 || len(ic.Ports) != 0 {
 		t.Errorf("init container %q: must be bridge-netfilter, with no volumes or ports", ic.Name)
 	}
-	if spec.Volumes != nil {
-		t.Errorf("volumes: %+v, want none (no hostPath)", spec.Volumes)
+	ic := spec.InitContainers[1]
+	icsc := ic.SecurityContext
+	var mounts []string
+	for _, m := range ic.VolumeMounts {
+		mounts = append(mounts, m.MountPath)
+	}
+	switch {
+	case ic.Name != "install-cni" || len(ic.Ports) != 0:
+		t.Errorf("second init container %q: want install-cni without ports", ic.Name)
+	case !slices.Equal(mounts, []string{"/host/opt/cni/bin", "/host/etc/cni/net.d"}):
+		t.Errorf("install-cni mounts %v: want the CNI binary and configuration directories only", mounts)
+	case icsc == nil || icsc.Privileged == nil || *icsc.Privileged || icsc.AllowPrivilegeEscalation == nil || *icsc.AllowPrivilegeEscalation:
+		t.Error("install-cni must be unprivileged without privilege escalation")
+	case icsc.ReadOnlyRootFilesystem == nil || !*icsc.ReadOnlyRootFilesystem:
+		t.Error("install-cni must set readOnlyRootFilesystem: true")
+	case icsc.Capabilities == nil || !slices.Equal(icsc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(icsc.Capabilities.Add) != 0:
+		t.Errorf("install-cni capabilities %+v: want drop [ALL], add none", icsc.Capabilities)
+	}
+	hostPaths := map[string]string{}
+	for _, v := range spec.Volumes {
+		if v.HostPath == nil {
+			t.Errorf("volume %s is not a hostPath", v.Name)
+			continue
+		}
+		hostPaths[v.Name] = v.HostPath.Path
+	}
+	if want := map[string]string{"cni-bin": "/opt/cni/bin", "cni-conf": "/etc/cni/net.d", "cni-socket": "/run/nftpolicy"}; !maps.Equal(hostPaths, want) {
+		t.Errorf("volumes %v, want exactly %v", hostPaths, want)
 	}
 
 	cr := typed[*rbacv1.ClusterRole](t, objs, "ClusterRole", "nftpolicy-agent")

@@ -91,6 +91,8 @@ func runArgs(args []string, getenv func(string) string, readFile func(string) ([
 			return runCleanup(args[1:], stderr)
 		case "explain":
 			return runExplain(context.Background(), "nftpolicy", args[1:], getenv, stdout, stderr)
+		case "install-cni":
+			return runInstallCNI(args[1:], stdout, stderr)
 		}
 	}
 	cfg, err := parseConfig(args, getenv, readFile, stderr)
@@ -148,7 +150,7 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q (subcommands: cleanup, explain, version)", fs.Args())
+		return nil, fmt.Errorf("unexpected arguments %q (subcommands: cleanup, explain, install-cni, version)", fs.Args())
 	}
 
 	cfg := &v1alpha1.AgentConfiguration{}

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -135,7 +136,40 @@ func (r *Runner) apiSnapshot(ctx context.Context) (*policy.Snapshot, error) {
 	for i := range nps.Items {
 		snap.Policies = append(snap.Policies, &nps.Items[i])
 	}
+	nodes, err := r.CS.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	for i := range nodes.Items {
+		snap.Nodes = append(snap.Nodes, controllers.PolicyNode(&nodes.Items[i]))
+	}
 	return snap, nil
+}
+
+// hostAddrsIn lists the addresses of the interfaces of network namespace
+// netns, as the agent there reads its host addresses.
+func hostAddrsIn(ctx context.Context, netns string) ([]netip.Addr, error) {
+	out, err := exec.CommandContext(ctx, "ip", "-j", "-n", netns, "addr", "show").Output()
+	if err != nil {
+		return nil, fmt.Errorf("ip -n %s addr: %w", netns, err)
+	}
+	var links []struct {
+		AddrInfo []struct {
+			Local string `json:"local"`
+		} `json:"addr_info"`
+	}
+	if err := json.Unmarshal(out, &links); err != nil {
+		return nil, fmt.Errorf("ip -n %s addr: %w", netns, err)
+	}
+	var addrs []netip.Addr
+	for _, l := range links {
+		for _, a := range l.AddrInfo {
+			if ip, err := netip.ParseAddr(a.Local); err == nil {
+				addrs = append(addrs, ip)
+			}
+		}
+	}
+	return addrs, nil
 }
 
 // waitTable polls node's live table every poll until it equals
@@ -145,13 +179,20 @@ func (r *Runner) apiSnapshot(ctx context.Context) (*policy.Snapshot, error) {
 func (r *Runner) waitTable(ctx context.Context, snap *policy.Snapshot, node, netns string, bound, poll time.Duration) (time.Duration, string) {
 	one := *snap
 	one.NodeName = node
-	c := policy.NewNodeCompiler(node)
-	c.SetDenyLog(agentDenyLog)
-	c.LoadSnapshot(&one)
-	rs, _ := c.Compile()
-	want := nft.CanonicalListing(rs.Dump())
 	start := time.Now()
 	for {
+		// The node's own addresses may change (cni0 comes with its
+		// first pod), so they are read with each attempt.
+		host, herr := hostAddrsIn(ctx, netns)
+		if herr != nil {
+			return time.Since(start), "      " + herr.Error()
+		}
+		one.HostAddresses = host
+		c := policy.NewNodeCompiler(node)
+		c.SetDenyLog(agentDenyLog)
+		c.LoadSnapshot(&one)
+		rs, _ := c.Compile()
+		want := nft.CanonicalListing(rs.Dump())
 		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", netns, "nft", "list", "table", "inet", nft.TableName).CombinedOutput()
 		got := string(out)
 		if err == nil {
