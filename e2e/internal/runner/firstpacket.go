@@ -49,6 +49,10 @@ const (
 	fpMaxProbes = 5000
 )
 
+// fpTotals add up the probe loops of one condition (agent running or
+// frozen) for the summary.
+type fpTotals struct{ loops, probes, connected int }
+
 // probeTally counts one probe loop's results.
 type probeTally struct {
 	mu                       sync.Mutex
@@ -132,8 +136,15 @@ func (r *Runner) FirstPacket(ctx context.Context, opt FirstPacketOptions) (ok bo
 
 	ok = true
 	var created []*kubelet.Pod
+	var running, frozen fpTotals
+	defer func() {
+		if err == nil {
+			fmt.Fprintf(r.Out, "first-packet: agent running: %d probe loops, %d probes, %d connected; agent frozen: %d loops, %d probes, %d connected\n",
+				running.loops, running.probes, running.connected, frozen.loops, frozen.probes, frozen.connected)
+		}
+	}()
 	for i, n := range r.State.Nodes {
-		p, good, err := r.firstPacketPod(ctx, opt, n, peers, servers, fmt.Sprintf("new-%d", i+1), 200+i, false)
+		p, good, err := r.firstPacketPod(ctx, opt, n, peers, servers, fmt.Sprintf("new-%d", i+1), 200+i, false, &running)
 		if err != nil {
 			return false, err
 		}
@@ -142,7 +153,7 @@ func (r *Runner) FirstPacket(ctx context.Context, opt FirstPacketOptions) (ok bo
 	}
 	// The agent frozen (SIGSTOP, the worst case: its socket accepts, but
 	// nothing answers) on the first node.
-	p, good, err := r.firstPacketPod(ctx, opt, r.State.Nodes[0], peers, servers, "agent-stopped", 210, true)
+	p, good, err := r.firstPacketPod(ctx, opt, r.State.Nodes[0], peers, servers, "agent-stopped", 210, true, &frozen)
 	if err != nil {
 		return false, err
 	}
@@ -182,7 +193,7 @@ func (r *Runner) FirstPacket(ctx context.Context, opt FirstPacketOptions) (ok bo
 // servers are up has passed (then it is marked Running). With frozen, the
 // node's agent is stopped around the creation.
 func (r *Runner) firstPacketPod(ctx context.Context, opt FirstPacketOptions, n cluster.Node, peers map[string]*kubelet.Pod,
-	servers []kubelet.Server, name string, host int, frozen bool) (*kubelet.Pod, bool, error) {
+	servers []kubelet.Server, name string, host int, frozen bool, totals *fpTotals) (*kubelet.Pod, bool, error) {
 	ip := netip.MustParseAddr(hostInCIDR(n.PodCIDR, host))
 	other := peers[otherNode(r.State.Nodes, n.Name)]
 	var tallies []*probeTally
@@ -264,6 +275,9 @@ func (r *Runner) firstPacketPod(ctx context.Context, opt FirstPacketOptions, n c
 	}
 	for _, t := range tallies {
 		fmt.Fprintf(r.Out, "    %s\n", t)
+		totals.loops++
+		totals.probes += t.sent - t.noRoute
+		totals.connected += t.connected
 		if t.sent-t.noRoute == 0 {
 			ok = false
 			fmt.Fprintf(r.Out, "FAIL first-packet: %s never probed the pod's address\n", t.name)
