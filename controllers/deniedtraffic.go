@@ -42,9 +42,14 @@ type DeniedConnection struct {
 	// no pod's (a node, or outside the cluster).
 	SrcPod, DstPod string
 	// Policies are the NetworkPolicies isolating the dropping pod in
-	// Direction, none of which admitted the packet, sorted by name.
+	// Direction, none of which admitted the packet, sorted by name; for a
+	// ClusterNetworkPolicy Deny, that one policy.
 	Policies []string
-	// Chain is the chain that dropped, as the log prefix names it.
+	// Rule is the ClusterNetworkPolicy rule that denied (its name, or
+	// "ingress[i]"/"egress[i]"); empty for an allow-list drop.
+	Rule string
+	// Chain is the chain that dropped, as the log prefix names it; empty
+	// for a ClusterNetworkPolicy Deny.
 	Chain string
 }
 
@@ -70,6 +75,12 @@ func (d *DeniedTraffic) Resolve(ctx context.Context, p nft.LoggedPacket) (c Deni
 	if dst != nil {
 		c.DstPod = dst.Key()
 	}
+	if dec.Verdict == "deny" {
+		// The prefix names the policy and rule that decided: nothing to
+		// look up.
+		c.Policies, c.Rule = []string{dec.Policy}, dec.Rule
+		return c, true
+	}
 	dropping := dst
 	if dec.Dir == nft.Egress {
 		dropping = src
@@ -94,6 +105,7 @@ func (d *DeniedTraffic) Record(ctx context.Context, p nft.LoggedPacket) {
 		"src", c.Src, "srcPod", c.SrcPod,
 		"dst", c.Dst, "dstPod", c.DstPod,
 		"policies", c.Policies,
+		"rule", c.Rule,
 		"chain", c.Chain)
 }
 

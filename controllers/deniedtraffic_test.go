@@ -67,6 +67,14 @@ func TestDeniedTraffic_Resolve(t *testing.T) {
 			wantOK: true,
 		},
 		{
+			name: "ClusterNetworkPolicy Deny: the policy and rule from the prefix, not the isolating NetworkPolicies",
+			packet: nft.LoggedPacket{Time: at, Prefix: nft.DenyPrefix(nft.DenyRule{Dir: nft.Ingress, Policy: "block-y", Rule: "from y"}),
+				Proto: nft.ProtoTCP, Src: addr("10.244.2.4"), SrcPort: 40001, Dst: addr("10.244.1.3"), DstPort: 80},
+			want: DeniedConnection{Time: at, Direction: "ingress", Protocol: "TCP", Src: "10.244.2.4:40001", SrcPod: "y/c",
+				Dst: "10.244.1.3:80", DstPod: "x/b", Policies: []string{"block-y"}, Rule: "from y"},
+			wantOK: true,
+		},
+		{
 			name:   "a prefix not ours",
 			packet: nft.LoggedPacket{Time: at, Prefix: "kube-router drop", Src: addr("10.244.2.4"), Dst: addr("10.244.1.3")},
 		},

@@ -1,6 +1,8 @@
 package nft
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -77,16 +79,20 @@ func DropPrefix(chain string) string {
 	return p
 }
 
-// Decision is what a deny-log prefix says: the verdict ("drop") and the
-// chain that decided, with its direction.
+// Decision is what a deny-log prefix says: the verdict, "drop" for an
+// allow-list drop (Chain is the pod chain that dropped) or "deny" for a
+// ClusterNetworkPolicy Deny rule (Policy and Rule name it), and the
+// direction.
 type Decision struct {
 	Verdict string
 	Chain   string
+	Policy  string
+	Rule    string
 	Dir     Direction
 }
 
-// ParseLogPrefix reads a prefix written by DropPrefix; ok is false for
-// any other prefix.
+// ParseLogPrefix reads a prefix written by DropPrefix or DenyPrefix; ok is
+// false for any other prefix.
 func ParseLogPrefix(prefix string) (d Decision, ok bool) {
 	rest, found := strings.CutPrefix(prefix, DenyLogPrefix)
 	if !found {
@@ -95,6 +101,25 @@ func ParseLogPrefix(prefix string) (d Decision, ok bool) {
 	verdict, chain, found := strings.Cut(rest, " ")
 	if !found || chain == "" {
 		return Decision{}, false
+	}
+	if verdict == "deny" {
+		dir, rule, found := strings.Cut(chain, " ")
+		if !found || rule == "" {
+			return Decision{}, false
+		}
+		d = Decision{Verdict: verdict}
+		switch dir {
+		case "in":
+			d.Dir = Ingress
+		case "out":
+			d.Dir = Egress
+		default:
+			return Decision{}, false
+		}
+		// A policy's name has no slash; a prefix cut at its limit may
+		// have lost the rule.
+		d.Policy, d.Rule, _ = strings.Cut(rule, "/")
+		return d, true
 	}
 	d = Decision{Verdict: verdict, Chain: chain}
 	switch {
@@ -131,4 +156,58 @@ type LoggedPacket struct {
 	Src, Dst netip.Addr
 	// SrcPort and DstPort are set for TCP, UDP and SCTP.
 	SrcPort, DstPort uint16
+}
+
+// DenyRule names one Deny rule of a ClusterNetworkPolicy for the deny log:
+// the policy, the rule (its name, or "ingress[i]"/"egress[i]" when it has
+// none) and the direction it judges.
+type DenyRule struct {
+	Dir    Direction
+	Policy string
+	Rule   string
+}
+
+// DenyChain is the chain the tier verdict maps jump to, instead of
+// dropping, for traffic that r denies while the deny log is on: a verdict
+// map element cannot carry a log statement, a chain can. It logs under the
+// node's limit with a prefix naming the policy and the rule, then drops.
+// Its name depends only on r, so every map set that holds r's verdicts
+// jumps to the same chain, and maps shared by many pods stay shared.
+func (d *DenyLog) DenyChain(r DenyRule) *Chain {
+	return &Chain{
+		Name:    DenyChainName(r),
+		Comment: r.Dir.String() + " Deny rule " + r.Rule + " of " + r.Policy,
+		Rules: []Rule{
+			{Log: &Log{Limit: d.LimitName(), Prefix: DenyPrefix(r), Group: d.Group}},
+			{Verdict: Drop},
+		},
+	}
+}
+
+// DenyChainName is the name of r's deny chain: a hash of r (names are
+// unique whatever their length) and the start of the policy's name to read.
+func DenyChainName(r DenyRule) string {
+	sum := sha256.Sum256([]byte(r.Dir.String() + "/" + r.Policy + "/" + r.Rule))
+	tail := r.Policy + "/" + r.Rule
+	if len(tail) > 40 {
+		tail = tail[:40]
+	}
+	return "deny-" + dirWord(r.Dir) + "-" + hex.EncodeToString(sum[:4]) + "-" + tail
+}
+
+// DenyPrefix is the log prefix of r's deny chain, e.g.
+// "nftpolicy deny in default-deny/ingress[0]".
+func DenyPrefix(r DenyRule) string {
+	p := DenyLogPrefix + "deny " + dirWord(r.Dir) + " " + r.Policy + "/" + r.Rule
+	if len(p) > MaxLogPrefix {
+		p = p[:MaxLogPrefix]
+	}
+	return p
+}
+
+func dirWord(d Direction) string {
+	if d == Egress {
+		return "out"
+	}
+	return "in"
 }

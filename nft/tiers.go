@@ -28,8 +28,9 @@ func (t Tier) String() string {
 // of the pods they apply to, flattened: disjoint boxes of (peer, protocol,
 // port) that each carry the verdict of the first rule covering them. A rule
 // that accepts gives Return (this direction is allowed; the base chain goes
-// on to judge the other one), a rule that denies gives Drop. Traffic that
-// a Pass rule covers first, or that no rule covers, is in no element: the
+// on to judge the other one), a rule that denies gives Drop (with the deny
+// log on, a jump to its deny chain, which logs and drops). Traffic that a
+// Pass rule covers first, or that no rule covers, is in no element: the
 // lookup misses and the next tier decides.
 //
 // As in AllowList, elements within AnyPort and within Ports must be
@@ -39,6 +40,10 @@ func (t Tier) String() string {
 type TierVerdicts struct {
 	AnyPort []ProtoVerdict
 	Ports   []PortVerdict
+	// DenyChains are the chains that verdicts jump to instead of Drop
+	// when the deny log is on (DenyLog.DenyChain); they go into every
+	// ruleset the maps go into.
+	DenyChains []*Chain
 }
 
 // ProtoVerdict is the verdict for Peer on protocols Protos, every port.
@@ -86,6 +91,8 @@ type TierMaps struct {
 	Names TierMapNames
 	// Sets are the any-port v4 and v6 maps, then the port v4 and v6 maps.
 	Sets [4]*Set
+	// DenyChains are the deny-log chains the maps jump to (TierVerdicts).
+	DenyChains []*Chain
 }
 
 // NewTierMaps builds the maps of tier for direction dir, named after key
@@ -106,7 +113,7 @@ func NewTierMaps(tier Tier, dir Direction, key, comment string, v TierVerdicts) 
 	for _, p := range v.Ports {
 		appendByFamily(ports4, ports6, p.Peer, Element{Key: b.key(p.Peer, b.proto(p.Proto), p.Ports), Verdict: p.Verdict})
 	}
-	return &TierMaps{Tier: tier, Dir: dir, Names: n, Sets: [4]*Set{any4, any6, ports4, ports6}}
+	return &TierMaps{Tier: tier, Dir: dir, Names: n, Sets: [4]*Set{any4, any6, ports4, ports6}, DenyChains: v.DenyChains}
 }
 
 // lookups are the four rules of a tier chain that consult m: a hit ends
@@ -211,6 +218,9 @@ func (r *Ruleset) AddTieredEndpoint(e *TieredEndpoint) {
 		if m != nil {
 			for _, s := range m.Sets {
 				r.AddSet(s)
+			}
+			for _, c := range m.DenyChains {
+				r.AddChain(c)
 			}
 		}
 	}

@@ -21,8 +21,11 @@ import (
 	"github.com/nftpolicy/nftpolicy/nft"
 )
 
-// cnpAction is a rule's action, for the flattening.
-type cnpAction uint8
+// cnpAction is a rule's action, for the flattening. With the deny log on,
+// the Deny rules of a group are told apart, each by its own action from
+// actionDeny up, so that each flattened element can jump to the deny chain
+// of the rule that decided it.
+type cnpAction uint32
 
 const (
 	actionPass cnpAction = iota
@@ -60,6 +63,8 @@ func dirIndex(d nft.Direction) int {
 
 // tierRule is one rule of one direction.
 type tierRule struct {
+	// name is the rule's name, or "ingress[i]"/"egress[i]" when it has none.
+	name   string
 	action cnpAction
 	// denyAll is the fail-closed reading of a Deny or Pass rule with a peer
 	// the agent does not understand: everything is denied.
@@ -131,6 +136,7 @@ func compileCNP(p *policyv1beta1.ClusterNetworkPolicy) *cnpEntry {
 			peers[j] = cnpPeerSpec{namespaces: f.Namespaces, pods: f.Pods}
 		}
 		rule := compileCNPRule(fmt.Sprintf("ingress rule %d", i), r.Action, peers, r.Protocols, warn)
+		rule.name = ruleName(r.Name, "ingress", i)
 		e.rules[0] = append(e.rules[0], rule)
 		e.namedIngress = append(e.namedIngress, rule.named...)
 	}
@@ -141,10 +147,20 @@ func compileCNP(p *policyv1beta1.ClusterNetworkPolicy) *cnpEntry {
 		for j, t := range r.To {
 			peers[j] = cnpPeerSpec{namespaces: t.Namespaces, pods: t.Pods, nodes: t.Nodes, networks: t.Networks, domainNames: t.DomainNames}
 		}
-		e.rules[1] = append(e.rules[1], compileCNPRule(fmt.Sprintf("egress rule %d", i), r.Action, peers, r.Protocols, warn))
+		rule := compileCNPRule(fmt.Sprintf("egress rule %d", i), r.Action, peers, r.Protocols, warn)
+		rule.name = ruleName(r.Name, "egress", i)
+		e.rules[1] = append(e.rules[1], rule)
 	}
 	e.warnings = w.list()
 	return e
+}
+
+// ruleName is how the deny log names a rule: its name, or its place.
+func ruleName(name, dir string, i int) string {
+	if name != "" {
+		return name
+	}
+	return fmt.Sprintf("%s[%d]", dir, i)
 }
 
 func parseSubject(s *policyv1beta1.ClusterNetworkPolicySubject, warn func(string, ...any)) (namespaces, pods labels.Selector) {

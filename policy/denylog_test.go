@@ -4,6 +4,8 @@ package policy
 // realistic policies of the golden test and the tiers of the tiers golden.
 
 import (
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -11,14 +13,30 @@ import (
 	"github.com/nftpolicy/nftpolicy/nft"
 )
 
-// withoutLogRules is r with every log rule and limit object taken out.
+// withoutLogRules is r with every log rule and limit object taken out, and
+// every jump to a deny chain (a log rule and a drop) replaced by a drop.
 func withoutLogRules(t *testing.T, r *nft.Ruleset) *nft.Ruleset {
 	t.Helper()
+	isDenyChain := func(name string) bool {
+		c := r.Chains[name]
+		return c != nil && len(c.Rules) == 2 && c.Rules[0].Log != nil && c.Rules[1].Verdict == nft.Drop &&
+			len(c.Rules[1].Matches) == 0 && strings.HasPrefix(c.Rules[0].Log.Prefix, nft.DenyLogPrefix+"deny ")
+	}
 	out := nft.NewRuleset()
 	for name, s := range r.Sets {
-		out.Sets[name] = s
+		cp := *s
+		cp.Elements = slices.Clone(s.Elements)
+		for i, e := range cp.Elements {
+			if e.Verdict.Kind == nft.VerdictJump && isDenyChain(e.Verdict.Chain) {
+				cp.Elements[i].Verdict = nft.Drop
+			}
+		}
+		out.Sets[name] = &cp
 	}
 	for name, c := range r.Chains {
+		if isDenyChain(name) {
+			continue
+		}
 		cp := *c
 		cp.Rules = nil
 		for i, rule := range c.Rules {
@@ -35,7 +53,8 @@ func withoutLogRules(t *testing.T, r *nft.Ruleset) *nft.Ruleset {
 	return out
 }
 
-// The deny log adds a log rule before each allow-list drop and changes
+// The deny log adds a log rule before each allow-list drop and turns each
+// tier Deny verdict into a jump to a chain that logs and drops, and changes
 // nothing else, for NetworkPolicies and tiers alike; switching it on and off
 // on a long-lived NodeCompiler gives what a fresh compile gives.
 func TestCompile_DenyLogOnlyAddsLogRules(t *testing.T) {
@@ -66,6 +85,9 @@ func TestCompile_DenyLogOnlyAddsLogRules(t *testing.T) {
 			}
 			if logRules == 0 {
 				t.Fatal("no log rule in the logged ruleset")
+			}
+			if tc.name == "tiers" && len(logged.Chains) == len(plain.Chains) {
+				t.Errorf("the tiers' Deny rules got no deny chain: %d chains logged and plain", len(logged.Chains))
 			}
 			if diff := cmp.Diff(plain.Dump(), withoutLogRules(t, logged).Dump()); diff != "" {
 				t.Errorf("logged ruleset without its log rules differs (-plain +logged):\n%s", diff)

@@ -47,18 +47,28 @@ func FuzzCompileMatchesEvaluate(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		snap := genSnapshot(&chooser{data: data})
-		checkCompileMatchesEvaluate(t, snap)
+		// Half the inputs compile with the deny log on: its log rules and
+		// deny chains must not change a verdict.
+		var log *nft.DenyLog
+		if len(data)%2 == 1 {
+			log = &nft.DenyLog{Group: 4200, Rate: 10, Burst: 20}
+		}
+		checkCompileMatchesEvaluate(t, snap, log)
 	})
 }
 
-// checkCompileMatchesEvaluate compares every probe packet of snap.
-func checkCompileMatchesEvaluate(t *testing.T, snap *Snapshot) {
+// checkCompileMatchesEvaluate compares every probe packet of snap, compiled
+// with denyLog (nil: none).
+func checkCompileMatchesEvaluate(t *testing.T, snap *Snapshot, denyLog *nft.DenyLog) {
 	t.Helper()
 	rulesets := map[string]*nft.Ruleset{}
 	for _, node := range []string{node1, node2} {
 		s := *snap
 		s.NodeName = node
-		rs, _ := Compile(&s)
+		c := NewNodeCompiler(node)
+		c.LoadSnapshot(&s)
+		c.SetDenyLog(denyLog)
+		rs, _ := c.Compile()
 		if err := nfttest.Validate(rs); err != nil {
 			t.Fatalf("node %s: compiled ruleset is invalid: %v\n%s", node, err, describe(snap))
 		}

@@ -121,8 +121,9 @@ func NewNodeCompiler(nodeName string) *NodeCompiler {
 	}
 }
 
-// SetDenyLog makes the allow-list chains of the following Compiles log what
-// they drop through d (nil: no logging). Changing it rebuilds every pod's
+// SetDenyLog makes the allow-list chains and the ClusterNetworkPolicy Deny
+// rules of the following Compiles log what they drop through d (nil: no
+// logging). Changing it rebuilds every pod's
 // chains on the next Compile.
 func (c *NodeCompiler) SetDenyLog(d *nft.DenyLog) {
 	if d != nil {
@@ -132,6 +133,7 @@ func (c *NodeCompiler) SetDenyLog(d *nft.DenyLog) {
 	if (d == nil) != (c.denyLog == nil) || (d != nil && *d != *c.denyLog) {
 		clear(c.endpoints)
 		clear(c.tiered)
+		clear(c.groups)
 	}
 	c.denyLog = d
 }

@@ -157,9 +157,14 @@ func (c *NodeCompiler) buildGroup(pod *Pod, gk groupKey, list []*cnpEntry) *tier
 	g := &tierGroup{cnps: list, usage: usage{c.epoch}}
 	di := dirIndex(gk.dir)
 	var rules []flatRule
+	var denyChains []*nft.Chain
 	for pi, e := range list {
 		for _, r := range e.rules[di] {
 			fr := flatRule{action: r.action, policy: pi}
+			if r.action == actionDeny && c.denyLog != nil {
+				fr.action = actionDeny + cnpAction(len(denyChains))
+				denyChains = append(denyChains, c.denyLog.DenyChain(nft.DenyRule{Dir: gk.dir, Policy: e.name, Rule: r.name}))
+			}
 			if r.denyAll {
 				fr.any = []*netipx.IPSet{allAddresses}
 				rules = append(rules, fr)
@@ -215,7 +220,7 @@ func (c *NodeCompiler) buildGroup(pod *Pod, gk groupKey, list []*cnpEntry) *tier
 			rules = append(rules, fr)
 		}
 	}
-	g.maps = nft.NewTierMaps(gk.tier, gk.dir, gk.key, groupComment(gk, list), flatten(rules))
+	g.maps = nft.NewTierMaps(gk.tier, gk.dir, gk.key, groupComment(gk, list), flatten(rules, denyChains))
 	g.warnings = overlapWarnings(gk, list, rules)
 	return g
 }
@@ -352,7 +357,11 @@ type vrange struct {
 // map (joined with neighbouring protocols of equal verdict), the others
 // to the port map as runs of equal verdict over neighbouring ports. Pass
 // and uncovered traffic go nowhere.
-func flatten(rules []flatRule) nft.TierVerdicts {
+//
+// With denyChains, the Deny rules carry actions from actionDeny up, and the
+// elements of action actionDeny+k jump to denyChains[k] instead of
+// dropping.
+func flatten(rules []flatRule, denyChains []*nft.Chain) nft.TierVerdicts {
 	f := flattener{rules: rules, ranges: map[*netipx.IPSet][][2]addrKey{}, memo: map[string]int{"": 0},
 		painted: map[*netipx.IPSet]bool{}}
 	f.cols = [][]vrange{f.paint(nil)} // column 0: protocols without ports, and ports no box covers
@@ -360,9 +369,18 @@ func flatten(rules []flatRule) nft.TierVerdicts {
 	for i, proto := range portProtocols {
 		pieces[i] = f.portPieces(proto)
 	}
-	var out nft.TierVerdicts
+	out := nft.TierVerdicts{DenyChains: denyChains}
+	verdictOf := func(a cnpAction) nft.Verdict {
+		switch {
+		case a == actionAccept:
+			return nft.Return // the tier allows this direction; the base chain goes on
+		case len(denyChains) > 0:
+			return nft.Jump(denyChains[a-actionDeny].Name)
+		}
+		return nft.Drop
+	}
 	for _, iv := range sweepColumns(f.cols) {
-		emitBoxes(&out, iv, &pieces)
+		emitBoxes(&out, iv, &pieces, verdictOf)
 	}
 	return out
 }
@@ -370,16 +388,9 @@ func flatten(rules []flatRule) nft.TierVerdicts {
 // portProtocols are the protocols with ports, in protocol number order.
 var portProtocols = [...]uint8{nft.ProtoTCP, nft.ProtoUDP, nft.ProtoSCTP}
 
-func verdictOf(a cnpAction) nft.Verdict {
-	if a == actionAccept {
-		return nft.Return // the tier allows this direction; the base chain goes on
-	}
-	return nft.Drop
-}
-
 // emitBoxes adds the elements of one address range whose verdict in each
 // column is iv.vec.
-func emitBoxes(out *nft.TierVerdicts, iv addrVector, pieces *[len(portProtocols)][]portPiece) {
+func emitBoxes(out *nft.TierVerdicts, iv addrVector, pieces *[len(portProtocols)][]portPiece, verdictOf func(cnpAction) nft.Verdict) {
 	peer := nft.Range{From: iv.from.bytes(), To: iv.to.bytes()}
 	var uniform [len(portProtocols)]cnpAction
 	for i, proto := range portProtocols {

@@ -199,3 +199,93 @@ func TestDenyLog_NodeWideLimit(t *testing.T) {
 		t.Errorf("%d records for %d denied packets in %v, want 1..%d", len(got), flood, elapsed, most)
 	}
 }
+
+// tierDenyPolicy gives pod b an Admin tier for ingress: a Deny rule of the
+// ClusterNetworkPolicy "block-a" denies UDP from a (through its deny chain
+// when log is set), an Accept rule admits UDP from c.
+func tierDenyPolicy(log *nft.DenyLog) (*nft.Ruleset, nft.DenyRule) {
+	rule := nft.DenyRule{Dir: nft.Ingress, Policy: "block-a", Rule: "no udp from a"}
+	deny := nft.Drop
+	var v nft.TierVerdicts
+	if log != nil {
+		ch := log.DenyChain(rule)
+		deny, v.DenyChains = nft.Jump(ch.Name), []*nft.Chain{ch}
+	}
+	udp := nft.ProtoRange(nft.ProtoUDP, nft.ProtoUDP)
+	v.AnyPort = []nft.ProtoVerdict{
+		{Peer: nft.Addr(podA4), Protos: udp, Verdict: deny},
+		{Peer: nft.Addr(podA6), Protos: udp, Verdict: deny},
+		{Peer: nft.Addr(podC4), Protos: udp, Verdict: nft.Return},
+	}
+	r := nft.NewSkeleton()
+	r.SetDenyLog(log)
+	admin := nft.NewTierMaps(nft.TierAdmin, nft.Ingress, "block-a", "Admin ingress rules of block-a", v)
+	r.AddTieredEndpoint(nft.NewTieredEndpoint(nft.Ingress, "test/b", []netip.Addr{podB4, podB6}, admin, nil, nil))
+	return r, rule
+}
+
+// A ClusterNetworkPolicy Deny is logged through its deny chain, naming the
+// policy and the rule; what its Accept rule admits is not, and the chain
+// reads back as the model says, on and off.
+func TestDenyLog_TierDenyRealPackets(t *testing.T) {
+	requirePrivileges(t)
+	tp := buildTopology(t)
+	serve(t, tp.b, nil, []int{53, 54})
+	s := newSyncer(t, tp.nodeFd)
+	plain, _ := tierDenyPolicy(nil)
+	sync(t, s, plain)
+	assertReadback(t, tp.node, plain)
+	logged, rule := tierDenyPolicy(&nft.DenyLog{Group: testLogGroup, Rate: 100, Burst: 100})
+	sync(t, s, logged)
+	assertReadback(t, tp.node, logged)
+	if err := s.Verify(context.Background()); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	rec := listen(t, tp.nodeFd)
+	for _, f := range []struct {
+		name    string
+		from    string
+		src     netip.Addr
+		dst     netip.AddrPort
+		allowed bool
+	}{
+		{"c to b udp/53 accepted by the Admin tier", tp.c, podC4, netip.AddrPortFrom(podB4, 53), true},
+		{"a to b udp/54 denied by block-a (bridged)", tp.a, podA4, netip.AddrPortFrom(podB4, 54), false},
+		{"a to b udp/53 over IPv6 denied by block-a", tp.a, podA6, netip.AddrPortFrom(podB6, 53), false},
+	} {
+		t.Run(f.name, func(t *testing.T) {
+			err := probe(f.from, "udp", f.dst)
+			if f.allowed != (err == nil) {
+				t.Fatalf("probe: allowed %v, got error %v", f.allowed, err)
+			}
+			want := 1
+			if f.allowed {
+				want = 0
+			}
+			got := rec.take(want)
+			if len(got) != want {
+				t.Fatalf("got %d records, want %d: %+v", len(got), want, got)
+			}
+			if want == 0 {
+				return
+			}
+			p := got[0]
+			if p.Prefix != nft.DenyPrefix(rule) || p.Src != f.src || p.Dst != f.dst.Addr() || p.DstPort != f.dst.Port() {
+				t.Errorf("record %+v, want prefix %q, udp %s -> %s", p, nft.DenyPrefix(rule), f.src, f.dst)
+			}
+			d, ok := nft.ParseLogPrefix(p.Prefix)
+			if want := (nft.Decision{Verdict: "deny", Policy: rule.Policy, Rule: rule.Rule, Dir: nft.Ingress}); !ok || d != want {
+				t.Errorf("ParseLogPrefix(%q) = %+v, %v; want %+v", p.Prefix, d, ok, want)
+			}
+		})
+	}
+	// Logging off: the maps drop again, the deny chain goes.
+	sync(t, s, plain)
+	assertReadback(t, tp.node, plain)
+	if err := probe(tp.a, "udp", netip.AddrPortFrom(podB4, 54)); err == nil {
+		t.Error("a to b udp/54 connects with the log off")
+	}
+	if got := rec.take(0); len(got) != 0 {
+		t.Errorf("%d records with the log off: %+v", len(got), got)
+	}
+}

@@ -35,6 +35,9 @@ func (r table) validateSet(s *nft.Set) []error {
 			errs = append(errs, fmt.Errorf("set %s element %d: %d key fields, want %d", s.Name, i, len(e.Key), len(s.KeyTypes)))
 			continue
 		}
+		if s.IsVerdictMap && e.Verdict.Kind == nft.VerdictJump && r.Chains[e.Verdict.Chain] == nil {
+			errs = append(errs, fmt.Errorf("set %s element %d: jump to missing chain %s", s.Name, i, e.Verdict.Chain))
+		}
 		for j, k := range e.Key {
 			n := s.KeyTypes[j].Len()
 			if len(k.From) != n || len(k.To) != n {
@@ -104,6 +107,17 @@ func (r table) validateRule(rule nft.Rule) error {
 	}
 	if rule.VerdictMap != nil {
 		return check(rule.VerdictMap, true)
+	}
+	if rule.Log != nil {
+		// A log rule sends the packet on to the next rule: it has no
+		// verdict, only a limit object that must exist.
+		if r.Limits[rule.Log.Limit] == nil {
+			return fmt.Errorf("log rule with missing limit object %s", rule.Log.Limit)
+		}
+		if rule.Verdict.Kind != nft.VerdictNone {
+			return errors.New("log rule with a verdict")
+		}
+		return nil
 	}
 	if rule.Verdict.Kind == nft.VerdictJump {
 		if _, ok := r.Chains[rule.Verdict.Chain]; !ok {
