@@ -98,15 +98,22 @@ func (d *DeniedTraffic) Record(ctx context.Context, p nft.LoggedPacket) {
 	if !ok {
 		return
 	}
-	d.log.Info("denied traffic",
+	kv := []any{
 		"packetTime", c.Time.UTC().Format(time.RFC3339Nano),
 		"direction", c.Direction,
 		"protocol", c.Protocol,
 		"src", c.Src, "srcPod", c.SrcPod,
 		"dst", c.Dst, "dstPod", c.DstPod,
 		"policies", c.Policies,
-		"rule", c.Rule,
-		"chain", c.Chain)
+	}
+	// A ClusterNetworkPolicy Deny names its rule, an allow-list drop its
+	// chain.
+	if c.Rule != "" {
+		kv = append(kv, "rule", c.Rule)
+	} else {
+		kv = append(kv, "chain", c.Chain)
+	}
+	d.log.Info("denied traffic", kv...)
 }
 
 // podsByIP finds the active pods with addresses a and b in one pass over

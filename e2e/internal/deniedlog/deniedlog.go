@@ -1,7 +1,8 @@
 // Package deniedlog checks the agent's denied-traffic log on the local
 // cluster (`e2e denied-log`, part of `make test`): a denied probe yields
 // exactly one record, naming both pods and the isolating policy, and an
-// allowed probe none. It also finds the latest record for `make demo`.
+// allowed probe none; a probe an Admin ClusterNetworkPolicy Deny rule
+// denies yields one record naming that policy and rule. It also finds the latest record for `make demo`.
 package deniedlog
 
 import (
@@ -22,6 +23,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/kubelet"
@@ -41,6 +43,7 @@ type Record struct {
 	Dst       string   `json:"dst"`
 	DstPod    string   `json:"dstPod"`
 	Policies  []string `json:"policies"`
+	Rule      string   `json:"rule"`
 	Chain     string   `json:"chain"`
 	// Line is the line as the agent wrote it.
 	Line string `json:"-"`
@@ -117,6 +120,10 @@ const (
 	namespace = "denied-log"
 	port      = 5353
 	policy    = "server-from-friend"
+	// cnp and cnpRule deny friend's traffic to server in the Admin tier,
+	// which NetworkPolicies cannot admit.
+	cnp     = "denied-log-no-friend"
+	cnpRule = "no-friend"
 )
 
 var check = &scenario.Scenario{
@@ -144,6 +151,27 @@ func serverFromFriend() *networkingv1.NetworkPolicy {
 		Ports: []networkingv1.NetworkPolicyPort{{Protocol: &proto, Port: &p}},
 	}}
 	return np
+}
+
+// noFriend is an Admin ClusterNetworkPolicy denying server's ingress from
+// friend.
+func noFriend() *policyv1beta1.ClusterNetworkPolicy {
+	inNamespace := func(app string) *policyv1beta1.NamespacedPod {
+		return &policyv1beta1.NamespacedPod{
+			NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: namespace}},
+			PodSelector:       metav1.LabelSelector{MatchLabels: map[string]string{"app": app}},
+		}
+	}
+	p := &policyv1beta1.ClusterNetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: cnp}}
+	p.Spec.Tier = policyv1beta1.AdminTier
+	p.Spec.Priority = 10
+	p.Spec.Subject.Pods = inNamespace("server")
+	p.Spec.Ingress = []policyv1beta1.ClusterNetworkPolicyIngressRule{{
+		Name:   cnpRule,
+		Action: policyv1beta1.ClusterNetworkPolicyRuleActionDeny,
+		From:   []policyv1beta1.ClusterNetworkPolicyIngressPeer{{Pods: inNamespace("friend")}},
+	}}
+	return p
 }
 
 // Check runs the check and prints the record it saw. It cleans up its
@@ -215,5 +243,55 @@ func Check(ctx context.Context, cfg *cluster.Config, st *cluster.State, out io.W
 			got.Line, want.Node, want.Direction, want.Protocol, want.SrcPod, client.IP, want.DstPod, want.Dst, want.Policies)
 	}
 	fmt.Fprintf(out, "denied-log: one record for the denied probe, none for the allowed one:\n%s\n", got.Line)
+	return checkClusterDeny(ctx, cfg, r, friend, server, probe, out)
+}
+
+// checkClusterDeny denies friend (admitted by the NetworkPolicy) with an
+// Admin ClusterNetworkPolicy Deny rule: the one record of a denied probe
+// names that policy and rule.
+func checkClusterDeny(ctx context.Context, cfg *cluster.Config, r *runner.Runner, friend, server *kubelet.Pod,
+	probe func(*kubelet.Pod) byte, out io.Writer) (err error) {
+	defer func() {
+		if derr := r.DeleteClusterNetworkPolicies(context.WithoutCancel(ctx)); derr != nil && err == nil {
+			err = derr
+		}
+	}()
+	if err := r.CreateClusterNetworkPolicy(ctx, noFriend()); err != nil {
+		return fmt.Errorf("create ClusterNetworkPolicy: %w", err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for probe(friend) != 'X' {
+		if time.Now().After(deadline) {
+			return errors.New("ClusterNetworkPolicy Deny not enforced within 15s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(2500 * time.Millisecond) // refill the node's bucket, as above
+	mark, err := Mark(cfg)
+	if err != nil {
+		return err
+	}
+	if v := probe(friend); v != 'X' {
+		return fmt.Errorf("friend to server under %s: %c, want blocked", cnp, v)
+	}
+	time.Sleep(2 * time.Second)
+	recs, err := Since(cfg, mark)
+	if err != nil {
+		return err
+	}
+	if len(recs) != 1 {
+		var lines []string
+		for _, rec := range recs {
+			lines = append(lines, rec.Line)
+		}
+		return fmt.Errorf("%d denied-traffic records for one probe denied by %s, want 1:\n%s", len(recs), cnp, strings.Join(lines, "\n"))
+	}
+	got := recs[0]
+	if got.Node != server.Node.Name || got.Direction != "ingress" || got.SrcPod != friend.Spec.Key() || got.DstPod != server.Spec.Key() ||
+		!slices.Equal(got.Policies, []string{cnp}) || got.Rule != cnpRule {
+		return fmt.Errorf("record %s\nwant node %s, ingress from %s to %s, policies [%s], rule %s",
+			got.Line, server.Node.Name, friend.Spec.Key(), server.Spec.Key(), cnp, cnpRule)
+	}
+	fmt.Fprintf(out, "denied-log: one record for the probe a ClusterNetworkPolicy denies, naming it and its rule:\n%s\n", got.Line)
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/clientcmd"
+	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/scenario"
@@ -243,4 +244,20 @@ func newDynamic(kubeconfig string) (dynamic.Interface, error) {
 		return nil, err
 	}
 	return dynamic.NewForConfig(rc)
+}
+
+// CreateClusterNetworkPolicy creates p as a user would, installing the
+// ClusterNetworkPolicy CRD first when needed; DeleteClusterNetworkPolicies
+// deletes every one created so. For checks outside the scenario runner.
+func (r *Runner) CreateClusterNetworkPolicy(ctx context.Context, p *policyv1beta1.ClusterNetworkPolicy) error {
+	if err := r.ensureCNPCRD(ctx); err != nil {
+		return err
+	}
+	return r.createPolicy(ctx, &scenario.PolicyObject{ClusterNetworkPolicy: p, APIVersion: scenario.ClusterNetworkPolicyGroup + "/v1beta1"})
+}
+
+// DeleteClusterNetworkPolicies deletes the ClusterNetworkPolicies created
+// with CreateClusterNetworkPolicy.
+func (r *Runner) DeleteClusterNetworkPolicies(ctx context.Context) error {
+	return r.deleteCreatedCNPs(ctx)
 }
