@@ -175,8 +175,7 @@ type DenyRule struct {
 // jumps to the same chain, and maps shared by many pods stay shared.
 func (d *DenyLog) DenyChain(r DenyRule) *Chain {
 	return &Chain{
-		Name:    DenyChainName(r),
-		Comment: r.Dir.String() + " Deny rule " + r.Rule + " of " + r.Policy,
+		Name: DenyChainName(r),
 		Rules: []Rule{
 			{Log: &Log{Limit: d.LimitName(), Prefix: DenyPrefix(r), Group: d.Group}},
 			{Verdict: Drop},
