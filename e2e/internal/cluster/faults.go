@@ -7,15 +7,11 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/vishvananda/netns"
 )
 
 // AgentProc is the name of node's agent process (its pid and log files).
@@ -106,7 +102,9 @@ func (c *Config) StartRelay(ctx context.Context, s *State) error { return c.star
 // network namespace and returns the response's status code (the agent's
 // health port listens there, not on the host).
 func HTTPStatusInNetNS(nsName string, port int, path string, timeout time.Duration) (int, error) {
-	conn, err := dialInNetNS(nsName, fmt.Sprintf("127.0.0.1:%d", port), timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	conn, err := DialInNetNS(ctx, nsName, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		return 0, err
 	}
@@ -125,29 +123,4 @@ func HTTPStatusInNetNS(nsName string, port int, path string, timeout time.Durati
 		return 0, fmt.Errorf("status line %q: %w", status, err)
 	}
 	return code, nil
-}
-
-// dialInNetNS opens a TCP connection from inside the named network
-// namespace; the socket keeps the namespace after the thread leaves it.
-func dialInNetNS(nsName, addr string, timeout time.Duration) (net.Conn, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return nil, err
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(nsName)
-	if err != nil {
-		return nil, fmt.Errorf("netns %s: %w", nsName, err)
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		return nil, err
-	}
-	conn, derr := net.DialTimeout("tcp", addr, timeout)
-	if err := netns.Set(orig); err != nil {
-		panic(fmt.Sprintf("restoring netns: %v", err))
-	}
-	return conn, derr
 }

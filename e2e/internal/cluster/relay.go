@@ -15,30 +15,37 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// ListenInNetNS opens a TCP listener inside the named network namespace. The
-// socket keeps that namespace after the thread returns to its own.
-func ListenInNetNS(nsName, addr string) (net.Listener, error) {
+// inNetNS runs open on a thread that is inside the named network namespace
+// for the call: a socket created there keeps that namespace after the
+// thread returns to its own.
+func inNetNS[T any](nsName string, open func() (T, error)) (T, error) {
+	var zero T
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
 	defer orig.Close()
 	target, err := netns.GetFromName(nsName)
 	if err != nil {
-		return nil, fmt.Errorf("netns %s: %w", nsName, err)
+		return zero, fmt.Errorf("netns %s: %w", nsName, err)
 	}
 	defer target.Close()
 	if err := netns.Set(target); err != nil {
-		return nil, err
+		return zero, err
 	}
-	l, lerr := net.Listen("tcp", addr)
+	v, openErr := open()
 	if err := netns.Set(orig); err != nil {
 		// The thread is in the wrong namespace; let it die with the goroutine.
 		panic(fmt.Sprintf("restoring netns: %v", err))
 	}
-	return l, lerr
+	return v, openErr
+}
+
+// ListenInNetNS opens a TCP listener inside the named network namespace.
+func ListenInNetNS(nsName, addr string) (net.Listener, error) {
+	return inNetNS(nsName, func() (net.Listener, error) { return net.Listen("tcp", addr) })
 }
 
 // Relay runs the apiserver relay: a listener on 127.0.0.1:NodeAPIPort in each
@@ -103,29 +110,11 @@ func closeWrite(c net.Conn) {
 }
 
 // DialInNetNS opens a connection from inside the named network namespace.
-// The socket keeps that namespace after the thread returns to its own.
+// The socket is created in that namespace; connecting may then go on in
+// any thread.
 func DialInNetNS(ctx context.Context, nsName, network, addr string) (net.Conn, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return nil, err
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(nsName)
-	if err != nil {
-		return nil, fmt.Errorf("netns %s: %w", nsName, err)
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		return nil, err
-	}
-	// The socket is created on this thread, in target; connecting may then
-	// go on in any thread.
-	var d net.Dialer
-	conn, derr := d.DialContext(ctx, network, addr)
-	if err := netns.Set(orig); err != nil {
-		panic(fmt.Sprintf("restoring netns: %v", err))
-	}
-	return conn, derr
+	return inNetNS(nsName, func() (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	})
 }

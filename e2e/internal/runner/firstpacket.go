@@ -11,15 +11,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netns"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -335,7 +332,9 @@ func probeOnce(netnsName string, dst netip.AddrPort, udp bool, timeout time.Dura
 	if udp {
 		network = "udp"
 	}
-	c, err := dialInNetNS(netnsName, network, dst.String(), timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, err := cluster.DialInNetNS(ctx, netnsName, network, dst.String())
 	if err != nil {
 		return false, errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EADDRNOTAVAIL)
 	}
@@ -352,31 +351,6 @@ func probeOnce(netnsName string, dst netip.AddrPort, udp bool, timeout time.Dura
 	buf := make([]byte, 256)
 	nr, err := c.Read(buf)
 	return err == nil && nr > 0 && strings.Contains(string(buf[:nr]), "/"), false
-}
-
-// dialInNetNS dials from inside the named network namespace; the socket
-// keeps that namespace after the thread returns to its own.
-func dialInNetNS(nsName, network, addr string, timeout time.Duration) (net.Conn, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return nil, err
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(nsName)
-	if err != nil {
-		return nil, fmt.Errorf("netns %s: %w", nsName, err)
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		return nil, err
-	}
-	c, derr := net.DialTimeout(network, addr, timeout)
-	if err := netns.Set(orig); err != nil {
-		panic(fmt.Sprintf("restoring netns: %v", err))
-	}
-	return c, derr
 }
 
 // waitConnect probes addr over TCP from netnsName until the outcome is
