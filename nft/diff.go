@@ -209,15 +209,15 @@ func flushReferrers(old, desired *Ruleset, redefined []string) []Op {
 
 func refersToAny(c *Chain, sets []string) bool {
 	for _, s := range sets {
-		if slices.Contains(setsReferredBy(c), s) {
+		if slices.Contains(c.SetsReferred(), s) {
 			return true
 		}
 	}
 	return false
 }
 
-// setsReferredBy lists the sets and maps c's rules look up.
-func setsReferredBy(c *Chain) []string {
+// SetsReferred lists the sets and maps c's rules look up.
+func (c *Chain) SetsReferred() []string {
 	var out []string
 	for _, r := range c.Rules {
 		if r.VerdictMap != nil {

@@ -55,8 +55,9 @@ type ownPorts struct {
 	next  int
 }
 
-// ownPortsKept: a sync opens a handful of sockets (list tables, chains and
-// sets for a full replace, then the batch).
+// ownPortsKept: a Sync or Verify uses one socket (the one whose deadline
+// the context sets), so 64 ports cover the notifications of many syncs
+// still in the monitor's queue.
 const ownPortsKept = 64
 
 func (o *ownPorts) add(p uint32) {

@@ -92,6 +92,29 @@ func listen(t testing.TB, fd int) *recorder {
 	return rec
 }
 
+// probe sends one probe from ns to dst, checks that it passed or not as
+// allowed says, and that a denied probe left exactly one record (returned,
+// logged=true) and an allowed one none.
+func (rec *recorder) probe(t *testing.T, ns, proto string, dst netip.AddrPort, allowed bool) (p nft.LoggedPacket, logged bool) {
+	t.Helper()
+	err := probe(ns, proto, dst)
+	if allowed != (err == nil) {
+		t.Fatalf("probe: allowed %v, got error %v", allowed, err)
+	}
+	want := 1
+	if allowed {
+		want = 0
+	}
+	got := rec.take(want)
+	if len(got) != want {
+		t.Fatalf("got %d records, want %d: %+v", len(got), want, got)
+	}
+	if want == 0 {
+		return nft.LoggedPacket{}, false
+	}
+	return got[0], true
+}
+
 // take waits until at least want records arrived (or a bound passed), then
 // a little longer for records that should not come, and returns them all.
 func (rec *recorder) take(want int) []nft.LoggedPacket {
@@ -137,22 +160,10 @@ func TestDenyLog_RealPackets(t *testing.T) {
 		{"c to b udp/54 denied by c's egress (routed)", tp.c, "udp", podC4, netip.AddrPortFrom(podB4, 54), false, cOut},
 	} {
 		t.Run(f.name, func(t *testing.T) {
-			err := probe(f.from, f.proto, f.dst)
-			if f.allowed != (err == nil) {
-				t.Fatalf("probe: allowed %v, got error %v", f.allowed, err)
-			}
-			want := 1
-			if f.allowed {
-				want = 0
-			}
-			got := rec.take(want)
-			if len(got) != want {
-				t.Fatalf("got %d records, want %d: %+v", len(got), want, got)
-			}
-			if want == 0 {
+			p, logged := rec.probe(t, f.from, f.proto, f.dst, f.allowed)
+			if !logged {
 				return
 			}
-			p := got[0]
 			if p.Prefix != f.prefix || p.Src != f.src || p.Dst != f.dst.Addr() || p.DstPort != f.dst.Port() ||
 				p.Proto != nft.ProtoUDP || p.Hook != nft.HookForward || p.SrcPort == 0 {
 				t.Errorf("record %+v, want prefix %q, udp %s -> %s on the forward hook", p, f.prefix, f.src, f.dst)
@@ -254,22 +265,10 @@ func TestDenyLog_TierDenyRealPackets(t *testing.T) {
 		{"a to b udp/53 over IPv6 denied by block-a", tp.a, podA6, netip.AddrPortFrom(podB6, 53), false},
 	} {
 		t.Run(f.name, func(t *testing.T) {
-			err := probe(f.from, "udp", f.dst)
-			if f.allowed != (err == nil) {
-				t.Fatalf("probe: allowed %v, got error %v", f.allowed, err)
-			}
-			want := 1
-			if f.allowed {
-				want = 0
-			}
-			got := rec.take(want)
-			if len(got) != want {
-				t.Fatalf("got %d records, want %d: %+v", len(got), want, got)
-			}
-			if want == 0 {
+			p, logged := rec.probe(t, f.from, "udp", f.dst, f.allowed)
+			if !logged {
 				return
 			}
-			p := got[0]
 			if p.Prefix != nft.DenyPrefix(rule) || p.Src != f.src || p.Dst != f.dst.Addr() || p.DstPort != f.dst.Port() {
 				t.Errorf("record %+v, want prefix %q, udp %s -> %s", p, nft.DenyPrefix(rule), f.src, f.dst)
 			}

@@ -105,7 +105,7 @@ func (r table) applyReplaceRules(c *nft.Chain) error {
 	if !nft.SameAttachment(cur.Hook, c.Hook) {
 		return fmt.Errorf("chain %q: the kernel cannot change a chain's hook or priority in place (EEXIST)", c.Name)
 	}
-	for _, s := range setsReferredBy(c) {
+	for _, s := range c.SetsReferred() {
 		if r.Sets[s] == nil {
 			return fmt.Errorf("chain %q refers to missing set %q", c.Name, s)
 		}
@@ -174,7 +174,7 @@ func (r table) applyDeleteSet(name string) error {
 		return fmt.Errorf("set %q does not exist", name)
 	}
 	for _, c := range r.Chains {
-		if slices.Contains(setsReferredBy(c), name) {
+		if slices.Contains(c.SetsReferred(), name) {
 			return fmt.Errorf("set %q is still referred to by chain %q", name, c.Name)
 		}
 	}
@@ -184,22 +184,6 @@ func (r table) applyDeleteSet(name string) error {
 
 // table is a ruleset that ops are applied to.
 type table struct{ *nft.Ruleset }
-
-// setsReferredBy lists the sets and maps c's rules look up.
-func setsReferredBy(c *nft.Chain) []string {
-	var out []string
-	for _, r := range c.Rules {
-		if r.VerdictMap != nil {
-			out = append(out, r.VerdictMap.Set)
-		}
-		for _, m := range r.Matches {
-			if m.Lookup != nil {
-				out = append(out, m.Lookup.Set)
-			}
-		}
-	}
-	return out
-}
 
 // keyString is the identity of an element: its key bytes.
 func keyString(key []nft.Range) string {

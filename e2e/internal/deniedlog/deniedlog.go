@@ -219,21 +219,10 @@ func Check(ctx context.Context, cfg *cluster.Config, st *cluster.State, out io.W
 	if v := probe(friend); v != '.' {
 		return fmt.Errorf("friend to server: %c, want connected", v)
 	}
-	// A record reaches the log within milliseconds; wait well past that
-	// for any record that should not come.
-	time.Sleep(2 * time.Second)
-	recs, err := Since(cfg, mark)
+	got, err := onlyRecord(cfg, mark, "one denied and one allowed probe")
 	if err != nil {
 		return err
 	}
-	if len(recs) != 1 {
-		var lines []string
-		for _, rec := range recs {
-			lines = append(lines, rec.Line)
-		}
-		return fmt.Errorf("%d denied-traffic records for one denied and one allowed probe, want 1:\n%s", len(recs), strings.Join(lines, "\n"))
-	}
-	got := recs[0]
 	want := Record{Node: server.Node.Name, Direction: "ingress", Protocol: "UDP", SrcPod: client.Spec.Key(), Dst: addr,
 		DstPod: server.Spec.Key(), Policies: []string{policy}}
 	if got.Node != want.Node || got.Direction != want.Direction || got.Protocol != want.Protocol || got.SrcPod != want.SrcPod ||
@@ -244,6 +233,25 @@ func Check(ctx context.Context, cfg *cluster.Config, st *cluster.State, out io.W
 	}
 	fmt.Fprintf(out, "denied-log: one record for the denied probe, none for the allowed one:\n%s\n", got.Line)
 	return checkClusterDeny(ctx, cfg, r, friend, server, probe, out)
+}
+
+// onlyRecord waits well past the milliseconds a record takes to reach the
+// log, then returns the one record written since mark, or an error listing
+// them all when there is not exactly one (what names the probes).
+func onlyRecord(cfg *cluster.Config, mark Offsets, what string) (Record, error) {
+	time.Sleep(2 * time.Second)
+	recs, err := Since(cfg, mark)
+	if err != nil {
+		return Record{}, err
+	}
+	if len(recs) != 1 {
+		var lines []string
+		for _, rec := range recs {
+			lines = append(lines, rec.Line)
+		}
+		return Record{}, fmt.Errorf("%d denied-traffic records for %s, want 1:\n%s", len(recs), what, strings.Join(lines, "\n"))
+	}
+	return recs[0], nil
 }
 
 // checkClusterDeny denies friend (admitted by the NetworkPolicy) with an
@@ -274,19 +282,10 @@ func checkClusterDeny(ctx context.Context, cfg *cluster.Config, r *runner.Runner
 	if v := probe(friend); v != 'X' {
 		return fmt.Errorf("friend to server under %s: %c, want blocked", cnp, v)
 	}
-	time.Sleep(2 * time.Second)
-	recs, err := Since(cfg, mark)
+	got, err := onlyRecord(cfg, mark, "one probe denied by "+cnp)
 	if err != nil {
 		return err
 	}
-	if len(recs) != 1 {
-		var lines []string
-		for _, rec := range recs {
-			lines = append(lines, rec.Line)
-		}
-		return fmt.Errorf("%d denied-traffic records for one probe denied by %s, want 1:\n%s", len(recs), cnp, strings.Join(lines, "\n"))
-	}
-	got := recs[0]
 	if got.Node != server.Node.Name || got.Direction != "ingress" || got.SrcPod != friend.Spec.Key() || got.DstPod != server.Spec.Key() ||
 		!slices.Equal(got.Policies, []string{cnp}) || got.Rule != cnpRule {
 		return fmt.Errorf("record %s\nwant node %s, ingress from %s to %s, policies [%s], rule %s",
