@@ -64,12 +64,13 @@ type ChaosRow struct {
 	// DeniedOpen are the wrong verdicts among them; Errors are probes that
 	// saw neither an answer nor a timeout (refused, podserver errors).
 	Probes, AllowedBlocked, DeniedOpen, Errors int
-	// Of the wrong verdicts: Tampered started while the table was
+	// Of the wrong verdicts: Tampered were in flight while the table was
 	// tampered with (from the nft command until the repair was in the
-	// table); Conntrack are UDP probes of a denied cell that were let
-	// through by a conntrack entry left by an earlier probe of that cell
-	// from the same source port while it was allowed (the agent does not
-	// remove conntrack entries, README limitation 1).
+	// table), in this row's fault or the next row's; Conntrack are UDP
+	// probes of a denied cell that were let through by a conntrack entry
+	// left by an earlier probe of that cell from the same source port
+	// while it was allowed (entries the conntrack cleanup had not yet
+	// removed, README limitation 1).
 	Tampered, Conntrack int
 	// Cells counts the wrong verdicts per cell ("near-ok UDP").
 	Cells map[string]int
@@ -78,6 +79,11 @@ type ChaosRow struct {
 	Heal []time.Duration
 	// Failure is set when the fault did not heal within the bound.
 	Failure string
+	// Evidence describes each unexplained wrong verdict: the probe's cell,
+	// start and wait, placed after the fault's last event before it (the
+	// signal, the agent ready, the table checked, ...), so that a defect
+	// seen once can be traced in the agents' logs.
+	Evidence []string
 }
 
 // WrongVerdicts is the row's number of probes that saw the wrong verdict.
@@ -143,9 +149,13 @@ type chaosCell struct {
 type probeRecord struct {
 	cell  int
 	start time.Time
+	took  time.Duration
 	got   byte
 	// port is the source port of an answered UDP probe.
 	port uint16
+	// detail is what the client saw (the local address of an answered
+	// probe, the error of a failed one).
+	detail string
 }
 
 // chaosProber probes every cell every interval, each probe in its own
@@ -201,7 +211,7 @@ func (p *chaosProber) run(ctx context.Context) {
 					c := p.cells[i]
 					start := time.Now()
 					got, detail := p.r.ProbeAddr(c.proto, c.src, c.dst, c.addr)
-					rec := probeRecord{cell: i, start: start, got: got}
+					rec := probeRecord{cell: i, start: start, took: time.Since(start), got: got, detail: detail}
 					if from, ok := strings.CutPrefix(detail, "from "); ok && c.proto == "UDP" {
 						if ap, err := netip.ParseAddrPort(from); err == nil {
 							rec.port = ap.Port()
@@ -265,9 +275,43 @@ type chaosRun struct {
 	// when its change was in the server node's table: probes in between
 	// may see either verdict.
 	changeAt, landBy time.Time
-	// tamperedFrom and healedAt frame the last tamper fault.
-	tamperedFrom, healedAt time.Time
-	windows                []window
+	// tampered are the times the table was not the agent's: from each
+	// nft command until the repair was in the table (or HealBound).
+	tampered []interval
+	windows  []window
+	// events are the faults' steps as they happened, in order.
+	events []chaosEvent
+}
+
+// chaosEvent is one step of a fault (a signal sent, the agent ready, ...).
+type chaosEvent struct {
+	at   time.Time
+	what string
+}
+
+func (c *chaosRun) event(what string) { c.events = append(c.events, chaosEvent{time.Now(), what}) }
+
+// evidence describes rec for a report: its cell, when it started relative
+// to the last fault event before it, and how long it waited.
+func (c *chaosRun) evidence(rec probeRecord, want byte) string {
+	last := "the row's start"
+	var at time.Time
+	for _, e := range c.events {
+		if e.at.After(rec.start) {
+			break
+		}
+		last, at = e.what, e.at
+	}
+	rel := ""
+	if !at.IsZero() {
+		rel = fmt.Sprintf(" %.3f s after %s", rec.start.Sub(at).Seconds(), last)
+	}
+	detail := ""
+	if rec.detail != "" {
+		detail = " (" + rec.detail + ")"
+	}
+	return fmt.Sprintf("%s: want %c, got %c%s; started %s%s, waited %.3f s",
+		c.cells[rec.cell].name, want, rec.got, detail, rec.start.UTC().Format("15:04:05.000"), rel, rec.took.Seconds())
 }
 
 // window is the time of one row's fault (and its settle time), with the
@@ -278,8 +322,24 @@ type window struct {
 	from, to         time.Time
 	before, after    []byte
 	changeAt, landBy time.Time
-	// tamperedFrom, healedAt: the table was not the agent's in between.
-	tamperedFrom, healedAt time.Time
+}
+
+// interval is a span of time, ends included.
+type interval struct{ from, to time.Time }
+
+// whileTampered reports whether rec was in flight while the table was
+// tampered with: started before a repair and answered (or given up) after
+// the nft command. A probe is judged in the row it started in, so one that
+// started in the row before a tamper fault and waited into it (a TCP SYN
+// retransmitted a second later) is counted here too.
+func (c *chaosRun) whileTampered(rec probeRecord) bool {
+	end := rec.start.Add(rec.took)
+	for _, t := range c.tampered {
+		if !rec.start.After(t.to) && !end.Before(t.from) {
+			return true
+		}
+	}
+	return false
 }
 
 // judge counts the probes of w into its row.
@@ -302,11 +362,12 @@ func (c *chaosRun) judge(w window) {
 		}
 		row.Cells[c.cells[rec.cell].name]++
 		switch {
-		case !w.tamperedFrom.IsZero() && !rec.start.Before(w.tamperedFrom.Add(-c.opt.ProbeTimeout)) && !rec.start.After(w.healedAt):
-			// In flight or started while the table was not ours.
+		case c.whileTampered(rec):
 			row.Tampered++
 		case rec.got == '.' && c.prober.openedBefore(rec):
 			row.Conntrack++
+		default:
+			row.Evidence = append(row.Evidence, c.evidence(rec, want))
 		}
 	}
 }
@@ -455,6 +516,7 @@ func (c *chaosRun) faults(ctx context.Context) error {
 			return err
 		}
 		from := time.Now()
+		c.event("row \"" + st.name + "\" begins")
 		if st.name == steps[0].name {
 			sleepCtx(ctx, c.opt.Settle)
 		}
@@ -469,8 +531,7 @@ func (c *chaosRun) faults(ctx context.Context) error {
 			}
 			sleepCtx(ctx, c.opt.Settle)
 		}
-		w := window{row: len(c.rows), from: from, to: time.Now(), before: before, tamperedFrom: c.tamperedFrom, healedAt: c.healedAt}
-		c.tamperedFrom, c.healedAt = time.Time{}, time.Time{}
+		w := window{row: len(c.rows), from: from, to: time.Now(), before: before}
 		if !c.changeAt.IsZero() {
 			w.changeAt, w.landBy = c.changeAt, c.landBy
 			if w.after, _, err = c.expect(ctx); err != nil {
@@ -513,12 +574,14 @@ func (c *chaosRun) restartAgent(ctx context.Context, sig syscall.Signal, bin str
 		return -1, err
 	}
 	start := time.Now()
+	c.event(fmt.Sprintf("%v to the agent on %s", sig, c.node.Name))
 	if err := c.r.Cfg.SignalAgent(c.node.Name, sig); err != nil {
 		return -1, err
 	}
 	if err := c.r.Cfg.StartAgent(c.node, bin); err != nil {
 		return -1, err
 	}
+	c.event("agent started again")
 	c.nextAgent = bin != ""
 	deadline := start.Add(c.opt.HealBound)
 	for {
@@ -537,9 +600,11 @@ func (c *chaosRun) restartAgent(ctx context.Context, sig syscall.Signal, bin str
 		}
 	}
 	ready := time.Since(start)
+	c.event("agent ready")
 	if err := c.waitTable(ctx, c.node, time.Now()); err != nil {
 		return ready, err
 	}
+	c.event("table equals a fresh compile")
 	return ready, nil
 }
 
@@ -579,6 +644,7 @@ func (c *chaosRun) waitTables(ctx context.Context) error {
 // until the server node's table holds that change is the heal time: how
 // long the agents take to watch again after an outage.
 func (c *chaosRun) apiOutage(ctx context.Context) (time.Duration, error) {
+	c.event("kube-apiserver stopped")
 	if err := c.r.Cfg.StopAPIServer(); err != nil {
 		return -1, err
 	}
@@ -586,6 +652,7 @@ func (c *chaosRun) apiOutage(ctx context.Context) (time.Duration, error) {
 	if err := c.r.Cfg.StartAPIServer(ctx); err != nil {
 		return -1, fmt.Errorf("start kube-apiserver again: %w", err)
 	}
+	c.event("kube-apiserver ready again")
 	if err := c.waitTables(ctx); err != nil {
 		return -1, fmt.Errorf("after the outage: %w", err)
 	}
@@ -602,6 +669,7 @@ func (c *chaosRun) apiOutage(ctx context.Context) (time.Duration, error) {
 // cannot see, ends the cut after Partition, and returns the time from then
 // until the server node's table holds the change.
 func (c *chaosRun) partitionChange(ctx context.Context) (time.Duration, error) {
+	c.event("nodes cut off from the API")
 	if err := c.r.Cfg.StopRelay(); err != nil {
 		return -1, err
 	}
@@ -611,6 +679,7 @@ func (c *chaosRun) partitionChange(ctx context.Context) (time.Duration, error) {
 	}
 	sleepCtx(ctx, c.opt.Partition)
 	back := time.Now()
+	c.event("nodes reach the API again")
 	if err := c.r.Cfg.StartRelay(ctx, c.r.State); err != nil {
 		return -1, fmt.Errorf("start the relay again: %w", err)
 	}
@@ -629,6 +698,7 @@ func (c *chaosRun) changePolicy(ctx context.Context, clients ...string) error {
 	upd := chaosPolicy(clients...)
 	upd.ResourceVersion = cur.ResourceVersion
 	c.changeAt = time.Now()
+	c.event("policy changed to admit " + strings.Join(clients, ", "))
 	c.landBy = c.changeAt.Add(c.opt.HealBound + c.opt.Partition + c.opt.APIOutage)
 	if _, err := pols.Update(ctx, upd, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil {
 		return fmt.Errorf("update the chaos policy: %w", err)
@@ -642,6 +712,7 @@ func (c *chaosRun) landed(ctx context.Context, since time.Time) (time.Duration, 
 	took, err := c.waitTableTook(ctx, c.node, since)
 	if err == nil {
 		c.landBy = since.Add(took)
+		c.event("the change is in the table")
 	}
 	return took, err
 }
@@ -666,14 +737,17 @@ func (c *chaosRun) tamper(args func(chain string) []string) func(context.Context
 			a[i] = string(m[1])
 		}
 		cmd := append([]string{"ip", "netns", "exec", c.node.NetNS, "nft"}, a...)
-		c.tamperedFrom = time.Now()
-		c.healedAt = c.tamperedFrom.Add(c.opt.HealBound)
+		from := time.Now()
+		c.event("nft " + strings.Join(a, " "))
+		c.tampered = append(c.tampered, interval{from, from.Add(c.opt.HealBound)})
+		this := len(c.tampered) - 1
 		if out, err := exec.CommandContext(ctx, cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
 			return -1, fmt.Errorf("%s: %w: %s", strings.Join(cmd, " "), err, out)
 		}
 		took, err := c.waitTableTook(ctx, c.node, time.Now())
 		if err == nil {
-			c.healedAt = time.Now()
+			c.tampered[this].to = time.Now()
+			c.event("table repaired")
 		}
 		return took, err
 	}
@@ -758,6 +832,9 @@ func WriteChaosDetails(w io.Writer, rows []ChaosRow) {
 	for _, c := range rows {
 		if c.WrongVerdicts() > 0 {
 			fmt.Fprintf(w, "  %s: wrong verdicts by cell: %s%s\n", c.Fault, c.cellList(), c.explained())
+		}
+		for _, e := range c.Evidence {
+			fmt.Fprintf(w, "    unexplained: %s\n", e)
 		}
 	}
 }
