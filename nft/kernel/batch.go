@@ -131,13 +131,13 @@ func queueReplaceBaseChain(cc *nftables.Conn, c *nft.Chain) {
 
 // queueFullReplace replaces whatever the table holds with desired, in the
 // same batch and without ever removing the hooks: the table is added
-// (a no-op if it exists), every chain flushed, every named set deleted,
-// every chain but our base chains deleted, and desired created on top of
-// the emptied base chains. A base chain whose hook, priority or type
+// (a no-op if it exists), every chain flushed, every named set emptied
+// (keepSets, see queueEmptyTable) or deleted, every chain but our base
+// chains deleted, and desired created on top of the emptied base chains. A base chain whose hook, priority or type
 // desired changes is deleted and created anew in the same batch (the
 // kernel cannot change those in place; see keptBaseChain). Until the batch commits, the old
 // ruleset keeps enforcing; after it, the new one does.
-func queueFullReplace(ctx context.Context, cc *nftables.Conn, desired *nft.Ruleset) error {
+func queueFullReplace(ctx context.Context, cc *nftables.Conn, desired *nft.Ruleset, keepSets bool) error {
 	t := ourTable()
 	exists, err := tableExists(cc)
 	if err != nil {
@@ -146,7 +146,7 @@ func queueFullReplace(ctx context.Context, cc *nftables.Conn, desired *nft.Rules
 	start := nft.NewRuleset()
 	cc.AddTable(t)
 	if exists {
-		if start, err = queueEmptyTable(cc, desired); err != nil {
+		if start, err = queueEmptyTable(cc, desired, keepSets); err != nil {
 			return err
 		}
 	}
@@ -154,9 +154,18 @@ func queueFullReplace(ctx context.Context, cc *nftables.Conn, desired *nft.Rules
 }
 
 // queueEmptyTable queues the removal of everything but the base chains we
-// keep, and returns the model of what is left: those chains, empty, with
-// the hook and policy the kernel has.
-func queueEmptyTable(cc *nftables.Conn, desired *nft.Ruleset) (*nft.Ruleset, error) {
+// keep and, with keepSets, the sets desired defines the same way, and
+// returns the model of what is left: those chains and sets, empty, as the
+// kernel has them.
+//
+// A set is emptied rather than deleted because the kernel publishes the
+// elements of a pipapo set (concatenated ranges: every allow-list) only
+// after the batch's new rules are live. A set deleted and created again
+// in the batch is empty for that moment, and a packet that the old and the
+// new ruleset both admit is dropped (TestSync_FullReplaceKeepsAllowed
+// FlowsFlowing; the chaos run saw it after an agent restart). A set that
+// is only flushed and refilled shows its old elements until then.
+func queueEmptyTable(cc *nftables.Conn, desired *nft.Ruleset, keepSets bool) (*nft.Ruleset, error) {
 	t := ourTable()
 	chains, err := listChains(cc)
 	if err != nil {
@@ -175,9 +184,26 @@ func queueEmptyTable(cc *nftables.Conn, desired *nft.Ruleset) (*nft.Ruleset, err
 		cc.FlushChain(&nftables.Chain{Table: t, Name: c.Name})
 	}
 	for _, s := range sets {
-		if !s.Anonymous && !strings.HasPrefix(s.Name, "__") {
-			cc.DelSet(&nftables.Set{Table: t, Name: s.Name})
+		if s.Anonymous || strings.HasPrefix(s.Name, "__") {
+			continue
 		}
+		if d, ok := desired.Sets[s.Name]; ok && keepSets && sameSetFlags(s, d) {
+			rendered, err := renderSet(t, d)
+			if err != nil {
+				return nil, err
+			}
+			// Adding a set that exists is a no-op if it is defined the
+			// same way (key and data types and lengths, flags); if it is
+			// not, the kernel refuses the batch (EEXIST), and the retry
+			// deletes every set (Syncer.deleteSets).
+			if err := cc.AddSet(rendered, nil); err != nil {
+				return nil, fmt.Errorf("set %s: %w", s.Name, err)
+			}
+			cc.FlushSet(rendered)
+			left.AddSet(&nft.Set{Name: d.Name, Comment: d.Comment, KeyTypes: d.KeyTypes, Interval: d.Interval, IsVerdictMap: d.IsVerdictMap})
+			continue
+		}
+		cc.DelSet(&nftables.Set{Table: t, Name: s.Name})
 	}
 	for _, c := range chains {
 		if keep, hook := keptBaseChain(c, desired); keep {
@@ -192,6 +218,14 @@ func queueEmptyTable(cc *nftables.Conn, desired *nft.Ruleset) (*nft.Ruleset, err
 		cc.DeleteObject(o)
 	}
 	return left, nil
+}
+
+// sameSetFlags reports whether kernel set k has the flags desired set d
+// renders with (what a read-back compares too; the kernel checks the
+// types when the set is added again).
+func sameSetFlags(k *nftables.Set, d *nft.Set) bool {
+	return k.IsMap == d.IsVerdictMap && k.Interval == d.Interval && k.Concatenation == (len(d.KeyTypes) > 1) &&
+		!k.HasTimeout && !k.Dynamic && !k.Constant
 }
 
 // keptBaseChain reports whether kernel chain c is one of our base chains

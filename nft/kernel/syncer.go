@@ -65,6 +65,10 @@ type Syncer struct {
 	// tightened: the last successful Sync may deny what the kernel
 	// allowed before it.
 	tightened bool
+	// deleteSets makes the next full replace delete every set rather than
+	// keep those it can (queueEmptyTable): set after a full replace that
+	// kept sets failed, in case a kept set was what the kernel refused.
+	deleteSets bool
 }
 
 // NewSyncer returns a Syncer whose first Sync replaces whatever the table holds.
@@ -120,6 +124,12 @@ func ctxError(ctx context.Context, err error) error {
 	if cause == nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		cause = context.DeadlineExceeded
 	}
+	// google/nftables does not always wrap the socket's error (its
+	// SendMessages says "i/o timeout" with %v), so the deadline itself
+	// tells: the socket's is ctx's, and it has passed.
+	if d, ok := ctx.Deadline(); cause == nil && ok && !time.Now().Before(d) {
+		cause = context.DeadlineExceeded
+	}
 	if cause == nil || errors.Is(err, cause) {
 		return err
 	}
@@ -164,7 +174,8 @@ func (s *Syncer) sync(ctx context.Context, desired *nft.Ruleset) (tightened bool
 	}
 	defer done()
 	if s.last == nil {
-		err = queueFullReplace(ctx, cc, desired)
+		err = queueFullReplace(ctx, cc, desired, !s.deleteSets)
+		defer func() { s.deleteSets = err != nil && !s.deleteSets }()
 	} else {
 		ops := nft.Diff(s.last, desired)
 		if len(ops) == 0 {
