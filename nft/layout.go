@@ -121,18 +121,20 @@ func NewSkeleton() *Ruleset {
 		{VerdictMap: &Lookup{Fields: []Field{FieldIPv6Daddr}, Set: MapIngressV6}},
 	}
 	// A TCP packet that finds no conntrack entry but is not a SYN (a
-	// server's answer or retransmission after the conntrack cleanup
-	// removed the entry of a connection the new policy denies) would be
-	// picked up by conntrack as a new connection in the reverse direction:
-	// from the server, whose egress may be open, to a client whose
-	// ingress is judged on its own node, which still holds its entry. The
-	// connection would come back. So such a packet is dropped when it
-	// leaves a pod judged for ingress or enters a pod judged for egress;
-	// one that passes this check is still judged as-is by the dispatch
-	// above. Pods not judged in that direction keep the kernel's
-	// behaviour, so their long-idle connections survive a conntrack
-	// timeout as before. The check comes after the dispatch, which only
-	// drops or returns, so that a SYN's trace is that of a table without it.
+	// segment still in flight, or a retransmission, after the conntrack
+	// cleanup removed the entry of a connection the new policy denies)
+	// would be picked up by conntrack as a new connection in the reverse
+	// direction: from the server to the client. Across nodes only this
+	// node judged the connection (the server's ingress here, or the
+	// client's egress here); the other node still holds its entry, and
+	// the reverse direction is not what this node's policy denies, so the
+	// connection would come back. Such a packet is therefore dropped when
+	// it leaves a pod judged for ingress or enters a pod judged for
+	// egress; one that passes is still judged as-is by the dispatch above.
+	// Pods judged in neither direction keep the kernel's behaviour (their
+	// long-idle connections survive a conntrack timeout as before). The
+	// check comes after the dispatch, which only drops or returns, so that
+	// a SYN's trace, rule numbers included, is that of a table without it.
 	midStream := []Rule{
 		{Matches: []Match{{CtState: CtStateNew}, {TCPFlags: notLoneSYN}}, Verdict: Jump(ChainMidStream)},
 	}
@@ -150,9 +152,11 @@ func NewSkeleton() *Ruleset {
 		Hook:  &Hook{Name: HookForward, Priority: 0, Policy: VerdictAccept},
 		Rules: concatRules(prologue, sourceGuard, destinationGuard, egressDispatch, ingressDispatch, midStream),
 	})
-	// input needs no such check: there a local pod talks to its own node,
-	// whose answers leave through the output hook, which the table does not
-	// filter (see README, Limitations).
+	// input gets no such check: a pod's connection to its own node could
+	// come back through the node's answers, which leave through the
+	// output hook, unfiltered, so a check here would not cut it; and the
+	// pod's answers to the node's own connections (always allowed) would
+	// lose their pickups after a conntrack timeout (README, Limitations).
 	r.AddChain(&Chain{
 		Name:  ChainInput,
 		Hook:  &Hook{Name: HookInput, Priority: 0, Policy: VerdictAccept},
