@@ -2,11 +2,12 @@
 
 package kernel
 
-// IP plan: buildTopology's (pods a 10.244.1.2 and b 10.244.1.3 bridged on
-// the node, c 10.244.9.2 routed). One TCP connection per case, to port
-// 8080 of the server; its conntrack entry is deleted on the node as the
-// conntrack cleanup deletes the entry of a connection a tightened policy
-// denies, and then the server speaks first.
+// IP plan: buildTopology's (pods a 10.244.1.2, fd00:244:1::2 and b
+// 10.244.1.3, fd00:244:1::3 bridged on the node, c 10.244.9.2 routed).
+// One TCP connection per case, to port 8080 of the server; its conntrack
+// entry is deleted on the node as the conntrack cleanup deletes the entry
+// of a connection a tightened policy denies, and then the server speaks
+// first.
 
 import (
 	"bufio"
@@ -58,6 +59,23 @@ func TestSync_MidStreamPickupRefused(t *testing.T) {
 			tightened: func() *nft.Ruleset {
 				r := nft.NewSkeleton()
 				r.AddIsolatedEndpoint(nft.Ingress, "test/b", []netip.Addr{podB4}, nft.AllowList{})
+				return r
+			},
+		},
+		{
+			name:   "server judged for ingress, IPv6 (bridged)",
+			client: func(tp topology) string { return tp.a }, server: func(tp topology) string { return tp.b },
+			clientIP: podA6, serverIP: podB6,
+			allowed: func() *nft.Ruleset {
+				r := nft.NewSkeleton()
+				r.AddIsolatedEndpoint(nft.Ingress, "test/b", []netip.Addr{podB4, podB6}, nft.AllowList{Ports: []nft.PortAllow{
+					{Peer: nft.Addr(podA6), Proto: nft.ProtoTCP, Ports: nft.Port(port), Comment: "a"},
+				}})
+				return r
+			},
+			tightened: func() *nft.Ruleset {
+				r := nft.NewSkeleton()
+				r.AddIsolatedEndpoint(nft.Ingress, "test/b", []netip.Addr{podB4, podB6}, nft.AllowList{})
 				return r
 			},
 		},
