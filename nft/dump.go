@@ -281,8 +281,36 @@ func (m Match) String() string {
 		return "meta nfproto ipv4"
 	case m.NFProto == NFProtoIPv6:
 		return "meta nfproto ipv6"
+	case m.TCPFlags != nil:
+		return "tcp flags != " + m.TCPFlags.Unless.String() + " / " + m.TCPFlags.Mask.String()
 	}
 	return "?"
+}
+
+var tcpFlagNames = []struct {
+	bit  TCPFlag
+	name string
+}{
+	{TCPFlagFIN, "fin"},
+	{TCPFlagSYN, "syn"},
+	{TCPFlagRST, "rst"},
+	{TCPFlagPSH, "psh"},
+	{TCPFlagACK, "ack"},
+	{TCPFlagURG, "urg"},
+	{TCPFlagECE, "ecn"},
+	{TCPFlagCWR, "cwr"},
+}
+
+// String lists the flags in the order nft prints them (nft calls ECE
+// "ecn").
+func (f TCPFlag) String() string {
+	var names []string
+	for _, n := range tcpFlagNames {
+		if f&n.bit != 0 {
+			names = append(names, n.name)
+		}
+	}
+	return strings.Join(names, ",")
 }
 
 var ctStateNames = []struct {

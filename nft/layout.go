@@ -35,7 +35,20 @@ const (
 	// until the sync that knows its address and rules replaces the drop.
 	MapUnknownLocalV4 = "unknown-local-v4"
 	MapUnknownLocalV6 = "unknown-local-v6"
+
+	// ChainMidStream refuses TCP connections picked up mid-stream that
+	// involve a local pod whose traffic in the direction at risk is judged:
+	// a packet from a pod judged for ingress, or to a pod judged for
+	// egress. See NewSkeleton.
+	ChainMidStream = "mid-stream"
 )
+
+// notLoneSYN matches a TCP packet that cannot open a connection: any
+// combination of FIN, SYN, RST and ACK but a SYN alone. Conntrack already
+// marks a SYN-ACK, RST or FIN without an entry invalid (dropped by the
+// prologue), so in practice this is the ACK (with data or not) that
+// nf_conntrack_tcp_loose picks up as a new connection.
+var notLoneSYN = &TCPFlagsMatch{Mask: TCPFlagFIN | TCPFlagSYN | TCPFlagRST | TCPFlagACK, Unless: TCPFlagSYN}
 
 // icmpv6NeighbourDiscovery are ICMPv6 types 133–137 (router solicitation,
 // router advertisement, neighbour solicitation, neighbour advertisement,
@@ -107,11 +120,43 @@ func NewSkeleton() *Ruleset {
 		{VerdictMap: &Lookup{Fields: []Field{FieldIPv4Daddr}, Set: MapIngressV4}},
 		{VerdictMap: &Lookup{Fields: []Field{FieldIPv6Daddr}, Set: MapIngressV6}},
 	}
+	// A TCP packet that finds no conntrack entry but is not a SYN (a
+	// segment still in flight, or a retransmission, after the conntrack
+	// cleanup removed the entry of a connection the new policy denies)
+	// would be picked up by conntrack as a new connection in the reverse
+	// direction: from the server to the client. Across nodes only this
+	// node judged the connection (the server's ingress here, or the
+	// client's egress here); the other node still holds its entry, and
+	// the reverse direction is not what this node's policy denies, so the
+	// connection would come back. Such a packet is therefore dropped when
+	// it leaves a pod judged for ingress or enters a pod judged for
+	// egress; one that passes is still judged as-is by the dispatch above.
+	// Pods judged in neither direction keep the kernel's behaviour (their
+	// long-idle connections survive a conntrack timeout as before). The
+	// check comes after the dispatch, which only drops or returns, so that
+	// a SYN's trace, rule numbers included, is that of a table without it.
+	midStream := []Rule{
+		{Matches: []Match{{CtState: CtStateNew}, {TCPFlags: notLoneSYN}}, Verdict: Jump(ChainMidStream)},
+	}
+	r.AddChain(&Chain{
+		Name: ChainMidStream,
+		Rules: []Rule{
+			{Matches: []Match{{Lookup: &Lookup{Fields: []Field{FieldIPv4Saddr}, Set: MapIngressV4}}}, Verdict: Drop},
+			{Matches: []Match{{Lookup: &Lookup{Fields: []Field{FieldIPv6Saddr}, Set: MapIngressV6}}}, Verdict: Drop},
+			{Matches: []Match{{Lookup: &Lookup{Fields: []Field{FieldIPv4Daddr}, Set: MapEgressV4}}}, Verdict: Drop},
+			{Matches: []Match{{Lookup: &Lookup{Fields: []Field{FieldIPv6Daddr}, Set: MapEgressV6}}}, Verdict: Drop},
+		},
+	})
 	r.AddChain(&Chain{
 		Name:  ChainForward,
 		Hook:  &Hook{Name: HookForward, Priority: 0, Policy: VerdictAccept},
-		Rules: concatRules(prologue, sourceGuard, destinationGuard, egressDispatch, ingressDispatch),
+		Rules: concatRules(prologue, sourceGuard, destinationGuard, egressDispatch, ingressDispatch, midStream),
 	})
+	// input gets no such check: a pod's connection to its own node could
+	// come back through the node's answers, which leave through the
+	// output hook, unfiltered, so a check here would not cut it; and the
+	// pod's answers to the node's own connections (always allowed) would
+	// lose their pickups after a conntrack timeout (README, Limitations).
 	r.AddChain(&Chain{
 		Name:  ChainInput,
 		Hook:  &Hook{Name: HookInput, Priority: 0, Policy: VerdictAccept},

@@ -214,6 +214,30 @@ type Match struct {
 	ICMPv6Type []uint8 // icmpv6 type { ... }
 	Lookup     *Lookup // <fields> @set
 	NFProto    NFProto // meta nfproto ipv4|ipv6
+	TCPFlags   *TCPFlagsMatch
+}
+
+// TCPFlag is a bit of the TCP header's flags byte.
+type TCPFlag uint8
+
+// TCP flags, with their bit values in the header.
+const (
+	TCPFlagFIN TCPFlag = 0x01
+	TCPFlagSYN TCPFlag = 0x02
+	TCPFlagRST TCPFlag = 0x04
+	TCPFlagPSH TCPFlag = 0x08
+	TCPFlagACK TCPFlag = 0x10
+	TCPFlagURG TCPFlag = 0x20
+	TCPFlagECE TCPFlag = 0x40
+	TCPFlagCWR TCPFlag = 0x80
+)
+
+// TCPFlagsMatch matches a TCP packet whose flags, masked by Mask, are
+// anything but Unless: `tcp flags & (Mask) != Unless`. Packets of other
+// protocols never match. The table needs only this negative form (a TCP
+// packet that is not a lone SYN), so the model has no other.
+type TCPFlagsMatch struct {
+	Mask, Unless TCPFlag
 }
 
 // CtState is a bit mask of conntrack states, with the kernel's bit values.

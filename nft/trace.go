@@ -14,6 +14,19 @@ type Packet struct {
 	DstPort  uint16 // meaningful for TCP, UDP and SCTP only
 	ICMPType uint8  // meaningful for ICMPv6 only
 	CtState  CtState
+	// TCPFlags are the flags of a TCP packet. Zero stands for a lone SYN,
+	// the first packet of a connection: that is what every caller judging
+	// a connection means, and a TCP packet with no flag at all is invalid
+	// to conntrack, so it never reaches a rule that looks at flags.
+	TCPFlags TCPFlag
+}
+
+// tcpFlags is the packet's TCP flags, a lone SYN when none are given.
+func (p Packet) tcpFlags() TCPFlag {
+	if p.TCPFlags == 0 {
+		return TCPFlagSYN
+	}
+	return p.TCPFlags
 }
 
 // hasPorts reports whether the packet's transport header has ports, that is
@@ -27,7 +40,11 @@ func (p Packet) hasPorts() bool {
 }
 
 func (p Packet) String() string {
-	return fmt.Sprintf("%s %s -> %s proto %d dport %d ct %s", p.Hook, p.Src, p.Dst, p.Proto, p.DstPort, p.CtState)
+	s := fmt.Sprintf("%s %s -> %s proto %d dport %d ct %s", p.Hook, p.Src, p.Dst, p.Proto, p.DstPort, p.CtState)
+	if p.TCPFlags != 0 {
+		s += " flags " + p.TCPFlags.String()
+	}
+	return s
 }
 
 // TraceResult is the final verdict of a packet and the rules it hit.
@@ -168,6 +185,8 @@ func (t *tracer) match(m Match) bool {
 		return t.p.Src.Is4()
 	case m.NFProto == NFProtoIPv6:
 		return t.p.Src.Is6()
+	case m.TCPFlags != nil:
+		return t.p.Proto == ProtoTCP && t.p.tcpFlags()&m.TCPFlags.Mask != m.TCPFlags.Unless
 	}
 	return false
 }

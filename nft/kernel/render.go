@@ -219,8 +219,23 @@ func renderMatch(t *nftables.Table, m nft.Match, addAnon anonSetAdder) ([]expr.A
 		return append(exprs, &expr.Lookup{SourceRegister: 1, SetName: m.Lookup.Set}), nil
 	case m.NFProto != 0:
 		return nfprotoIs(m.NFProto), nil
+	case m.TCPFlags != nil:
+		return renderTCPFlagsNot(m.TCPFlags), nil
 	}
 	return nil, fmt.Errorf("empty match")
+}
+
+// renderTCPFlagsNot is `tcp flags & (mask) != value` as nft encodes it:
+// the l4proto tcp dependency, the flags byte (offset 13 of the TCP
+// header), masked, compared.
+func renderTCPFlagsNot(m *nft.TCPFlagsMatch) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{nft.ProtoTCP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{byte(m.Mask)}, Xor: []byte{0}},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{byte(m.Unless)}},
+	}
 }
 
 func nfprotoIs(p nft.NFProto) []expr.Any {

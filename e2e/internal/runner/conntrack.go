@@ -33,37 +33,47 @@ const conntrackNamespace = "ct"
 // conntrackFlow is one long-lived flow of the check.
 type conntrackFlow struct {
 	name     string
-	from     string // pod name in conntrackNamespace
+	from     string // client pod name in conntrackNamespace
+	to       string // server pod name: "server" unless set
 	proto    string // TCP | UDP
 	service  bool   // through the server's ClusterIP (DNAT) rather than its pod IP
 	wantsCut bool
-	// reportOnly: the outcome is printed, not judged. A cross-node flow is
-	// not reliably cut (README, Limitations): the client's node keeps its
-	// entry (its ruleset allows the flow), and a packet of the server's
-	// still in flight, or a TCP retransmission, re-opens the flow on the
-	// server's node as a new connection from the server, which that node
-	// cannot deny (the client's ingress is judged on the client's node).
-	reportOnly bool
 }
 
-// conntrackFlows: every flow goes to pod "server". The policy admits only
-// pod "keeper", so the flows of "near" (the server's node, bridged) must
-// be cut, through the Service and straight to the pod, TCP and UDP, while
-// keeper's (another node) go on. The flows of "far" (another node) are
-// reported.
+// conntrackFlows. The policies (conntrackPolicies) isolate pod "server"
+// for ingress, admitting only "keeper", and pod "leaver" for egress,
+// admitting nothing; no other pod is isolated. So the flows of "near"
+// (the server's node, bridged) and "far" (another node) to the server
+// must be cut, through the Service and straight to the pod, TCP and UDP,
+// and so must leaver's to "open" (another node, isolated in no
+// direction): cut on the client's node. keeper's flows to the server,
+// and far's to open, go on.
+//
+// Across nodes only one node judges the flow: the other keeps its
+// conntrack entry, and a TCP segment of the server's (a retransmission of
+// data the client's dropped ACK left unacknowledged) then meets no entry
+// on the judging node. Unless the table refuses that mid-stream pickup
+// (nft.ChainMidStream), conntrack takes it for a new connection from
+// server to client, which the judging node allows, and the flow comes
+// back; before the refusal, far's TCP flow came back every time.
 var conntrackFlows = []conntrackFlow{
 	{name: "near TCP to pod IP", from: "near", proto: "TCP", wantsCut: true},
 	{name: "near TCP via Service", from: "near", proto: "TCP", service: true, wantsCut: true},
 	{name: "near UDP via Service", from: "near", proto: "UDP", service: true, wantsCut: true},
 	{name: "near UDP to pod IP", from: "near", proto: "UDP", wantsCut: true},
+	{name: "far TCP via Service", from: "far", proto: "TCP", service: true, wantsCut: true},
+	{name: "far TCP to pod IP", from: "far", proto: "TCP", wantsCut: true},
+	{name: "far UDP to pod IP", from: "far", proto: "UDP", wantsCut: true},
+	{name: "leaver TCP via Service", from: "leaver", to: "open", proto: "TCP", service: true, wantsCut: true},
+	{name: "leaver TCP to pod IP", from: "leaver", to: "open", proto: "TCP", wantsCut: true},
+	{name: "leaver UDP via Service", from: "leaver", to: "open", proto: "UDP", service: true, wantsCut: true},
 	{name: "keeper TCP via Service", from: "keeper", proto: "TCP", service: true},
 	{name: "keeper UDP to pod IP", from: "keeper", proto: "UDP"},
-	{name: "far TCP via Service", from: "far", proto: "TCP", service: true, wantsCut: true, reportOnly: true},
-	{name: "far UDP to pod IP", from: "far", proto: "UDP", wantsCut: true, reportOnly: true},
+	{name: "far TCP to open via Service", from: "far", to: "open", proto: "TCP", service: true},
 }
 
-// conntrackScenario: server and near on the first node, far and keeper on
-// the second.
+// conntrackScenario: server, near and open on the first node; far, keeper
+// and leaver on the second.
 func (r *Runner) conntrackScenario() *scenario.Scenario {
 	s := &scenario.Scenario{Name: "conntrack", IgnoreLoopback: true}
 	s.Cluster.Servers = []scenario.Server{{Port: 80, Protocol: "TCP"}, {Port: 80, Protocol: "UDP"}}
@@ -72,7 +82,7 @@ func (r *Runner) conntrackScenario() *scenario.Scenario {
 	for i, p := range []struct {
 		name string
 		node int
-	}{{"server", 0}, {"near", 0}, {"far", 1}, {"keeper", 1}} {
+	}{{"server", 0}, {"near", 0}, {"far", 1}, {"keeper", 1}, {"open", 0}, {"leaver", 1}} {
 		n := nodes[p.node%len(nodes)]
 		ip := netip.MustParsePrefix(n.PodCIDR).Addr().As4()
 		ip[3] = byte(60 + i)
@@ -82,19 +92,31 @@ func (r *Runner) conntrackScenario() *scenario.Scenario {
 	return s
 }
 
-// conntrackPolicy isolates every pod of the namespace for ingress and
-// admits only keeper. The clients are isolated too, as under a
-// namespace's default deny: a policy that leaves the reverse direction
-// open lets a server's retransmission re-open a cut TCP connection
-// (README, Limitations).
-func conntrackPolicy() *networkingv1.NetworkPolicy {
-	return &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: conntrackNamespace, Name: "only-keeper"},
-		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{
-				From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"role": "keeper"}}}},
-			}},
+// conntrackPolicies isolate only the server for ingress (admitting
+// keeper) and only leaver for egress (admitting nothing): the clients of
+// the server and the server leaver talks to stay unisolated, so that no
+// isolation of the other side can hide a connection coming back.
+func conntrackPolicies() []*networkingv1.NetworkPolicy {
+	role := func(r string) metav1.LabelSelector {
+		return metav1.LabelSelector{MatchLabels: map[string]string{"role": r}}
+	}
+	keeper := role("keeper")
+	return []*networkingv1.NetworkPolicy{
+		{
+			ObjectMeta: metav1.ObjectMeta{Namespace: conntrackNamespace, Name: "only-keeper"},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: role("server"),
+				Ingress: []networkingv1.NetworkPolicyIngressRule{{
+					From: []networkingv1.NetworkPolicyPeer{{PodSelector: &keeper}},
+				}},
+			},
+		},
+		{
+			ObjectMeta: metav1.ObjectMeta{Namespace: conntrackNamespace, Name: "leaver-cut-off"},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: role("leaver"),
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+			},
 		},
 	}
 }
@@ -109,7 +131,6 @@ func (r *Runner) ConntrackCheck(ctx context.Context) (bool, error) {
 	if err := r.prepare(ctx, s); err != nil {
 		return false, fmt.Errorf("setting up the pods: %w", err)
 	}
-	server := r.pods[conntrackNamespace+"/server"]
 	started := make([]*kubelet.Pod, len(conntrackFlows))
 	defer func() {
 		for i, f := range conntrackFlows {
@@ -120,6 +141,7 @@ func (r *Runner) ConntrackCheck(ctx context.Context) (bool, error) {
 	}()
 	for i, f := range conntrackFlows {
 		src := r.pods[conntrackNamespace+"/"+f.from]
+		server := r.pods[conntrackNamespace+"/"+f.serverName()]
 		addr := netip.AddrPortFrom(server.IP, 80).String()
 		if f.service {
 			addr = netip.AddrPortFrom(netip.MustParseAddr(server.ClusterIP), 80).String()
@@ -141,13 +163,18 @@ func (r *Runner) ConntrackCheck(ctx context.Context) (bool, error) {
 		}
 	}
 
-	created := time.Now()
-	if _, err := r.CS.NetworkingV1().NetworkPolicies(conntrackNamespace).Create(ctx, conntrackPolicy(), metav1.CreateOptions{}); err != nil {
-		return false, fmt.Errorf("create policy: %w", err)
-	}
+	policies := conntrackPolicies()
 	defer func() {
-		_ = r.CS.NetworkingV1().NetworkPolicies(conntrackNamespace).Delete(context.Background(), "only-keeper", metav1.DeleteOptions{})
+		for _, p := range policies {
+			_ = r.CS.NetworkingV1().NetworkPolicies(conntrackNamespace).Delete(context.Background(), p.Name, metav1.DeleteOptions{})
+		}
 	}()
+	created := time.Now()
+	for _, p := range policies {
+		if _, err := r.CS.NetworkingV1().NetworkPolicies(conntrackNamespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			return false, fmt.Errorf("create policy %s: %w", p.Name, err)
+		}
+	}
 	time.Sleep(conntrackWatch)
 
 	ok := true
@@ -179,22 +206,24 @@ func (r *Runner) ConntrackCheck(ctx context.Context) (bool, error) {
 			problems = append(problems, st.Err)
 		}
 		verdict := "PASS"
-		switch {
-		case f.reportOnly && len(problems) > 0:
-			verdict = "NOT CUT (known limit, not judged)"
-		case f.reportOnly:
-			verdict = "cut (not judged)"
-		case len(problems) > 0:
+		if len(problems) > 0 {
 			verdict, ok = "FAIL", false
 		}
 		want := "kept"
 		if f.wantsCut {
 			want = "cut"
 		}
-		fmt.Fprintf(r.Out, "conntrack: %s: %-24s want %-4s sent %4d answered %4d, last answer %+6.0f ms after the policy%s\n",
+		fmt.Fprintf(r.Out, "conntrack: %s: %-27s want %-4s sent %4d answered %4d, last answer %+6.0f ms after the policy%s\n",
 			verdict, f.name, want, st.Sent, st.Echoed, ms(last), strings.Join(append([]string{""}, problems...), "; "))
 	}
 	return ok, nil
+}
+
+func (f conntrackFlow) serverName() string {
+	if f.to == "" {
+		return "server"
+	}
+	return f.to
 }
 
 func flowStatus(p *kubelet.Pod, flow, op string, graceMs int) (podserver.FlowStatus, error) {
