@@ -67,6 +67,8 @@ func runMain(args []string) error {
 	latGap := fs.Duration("latency-gap", 30*time.Millisecond, "pause between a verdict and the next write in figure 2")
 	latBackground := fs.String("latency-background", "0,10000", "figure 2 is run once per count of background policies (largest first)")
 	skipDatapath := fs.Bool("skip-datapath", false, "only figure 2")
+	pairs := fs.Int("interleaved-pairs", 20, "figure 1, interleaved: pairs of no agent / agents with the largest -policies count (0 = skip)")
+	pairRun := fs.Duration("interleaved-run", 500*time.Millisecond, "figure 1, interleaved: length of each load run")
 	cnps := fs.Int("cnps", 100, "figure 1: a configuration with this many Admin and as many Baseline ClusterNetworkPolicies (synth.LastRule; 0 = none)")
 	cnpRules := fs.Int("cnp-rules", 25, "figure 1: rules per direction of each ClusterNetworkPolicy (at most 25)")
 	latCNP := fs.Bool("latency-cnp", true, "figure 2: also the ClusterNetworkPolicy kinds")
@@ -157,6 +159,16 @@ func runMain(args []string) error {
 		printDatapath(os.Stdout, dp)
 		if err := results.WriteKeys(*out, map[string]any{"datapath": dp}); err != nil {
 			return err
+		}
+		if *pairs > 0 && len(policyCounts) > 0 {
+			iv, err := e.interleaved(ctx, slices.Max(policyCounts), *pairs, *pairRun, 5000, e.log)
+			if err != nil {
+				return fmt.Errorf("figure 1, interleaved: %w", err)
+			}
+			printInterleaved(os.Stdout, iv)
+			if err := results.WriteKeys(*out, map[string]any{"datapath_interleaved": iv}); err != nil {
+				return err
+			}
 		}
 	}
 	if *latReps > 0 {
