@@ -40,7 +40,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	runFor := fs.Duration("run", 200*time.Millisecond, "length of one measurement (at most 2s)")
 	maxPackets := fs.Int("max-packets", 2_000_000, "packets at most per measurement")
 	resamples := fs.Int("resamples", 5000, "bootstrap resamples for the 95% intervals")
-	timeout := fs.Duration("timeout", 15*time.Minute, "the whole run is cut off after this")
+	syncTimeout := fs.Duration("sync-timeout", 3*time.Minute, "bound on loading one table; a larger one is reported as not committed and left out")
+	timeout := fs.Duration("timeout", 20*time.Minute, "the whole run is cut off after this")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -56,7 +57,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := pktpath.Run(ctx, pktpath.Options{Elements: sizes, Rounds: *rounds, Run: *runFor, MaxPackets: *maxPackets,
-		Resamples: *resamples, Seed: 13, Log: stderr})
+		SyncTimeout: *syncTimeout, Resamples: *resamples, Seed: 13, Log: stderr})
 	if err != nil {
 		return err
 	}
@@ -98,6 +99,10 @@ func Print(w io.Writer, r *pktpath.Result) {
 		elems := "-"
 		if c.Table {
 			elems = strconv.Itoa(c.SetElements)
+		}
+		if c.SetupError != "" {
+			fmt.Fprintf(w, "%-26s %10d %10s %9s %9s | not measured: %s\n", c.Name, c.SetElements, "-", "-", "-", c.SetupError)
+			continue
 		}
 		fmt.Fprintf(w, "%-26s %10s %10d %9.2f %9s | %10.0f %6.3f [%6.3f, %6.3f] | %6.0f [%6.0f, %6.0f]\n",
 			c.Name, elems, c.AllowListElements, c.SyncSeconds, outsider, c.PPSMedian,
