@@ -287,7 +287,9 @@ func setUp(ctx context.Context, n int, o Options) (_ *point, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("outsider: %w", err)
 	}
-	p.cfg.OutsiderBlocked = got == 0 && sent > 0
+	// A stray packet or two (an ARP request of the router) reaches the
+	// receiver's counter too: blocked is below 1% of what was sent.
+	p.cfg.OutsiderBlocked = sent > 0 && got*100 < sent
 	if wantBlocked := n > 0; p.cfg.OutsiderBlocked != wantBlocked {
 		return nil, fmt.Errorf("outsider: %d of %d packets through, want blocked=%v: the table does not filter as compiled", got, sent, wantBlocked)
 	}

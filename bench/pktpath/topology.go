@@ -80,6 +80,20 @@ func newHop() (_ *hop, err error) {
 			return nil, err
 		}
 	}
+	// No IPv6: its neighbour discovery and MLD would add packets of their
+	// own to the receiver's counter.
+	for _, ns := range []*controlplane.NetNS{h.sender, h.router, h.receiver} {
+		if err := inNetns(ns, func() error {
+			for _, k := range []string{"all", "default"} {
+				if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/disable_ipv6", []byte("1"), 0o644); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("disable IPv6: %w", err)
+		}
+	}
 	r, err := netlink.NewHandleAt(netns.NsHandle(h.router.Fd()))
 	if err != nil {
 		return nil, fmt.Errorf("netlink in router: %w", err)
