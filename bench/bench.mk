@@ -8,6 +8,7 @@
 #                                   the kernel-level datapath figure: packets/s through one forward hop
 #                                   (netns it creates) with the compiled table at 0..10^6 elements vs no
 #                                   table, interleaved rounds (bench/pktpath; ~5 min, bounded to 25)
+#   make bench-events               agent CPU seconds per 1,000 pod / policy events at 150k pods (event_cpu; ~2 min)
 #   make bench-cluster [BENCH_CLUSTER_FLAGS='-policies 1000 -reps 1 -latency-reps 20 -latency-background 0,1000']
 #                                   figures 1 and 2 on a fresh `make up AGENT=none` (~7 min and more:
 #                                   figure 1 has a configuration with 100+100 ClusterNetworkPolicies
@@ -31,13 +32,17 @@ BENCH_CLUSTER_BIN   ?= bin/clusterbench
 BENCH_CLUSTER_FLAGS ?=
 BENCH_KEEP_CLUSTER  ?=
 
-.PHONY: bench bench-controlplane bench-kernel bench-cluster
+.PHONY: bench bench-controlplane bench-events bench-kernel bench-cluster
 
-bench: bench-controlplane bench-kernel bench-cluster ## the benchmarks: table on stdout, figures in bench/results.json
+bench: bench-controlplane bench-events bench-kernel bench-cluster ## the benchmarks: table on stdout, figures in bench/results.json
 
 bench-controlplane:
 	$(GO) build -o $(BENCH_BIN) ./bench/cmd/nftbench
 	timeout 40m $(BENCH_BIN) -out $(BENCH_OUT) $(BENCH_FLAGS)
+
+bench-events:
+	$(GO) build -o $(BENCH_BIN) ./bench/cmd/nftbench
+	timeout 15m $(BENCH_BIN) events -out $(BENCH_OUT)
 
 bench-kernel:
 	$(GO) build -o $(BENCH_KERNEL_BIN) ./bench/cmd/pktbench
