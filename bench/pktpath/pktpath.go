@@ -205,10 +205,10 @@ func rotation(n, r int) []int {
 }
 
 func configName(n int) string {
-	switch {
-	case n == NoTable:
+	switch n {
+	case NoTable:
 		return "no table"
-	case n == 0:
+	case 0:
 		return "table, no policy"
 	default:
 		return fmt.Sprintf("table, %d elements", n)
