@@ -118,7 +118,7 @@ type point struct {
 // (namespaces, sockets) is released before it returns.
 func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.SyncTimeout <= 0 {
-		o.SyncTimeout = 3 * time.Minute
+		o.SyncTimeout = 2 * time.Minute
 	}
 	if o.Rounds < 2 || o.Run <= 0 || o.MaxPackets <= 0 {
 		return nil, fmt.Errorf("rounds %d, run %s, max packets %d: need at least 2 rounds and a positive run", o.Rounds, o.Run, o.MaxPackets)

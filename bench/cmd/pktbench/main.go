@@ -40,7 +40,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	runFor := fs.Duration("run", 200*time.Millisecond, "length of one measurement (at most 2s)")
 	maxPackets := fs.Int("max-packets", 2_000_000, "packets at most per measurement")
 	resamples := fs.Int("resamples", 5000, "bootstrap resamples for the 95% intervals")
-	syncTimeout := fs.Duration("sync-timeout", 3*time.Minute, "bound on loading one table; a larger one is reported as not committed and left out")
+	syncTimeout := fs.Duration("sync-timeout", 2*time.Minute, "bound on loading one table; a larger one is reported as not committed and left out")
 	timeout := fs.Duration("timeout", 20*time.Minute, "the whole run is cut off after this")
 	if err := fs.Parse(args); err != nil {
 		return err
