@@ -164,7 +164,13 @@ func (e *env) churnCPU(ctx context.Context, policies int, d time.Duration, log i
 		c.Writes = k.writes
 		run.Kinds = append(run.Kinds, *c)
 	}
-	// Back to figure 1's labels and policies.
+	// Back to figure 1's labels and policies (an odd write puts a
+	// policy's own block back).
+	for w := range 2 {
+		if err := kinds[1].write(ctx, w, 1); err != nil {
+			return nil, err
+		}
+	}
 	if err := e.kl.SetLabels(ctx, e.pods["client-cross"], map[string]string{"peer": "last"}); err != nil {
 		return nil, err
 	}
