@@ -24,9 +24,15 @@ type Interval struct {
 	Resamples int     `json:"resamples"`
 }
 
-// AtLeast reports whether the interval's lower bound reaches goal: only
-// then is "the ratio is at least goal" claimed.
-func (iv Interval) AtLeast(goal float64) bool { return iv.N > 0 && iv.Low >= goal }
+// MinClaimSamples is the fewest ratios a claim is made from: a percentile
+// bootstrap of a handful of samples gives intervals far narrower than the
+// truth (three pairs can "prove" anything).
+const MinClaimSamples = 10
+
+// AtLeast reports whether the interval's lower bound reaches goal, from
+// at least MinClaimSamples ratios: only then is "the ratio is at least
+// goal" claimed.
+func (iv Interval) AtLeast(goal float64) bool { return iv.N >= MinClaimSamples && iv.Low >= goal }
 
 // Median is the median of xs (the mean of the two middle values for an
 // even count); NaN for none.

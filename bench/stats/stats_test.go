@@ -67,6 +67,7 @@ func TestAtLeast(t *testing.T) {
 		{Interval{Median: 0.99, Low: 0.94, High: 1.02, N: 20}, false}, // the median alone is not enough
 		{Interval{Median: 0.95, Low: 0.95, High: 0.97, N: 20}, true},
 		{Interval{N: 0}, false},
+		{Interval{Median: 1.6, Low: 1.05, High: 3.4, N: 3}, false}, // too few pairs to claim anything
 	} {
 		if got := tc.iv.AtLeast(0.95); got != tc.want {
 			t.Errorf("%+v.AtLeast(0.95) = %v, want %v", tc.iv, got, tc.want)

@@ -57,4 +57,9 @@ func TestPairRatios_DriftCancelsInPairs(t *testing.T) {
 			}
 		}
 	}
+	// Fewer pairs than the goal asks for: a figure, never a claim.
+	base, agent := pairs(12, 0)
+	if _, all, _ := pairRatios(base, agent, 2000); all {
+		t.Error("the goal is claimed from 12 pairs")
+	}
 }
