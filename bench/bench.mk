@@ -4,6 +4,11 @@
 #   make bench-controlplane         figures 3 and 4 only, table + bench/results.json; every size
 #                                   also with 1,000 ClusterNetworkPolicies (-cnps; -cnps '' for none)
 #   make bench BENCH_FLAGS='-pods 1000,10000 -reps 3'   a quicker control-plane run
+#   make bench-kernel [BENCH_KERNEL_FLAGS='-elements 0,1000,10000 -rounds 10']
+#                                   the kernel-level datapath figure: packets/s through one forward hop
+#                                   (netns it creates) with the compiled table at 0..10^6 elements vs no
+#                                   table, interleaved rounds (bench/pktpath; ~5 min, bounded to 25)
+#   make bench-events               agent CPU seconds per 1,000 pod / policy events at 150k pods (event_cpu; ~2 min)
 #   make bench-cluster [BENCH_CLUSTER_FLAGS='-policies 1000 -reps 1 -latency-reps 20 -latency-background 0,1000']
 #                                   figures 1 and 2 on a fresh `make up AGENT=none` (~7 min and more:
 #                                   figure 1 has a configuration with 100+100 ClusterNetworkPolicies
@@ -20,17 +25,28 @@ BENCH_BIN   ?= bin/nftbench
 BENCH_OUT   ?= bench/results.json
 BENCH_FLAGS ?=
 
+BENCH_KERNEL_BIN   ?= bin/pktbench
+BENCH_KERNEL_FLAGS ?=
+
 BENCH_CLUSTER_BIN   ?= bin/clusterbench
 BENCH_CLUSTER_FLAGS ?=
 BENCH_KEEP_CLUSTER  ?=
 
-.PHONY: bench bench-controlplane bench-cluster
+.PHONY: bench bench-controlplane bench-events bench-kernel bench-cluster
 
-bench: bench-controlplane bench-cluster ## the benchmarks: table on stdout, figures in bench/results.json
+bench: bench-controlplane bench-events bench-kernel bench-cluster ## the benchmarks: table on stdout, figures in bench/results.json
 
 bench-controlplane:
 	$(GO) build -o $(BENCH_BIN) ./bench/cmd/nftbench
 	timeout 40m $(BENCH_BIN) -out $(BENCH_OUT) $(BENCH_FLAGS)
+
+bench-events:
+	$(GO) build -o $(BENCH_BIN) ./bench/cmd/nftbench
+	timeout 15m $(BENCH_BIN) events -out $(BENCH_OUT)
+
+bench-kernel:
+	$(GO) build -o $(BENCH_KERNEL_BIN) ./bench/cmd/pktbench
+	timeout 25m $(BENCH_KERNEL_BIN) -out $(BENCH_OUT) $(BENCH_KERNEL_FLAGS)
 
 # Figures 1 and 2. The cluster runs without an agent (the baseline);
 # clusterbench starts nftpolicy itself on every node after measuring it.

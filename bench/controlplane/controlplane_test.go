@@ -81,3 +81,22 @@ func TestSmoke_ClusterNetworkPolicies(t *testing.T) {
 		t.Error("a shape without the edited policies was measured")
 	}
 }
+
+// The event CPU figure runs end to end on a small shape: both kinds change
+// the ruleset and are counted; no CPU time is asserted beyond being
+// measured at all.
+func TestSmoke_EventCPU(t *testing.T) {
+	requireRoot(t)
+	got, err := MeasureEventCPU(synth.Scaled(1_000), 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Kinds) != 2 {
+		t.Fatalf("%d kinds, want pod and policy", len(got.Kinds))
+	}
+	for _, k := range got.Kinds {
+		if k.Events != 20 || k.OpsPerEvent == 0 || k.CPUSeconds <= 0 || k.WallSeconds <= 0 {
+			t.Errorf("%s: %+v", k.Kind, k)
+		}
+	}
+}

@@ -46,8 +46,11 @@ type env struct {
 	agent  string
 	pods   map[string]*kubelet.Pod
 	agents []string // proc names we started
-	log    io.Writer
-	cnp    *cnpClients // nil until the ClusterNetworkPolicy CRD is installed
+	// agentPIDs are the agents' process ids by node name (their CPU time
+	// is read from /proc for the churn figure).
+	agentPIDs map[string]int
+	log       io.Writer
+	cnp       *cnpClients // nil until the ClusterNetworkPolicy CRD is installed
 }
 
 func (e *env) logf(format string, args ...any) {
@@ -67,6 +70,9 @@ func runMain(args []string) error {
 	latGap := fs.Duration("latency-gap", 30*time.Millisecond, "pause between a verdict and the next write in figure 2")
 	latBackground := fs.String("latency-background", "0,10000", "figure 2 is run once per count of background policies (largest first)")
 	skipDatapath := fs.Bool("skip-datapath", false, "only figure 2")
+	pairs := fs.Int("interleaved-pairs", 20, "figure 1, interleaved: pairs of no agent / agents with the largest -policies count (0 = skip)")
+	pairRun := fs.Duration("interleaved-run", 500*time.Millisecond, "figure 1, interleaved: length of each load run")
+	churnFor := fs.Duration("churn", 15*time.Second, "agent CPU under constant churn: length of each kind's churn, with the largest -policies count (0 = skip)")
 	cnps := fs.Int("cnps", 100, "figure 1: a configuration with this many Admin and as many Baseline ClusterNetworkPolicies (synth.LastRule; 0 = none)")
 	cnpRules := fs.Int("cnp-rules", 25, "figure 1: rules per direction of each ClusterNetworkPolicy (at most 25)")
 	latCNP := fs.Bool("latency-cnp", true, "figure 2: also the ClusterNetworkPolicy kinds")
@@ -157,6 +163,26 @@ func runMain(args []string) error {
 		printDatapath(os.Stdout, dp)
 		if err := results.WriteKeys(*out, map[string]any{"datapath": dp}); err != nil {
 			return err
+		}
+		if *pairs > 0 && len(policyCounts) > 0 {
+			iv, err := e.interleaved(ctx, slices.Max(policyCounts), *pairs, *pairRun, 5000, e.log)
+			if err != nil {
+				return fmt.Errorf("figure 1, interleaved: %w", err)
+			}
+			printInterleaved(os.Stdout, iv)
+			if err := results.WriteKeys(*out, map[string]any{"datapath_interleaved": iv}); err != nil {
+				return err
+			}
+		}
+		if *churnFor > 0 && len(policyCounts) > 0 {
+			cc, err := e.churnCPU(ctx, slices.Max(policyCounts), *churnFor, e.log)
+			if err != nil {
+				return fmt.Errorf("churn CPU: %w", err)
+			}
+			printChurnCPU(os.Stdout, cc)
+			if err := results.WriteKeys(*out, map[string]any{"churn_cpu": cc}); err != nil {
+				return err
+			}
 		}
 	}
 	if *latReps > 0 {
@@ -323,12 +349,17 @@ func (e *env) startAgents() error {
 	for _, n := range e.st.Nodes {
 		name := "bench-" + n.Name + "-agent"
 		kc := filepath.Join(n.Dir, "agent.kubeconfig")
-		if _, err := e.cfg.Start(cluster.Proc{Name: name, NetNS: n.NetNS, LogFile: filepath.Join(e.cfg.LogDir(), name+".log"),
+		pid, err := e.cfg.Start(cluster.Proc{Name: name, NetNS: n.NetNS, LogFile: filepath.Join(e.cfg.LogDir(), name+".log"),
 			Env:  []string{"NODE_NAME=" + n.Name, "KUBECONFIG=" + kc},
-			Args: []string{e.agent, "--node-name", n.Name, "--kubeconfig", kc, "--metrics-bind-address=:9808", "--health-probe-bind-address=:9809"}}); err != nil {
+			Args: []string{e.agent, "--node-name", n.Name, "--kubeconfig", kc, "--metrics-bind-address=:9808", "--health-probe-bind-address=:9809"}})
+		if err != nil {
 			return err
 		}
 		e.agents = append(e.agents, name)
+		if e.agentPIDs == nil {
+			e.agentPIDs = map[string]int{}
+		}
+		e.agentPIDs[n.Name] = pid
 	}
 	return nil
 }
