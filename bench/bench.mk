@@ -3,6 +3,8 @@
 #   make bench                      all figures: control plane (3, 4) then the local cluster (1, 2)
 #   make bench-controlplane         figures 3 and 4 only, table + bench/results.json; every size
 #                                   also with 1,000 ClusterNetworkPolicies (-cnps; -cnps '' for none)
+#   make bench-latency              figure 2's agent share (update + compile + sync per event, with 0
+#                                   and 10,000 background policies; BENCH_LATENCY_FLAGS='-reps 20')
 #   make bench BENCH_FLAGS='-pods 1000,10000 -reps 3'   a quicker control-plane run
 #   make bench-kernel [BENCH_KERNEL_FLAGS='-elements 0,1000,10000 -rounds 10']
 #                                   the kernel-level datapath figure: packets/s through one forward hop
@@ -24,6 +26,7 @@
 BENCH_BIN   ?= bin/nftbench
 BENCH_OUT   ?= bench/results.json
 BENCH_FLAGS ?=
+BENCH_LATENCY_FLAGS ?=
 
 BENCH_KERNEL_BIN   ?= bin/pktbench
 BENCH_KERNEL_FLAGS ?=
@@ -32,9 +35,9 @@ BENCH_CLUSTER_BIN   ?= bin/clusterbench
 BENCH_CLUSTER_FLAGS ?=
 BENCH_KEEP_CLUSTER  ?=
 
-.PHONY: bench bench-controlplane bench-events bench-kernel bench-cluster
+.PHONY: bench bench-controlplane bench-events bench-kernel bench-latency bench-cluster
 
-bench: bench-controlplane bench-events bench-kernel bench-cluster ## the benchmarks: table on stdout, figures in bench/results.json
+bench: bench-controlplane bench-events bench-kernel bench-latency bench-cluster ## the benchmarks: table on stdout, figures in bench/results.json
 
 bench-controlplane:
 	$(GO) build -o $(BENCH_BIN) ./bench/cmd/nftbench
@@ -47,6 +50,11 @@ bench-events:
 bench-kernel:
 	$(GO) build -o $(BENCH_KERNEL_BIN) ./bench/cmd/pktbench
 	timeout 25m $(BENCH_KERNEL_BIN) -out $(BENCH_OUT) $(BENCH_KERNEL_FLAGS)
+
+# Figure 2's agent share on the control plane (the agent_latency key).
+bench-latency:
+	$(GO) build -o $(BENCH_BIN) ./bench/cmd/nftbench
+	timeout 15m $(BENCH_BIN) latency -out $(BENCH_OUT) $(BENCH_LATENCY_FLAGS)
 
 # Figures 1 and 2. The cluster runs without an agent (the baseline);
 # clusterbench starts nftpolicy itself on every node after measuring it.

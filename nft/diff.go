@@ -312,6 +312,23 @@ func diffElements(old, desired []Element) (del, add []Element) {
 		// order: compared in place, without building key maps.
 		return nil, nil
 	}
+	// A compiler that patches a set (policy's allow-list fold) keeps the
+	// order of the elements it does not touch: only what lies between the
+	// common head and tail needs a key map. A set holds each key once, so
+	// an element of the head or tail cannot reappear in the middle.
+	head := 0
+	for head < len(old) && head < len(desired) && sameElement(&old[head], &desired[head]) {
+		head++
+	}
+	tail := 0
+	for tail < len(old)-head && tail < len(desired)-head &&
+		sameElement(&old[len(old)-1-tail], &desired[len(desired)-1-tail]) {
+		tail++
+	}
+	old, desired = old[head:len(old)-tail], desired[head:len(desired)-tail]
+	if len(old) == 0 || len(desired) == 0 {
+		return slices.Clone(old), slices.Clone(desired)
+	}
 	if fitsArrayKey(old) && fitsArrayKey(desired) {
 		// Every key of our layouts fits: map keys without an allocation
 		// each (a changed 20k-element set costs half as much).
@@ -384,14 +401,22 @@ func sameElements(a, b []Element) bool {
 		return false
 	}
 	for i := range a {
-		x, y := &a[i], &b[i]
-		if len(x.Key) != len(y.Key) || x.Verdict != y.Verdict || x.Comment != y.Comment {
+		if !sameElement(&a[i], &b[i]) {
 			return false
 		}
-		for j := range x.Key {
-			if string(x.Key[j].From) != string(y.Key[j].From) || string(x.Key[j].To) != string(y.Key[j].To) {
-				return false
-			}
+	}
+	return true
+}
+
+// sameElement reports whether x and y have the same key, verdict and
+// comment, without copies or allocations.
+func sameElement(x, y *Element) bool {
+	if len(x.Key) != len(y.Key) || x.Verdict != y.Verdict || x.Comment != y.Comment {
+		return false
+	}
+	for j := range x.Key {
+		if string(x.Key[j].From) != string(y.Key[j].From) || string(x.Key[j].To) != string(y.Key[j].To) {
+			return false
 		}
 	}
 	return true

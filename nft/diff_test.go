@@ -124,6 +124,69 @@ func TestDiff_OpCounts(t *testing.T) {
 	}
 }
 
+// TestDiff_ChangedSetElements changes one large allow-list at its head, in
+// its middle, at its tail, and in its order: the diff trims the elements
+// both lists share at their ends before it compares keys, and must still
+// name exactly the elements that come and go.
+func TestDiff_ChangedSetElements(t *testing.T) {
+	peers := func(from, to int, more ...int) []int {
+		var out []int
+		for p := from; p <= to; p++ {
+			out = append(out, p)
+		}
+		return append(out, more...)
+	}
+	reversed := peers(1, 200)
+	for i, j := 0, len(reversed)-1; i < j; i, j = i+1, j-1 {
+		reversed[i], reversed[j] = reversed[j], reversed[i]
+	}
+	tests := []struct {
+		name      string
+		old, new  []int
+		wantAdded []string
+		wantGone  []string
+	}{
+		{name: "peer joins at the head", old: peers(2, 200), new: peers(1, 200), wantAdded: []string{"peer 1"}},
+		{name: "peer leaves the middle", old: peers(1, 200), new: append(peers(1, 99), peers(101, 200)...), wantGone: []string{"peer 100"}},
+		{name: "peer joins at the tail", old: peers(1, 199), new: peers(1, 200), wantAdded: []string{"peer 200"}},
+		{name: "one peer replaced by another", old: peers(1, 200), new: append(peers(1, 99), peers(101, 200, 250)...),
+			wantAdded: []string{"peer 250"}, wantGone: []string{"peer 100"}},
+		{name: "same peers in another order", old: peers(1, 200), new: reversed},
+		{name: "every peer leaves", old: peers(1, 3), new: nil, wantGone: []string{"peer 1", "peer 2", "peer 3"}},
+		{name: "every peer is new", old: nil, new: peers(1, 2), wantAdded: []string{"peer 1", "peer 2"}},
+	}
+	comments := func(ops []nft.Op, kind nft.OpKind) []string {
+		var out []string
+		for _, op := range ops {
+			if op.Kind == kind {
+				for _, e := range op.Elements {
+					out = append(out, e.Comment)
+				}
+			}
+		}
+		return out
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			old, desired := withB(tt.old...), withB(tt.new...)
+			ops := nft.Diff(old, desired)
+			if diff := cmp.Diff(tt.wantAdded, comments(ops, nft.OpAddElements)); diff != "" {
+				t.Errorf("added (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantGone, comments(ops, nft.OpDeleteElements)); diff != "" {
+				t.Errorf("deleted (-want +got):\n%s", diff)
+			}
+			got, err := nfttest.Apply(old, ops)
+			if err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			if diff := cmp.Diff(desired, got, normalise); diff != "" {
+				t.Errorf("applied ruleset (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 func TestDiff_FromNothing(t *testing.T) {
 	want := withB(1, 2)
 	ops := nft.Diff(nil, want)

@@ -1,13 +1,15 @@
 package policy
 
 import (
-	"fmt"
 	"maps"
 	"net/netip"
+	"slices"
 	"sort"
+	"strings"
 
 	"go4.org/netipx"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/nftpolicy/nftpolicy/nft"
@@ -60,6 +62,7 @@ type namespacePolicies struct {
 // change recompiles only the new objects, and the rule entries of the
 // others stay valid.
 type policyEntry struct {
+	name     string          // the policy's, the order of its namespace's entries
 	compiled *compiledPolicy // nil: the policy is ignored whole
 	warnings []Warning
 	usage
@@ -92,32 +95,6 @@ func (e *peerEntry) matches(c *NodeCompiler, p *Pod) bool {
 	return e.peer.podSelector == nil || e.peer.podSelector.Matches(labels.Set(p.Labels))
 }
 
-// ruleEntry is the set of peer addresses one rule admits, and the selector
-// entries it was built from.
-type ruleEntry struct {
-	set   *netipx.IPSet
-	peers []*peerEntry
-	usage
-}
-
-// current reports whether every selector entry e was built from is still
-// the NodeCompiler's.
-func (e *ruleEntry) current(c *NodeCompiler) bool {
-	for _, p := range e.peers {
-		if c.peers[p.key] != p {
-			return false
-		}
-	}
-	return true
-}
-
-func (e *ruleEntry) markUsed(epoch uint64) {
-	e.used = epoch
-	for _, p := range e.peers {
-		p.used = epoch
-	}
-}
-
 // namedKey identifies an egress named-port resolution: the same name and
 // protocol over the same peer set resolve identically for every local pod.
 type namedKey struct {
@@ -141,75 +118,66 @@ type endpointKey struct {
 type endpoint struct {
 	pod      *Pod // the active version it was built for
 	policies *namespacePolicies
-	rules    []ruleUse
-	named    []namedUse
+	// fold is the allow-list of the selecting policies; nil when no policy
+	// isolates the pod in this direction.
+	fold *allowFold
 	// isolated is nil when no policy isolates the pod in this direction.
 	isolated *nft.IsolatedEndpoint
 	warnings []Warning
 	usage
 }
 
-// ruleUse and namedUse are cache entries an endpoint was built from, with
-// the keys under which they must still be found for it to be current.
-type ruleUse struct {
-	rule  *compiledRule
-	entry *ruleEntry
-}
-
-type namedUse struct {
-	key   namedKey
-	entry *namedEntry
-}
-
 // current reports whether e still holds for pod under nsp.
 func (e *endpoint) current(c *NodeCompiler, pod *Pod, nsp *namespacePolicies) bool {
-	if e.pod != pod || e.policies != nsp {
-		return false
-	}
-	for _, u := range e.rules {
-		if c.rules[u.rule] != u.entry || !u.entry.current(c) {
-			return false
-		}
-	}
-	for _, u := range e.named {
-		if c.named[u.key] != u.entry {
-			return false
-		}
-	}
-	return true
+	return e.pod == pod && e.policies == nsp && (e.fold == nil || e.fold.current(c))
 }
 
 func (e *endpoint) markUsed(epoch uint64) {
 	e.used = epoch
-	for _, u := range e.rules {
-		u.entry.markUsed(epoch)
-	}
-	for _, u := range e.named {
-		u.entry.used = epoch
+	if e.fold != nil {
+		e.fold.markUsed(epoch)
 	}
 }
 
 // policiesIn compiles, once per change of the namespace's policies, the
-// policies of one namespace.
+// policies of one namespace. A change of a few policies patches the list
+// compiled before (the other entries kept by pointer) instead of looking
+// every policy up again.
 func (c *NodeCompiler) policiesIn(namespace string) *namespacePolicies {
-	if nsp, ok := c.compiled[namespace]; ok {
+	nsp, ok := c.compiled[namespace]
+	edits := c.policyEdits[namespace]
+	delete(c.policyEdits, namespace)
+	if ok && len(edits) == 0 {
 		return nsp
 	}
-	nsp := &namespacePolicies{}
-	var warnings warningSet
-	for _, name := range c.policyNames[namespace] {
-		np := c.policies[namespace][name]
-		pe := c.policyCache[np]
-		if pe == nil {
-			saved := c.warnings
-			c.warnings = warningSet{}
-			pe = &policyEntry{compiled: c.compilePolicy(np)}
-			pe.warnings = c.warnings.list()
-			c.warnings = saved
-			c.policyCache[np] = pe
+	var entries []*policyEntry
+	if ok {
+		entries = slices.Clone(nsp.entries)
+		slices.Sort(edits)
+		for _, name := range slices.Compact(edits) {
+			i, found := slices.BinarySearchFunc(entries, name, func(e *policyEntry, n string) int { return strings.Compare(e.name, n) })
+			np := c.policies[namespace][name]
+			switch {
+			case np == nil && found:
+				entries = slices.Delete(entries, i, i+1)
+			case np == nil:
+			case found:
+				entries[i] = c.policyEntryOf(np)
+			default:
+				entries = slices.Insert(entries, i, c.policyEntryOf(np))
+			}
 		}
+	} else {
+		names := c.policyNames[namespace]
+		entries = make([]*policyEntry, 0, len(names))
+		for _, name := range names {
+			entries = append(entries, c.policyEntryOf(c.policies[namespace][name]))
+		}
+	}
+	nsp = &namespacePolicies{entries: entries, list: make([]*compiledPolicy, 0, len(entries))}
+	var warnings warningSet
+	for _, pe := range entries {
 		pe.used = c.epoch
-		nsp.entries = append(nsp.entries, pe)
 		if pe.compiled != nil {
 			nsp.list = append(nsp.list, pe.compiled)
 		}
@@ -220,104 +188,49 @@ func (c *NodeCompiler) policiesIn(namespace string) *namespacePolicies {
 	return nsp
 }
 
+// policyEntryOf returns np compiled, from the cache or compiled now.
+func (c *NodeCompiler) policyEntryOf(np *networkingv1.NetworkPolicy) *policyEntry {
+	if pe := c.policyCache[np]; pe != nil {
+		return pe
+	}
+	saved := c.warnings
+	c.warnings = warningSet{}
+	pe := &policyEntry{name: np.Name, compiled: c.compilePolicy(np)}
+	pe.warnings = c.warnings.list()
+	c.warnings = saved
+	c.policyCache[np] = pe
+	return pe
+}
+
 // endpointOf returns pod's compiled direction dir: the kept one while it
-// is current, else a new one.
+// is current, else a new one, whose allow-list is the kept one's with the
+// change folded in (allowFold) when the pod is the same.
 func (c *NodeCompiler) endpointOf(pod *Pod, dir nft.Direction, nsp *namespacePolicies) *endpoint {
 	key := endpointKey{objectKey{pod.Namespace, pod.Name}, dir}
-	if e := c.endpoints[key]; e != nil && e.current(c, pod, nsp) {
-		e.markUsed(c.epoch)
-		return e
+	old := c.endpoints[key]
+	if old != nil && old.current(c, pod, nsp) {
+		old.markUsed(c.epoch)
+		return old
 	}
 	e := &endpoint{pod: pod, policies: nsp, usage: usage{c.epoch}}
-	var selecting []*compiledPolicy
-	for _, p := range nsp.list {
-		if p.has(dir) && p.podSelector.Matches(labels.Set(pod.Labels)) {
-			selecting = append(selecting, p)
-		}
+	var fold *allowFold
+	var was *namespacePolicies
+	if old != nil && old.pod == pod && old.fold != nil {
+		fold, was = old.fold, old.policies
 	}
+	selecting, added, removed := selectingPolicies(fold, pod, dir, nsp, was)
 	if len(selecting) > 0 {
-		saved := c.warnings
-		c.warnings = warningSet{}
-		allow := c.allowList(e, pod, dir, selecting)
-		e.isolated = nft.NewIsolatedEndpoint(dir, pod.Key(), pod.IPs, allow, c.denyLog)
-		e.warnings = c.warnings.list()
-		c.warnings = saved
+		if fold == nil {
+			fold = newAllowFold(pod, dir)
+		}
+		c.updateFold(fold, selecting, added, removed)
+		e.fold = fold
+		e.isolated = nft.NewIsolatedEndpoint(dir, pod.Key(), pod.IPs, fold.allow, c.denyLog)
+		e.warnings = fold.warnings(c).list()
+		fold.markUsed(c.epoch)
 	}
 	c.endpoints[key] = e
 	return e
-}
-
-// allowList folds every rule of the selecting policies into one allow-list,
-// recording in e the cache entries it used.
-func (c *NodeCompiler) allowList(e *endpoint, pod *Pod, dir nft.Direction, selecting []*compiledPolicy) nft.AllowList {
-	var anyPeers []*netipx.IPSet
-	boxes := portBoxes{}
-	for _, p := range selecting {
-		rules := p.rules(dir)
-		for i := range rules {
-			rule := &rules[i]
-			re := c.rulePeers(p, rule)
-			e.rules = append(e.rules, ruleUse{rule, re})
-			if len(rule.ports) == 0 {
-				anyPeers = append(anyPeers, re.set)
-				continue
-			}
-			for _, port := range rule.ports {
-				c.addPort(e, boxes, pod, dir, p, re.set, port)
-			}
-		}
-	}
-	var anySet *netipx.IPSet
-	if len(anyPeers) == 1 {
-		// One any-port rule: its (immutable, cached) set as it is.
-		anySet = anyPeers[0]
-	} else {
-		var anyPort netipx.IPSetBuilder
-		for _, s := range anyPeers {
-			anyPort.AddSet(s)
-		}
-		anySet, _ = anyPort.IPSet()
-	}
-	return nft.AllowList{AnyPort: ipRanges(anySet), Ports: boxes.disjoint(anySet)}
-}
-
-// addPort adds the boxes one port entry of a rule admits.
-func (c *NodeCompiler) addPort(e *endpoint, boxes portBoxes, pod *Pod, dir nft.Direction, p *compiledPolicy, peers *netipx.IPSet, port compiledPort) {
-	if port.name == "" {
-		boxes.add(port.proto, port.from, port.to, peers)
-		return
-	}
-	if dir == nft.Ingress {
-		// The destination is the isolated pod itself.
-		if num, ok := pod.namedPort(port.name, port.proto); ok {
-			boxes.add(port.proto, num, num, peers)
-			return
-		}
-		c.warnings.add(p.namespace, p.name, fmt.Sprintf(
-			"ingress named port %q/%s is not declared by selected pod %s: that port entry admits nothing to it",
-			port.name, port.protoName, pod.Key()))
-		return
-	}
-	// Egress: the name is resolved on each destination pod, so each
-	// destination pod address gets its own number.
-	key := namedKey{name: port.name, proto: port.proto, peers: peers}
-	ne := c.named[key]
-	if ne == nil {
-		ne = &namedEntry{byNumber: c.namedPortPeers(key)}
-		c.named[key] = ne
-	}
-	ne.used = c.epoch
-	e.named = append(e.named, namedUse{key, ne})
-	byNumber := ne.byNumber
-	if len(byNumber) == 0 {
-		c.warnings.add(p.namespace, p.name, fmt.Sprintf(
-			"egress named port %q/%s is declared by no destination pod of its rule: that port entry admits nothing",
-			port.name, port.protoName))
-		return
-	}
-	for _, np := range byNumber {
-		boxes.add(port.proto, np.port, np.port, np.peers)
-	}
 }
 
 // numberedPeers are destination addresses that resolve a name to port.

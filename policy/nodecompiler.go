@@ -59,10 +59,12 @@ type NodeCompiler struct {
 	// modified) when what it depends on changes; a user checks that the
 	// entries it was built from are still the current ones.
 	compiled map[string]*namespacePolicies // namespace → its compiled policies
+	// policyEdits are the names of the policies changed in a namespace
+	// since its compiled entry was made.
+	policyEdits map[string][]string
 	// policyCache holds each policy object compiled, by identity.
 	policyCache map[*networkingv1.NetworkPolicy]*policyEntry
 	peers       map[string]*peerEntry // selector key → matched addresses
-	rules       map[*compiledRule]*ruleEntry
 	named       map[namedKey]*namedEntry
 	endpoints   map[endpointKey]*endpoint
 
@@ -80,6 +82,16 @@ type NodeCompiler struct {
 	groups    map[groupKey]*tierGroup
 	tiered    map[endpointKey]*tieredEndpoint
 
+	// staleness counts the replacements and removals of peers and named
+	// entries, which can make a fold's resolved parts stale: a fold that
+	// checked its parts at the current count need not check them again.
+	// (Entries dropped as unused at the end of a Compile belong to no
+	// surviving fold.)
+	staleness uint64
+
+	// everyone is the peer set of a rule without peers: every address.
+	everyone *netipx.IPSet
+
 	// denyLog, when set, logs every allow-list drop (nft.DenyLog).
 	denyLog *nft.DenyLog
 
@@ -96,7 +108,12 @@ type objectKey struct{ namespace, name string }
 
 // NewNodeCompiler returns an empty NodeCompiler that compiles for nodeName.
 func NewNodeCompiler(nodeName string) *NodeCompiler {
+	var everyone netipx.IPSetBuilder
+	everyone.AddPrefix(netip.MustParsePrefix("0.0.0.0/0"))
+	everyone.AddPrefix(netip.MustParsePrefix("::/0"))
+	all, _ := everyone.IPSet()
 	return &NodeCompiler{
+		everyone:    all,
 		nodeName:    nodeName,
 		inactive:    map[objectKey]*Pod{},
 		activeByNS:  map[string]map[objectKey]*Pod{},
@@ -106,9 +123,9 @@ func NewNodeCompiler(nodeName string) *NodeCompiler {
 		policies:    map[string]map[string]*networkingv1.NetworkPolicy{},
 		policyNames: map[string][]string{},
 		compiled:    map[string]*namespacePolicies{},
+		policyEdits: map[string][]string{},
 		policyCache: map[*networkingv1.NetworkPolicy]*policyEntry{},
 		peers:       map[string]*peerEntry{},
-		rules:       map[*compiledRule]*ruleEntry{},
 		named:       map[namedKey]*namedEntry{},
 		endpoints:   map[endpointKey]*endpoint{},
 		cnps:        map[string]*cnpEntry{},
@@ -214,8 +231,10 @@ func (c *NodeCompiler) setActive(k objectKey, now *Pod) {
 		}
 		if patched := c.patchPeers(e, was, now, inWas, inNow); patched != nil {
 			c.peers[key] = patched
+			c.staleness++
 		} else {
 			delete(c.peers, key)
+			c.staleness++
 		}
 	}
 	// Egress named ports resolve on every active pod in a rule's peers,
@@ -224,6 +243,7 @@ func (c *NodeCompiler) setActive(k objectKey, now *Pod) {
 		for key := range c.named {
 			if containsAny(key.peers, was) || containsAny(key.peers, now) {
 				delete(c.named, key)
+				c.staleness++
 			}
 		}
 		c.forgetNamedPorts(was)
@@ -313,6 +333,7 @@ func (c *NodeCompiler) namespaceChanged(name string, old map[string]string, exis
 		}
 		if (existed && sel.Matches(labels.Set(old))) != (exists && sel.Matches(labels.Set(now))) {
 			delete(c.peers, key)
+			c.staleness++
 		}
 	}
 }
@@ -328,7 +349,15 @@ func (c *NodeCompiler) SetPolicy(np *networkingv1.NetworkPolicy) {
 		c.policyNames[np.Namespace] = slices.Insert(names, i, np.Name)
 	}
 	c.policies[np.Namespace][np.Name] = np
-	delete(c.compiled, np.Namespace)
+	c.policyChanged(np.Namespace, np.Name)
+}
+
+// policyChanged notes a changed policy for the next policiesIn of its
+// namespace, which patches the compiled list (if there is one).
+func (c *NodeCompiler) policyChanged(namespace, name string) {
+	if _, ok := c.compiled[namespace]; ok {
+		c.policyEdits[namespace] = append(c.policyEdits[namespace], name)
+	}
 }
 
 // DeletePolicy removes a policy; an unknown policy is ignored.
@@ -349,7 +378,7 @@ func (c *NodeCompiler) DeletePolicy(namespace, name string) {
 	} else {
 		c.policyNames[namespace] = names
 	}
-	delete(c.compiled, namespace)
+	c.policyChanged(namespace, name)
 }
 
 // Policy returns the policy of that namespace and name, or nil.
@@ -551,7 +580,6 @@ func (c *NodeCompiler) dropUnused() {
 	dropStale(c.compiled, c.epoch)
 	dropStale(c.policyCache, c.epoch)
 	dropStale(c.peers, c.epoch)
-	dropStale(c.rules, c.epoch)
 	dropStale(c.named, c.epoch)
 	dropStale(c.endpoints, c.epoch)
 	dropStale(c.nodePeers, c.epoch)

@@ -218,44 +218,6 @@ func (c *NodeCompiler) compilePort(p *compiledPolicy, where string, port network
 	return out, true
 }
 
-// rulePeers is the set of remote addresses a rule's peer list admits,
-// resolved once per rule however many local pods the policy selects, and
-// kept while the selectors it was built from are current.
-func (c *NodeCompiler) rulePeers(p *compiledPolicy, rule *compiledRule) *ruleEntry {
-	if re := c.rules[rule]; re != nil && re.current(c) {
-		re.markUsed(c.epoch)
-		return re
-	}
-	re := &ruleEntry{usage: usage{c.epoch}}
-	if len(rule.peers) == 1 && !rule.peers[0].invalid && rule.peers[0].ipBlock == nil {
-		// One selector peer (the common case): its cached set is the
-		// rule's, without copying and normalising it again.
-		pe := c.selectedPods(p.namespace, rule.peers[0])
-		re.set, re.peers = pe.set, []*peerEntry{pe}
-		c.rules[rule] = re
-		return re
-	}
-	var b netipx.IPSetBuilder
-	if len(rule.peers) == 0 {
-		b.AddPrefix(netip.MustParsePrefix("0.0.0.0/0"))
-		b.AddPrefix(netip.MustParsePrefix("::/0"))
-	}
-	for _, peer := range rule.peers {
-		switch {
-		case peer.invalid:
-		case peer.ipBlock != nil:
-			b.AddSet(peer.ipBlock)
-		default:
-			pe := c.selectedPods(p.namespace, peer)
-			re.peers = append(re.peers, pe)
-			b.AddSet(pe.set)
-		}
-	}
-	re.set, _ = b.IPSet()
-	c.rules[rule] = re
-	return re
-}
-
 // selectedPods is the entry of the addresses of the active pods a selector
 // peer matches, shared by every rule with the same selectors.
 func (c *NodeCompiler) selectedPods(policyNamespace string, peer compiledPeer) *peerEntry {

@@ -100,3 +100,40 @@ func TestSmoke_EventCPU(t *testing.T) {
 		}
 	}
 }
+
+func TestSmoke_AgentLatency(t *testing.T) {
+	requireRoot(t)
+	const background = 30
+	run, err := MeasureAgentLatency(background, 2)
+	if err != nil {
+		t.Fatal(err) // includes each kind's verdict, the kernel read-back and the fresh compile
+	}
+	// The server admits each background policy's own address; allow-last
+	// admits its own, client-same and client-cross.
+	if run.AllowListElements != background+3 {
+		t.Errorf("allow-list elements %d, want %d", run.AllowListElements, background+3)
+	}
+	if run.Noop.Ops != 0 {
+		t.Errorf("no-op sync has %d ops", run.Noop.Ops)
+	}
+	// Each kind writes one element operation on the server's allow-list
+	// and nothing else, of as many elements as the kind moves: the
+	// background is never rewritten.
+	want := map[string]int{
+		"policy create (admits the client)":            3, // allow-last's address and both clients
+		"policy delete (admitted the client)":          3,
+		"pod label change (client leaves allow)":       1,
+		"pod label change (client joins allow)":        1,
+		"policy update (peer selector off the client)": 2, // both clients
+		"policy update (peer selector back)":           2,
+		"new pod becomes Running (admitted)":           1,
+	}
+	if len(run.Kinds) != len(want) || run.All.N != len(want)*2 {
+		t.Fatalf("%d kinds, %d events, want %d kinds of 2", len(run.Kinds), run.All.N, len(want))
+	}
+	for _, k := range run.Kinds {
+		if k.Ops != 1 || k.OpElements != want[k.Kind] {
+			t.Errorf("%s: %d ops, %d elements, want 1 op of %d", k.Kind, k.Ops, k.OpElements, want[k.Kind])
+		}
+	}
+}

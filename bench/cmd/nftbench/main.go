@@ -7,6 +7,7 @@
 //	nftbench [-out bench/results.json] [-pods 1000,10000,50000,150000] [-cnps 1000] [-reps 5] [-churn-reps 50] [-cnp-reps 10]
 //	nftbench rss -pods N [-cnps M]   (child: one process per shape, prints Memory as JSON)
 //	nftbench events [-pods 150000] [-events 1000]   (CPU per 1,000 pod and policy events: event_cpu)
+//	nftbench latency [-background 0,10000] [-reps 100]   (figure 2's agent share; the agent_latency key)
 //
 // It needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN for the namespaces).
 package main
@@ -50,6 +51,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(args) > 0 && args[0] == "events" {
 		return runEvents(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "latency" {
+		return runLatency(args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("nftbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
