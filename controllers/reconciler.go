@@ -417,6 +417,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	compileStart := r.now()
 	batchStart := r.takeFirstEvent(compileStart)
 	defer r.recordDuration(compileStart)
+	if r.fullLoadDue(compileStart) {
+		// Load, compile and sync of everything: see FullRebuildGCPercent.
+		defer LowerGCTarget(FullRebuildGCPercent)()
+	}
 
 	if err := r.applyChanges(ctx, compileStart); err != nil {
 		r.restoreFirstEvent(batchStart)
@@ -479,7 +483,7 @@ func (r *Reconciler) applyChanges(ctx context.Context, now time.Time) error {
 		return errors.New("pod store has not synced yet")
 	}
 	b := r.changes.take()
-	if r.cluster == nil || now.Sub(r.lastFullLoad) >= r.resync {
+	if r.fullLoadDue(now) {
 		b = changeBatch{all: true}
 	}
 	var err error
@@ -492,6 +496,12 @@ func (r *Reconciler) applyChanges(ctx context.Context, now time.Time) error {
 		r.changes.putBack(b)
 	}
 	return err
+}
+
+// fullLoadDue reports whether the reconcile at now loads everything into
+// a new NodeCompiler (applyChanges) instead of applying the changes.
+func (r *Reconciler) fullLoadDue(now time.Time) bool {
+	return r.cluster == nil || now.Sub(r.lastFullLoad) >= r.resync
 }
 
 // loadAll builds a new NodeCompiler from everything in the stores. Namespaces
@@ -521,6 +531,7 @@ func (r *Reconciler) loadAll(ctx context.Context, now time.Time) error {
 	for i := range nps.Items {
 		c.SetPolicy(&nps.Items[i])
 	}
+	c.ExpectPods(r.pods.Len())
 	r.pods.Each(func(p *policy.Pod) { c.SetPod(r.withAnnounced(p)) })
 	r.cluster, r.lastFullLoad = c, now
 	r.setHanded(handedObjects{})

@@ -307,6 +307,15 @@ func unjumpDeletedMaps(old, desired *Ruleset) []Op {
 // diffElements compares by key; an element whose key stays but whose
 // verdict or comment changes is deleted and added again.
 func diffElements(old, desired []Element) (del, add []Element) {
+	switch {
+	case len(old) == 0:
+		// A new set (every set of a full replace): its elements are the
+		// adds, shared rather than copied and keyed (ops never modify
+		// them), so the first sync holds one copy of the elements, not two.
+		return nil, desired
+	case len(desired) == 0:
+		return old, nil
+	}
 	if sameElements(old, desired) {
 		// Compile is deterministic, so an unchanged set comes in the same
 		// order: compared in place, without building key maps.

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/netip"
+	"slices"
 )
 
 // Names of the fixed objects of the table.
@@ -272,6 +273,8 @@ func NewIsolatedEndpoint(dir Direction, id string, addrs []netip.Addr, allow All
 	ports6 := &Set{Name: n.PortsV6, Comment: comment, KeyTypes: []KeyType{TypeIPv6Addr, TypeInetProto, TypeInetService}, Interval: true}
 	allProtocols := ProtoRange(0, 255)
 	b := newElementBuilder(2*len(allow.AnyPort) + 3*len(allow.Ports))
+	sizeByFamily(any4, any6, len(allow.AnyPort), func(i int) Range { return allow.AnyPort[i] })
+	sizeByFamily(ports4, ports6, len(allow.Ports), func(i int) Range { return allow.Ports[i].Peer })
 	for _, p := range allow.AnyPort {
 		appendByFamily(any4, any6, p, Element{Key: b.key(p, allProtocols)})
 	}
@@ -354,6 +357,21 @@ func (b *elementBuilder) proto(p uint8) Range {
 		b.protos[p] = r
 	}
 	return r
+}
+
+// sizeByFamily makes room in v4 and v6 for exactly the elements of n
+// peers, by family: the sets of a ruleset outlive it (the Syncer keeps the
+// last one), so the slack of appending without it would stay in memory
+// along with the garbage of every growth.
+func sizeByFamily(v4, v6 *Set, n int, peer func(i int) Range) {
+	n4 := 0
+	for i := range n {
+		if len(peer(i).From) == 4 {
+			n4++
+		}
+	}
+	v4.Elements = slices.Grow(v4.Elements, n4)
+	v6.Elements = slices.Grow(v6.Elements, n-n4)
 }
 
 // appendByFamily appends e to v4 or v6, by the family of peer.

@@ -107,6 +107,8 @@ func NewTierMaps(tier Tier, dir Direction, key, comment string, v TierVerdicts) 
 	ports4 := mk(n.PortsV4, TypeIPv4Addr, TypeInetProto, TypeInetService)
 	ports6 := mk(n.PortsV6, TypeIPv6Addr, TypeInetProto, TypeInetService)
 	b := newElementBuilder(2*len(v.AnyPort) + 3*len(v.Ports))
+	sizeByFamily(any4, any6, len(v.AnyPort), func(i int) Range { return v.AnyPort[i].Peer })
+	sizeByFamily(ports4, ports6, len(v.Ports), func(i int) Range { return v.Ports[i].Peer })
 	for _, p := range v.AnyPort {
 		appendByFamily(any4, any6, p.Peer, Element{Key: b.key(p.Peer, p.Protos), Verdict: p.Verdict})
 	}

@@ -226,7 +226,7 @@ func (c *NodeCompiler) selectedPods(policyNamespace string, peer compiledPeer) *
 		return e
 	}
 	var b netipx.IPSetBuilder
-	add := func(pods map[objectKey]*Pod) {
+	add := func(pods map[string]*Pod) {
 		for _, pod := range pods {
 			if peer.podSelector != nil && !peer.podSelector.Matches(labels.Set(pod.Labels)) {
 				continue

@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -227,6 +228,7 @@ func (st *agentStores) load(nodeName string) *policy.NodeCompiler {
 		items[i] = *np
 		c.SetPolicy(&items[i])
 	}
+	c.ExpectPods(st.pods.Len())
 	st.pods.Each(c.SetPod)
 	st.handedNodes = make(map[string]policy.Node, len(st.nodes))
 	for _, n := range st.nodes {
@@ -259,10 +261,20 @@ func (st *agentStores) waitPod(namespace, name string, present bool) error {
 	return nil
 }
 
+// MemoryProfiles names the pprof files MeasureMemory writes; empty names
+// write none. Heap is a prefix: HEAP.cache.pprof once the stores are built
+// (the baseline: go tool pprof -base), HEAP.sync.pprof right after the
+// first full sync (in-use as of the last collection then: the peak's live
+// heap) and HEAP.end.pprof after the churn and a forced collection (the
+// steady state). CPU covers the peak's phase.
+type MemoryProfiles struct {
+	Heap, CPU string
+}
+
 // MeasureMemory builds the agent's stores for shape, then does what the
 // agent does on start and on churn, and reports the process's memory.
 // Call it in a fresh process, once.
-func MeasureMemory(shape synth.Shape, churnSyncs int) (Memory, error) {
+func MeasureMemory(shape synth.Shape, churnSyncs int, profiles MemoryProfiles) (Memory, error) {
 	out := Memory{Shape: shape.String(), Pods: shape.Pods, ClusterNetworkPolicies: shape.ClusterNetworkPolicies, ChurnSyncs: churnSyncs, GOGC: os.Getenv("GOGC"), GOMEMLIMIT: os.Getenv("GOMEMLIMIT")}
 	if out.GOGC == "" {
 		out.GOGC = "100 (default)"
@@ -290,6 +302,16 @@ func MeasureMemory(shape synth.Shape, churnSyncs int) (Memory, error) {
 		return out, err
 	}
 	out.HeapCacheBytes = heapInuse()
+	if err := writeHeapProfile(profiles.Heap, "cache"); err != nil {
+		return out, err
+	}
+	if profiles.CPU != "" {
+		stop, err := startCPUProfile(profiles.CPU)
+		if err != nil {
+			return out, err
+		}
+		defer stop()
+	}
 	cpuStart, gcStart := cpuTime(), gcCycles()
 
 	s, closeNS, err := newSyncerInFreshNetNS()
@@ -297,6 +319,9 @@ func MeasureMemory(shape synth.Shape, churnSyncs int) (Memory, error) {
 		return out, err
 	}
 	defer closeNS()
+	// The agent's first reconcile, with the collector's target it sets
+	// for a full rebuild (controllers.Reconciler.Reconcile).
+	restoreGC := controllers.LowerGCTarget(controllers.FullRebuildGCPercent)
 	cluster := stores.load(nodeName)
 	heapPeak := int64(0)
 	syncOnce := func() error {
@@ -306,8 +331,13 @@ func MeasureMemory(shape synth.Shape, churnSyncs int) (Memory, error) {
 		heapPeak = max(heapPeak, heapInuse())
 		return err
 	}
-	if err := syncOnce(); err != nil {
+	err = syncOnce()
+	restoreGC()
+	if err != nil {
 		return out, fmt.Errorf("full sync: %w", err)
+	}
+	if err := writeHeapProfile(profiles.Heap, "sync"); err != nil {
+		return out, err
 	}
 	for i := range churnSyncs {
 		if i%2 == 0 {
@@ -340,10 +370,41 @@ func MeasureMemory(shape synth.Shape, churnSyncs int) (Memory, error) {
 		return out, err
 	}
 	out.HeapSteadyBytes = heapInuse()
+	if err := writeHeapProfile(profiles.Heap, "end"); err != nil {
+		return out, err
+	}
 	runtime.KeepAlive(cluster)
 	runtime.KeepAlive(stores)
 	runtime.KeepAlive(s)
 	return out, nil
+}
+
+// writeHeapProfile writes prefix.point.pprof (nothing for an empty prefix).
+func writeHeapProfile(prefix, point string) error {
+	if prefix == "" {
+		return nil
+	}
+	f, err := os.Create(prefix + "." + point + ".pprof")
+	if err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("heap profile %s: %w", f.Name(), err)
+	}
+	return f.Close()
+}
+
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }, nil
 }
 
 func heapInuse() int64 {

@@ -17,7 +17,7 @@ import (
 
 func TestSmoke_MeasureMemory(t *testing.T) {
 	requireRoot(t)
-	m, err := MeasureMemory(synth.Scaled(1_000), 4)
+	m, err := MeasureMemory(synth.Scaled(1_000), 4, MemoryProfiles{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func TestPodListWatch_ListsOnce(t *testing.T) {
 
 func TestSmoke_MeasureMemory_ClusterNetworkPolicies(t *testing.T) {
 	requireRoot(t)
-	m, err := MeasureMemory(synth.Scaled(1_000).WithClusterNetworkPolicies(100), 2)
+	m, err := MeasureMemory(synth.Scaled(1_000).WithClusterNetworkPolicies(100), 2, MemoryProfiles{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,18 +16,19 @@ import (
 // element ops come from new, or from old for sets that are going away.
 // It stops when ctx is done: rendering a large batch takes a while.
 func queueOps(ctx context.Context, cc *nftables.Conn, ops []nft.Op, old, new *nft.Ruleset) error {
+	var r elementRenderer
 	for _, op := range ops {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := queueOp(cc, op, old, new); err != nil {
+		if err := queueOp(cc, op, old, new, &r); err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
 	}
 	return nil
 }
 
-func queueOp(cc *nftables.Conn, op nft.Op, old, new *nft.Ruleset) error {
+func queueOp(cc *nftables.Conn, op nft.Op, old, new *nft.Ruleset, r *elementRenderer) error {
 	t := ourTable()
 	switch op.Kind {
 	case nft.OpAddSet:
@@ -43,7 +44,7 @@ func queueOp(cc *nftables.Conn, op nft.Op, old, new *nft.Ruleset) error {
 		queueReplaceBaseChain(cc, op.Chain)
 		return nil
 	case nft.OpAddElements, nft.OpDeleteElements:
-		return queueElements(cc, op, old, new)
+		return queueElements(cc, op, old, new, r)
 	case nft.OpReplaceRules:
 		return queueReplaceRules(cc, op.Chain)
 	case nft.OpDeleteChain:
@@ -62,7 +63,7 @@ func queueOp(cc *nftables.Conn, op nft.Op, old, new *nft.Ruleset) error {
 	return fmt.Errorf("unknown op kind %d", op.Kind)
 }
 
-func queueElements(cc *nftables.Conn, op nft.Op, old, new *nft.Ruleset) error {
+func queueElements(cc *nftables.Conn, op nft.Op, old, new *nft.Ruleset, r *elementRenderer) error {
 	def := new.Sets[op.Name]
 	if def == nil && old != nil {
 		def = old.Sets[op.Name]
@@ -74,21 +75,28 @@ func queueElements(cc *nftables.Conn, op nft.Op, old, new *nft.Ruleset) error {
 	if err != nil {
 		return err
 	}
-	elems, err := renderElements(def, op.Elements)
-	if err != nil {
-		return err
-	}
-	for len(elems) > 0 {
-		n := min(len(elems), elementsPerMessage)
-		if op.Kind == nft.OpDeleteElements {
-			err = cc.SetDeleteElements(set, elems[:n])
-		} else {
-			err = cc.SetAddElements(set, elems[:n])
-		}
+	// A message's worth at a time (an interval element of a single-field
+	// set takes two netlink elements, so up to two messages), rendered
+	// into r's buffers, which google/nftables copies into the message.
+	for todo := op.Elements; len(todo) > 0; {
+		chunk := todo[:min(len(todo), elementsPerMessage)]
+		todo = todo[len(chunk):]
+		elems, err := r.render(def, chunk)
 		if err != nil {
 			return err
 		}
-		elems = elems[n:]
+		for len(elems) > 0 {
+			n := min(len(elems), elementsPerMessage)
+			if op.Kind == nft.OpDeleteElements {
+				err = cc.SetDeleteElements(set, elems[:n])
+			} else {
+				err = cc.SetAddElements(set, elems[:n])
+			}
+			if err != nil {
+				return err
+			}
+			elems = elems[n:]
+		}
 	}
 	return nil
 }

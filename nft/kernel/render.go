@@ -4,6 +4,7 @@ package kernel
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -67,63 +68,109 @@ func renderSet(t *nftables.Table, s *nft.Set) (*nftables.Set, error) {
 	return out, nil
 }
 
-// renderElements encodes elements the way nft does for the set's shape:
-// concatenated keys pad every field to a 4-byte register; interval
-// concatenations (pipapo) carry the range end in KeyEnd; single-field
-// interval sets (rbtree) get a separate end element one past the range.
+// renderElements encodes elements the way nft does for the set's shape
+// (see elementRenderer.render), in memory of their own.
 func renderElements(s *nft.Set, elems []nft.Element) ([]nftables.SetElement, error) {
-	var out []nftables.SetElement
+	var r elementRenderer
+	return r.render(s, elems)
+}
+
+// elementRenderer encodes set elements into buffers it reuses from one
+// call to the next: a sync renders its elements a message at a time, and
+// google/nftables copies each message's elements into netlink attributes
+// at once, so a full sync of 100k elements needs room for one message's
+// worth instead of every element rendered at the same time.
+type elementRenderer struct {
+	out      []nftables.SetElement
+	keys     []byte // every Key and KeyEnd of out
+	verdicts []expr.Verdict
+}
+
+// render encodes elems the way nft does for the set's shape: concatenated
+// keys pad every field to a 4-byte register; interval concatenations
+// (pipapo) carry the range end in KeyEnd; single-field interval sets
+// (rbtree) get a separate end element one past the range. The result is
+// valid until the next call.
+func (r *elementRenderer) render(s *nft.Set, elems []nft.Element) ([]nftables.SetElement, error) {
+	r.out, r.keys, r.verdicts = r.out[:0], r.keys[:0], r.verdicts[:0]
 	concat := len(s.KeyTypes) > 1
+	// Room for every key first: the slices handed out below point into
+	// r.keys and r.verdicts, which must not move while they are made.
+	need := 0
 	for _, e := range elems {
 		if len(e.Key) != len(s.KeyTypes) {
 			return nil, fmt.Errorf("set %s: element has %d key fields, want %d", s.Name, len(e.Key), len(s.KeyTypes))
 		}
-		el := nftables.SetElement{Key: keyBytes(e.Key, concat, false), Comment: e.Comment}
+		need += 2 * keyLen(e.Key, concat)
+	}
+	r.keys = slices.Grow(r.keys, need)
+	r.verdicts = slices.Grow(r.verdicts, len(elems))
+	for _, e := range elems {
+		el := nftables.SetElement{Key: r.key(e.Key, concat, false), Comment: e.Comment}
 		if e.Verdict.Kind != nft.VerdictNone {
-			v := renderVerdict(e.Verdict)
-			el.VerdictData = &v
+			r.verdicts = append(r.verdicts, renderVerdict(e.Verdict))
+			el.VerdictData = &r.verdicts[len(r.verdicts)-1]
 		}
 		switch {
 		case s.Interval && concat:
-			el.KeyEnd = keyBytes(e.Key, concat, true)
-			out = append(out, el)
+			el.KeyEnd = r.key(e.Key, concat, true)
+			r.out = append(r.out, el)
 		case s.Interval:
-			out = append(out, el)
-			if end, ok := onePast(e.Key[0].To); ok {
-				out = append(out, nftables.SetElement{Key: end, IntervalEnd: true})
+			r.out = append(r.out, el)
+			if end, ok := r.onePast(e.Key[0].To); ok {
+				r.out = append(r.out, nftables.SetElement{Key: end, IntervalEnd: true})
 			}
 		default:
-			out = append(out, el)
+			r.out = append(r.out, el)
 		}
 	}
-	return out, nil
+	return r.out, nil
 }
 
-func keyBytes(key []nft.Range, concat, end bool) []byte {
-	var b []byte
-	for _, r := range key {
-		v := r.From
+// keyLen is the length of an encoded key (of its From or its To values:
+// both have the same length).
+func keyLen(key []nft.Range, concat bool) int {
+	n := 0
+	for _, p := range key {
+		n += len(p.From)
+		if concat {
+			n = (n + 3) &^ 3
+		}
+	}
+	return n
+}
+
+// key appends the encoded key (its From values, or its To values for end)
+// to r.keys and returns it.
+func (r *elementRenderer) key(key []nft.Range, concat, end bool) []byte {
+	start := len(r.keys)
+	for _, p := range key {
+		v := p.From
 		if end {
-			v = r.To
+			v = p.To
 		}
-		b = append(b, v...)
-		for concat && len(b)%4 != 0 {
-			b = append(b, 0)
+		r.keys = append(r.keys, v...)
+		for concat && (len(r.keys)-start)%4 != 0 {
+			r.keys = append(r.keys, 0)
 		}
 	}
-	return b
+	return r.keys[start:len(r.keys):len(r.keys)]
 }
 
-// onePast is v+1, or false when v is the highest value (the interval then
-// runs to the end and needs no end element).
-func onePast(v []byte) ([]byte, bool) {
-	out := append([]byte(nil), v...)
+// onePast appends v+1 to r.keys and returns it, or false when v is the
+// highest value (the interval then runs to the end and needs no end
+// element).
+func (r *elementRenderer) onePast(v []byte) ([]byte, bool) {
+	start := len(r.keys)
+	r.keys = append(r.keys, v...)
+	out := r.keys[start:len(r.keys):len(r.keys)]
 	for i := len(out) - 1; i >= 0; i-- {
 		out[i]++
 		if out[i] != 0 {
 			return out, true
 		}
 	}
+	r.keys = r.keys[:start]
 	return nil, false
 }
 

@@ -320,10 +320,12 @@ func runRSS(args []string, stdout, stderr io.Writer) int {
 	pods := fs.Int("pods", 150_000, "cluster size")
 	cnps := fs.Int("cnps", 0, "ClusterNetworkPolicies")
 	churn := fs.Int("churn-syncs", 10, "churn syncs after the full sync")
+	heapProfile := fs.String("heapprofile", "", "write heap profiles PREFIX.cache.pprof, PREFIX.sync.pprof, PREFIX.end.pprof (see controlplane.MemoryProfiles)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the first reconcile and the churn syncs")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	m, err := controlplane.MeasureMemory(synth.Scaled(*pods).WithClusterNetworkPolicies(*cnps), *churn)
+	m, err := controlplane.MeasureMemory(synth.Scaled(*pods).WithClusterNetworkPolicies(*cnps), *churn, controlplane.MemoryProfiles{Heap: *heapProfile, CPU: *cpuProfile})
 	if err != nil {
 		fmt.Fprintf(stderr, "rss: %v\n", err)
 		return 1
