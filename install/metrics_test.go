@@ -22,6 +22,7 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -69,6 +70,32 @@ func TestRBAC_MetricsPortNeedsAnAuthorizedUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The API server publishes its client CA shortly after it starts, and
+	// RBAC sees a new binding shortly after it is stored: wait for both,
+	// so that the agent's first read of the CA is neither "not found" nor
+	// "forbidden" (its informer would then retry with a growing backoff).
+	waitFor(t, waitTimeout, "the client CA in "+controllers.ClientCANamespace+"/"+controllers.ClientCAConfigMap+", readable by the agent", func() string {
+		cm, err := cs.CoreV1().ConfigMaps(controllers.ClientCANamespace).Get(ctx, controllers.ClientCAConfigMap, metav1.GetOptions{})
+		if err != nil {
+			return err.Error()
+		}
+		if cm.Data[controllers.ClientCAKey] == "" {
+			return "no " + controllers.ClientCAKey
+		}
+		sar, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:   "system:serviceaccount:" + systemNamespace + ":" + agentName,
+			Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + systemNamespace, "system:authenticated"},
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: controllers.ClientCANamespace, Verb: "watch",
+				Resource: "configmaps", Name: controllers.ClientCAConfigMap},
+		}}, metav1.CreateOptions{})
+		if err != nil {
+			return err.Error()
+		}
+		if !sar.Status.Allowed {
+			return "the agent may not watch it yet: " + sar.Status.Reason
+		}
+		return ""
+	})
 	// A scraper bound to the reader role, and a ServiceAccount that is not.
 	scraper := serviceAccountToken(t, c, cs, "metrics-scraper", metricsReaderRole)
 	stranger := serviceAccountToken(t, c, cs, "metrics-stranger", "")
