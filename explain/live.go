@@ -3,6 +3,7 @@ package explain
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,7 +14,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/nftpolicy/nftpolicy/controllers"
@@ -67,37 +67,63 @@ func Path(st *State, a *Answer) []Hop {
 // RulesetFetcher returns the table a node's agent applied.
 type RulesetFetcher func(ctx context.Context, node string) (*controllers.AppliedRulesetDoc, error)
 
-// NodeProxyFetcher fetches controllers.RulesetPath from each node's agent
-// through the API server's node proxy (nodes/NAME:PORT/proxy/...): the
-// agent runs in the host network, so it answers on the node's address,
-// and the API server's proxy reaches it wherever the client is. It needs
-// the get verb on nodes/proxy.
-func NodeProxyFetcher(rc *rest.Config, port int) (RulesetFetcher, error) {
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("API client: %w", err)
-	}
-	rcl := cs.CoreV1().RESTClient()
-	return func(ctx context.Context, node string) (*controllers.AppliedRulesetDoc, error) {
-		body, err := rcl.Get().AbsPath("/api/v1/nodes", fmt.Sprintf("%s:%d", node, port), "proxy",
-			strings.TrimPrefix(controllers.RulesetPath, "/")).DoRaw(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("node %s: GET %s through the API server's node proxy: %w: %s", node, controllers.RulesetPath, err, firstLine(body))
-		}
-		return decodeDoc(node, body)
-	}, nil
+// AgentTLS is how a client verifies the agents' serving certificates.
+type AgentTLS struct {
+	// CAFile verifies them (the CA of certificates given to the agents
+	// with --metrics-cert-dir, whose names must include the node address).
+	CAFile string
+	// InsecureSkipVerify accepts any certificate (the agents' own
+	// self-signed ones, by default) also when the kubeconfig's user
+	// authenticates with a bearer token, which then goes to whatever
+	// answers on the node address.
+	InsecureSkipVerify bool
 }
 
-// AddressFetcher fetches controllers.RulesetPath straight from each node's
-// first address (InternalIP or ExternalIP) with hc: for a client on the
-// node network, where the API server cannot reach the nodes itself.
+// AgentHTTPClient returns an HTTP client for the agents' metrics port
+// that authenticates as rc's user: its client certificate (verified by
+// the agents against the API server's client CA) or its bearer token
+// (checked by a TokenReview). Without tlsOpts.CAFile the agents'
+// certificates are not verified (they are self-signed by default): a
+// client certificate is then still safe to present, as the handshake
+// reveals nothing that could be replayed, but a token would be handed to
+// whoever answers on the node's address, so AgentHTTPClient refuses
+// token-like credentials unless tlsOpts.InsecureSkipVerify says so.
+func AgentHTTPClient(rc *rest.Config, tlsOpts AgentTLS) (*http.Client, error) {
+	c := rest.CopyConfig(rc)
+	hasToken := c.BearerToken != "" || c.BearerTokenFile != "" || c.AuthProvider != nil || c.ExecProvider != nil || c.Username != "" || c.Password != ""
+	c.CAFile, c.CAData, c.ServerName = "", nil, ""
+	switch {
+	case tlsOpts.CAFile != "":
+		c.CAFile = tlsOpts.CAFile
+		c.Insecure = false
+	case hasToken && !tlsOpts.InsecureSkipVerify:
+		return nil, errors.New("the kubeconfig's user authenticates with a token (or an exec or auth provider that may give one), " +
+			"which would go unverified to whatever answers on a node's address: give the CA of the agents' certificates (--agent-ca), " +
+			"or accept that (--agent-insecure-skip-tls-verify)")
+	default:
+		c.Insecure = true
+	}
+	c.Timeout = 10 * time.Second
+	hc, err := rest.HTTPClientFor(c)
+	if err != nil {
+		return nil, fmt.Errorf("HTTP client for the agents: %w", err)
+	}
+	return hc, nil
+}
+
+// AddressFetcher fetches controllers.RulesetPath over HTTPS straight from
+// each node's first address (InternalIP or ExternalIP) with hc (see
+// AgentHTTPClient): the agent runs in the host network, so it answers on
+// the node's address, for a client on the node network. (The API server's
+// node proxy is no way there: it drops the client's credentials, and the
+// agents answer authenticated users only.)
 func AddressFetcher(st *State, hc *http.Client, port int) RulesetFetcher {
 	return func(ctx context.Context, node string) (*controllers.AppliedRulesetDoc, error) {
 		i := slices.IndexFunc(st.Snapshot.Nodes, func(n policy.Node) bool { return n.Name == node })
 		if i < 0 || len(st.Snapshot.Nodes[i].Addresses) == 0 {
 			return nil, fmt.Errorf("node %s: no address to reach its agent at", node)
 		}
-		u := "http://" + net.JoinHostPort(st.Snapshot.Nodes[i].Addresses[0].String(), strconv.Itoa(port)) + controllers.RulesetPath
+		u := "https://" + net.JoinHostPort(st.Snapshot.Nodes[i].Addresses[0].String(), strconv.Itoa(port)) + controllers.RulesetPath
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 		if err != nil {
 			return nil, err

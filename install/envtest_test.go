@@ -125,7 +125,7 @@ func TestInstall_ServerSideDryRun(t *testing.T) {
 		kinds[o.GetKind()]++
 		t.Logf("dry-run apply OK: %-18s %-40s %3d fields sent, %3d after server defaulting", o.GetKind(), describe(o), leaves(o.Object), leaves(got.Object))
 	}
-	if want := []string{"ClusterRole", "ClusterRoleBinding", "DaemonSet", "Namespace", "Service", "ServiceAccount"}; !equalKeys(kinds, want) {
+	if want := []string{"ClusterRole", "ClusterRoleBinding", "DaemonSet", "Namespace", "RoleBinding", "Service", "ServiceAccount"}; !equalKeys(kinds, want) {
 		t.Errorf("kinds in %s: %v, want one or more of each of %v", installPath, kinds, want)
 	}
 

@@ -30,7 +30,10 @@ const (
 // Defaults. Each is also the default of the command-line flag of the same
 // name.
 const (
-	DefaultMetricsBindAddress     = ":9808"
+	DefaultMetricsBindAddress = ":9808"
+	// DefaultMetricsSecure: /metrics is HTTPS with authentication and
+	// authorization, as the agent's port is open on every node address.
+	DefaultMetricsSecure          = true
 	DefaultHealthProbeBindAddress = ":9809"
 	// DefaultResyncPeriod is how often the agent recompiles and re-syncs
 	// without any event, so that the syncer can repair drift (e.g. someone
@@ -103,6 +106,17 @@ type AgentConfiguration struct {
 	Kubeconfig string `json:"kubeconfig,omitempty"`
 	// MetricsBindAddress is where /metrics is served; "0" disables it.
 	MetricsBindAddress string `json:"metricsBindAddress,omitempty"`
+	// MetricsSecure serves the metrics port (/metrics and /debug/ruleset)
+	// over HTTPS, and only to users the API server vouches for (a bearer
+	// token, through a TokenReview, or a client certificate of its client
+	// CA) and allows to get the path as a non-resource URL
+	// (SubjectAccessReview). Default true. False serves plain HTTP to
+	// anyone, which Validate allows only on a loopback address.
+	MetricsSecure *bool `json:"metricsSecure,omitempty"`
+	// MetricsCertDir holds the serving certificate of the metrics port, tls.crt
+	// and tls.key (reloaded when they change). Empty: a self-signed
+	// certificate is made at start.
+	MetricsCertDir string `json:"metricsCertDir,omitempty"`
 	// HealthProbeBindAddress is where /healthz and /readyz are served; "0"
 	// disables them.
 	HealthProbeBindAddress string `json:"healthProbeBindAddress,omitempty"`
@@ -150,6 +164,10 @@ func SetDefaults(c *AgentConfiguration) {
 	}
 	if c.MetricsBindAddress == "" {
 		c.MetricsBindAddress = DefaultMetricsBindAddress
+	}
+	if c.MetricsSecure == nil {
+		secure := DefaultMetricsSecure
+		c.MetricsSecure = &secure
 	}
 	if c.HealthProbeBindAddress == "" {
 		c.HealthProbeBindAddress = DefaultHealthProbeBindAddress
@@ -202,6 +220,11 @@ func Validate(c *AgentConfiguration) error {
 	}
 	if err := validateBindAddress(c.MetricsBindAddress); err != nil {
 		errs = append(errs, fmt.Errorf("metricsBindAddress: %w", err))
+	} else if c.MetricsSecure != nil && !*c.MetricsSecure && c.MetricsBindAddress != DisabledBindAddress && !isLoopback(c.MetricsBindAddress) {
+		errs = append(errs, fmt.Errorf("metricsSecure: plain HTTP without authentication only on a loopback address (127.0.0.1:PORT, [::1]:PORT, localhost:PORT), not %q", c.MetricsBindAddress))
+	}
+	if c.MetricsCertDir != "" && c.MetricsSecure != nil && !*c.MetricsSecure {
+		errs = append(errs, errors.New("metricsCertDir: set, but metricsSecure is false"))
 	}
 	if err := validateBindAddress(c.HealthProbeBindAddress); err != nil {
 		errs = append(errs, fmt.Errorf("healthProbeBindAddress: %w", err))
@@ -231,6 +254,19 @@ func Validate(c *AgentConfiguration) error {
 		errs = append(errs, fmt.Errorf("deniedTrafficLogBurst: %d is not between 1 and %d records", c.DeniedTrafficLogBurst, maxDeniedTrafficLogRate))
 	}
 	return errors.Join(errs...)
+}
+
+// isLoopback reports whether a valid bind address listens on loopback only.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // validateBindAddress accepts "0" (disabled) or host:port with a numeric

@@ -24,6 +24,7 @@ func TestSetDefaults(t *testing.T) {
 				TypeMeta:               metav1.TypeMeta{APIVersion: APIVersion, Kind: KindAgentConfiguration},
 				NodeName:               "n1",
 				MetricsBindAddress:     ":9808",
+				MetricsSecure:          new(true),
 				HealthProbeBindAddress: ":9809",
 				ResyncPeriod:           metav1.Duration{Duration: 5 * time.Minute},
 				MinSyncInterval:        metav1.Duration{Duration: 20 * time.Millisecond},
@@ -41,6 +42,7 @@ func TestSetDefaults(t *testing.T) {
 			in: AgentConfiguration{
 				NodeName:               "n1",
 				MetricsBindAddress:     "0",
+				MetricsSecure:          new(false),
 				HealthProbeBindAddress: "127.0.0.1:1",
 				ResyncPeriod:           metav1.Duration{Duration: time.Minute},
 				MinSyncInterval:        metav1.Duration{Duration: time.Second},
@@ -56,6 +58,7 @@ func TestSetDefaults(t *testing.T) {
 				TypeMeta:               metav1.TypeMeta{APIVersion: APIVersion, Kind: KindAgentConfiguration},
 				NodeName:               "n1",
 				MetricsBindAddress:     "0",
+				MetricsSecure:          new(false),
 				HealthProbeBindAddress: "127.0.0.1:1",
 				ResyncPeriod:           metav1.Duration{Duration: time.Minute},
 				MinSyncInterval:        metav1.Duration{Duration: time.Second},
@@ -100,6 +103,14 @@ func TestValidate(t *testing.T) {
 		{name: "CNI socket disabled", in: valid(func(c *AgentConfiguration) { c.CNISocket = "0" })},
 		{name: "relative CNI socket", in: valid(func(c *AgentConfiguration) { c.CNISocket = "run/cni.sock" }), wantErrs: []string{"cniSocket: must be an absolute path"}},
 		{name: "ipv6 listener", in: valid(func(c *AgentConfiguration) { c.MetricsBindAddress = "[::1]:9808" })},
+		{name: "plain metrics on loopback", in: valid(func(c *AgentConfiguration) { c.MetricsBindAddress, c.MetricsSecure = "127.0.0.1:9808", new(false) })},
+		{name: "plain metrics on localhost", in: valid(func(c *AgentConfiguration) { c.MetricsBindAddress, c.MetricsSecure = "localhost:9808", new(false) })},
+		{name: "plain metrics disabled", in: valid(func(c *AgentConfiguration) { c.MetricsBindAddress, c.MetricsSecure = "0", new(false) })},
+		{name: "plain metrics on every address", in: valid(func(c *AgentConfiguration) { c.MetricsSecure = new(false) }), wantErrs: []string{`metricsSecure: plain HTTP without authentication only on a loopback address`, `not ":9808"`}},
+		{name: "plain metrics on a node address", in: valid(func(c *AgentConfiguration) { c.MetricsBindAddress, c.MetricsSecure = "10.0.0.1:9808", new(false) }), wantErrs: []string{"metricsSecure:"}},
+		{name: "certificate without https", in: valid(func(c *AgentConfiguration) {
+			c.MetricsBindAddress, c.MetricsSecure, c.MetricsCertDir = "[::1]:1", new(false), "/certs"
+		}), wantErrs: []string{"metricsCertDir: set, but metricsSecure is false"}},
 		{name: "missing node name", in: valid(func(c *AgentConfiguration) { c.NodeName = "" }), wantErrs: []string{"nodeName: required"}},
 		{name: "min sync interval too long", in: valid(func(c *AgentConfiguration) { c.MinSyncInterval.Duration = 20 * time.Second }), wantErrs: []string{"minSyncInterval: 20s is not between 0 and 10s"}},
 		{name: "bad node name", in: valid(func(c *AgentConfiguration) { c.NodeName = "Node_1" }), wantErrs: []string{"not a valid node name"}},

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"time"
@@ -44,7 +43,8 @@ func runExplain(ctx context.Context, prog string, args []string, getenv func(str
 		from, to, protocol, kubeconfig, output, node string
 		live, throughService                         bool
 		agentPort                                    int
-		agentVia                                     string
+		agentVia, agentCA                            string
+		agentInsecure                                bool
 		timeout                                      time.Duration
 	)
 	fs.StringVar(&from, "from", "", "source: namespace/pod, node/NAME or an IP address (required)")
@@ -52,11 +52,13 @@ func runExplain(ctx context.Context, prog string, args []string, getenv func(str
 	fs.StringVar(&protocol, "protocol", "TCP", "TCP, UDP or SCTP")
 	fs.StringVar(&kubeconfig, "kubeconfig", getenv("KUBECONFIG"), "kubeconfig path (default $KUBECONFIG, then in-cluster, then ~/.kube/config)")
 	fs.StringVarP(&output, "output", "o", "text", "text or json")
-	fs.BoolVar(&live, "live", false, "also trace the packet through the tables the agents on its path applied (needs get on nodes/proxy)")
+	fs.BoolVar(&live, "live", false, "also trace the packet through the tables the agents on its path applied, fetched from each node's address (needs get on the non-resource URL /debug/ruleset, e.g. ClusterRole nftpolicy-metrics-reader)")
 	fs.BoolVar(&throughService, "through-service", false, "the packet goes to a Service in front of --to (matters when --from is the same pod: through a Service its traffic to itself is filtered)")
 	fs.StringVar(&node, "node", "", "like --live, for this node's table only")
 	fs.IntVar(&agentPort, "agent-port", portOf(v1alpha1.DefaultMetricsBindAddress), "the agents' metrics port, which serves "+"/debug/ruleset")
-	fs.StringVar(&agentVia, "agent-via", "proxy", "how to reach the agents for --live: proxy (the API server's node proxy) or node-ip (straight to each node's address, from the node network)")
+	fs.StringVar(&agentVia, "agent-via", "node-ip", "how to reach the agents for --live: node-ip (straight to each node's address over HTTPS, from the node network), the only way")
+	fs.StringVar(&agentCA, "agent-ca", "", "CA file that verifies the agents' serving certificates (given to them with --metrics-cert-dir); empty: not verified (they are self-signed by default)")
+	fs.BoolVar(&agentInsecure, "agent-insecure-skip-tls-verify", false, "send the kubeconfig's bearer token to the agents without verifying their certificates (without it, --live with a token needs --agent-ca; a client certificate is always safe to present)")
 	fs.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Explain why a new connection is allowed or denied, from the live API state.\n\n"+
@@ -80,8 +82,13 @@ func runExplain(ctx context.Context, prog string, args []string, getenv func(str
 	if proto != corev1.ProtocolTCP && proto != corev1.ProtocolUDP && proto != corev1.ProtocolSCTP {
 		errs = append(errs, fmt.Errorf("--protocol %q: want TCP, UDP or SCTP", protocol))
 	}
-	if agentVia != "proxy" && agentVia != "node-ip" {
-		errs = append(errs, fmt.Errorf("--agent-via %q: want proxy or node-ip", agentVia))
+	switch agentVia {
+	case "node-ip":
+	case "proxy":
+		errs = append(errs, errors.New("--agent-via proxy: no longer possible: the API server's node proxy drops the client's credentials, "+
+			"and the agents serve /debug/ruleset to authenticated, authorized users only; run from the node network with --agent-via node-ip"))
+	default:
+		errs = append(errs, fmt.Errorf("--agent-via %q: want node-ip", agentVia))
 	}
 	if output != "text" && output != "json" {
 		errs = append(errs, fmt.Errorf("-o %q: want text or json", output))
@@ -106,7 +113,7 @@ func runExplain(ctx context.Context, prog string, args []string, getenv func(str
 		if st, err = explain.Load(ctx, c); err == nil {
 			var a *explain.Answer
 			if a, err = explain.Explain(st, explain.Query{From: from, To: dst, Protocol: proto, Port: port, ThroughService: throughService}); err == nil {
-				return answer(ctx, prog, st, a, rc, live, node, agentVia, agentPort, output, stdout, stderr)
+				return answer(ctx, prog, st, a, rc, live, node, explain.AgentTLS{CAFile: agentCA, InsecureSkipVerify: agentInsecure}, agentPort, output, stdout, stderr)
 			}
 		}
 	}
@@ -115,7 +122,7 @@ func runExplain(ctx context.Context, prog string, args []string, getenv func(str
 }
 
 // answer adds the live traces if asked for and prints a.
-func answer(ctx context.Context, prog string, st *explain.State, a *explain.Answer, rc *rest.Config, live bool, node, agentVia string, agentPort int,
+func answer(ctx context.Context, prog string, st *explain.State, a *explain.Answer, rc *rest.Config, live bool, node string, agentTLS explain.AgentTLS, agentPort int,
 	output string, stdout, stderr io.Writer) int {
 	if live || node != "" {
 		hops := explain.Path(st, a)
@@ -134,15 +141,12 @@ func answer(ctx context.Context, prog string, st *explain.State, a *explain.Answ
 			}
 			hops = on
 		}
-		fetch := explain.AddressFetcher(st, &http.Client{Timeout: 10 * time.Second}, agentPort)
-		if agentVia == "proxy" {
-			var err error
-			if fetch, err = explain.NodeProxyFetcher(rc, agentPort); err != nil {
-				fmt.Fprintf(stderr, "%s explain: %v\n", prog, err)
-				return explainFailed
-			}
+		hc, err := explain.AgentHTTPClient(rc, agentTLS)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s explain: --live: %v\n", prog, err)
+			return explainFailed
 		}
-		explain.TraceLive(ctx, a, hops, fetch)
+		explain.TraceLive(ctx, a, hops, explain.AddressFetcher(st, hc, agentPort))
 	}
 	write := explain.WriteText
 	if output == "json" {

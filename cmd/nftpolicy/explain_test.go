@@ -32,6 +32,8 @@ func TestExplain_BadInput(t *testing.T) {
 		{"every mistake at once", []string{"--from", "x/a", "--to", "x/b:http", "--protocol", "icmp", "-o", "yaml", "--agent-via", "ssh"},
 			[]string{`"x/b:http": the port after ':' must be a number`, `--protocol "icmp"`, `-o "yaml"`, `--agent-via "ssh"`}},
 		{"stray argument", []string{"--from", "x/a", "--to", "x/b", "extra"}, []string{`unexpected arguments ["extra"]`}},
+		{"the API server's node proxy", []string{"--from", "x/a", "--to", "x/b", "--live", "--agent-via", "proxy"},
+			[]string{"--agent-via proxy: no longer possible: the API server's node proxy drops the client's credentials"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -33,6 +33,8 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -42,7 +44,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
 	"github.com/nftpolicy/nftpolicy/api/v1alpha1"
@@ -130,11 +131,14 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 		conntrack  bool
 		denyLog    bool
 		denyGroup  int32
+		secure     bool
 	)
 	fs.StringVar(&configPath, "config", "", "path of an AgentConfiguration file (apiVersion "+v1alpha1.APIVersion+"); flags set explicitly override it")
 	fs.StringVar(&flags.NodeName, "node-name", getenv("NODE_NAME"), "name of the node this agent enforces policy on (default $NODE_NAME); required")
 	fs.StringVar(&flags.Kubeconfig, "kubeconfig", "", "kubeconfig path; empty: $KUBECONFIG, then in-cluster, then ~/.kube/config")
 	fs.StringVar(&flags.MetricsBindAddress, "metrics-bind-address", v1alpha1.DefaultMetricsBindAddress, `address of /metrics; "0" disables`)
+	fs.BoolVar(&secure, "metrics-secure", v1alpha1.DefaultMetricsSecure, "serve /metrics and /debug/ruleset over HTTPS to users the API server authenticates (bearer token or client certificate) and authorizes for GET of the path; false: plain HTTP to anyone, only on a loopback address")
+	fs.StringVar(&flags.MetricsCertDir, "metrics-cert-dir", "", "directory with tls.crt and tls.key for the metrics port (reloaded when they change); empty: a self-signed certificate made at start")
 	fs.StringVar(&flags.HealthProbeBindAddress, "health-probe-bind-address", v1alpha1.DefaultHealthProbeBindAddress, `address of /healthz and /readyz; "0" disables`)
 	fs.DurationVar(&resync, "resync-period", v1alpha1.DefaultResyncPeriod, "rebuild the policy state from the caches, recompile and re-sync at least this often, repairing drift in the kernel (minimum 10s)")
 	fs.DurationVar(&minSync, "min-sync-interval", v1alpha1.DefaultMinSyncInterval, "least time between the starts of two syncs; an event after a quiet period syncs at once, events within the interval share the next sync (at most 10s)")
@@ -174,6 +178,8 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 	set("node-name", func() { cfg.NodeName = flags.NodeName })
 	set("kubeconfig", func() { cfg.Kubeconfig = flags.Kubeconfig })
 	set("metrics-bind-address", func() { cfg.MetricsBindAddress = flags.MetricsBindAddress })
+	set("metrics-secure", func() { cfg.MetricsSecure = &secure })
+	set("metrics-cert-dir", func() { cfg.MetricsCertDir = flags.MetricsCertDir })
 	set("health-probe-bind-address", func() { cfg.HealthProbeBindAddress = flags.HealthProbeBindAddress })
 	set("resync-period", func() { cfg.ResyncPeriod.Duration = resync })
 	set("min-sync-interval", func() { cfg.MinSyncInterval.Duration = minSync })
@@ -280,11 +286,25 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 	if err := policyv1beta1.Install(scheme); err != nil {
 		return err
 	}
+	// The metrics port's users authenticate with a bearer token or with a
+	// client certificate of the API server's own client CA (what a
+	// kubeconfig of nftpolicy explain --live presents).
+	var clientCA dynamiccertificates.CAContentProvider
+	var runClientCA manager.RunnableFunc
+	if *cfg.MetricsSecure && cfg.MetricsBindAddress != v1alpha1.DisabledBindAddress {
+		cs, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			return fmt.Errorf("API client: %w", err)
+		}
+		if clientCA, runClientCA, err = controllers.ClientCAFromAPIServer(cs); err != nil {
+			return err
+		}
+	}
 	mgr, err := ctrl.NewManager(rc, ctrl.Options{
 		Scheme: scheme,
 		Cache:  controllers.CacheOptions(),
-		Metrics: metricsserver.Options{BindAddress: cfg.MetricsBindAddress,
-			ExtraHandlers: map[string]http.Handler{controllers.RulesetPath: applied}},
+		Metrics: controllers.MetricsServerOptions(cfg.MetricsBindAddress, *cfg.MetricsSecure, cfg.MetricsCertDir,
+			map[string]http.Handler{controllers.RulesetPath: applied}, clientCA),
 		HealthProbeBindAddress: cfg.HealthProbeBindAddress,
 		LeaderElection:         false,
 		Logger:                 log,
@@ -324,6 +344,11 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 	tampering, err := newTamperWatch(ks, syncer, syncRequests, metrics.Registry, log)
 	if err != nil {
 		return err
+	}
+	if runClientCA != nil {
+		if err := mgr.Add(runClientCA); err != nil {
+			return err
+		}
 	}
 	if err := mgr.Add(tampering); err != nil {
 		return fmt.Errorf("add table monitor: %w", err)

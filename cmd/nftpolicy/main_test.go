@@ -48,11 +48,12 @@ func TestParseConfig(t *testing.T) {
 		{name: "flag beats env", args: []string{"--node-name=n2"}, env: map[string]string{"NODE_NAME": "n1"}, want: defaults("n2", nil)},
 		{
 			name: "all flags",
-			args: []string{"--node-name", "n1", "--kubeconfig", "/k", "--metrics-bind-address", "0", "--health-probe-bind-address", "127.0.0.1:1", "--resync-period", "30s", "--min-sync-interval", "250ms", "--log-format", "text", "-v", "2", "--conntrack-cleanup=false"},
+			args: []string{"--node-name", "n1", "--kubeconfig", "/k", "--metrics-bind-address", "0", "--metrics-cert-dir", "/certs", "--health-probe-bind-address", "127.0.0.1:1", "--resync-period", "30s", "--min-sync-interval", "250ms", "--log-format", "text", "-v", "2", "--conntrack-cleanup=false"},
 			want: defaults("n1", func(c *v1alpha1.AgentConfiguration) {
 				off := false
 				c.ConntrackCleanup = &off
 				c.Kubeconfig, c.MetricsBindAddress, c.HealthProbeBindAddress = "/k", "0", "127.0.0.1:1"
+				c.MetricsCertDir = "/certs"
 				c.MinSyncInterval.Duration = 250 * time.Millisecond
 				c.ResyncPeriod, c.LogFormat, c.LogVerbosity = metav1.Duration{Duration: 30 * time.Second}, "text", 2
 			}),
@@ -68,6 +69,14 @@ func TestParseConfig(t *testing.T) {
 			args: []string{"--config=/etc/nftpolicy.yaml"},
 			want: defaults("from-file", func(c *v1alpha1.AgentConfiguration) { c.ResyncPeriod.Duration, c.LogFormat = 2*time.Minute, "text" }),
 		},
+		{
+			name: "plain metrics on loopback",
+			args: []string{"--node-name=n1", "--metrics-secure=false", "--metrics-bind-address=127.0.0.1:9808"},
+			want: defaults("n1", func(c *v1alpha1.AgentConfiguration) {
+				c.MetricsBindAddress, c.MetricsSecure = "127.0.0.1:9808", new(false)
+			}),
+		},
+		{name: "plain metrics on every address", args: []string{"--node-name=n1", "--metrics-secure=false"}, wantErrs: []string{"metricsSecure: plain HTTP"}},
 		{name: "no node name", wantErrs: []string{"nodeName: required"}},
 		{
 			name:     "all errors at once",

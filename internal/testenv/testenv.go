@@ -61,6 +61,19 @@ func (a *APIServer) Config(t testing.TB) *rest.Config {
 	return a.cfg
 }
 
+// User returns a config that authenticates as user name in groups with a
+// client certificate of the API server's client CA, as a kubeconfig with
+// client-certificate-data does.
+func (a *APIServer) User(t testing.TB, name string, groups ...string) *rest.Config {
+	t.Helper()
+	base := a.Config(t)
+	u, err := a.env.AddUser(envtest.User{Name: name, Groups: groups}, base)
+	if err != nil {
+		t.Fatalf("client certificate for %s: %v", name, err)
+	}
+	return u.Config()
+}
+
 // Stop stops the API server if it was started; call it from TestMain.
 func (a *APIServer) Stop() {
 	if a.env == nil {

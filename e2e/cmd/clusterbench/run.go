@@ -350,8 +350,11 @@ func (e *env) startAgents() error {
 		name := "bench-" + n.Name + "-agent"
 		kc := filepath.Join(n.Dir, "agent.kubeconfig")
 		pid, err := e.cfg.Start(cluster.Proc{Name: name, NetNS: n.NetNS, LogFile: filepath.Join(e.cfg.LogDir(), name+".log"),
-			Env:  []string{"NODE_NAME=" + n.Name, "KUBECONFIG=" + kc},
-			Args: []string{e.agent, "--node-name", n.Name, "--kubeconfig", kc, "--metrics-bind-address=:9808", "--health-probe-bind-address=:9809"}})
+			Env: []string{"NODE_NAME=" + n.Name, "KUBECONFIG=" + kc},
+			// Plain-HTTP metrics on the node namespace's loopback: the
+			// benchmark reads them from inside it (metricsURL), without a
+			// token.
+			Args: []string{e.agent, "--node-name", n.Name, "--kubeconfig", kc, "--metrics-bind-address=127.0.0.1:9808", "--metrics-secure=false", "--health-probe-bind-address=:9809"}})
 		if err != nil {
 			return err
 		}

@@ -27,7 +27,7 @@ func TestAgentCommand_InstallYAML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantArgs := []string{"--node-name=$(NODE_NAME)", "--metrics-bind-address=:9808", "--health-probe-bind-address=:9809", "--cni-socket=/run/nftpolicy/cni.sock"}
+	wantArgs := []string{"--node-name=$(NODE_NAME)", "--metrics-bind-address=:9808", "--metrics-secure=true", "--health-probe-bind-address=:9809", "--cni-socket=/run/nftpolicy/cni.sock"}
 	if diff := cmp.Diff(wantArgs, args); diff != "" {
 		t.Errorf("args (-want +got):\n%s", diff)
 	}

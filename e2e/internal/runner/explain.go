@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -118,14 +117,26 @@ func (r *Runner) probePort(p scenario.Probe, dstKey string, f cluster.Family) (u
 
 // memoFetcher fetches each node's applied table once per step, straight
 // from the node's address, from inside the underlay network namespace (the
-// host cannot reach the node network; neither can the API server here).
+// host cannot reach the node network; neither can the API server here),
+// over HTTPS as the admin kubeconfig's user, whose client certificate the
+// agents verify against the API server's client CA, as for nftpolicy
+// explain --live.
 func (r *Runner) memoFetcher(state *explain.State) explain.RulesetFetcher {
 	underlay := r.Cfg.Instance.UnderlayNS()
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return cluster.DialInNetNS(ctx, underlay, network, addr)
-		},
-	}}
+	fail := func(err error) explain.RulesetFetcher {
+		return func(context.Context, string) (*controllers.AppliedRulesetDoc, error) { return nil, err }
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", r.Cfg.AdminKubeconfig())
+	if err != nil {
+		return fail(err)
+	}
+	rc.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return cluster.DialInNetNS(ctx, underlay, network, addr)
+	}
+	hc, err := explain.AgentHTTPClient(rc, explain.AgentTLS{})
+	if err != nil {
+		return fail(err)
+	}
 	direct := explain.AddressFetcher(state, hc, agentPort)
 	var mu sync.Mutex
 	type result struct {
