@@ -9,11 +9,18 @@
 # a change to any of them builds into a fresh directory. A stamp file per subset
 # makes a warm run return in well under a second.
 #
-# Usage: hack/build-tools.sh [apiserver|all]...
-#   apiserver  etcd, kube-apiserver, kubectl (what envtest/controller tests need)
-#   all        (default) the above plus kube-controller-manager, kube-proxy,
-#              flanneld, and the CNI plugins bridge, host-local, loopback,
-#              portmap, flannel, and cnitool
+# Usage: hack/build-tools.sh [apiserver|all|kubelet|conformance]...
+#   apiserver    etcd, kube-apiserver, kubectl (what envtest/controller tests need)
+#   all          (default) the above plus kube-controller-manager, kube-proxy,
+#                flanneld, and the CNI plugins bridge, host-local, loopback,
+#                portmap, flannel, and cnitool
+#   kubelet      all, plus kubelet, kube-scheduler, agnhost (static; it is
+#                also the pause image) and imagepack (e2e/tools/imagepack, which
+#                packs images without Docker) for the real-kubelet cluster
+#                (E2E_KUBELET=1)
+#   conformance  kubelet, plus the upstream e2e.test (go test -c
+#                k8s.io/kubernetes/test/e2e) and the ginkgo CLI that runs it in
+#                parallel, for `make conformance`
 #
 # Progress goes to stderr; the LAST line of stdout is the bin directory:
 #   BIN=$(hack/build-tools.sh apiserver)
@@ -31,10 +38,12 @@ die() { log "error: $*"; exit 1; }
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$SELF"; }
 
-want_all=false
+want_all=false want_kubelet=false want_conformance=false
 for arg in "${@:-all}"; do
 	case $arg in
 	all) want_all=true ;;
+	kubelet) want_all=true want_kubelet=true ;;
+	conformance) want_all=true want_kubelet=true want_conformance=true ;;
 	apiserver) ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage; die "unknown subset: $arg" ;;
@@ -64,6 +73,7 @@ check_require etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 check_require flannel github.com/flannel-io/flannel "$FLANNEL_VERSION"
 check_require cni github.com/containernetworking/plugins "$CNI_PLUGINS_VERSION"
 check_require cni github.com/containernetworking/cni "$CNI_VERSION"
+check_require imagepack github.com/google/go-containerregistry "$GO_CONTAINERREGISTRY_VERSION"
 check_require cni-flannel github.com/containernetworking/plugins "$CNI_FLANNEL_PLUGINS_VERSION"
 [[ ${KUBERNETES_VERSION#v1.} == "${KUBE_STAGING_VERSION#v0.}" ]] ||
 	die "KUBE_STAGING_VERSION $KUBE_STAGING_VERSION does not match KUBERNETES_VERSION $KUBERNETES_VERSION"
@@ -84,7 +94,12 @@ hash=$(
 DIR=${NFTPOLICY_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nftpolicy/tools/$hash}
 BIN=$DIR/bin
 
-done_already() { [[ -e $DIR/stamp-all ]] || { ! $want_all && [[ -e $DIR/stamp-apiserver ]]; }; }
+done_already() {
+	{ ! $want_conformance || [[ -e $DIR/stamp-conformance ]]; } &&
+		{ ! $want_kubelet || [[ -e $DIR/stamp-kubelet ]]; } &&
+		{ ! $want_all || [[ -e $DIR/stamp-all ]]; } &&
+		[[ -e $DIR/stamp-apiserver ]]
+}
 
 if done_already; then
 	log "up to date: $BIN"
@@ -130,7 +145,7 @@ if [[ ! -e $DIR/stamp-apiserver ]]; then
 	log "apiserver subset built in $((SECONDS - start))s"
 fi
 
-if $want_all; then
+if $want_all && [[ ! -e $DIR/stamp-all ]]; then
 	build kube "$kube_ldflags" "$BIN/" k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-proxy
 	build flannel "-X github.com/flannel-io/flannel/pkg/version.Version=$FLANNEL_VERSION" "$BIN/flanneld" .
 	build cni "-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$CNI_PLUGINS_VERSION" "$BIN/" \
@@ -143,6 +158,22 @@ if $want_all; then
 		github.com/containernetworking/plugins/plugins/meta/flannel
 	touch "$DIR/stamp-all"
 	log "all tools built in $((SECONDS - start))s"
+fi
+
+if $want_kubelet && [[ ! -e $DIR/stamp-kubelet ]]; then
+	build kube "$kube_ldflags" "$BIN/" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler \
+		k8s.io/kubernetes/test/images/agnhost
+	build imagepack "" "$BIN/imagepack" .
+	touch "$DIR/stamp-kubelet"
+	log "kubelet tools built in $((SECONDS - start))s"
+fi
+
+if $want_conformance && [[ ! -e $DIR/stamp-conformance ]]; then
+	log "building the upstream e2e.test (e2e/tools/kube)"
+	(cd "$TOOLS/kube" && go test -c -vet=off -trimpath -ldflags "-s -w $kube_ldflags" -o "$BIN/e2e.test" k8s.io/kubernetes/test/e2e)
+	build kube "" "$BIN/ginkgo" github.com/onsi/ginkgo/v2/ginkgo
+	touch "$DIR/stamp-conformance"
+	log "conformance tools built in $((SECONDS - start))s"
 fi
 
 echo "$BIN" >&3
