@@ -14,6 +14,11 @@
 # the running cluster's, else ipv4); `make up`, `make e2e` and the others
 # take it. In dual mode every cell is probed over IPv4 and IPv6.
 #
+# E2E_KUBELET=1 makes `make up` start containerd and a real kubelet on every
+# node and install the agent with `kubectl apply -f dist/install.yaml` (its
+# image packed from this tree without Docker); AGENT=none installs nothing.
+# `make conformance` runs the upstream suites on that cluster (conformance.mk).
+#
 # E2E_INSTANCE=N (1..9) runs a separate cluster beside the default one: its
 # own namespaces (nftpe2eN-*), host loopback ports (+100*N) and state dir
 # (/run/nftpolicy-e2e-N), e.g. one per git worktree.
@@ -32,6 +37,10 @@ E2E_NODES      ?= 3
 SCENARIOS      ?= e2e/scenarios
 E2E_RUN_FLAGS  ?=
 AGENT          ?= nftpolicy
+E2E_KUBELET    ?=
+# The agent image's binaries, built by the Dockerfile's own RUN line.
+E2E_IMAGE_BINS := $(E2E_BINDIR)/image
+E2E_TOOLS_SUBSET := $(if $(E2E_KUBELET),kubelet,all)
 # AGENT=nftpolicy runs our agent exactly as the DaemonSet in dist/install.yaml
 # starts it (its args and env, plus --kubeconfig): `e2e agent-cmd` reads it.
 ifeq ($(AGENT),nftpolicy)
@@ -40,6 +49,9 @@ else ifeq ($(AGENT),none)
 E2E_AGENT_FLAG = --agent-cmd ''
 else
 E2E_AGENT_FLAG = --agent-cmd '$(AGENT)'
+endif
+ifneq ($(E2E_KUBELET),)
+E2E_AGENT_FLAG = --kubelet --install '$(if $(filter nftpolicy,$(AGENT)),dist/install.yaml)' --agent-image-bins $(E2E_IMAGE_BINS)
 endif
 
 export E2E_STATE_DIR E2E_INSTANCE E2E_IP_FAMILY
@@ -53,7 +65,7 @@ STRESS_TRANSITIONS  ?= 40
 STRESS_SEED         ?= 0
 STRESS_SHORT_FLAGS  := STRESS_PAIR_RUNS=2 STRESS_TRANSITIONS=10
 
-.PHONY: e2e-bin e2e-tools up down e2e e2e-status demo e2e-test e2e-families stress stress-short chaos chaos-short conntrack-check denied-log firstpacket
+.PHONY: e2e-bin e2e-tools e2e-kubelet-deps up down e2e e2e-status demo e2e-test e2e-families stress stress-short chaos chaos-short conntrack-check denied-log firstpacket
 
 # Our own binaries: the harness, and the agent when AGENT=nftpolicy.
 e2e-bin:
@@ -63,6 +75,8 @@ e2e-bin:
 	  if [ -d cmd/nftpolicy ]; then go build -o $(E2E_BINDIR)/nftpolicy ./cmd/nftpolicy && \
 	    CGO_ENABLED=0 go build -o $(E2E_BINDIR)/nftpolicy-cni ./cmd/nftpolicy-cni; \
 	  else echo "cmd/nftpolicy does not exist yet: use AGENT=none" >&2; exit 1; fi; fi
+	@if [ -n "$(E2E_KUBELET)" ] && [ "$(AGENT)" = nftpolicy ]; then mkdir -p $(E2E_IMAGE_BINS) && \
+	  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(E2E_IMAGE_BINS)/ ./cmd/nftpolicy ./cmd/nftpolicy-cni; fi
 
 # The tool build prints progress on stderr; the bin dir is its last stdout line.
 e2e-tools: host-deps
@@ -71,11 +85,20 @@ e2e-tools: host-deps
 	@echo "==> cluster tools (cached; a cold build takes ~10 min on 2 cores)" >&2
 	@start=$$(date +%s); \
 	( while sleep 20; do echo "    ... building, $$(( $$(date +%s) - start ))s" >&2; done ) & tick=$$!; \
-	rc=0; bin=$$(hack/build-tools.sh all | tail -n1) || rc=$$?; kill $$tick 2>/dev/null || true; \
+	rc=0; bin=$$(hack/build-tools.sh $(E2E_TOOLS_SUBSET) | tail -n1) || rc=$$?; kill $$tick 2>/dev/null || true; \
 	if [ $$rc -ne 0 ] || [ ! -x "$$bin/kube-apiserver" ]; then echo "hack/build-tools.sh failed" >&2; exit 1; fi; \
 	echo "$$bin" > $(E2E_BINDIR)/tools.dir; echo "    tools in $$bin ($$(( $$(date +%s) - start ))s)" >&2
 
-up: e2e-bin e2e-tools
+# The kubelet mode's Debian packages: the container runtime, and the static
+# busybox the DaemonSet's init-container image is packed from.
+e2e-kubelet-deps:
+	@if [ -n "$(E2E_KUBELET)" ]; then missing=""; \
+	  for c in containerd:containerd runc:runc busybox:busybox-static; do command -v $${c%%:*} >/dev/null 2>&1 || missing="$$missing $${c##*:}"; done; \
+	  [ -x /bin/busybox ] || missing="$$missing busybox-static"; \
+	  if [ -n "$$missing" ]; then echo "==> apt-get install$$missing" >&2; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; fi
+
+up: e2e-bin e2e-tools e2e-kubelet-deps
 	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" up --nodes $(E2E_NODES) $(E2E_AGENT_FLAG)
 
 down:
@@ -146,3 +169,6 @@ e2e-test::
 e2e-families: ## the corpus in ipv4, then in ipv6 (make test runs dual)
 	$(MAKE) e2e E2E_IP_FAMILY=ipv4
 	$(MAKE) e2e E2E_IP_FAMILY=ipv6
+
+# The upstream suites on the kubelet cluster.
+-include e2e/conformance.mk

@@ -91,6 +91,9 @@ type clusterFlags struct {
 	cnpCRD       *string
 	tableBound   *time.Duration
 	explain      *bool
+	kubelet      *bool
+	install      *string
+	imageBins    *string
 	chaos        chaosFlags
 }
 
@@ -125,6 +128,9 @@ func newClusterFlags(cmd string) *clusterFlags {
 		seed:         fs.Uint64("seed", 0, "stress: seed of the transitions (0: from the clock, printed)"),
 		cnpCRD:       fs.String("cnp-crd", runner.DefaultCNPCRD, "run: the ClusterNetworkPolicy CRD installed before the first scenario that uses one"),
 		explain:      fs.Bool("explain", true, "run: also answer every cell with nftpolicy explain (API state and each agent's /debug/ruleset) and fail where it differs from the probe; only with our agent"),
+		kubelet:      fs.Bool("kubelet", false, "up: containerd and a real kubelet on every node; the agent is the --install manifest's DaemonSet"),
+		install:      fs.String("install", "", "up --kubelet: the manifest to kubectl apply (dist/install.yaml; empty: no agent)"),
+		imageBins:    fs.String("agent-image-bins", "", "up --kubelet: directory with the static nftpolicy and nftpolicy-cni the agent image is packed from"),
 		tableBound:   fs.Duration("table-bound", 10*time.Second, "stress: how long each node's table may take to equal a fresh compile"),
 		chaos: chaosFlags{
 			kills:        fs.Int("kills", 10, "chaos: how often the agent is killed with SIGKILL and started again"),
@@ -148,20 +154,21 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"podserver":   {local: podserverCmd},
-	"relay":       {local: relayCmd},
-	"down":        {local: downCmd},
-	"status":      {local: statusCmd},
-	"agent-cmd":   {local: agentCmd},
-	"kubeconfig":  {local: kubeconfigCmd},
-	"up":          {onCluster: upCmd},
-	"run":         {onCluster: runCmd},
-	"stress":      {onCluster: stressCmd},
-	"chaos":       {onCluster: chaosCmd},
-	"conntrack":   {onCluster: conntrackCmd},
-	"firstpacket": {onCluster: firstPacketCmd},
-	"demo":        {onCluster: demoCmd},
-	"denied-log":  {onCluster: deniedLogCmd},
+	"podserver":          {local: podserverCmd},
+	"relay":              {local: relayCmd},
+	"down":               {local: downCmd},
+	"status":             {local: statusCmd},
+	"agent-cmd":          {local: agentCmd},
+	"kubeconfig":         {local: kubeconfigCmd},
+	"conformance-report": {local: conformanceReportCmd},
+	"up":                 {onCluster: upCmd},
+	"run":                {onCluster: runCmd},
+	"stress":             {onCluster: stressCmd},
+	"chaos":              {onCluster: chaosCmd},
+	"conntrack":          {onCluster: conntrackCmd},
+	"firstpacket":        {onCluster: firstPacketCmd},
+	"demo":               {onCluster: demoCmd},
+	"denied-log":         {onCluster: deniedLogCmd},
 }
 
 func run() int {
@@ -211,7 +218,11 @@ func run() int {
 	cfg.Nodes = *f.nodes
 	cfg.AgentCmd = *f.agent
 	cfg.AgentRBAC = *f.agentRBAC
+	cfg.Kubelet, cfg.Install, cfg.AgentImageBins = *f.kubelet, *f.install, *f.imageBins
 	if prev, ok := cfg.LoadState(); ok {
+		if !isSet(f.fs, "kubelet") && name != "up" {
+			cfg.Kubelet, cfg.Install = prev.Kubelet, prev.Install
+		}
 		if cfg.BinDir == "" {
 			cfg.BinDir = prev.BinDir
 		}

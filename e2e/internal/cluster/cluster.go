@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"time"
 )
@@ -100,7 +101,16 @@ type Config struct {
 	// certificate with its user name), so the e2e run exercises the shipped
 	// RBAC; if empty, the agent gets admin rights.
 	AgentRBAC string
-	Log       func(format string, args ...any)
+	// Kubelet runs containerd and a real kubelet on every node (kubelet.go)
+	// instead of the harness playing the kubelet; AgentCmd is then unused.
+	Kubelet bool
+	// Install is the manifest `kubectl apply`'d once the kubelet nodes are
+	// Ready (dist/install.yaml); "" installs no agent (the negative control).
+	Install string
+	// AgentImageBins holds the static nftpolicy and nftpolicy-cni that the
+	// agent image is packed from (built as the Dockerfile builds them).
+	AgentImageBins string
+	Log            func(format string, args ...any)
 }
 
 // Node is one node of the cluster. IP and PodCIDR are of the primary
@@ -132,6 +142,8 @@ type State struct {
 	Stack    Stack    `json:"stack"`
 	BinDir   string   `json:"binDir"`
 	AgentCmd string   `json:"agentCmd"`
+	Kubelet  bool     `json:"kubelet,omitempty"`
+	Install  string   `json:"install,omitempty"`
 	Nodes    []Node   `json:"nodes"`
 	Ready    bool     `json:"ready"`
 }
@@ -215,8 +227,15 @@ func (c *Config) Healthy() (*State, bool) {
 			return s, false
 		}
 	}
+	if s.Kubelet && !c.Alive("kube-scheduler") {
+		return s, false
+	}
 	for _, n := range s.Nodes {
-		for _, p := range []string{"flanneld", "kube-proxy"} {
+		procs := []string{"flanneld", "kube-proxy"}
+		if s.Kubelet {
+			procs = append(procs, kubeletProcs...)
+		}
+		for _, p := range procs {
 			if !c.Alive(n.Name + "-" + p) {
 				return s, false
 			}
@@ -243,6 +262,10 @@ func (c *Config) Up(ctx context.Context) (*State, error) {
 			c.logf("cluster runs with %d nodes, want %d: recreating", len(s.Nodes), c.Nodes)
 		} else if s.stack() != c.Stack {
 			c.logf("cluster runs %s, want %s: recreating", s.stack(), c.Stack)
+		} else if s.Kubelet != c.Kubelet || s.Install != c.Install {
+			c.logf("cluster runs kubelet=%v install=%q, want kubelet=%v install=%q: recreating", s.Kubelet, s.Install, c.Kubelet, c.Install)
+		} else if s.Kubelet {
+			return s, nil
 		} else {
 			if s.AgentCmd != c.AgentCmd || c.agentBinaryChanged(s) {
 				c.logf("replacing the per-node agent")
@@ -264,7 +287,13 @@ func (c *Config) Up(ctx context.Context) (*State, error) {
 		return nil, err
 	}
 	start := time.Now()
-	s := &State{Instance: c.Instance, Stack: c.Stack, BinDir: c.BinDir, AgentCmd: c.AgentCmd, Nodes: nodesFor(c)}
+	if c.Kubelet {
+		if c.Stack != StackIPv4 {
+			return nil, fmt.Errorf("the kubelet mode is ipv4 only for now (E2E_IP_FAMILY=%s)", c.Stack)
+		}
+		c.AgentCmd = "" // the agent is the manifest's DaemonSet
+	}
+	s := &State{Instance: c.Instance, Stack: c.Stack, BinDir: c.BinDir, AgentCmd: c.AgentCmd, Kubelet: c.Kubelet, Install: c.Install, Nodes: nodesFor(c)}
 	for _, d := range []string{c.StateDir, c.LogDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
@@ -288,6 +317,19 @@ func (c *Config) Up(ctx context.Context) (*State, error) {
 		{"kube-proxy", c.startKubeProxy},
 		{"agents", c.startAgents},
 	}
+	if c.Kubelet {
+		steps = append(steps[:len(steps)-1], []struct {
+			name string
+			fn   func(context.Context, *State) error
+		}{
+			{"kube-scheduler", c.startScheduler},
+			{"kubernetes endpoint", c.kubernetesEndpoint},
+			{"containerd", c.startContainerd},
+			{"images", c.importImages},
+			{"kubelets (nodes Ready)", c.startKubelets},
+			{"agent DaemonSet Ready", c.installAgent},
+		}...)
+	}
 	for _, st := range steps {
 		t := time.Now()
 		if err := st.fn(ctx, s); err != nil {
@@ -307,7 +349,19 @@ func (c *Config) bin(name string) string { return filepath.Join(c.BinDir, name) 
 
 func (c *Config) checkBins() error {
 	var errs []error
-	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-proxy", "flanneld", "flannel", "bridge", "host-local", "loopback"} {
+	bins := []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-proxy", "flanneld", "flannel", "bridge", "host-local", "loopback"}
+	if c.Kubelet {
+		bins = append(bins, "kubelet", "kube-scheduler", "agnhost", "imagepack", "kubectl", "portmap")
+		for _, tool := range []string{"containerd", "runc", "ctr", "nsenter", "unshare"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				errs = append(errs, fmt.Errorf("the kubelet mode needs %s (Debian: apt-get install -y containerd runc util-linux)", tool))
+			}
+		}
+		if _, err := os.Stat(busyboxBinary); err != nil {
+			errs = append(errs, fmt.Errorf("the kubelet mode packs %s into the busybox image (Debian: apt-get install -y busybox-static)", busyboxBinary))
+		}
+	}
+	for _, b := range bins {
 		if _, err := os.Stat(c.bin(b)); err != nil {
 			errs = append(errs, fmt.Errorf("missing tool %s in --bin-dir %q", b, c.BinDir))
 		}

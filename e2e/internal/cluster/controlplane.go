@@ -50,6 +50,15 @@ func (c *Config) makePKI(_ context.Context, s *State) error {
 		{"flanneld", "e2e-flanneld", "system:masters"},
 		{"agent", "e2e-nftpolicy-agent", "system:masters"},
 	}
+	if c.Kubelet {
+		// The kubelets authenticate as nodes but, with no Node authorizer
+		// here, get admin rights: the cluster is a test bed for the agent,
+		// not for node isolation.
+		for _, n := range s.Nodes {
+			ids = append(ids, struct{ name, cn, org string }{"kubelet-" + n.Name, "system:node:" + n.Name, "system:masters"})
+		}
+		ids = append(ids, struct{ name, cn, org string }{"kube-scheduler", "system:kube-scheduler", ""})
+	}
 	agentSA, err := c.agentServiceAccount()
 	if err != nil {
 		return err
@@ -74,6 +83,19 @@ func (c *Config) makePKI(_ context.Context, s *State) error {
 	}
 	if err := p.kubeconfig(filepath.Join(c.StateDir, "kube-controller-manager.kubeconfig"), host, "kube-controller-manager"); err != nil {
 		return err
+	}
+	if c.Kubelet {
+		if err := p.kubeconfig(filepath.Join(c.StateDir, "kube-scheduler.kubeconfig"), host, "kube-scheduler"); err != nil {
+			return err
+		}
+		for _, n := range s.Nodes {
+			if err := os.MkdirAll(n.Dir, 0o755); err != nil {
+				return err
+			}
+			if err := p.kubeconfig(filepath.Join(n.Dir, "kubelet.kubeconfig"), nodeURL, "kubelet-"+n.Name); err != nil {
+				return err
+			}
+		}
 	}
 	for _, n := range s.Nodes {
 		if err := os.MkdirAll(n.Dir, 0o755); err != nil {
@@ -118,7 +140,18 @@ func (c *Config) startEtcd(ctx context.Context, _ *State) error {
 
 func (c *Config) startAPIServer(ctx context.Context, s *State) error {
 	p := c.pkiDir()
-	_, err := c.Start(Proc{Name: "kube-apiserver", LogFile: c.logFile("kube-apiserver"), Args: []string{
+	// No kubelet mounts tokens, and pods must not wait for the default
+	// ServiceAccount of a fresh namespace; real kubelets mount the tokens
+	// the ServiceAccount admission plugin adds (the agent's DaemonSet runs
+	// on one).
+	admission := []string{"--disable-admission-plugins", "ServiceAccount"}
+	if c.Kubelet {
+		var err error
+		if admission, err = c.kubeletAPIServerArgs(); err != nil {
+			return err
+		}
+	}
+	args := []string{
 		c.bin("kube-apiserver"),
 		"--etcd-servers", fmt.Sprintf("http://127.0.0.1:%d", c.Instance.EtcdPort()),
 		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
@@ -132,12 +165,10 @@ func (c *Config) startAPIServer(ctx context.Context, s *State) error {
 		"--service-cluster-ip-range", serviceCIDRs(s.stack()),
 		"--endpoint-reconciler-type", "none",
 		"--allow-privileged=true",
-		// No kubelet mounts tokens, and pods must not wait for the default
-		// ServiceAccount of a fresh namespace.
-		"--disable-admission-plugins", "ServiceAccount",
 		"--enable-priority-and-fairness=false",
 		"--v", "1",
-	}})
+	}
+	_, err := c.Start(Proc{Name: "kube-apiserver", LogFile: c.logFile("kube-apiserver"), Args: append(args, admission...)})
 	if err != nil {
 		return err
 	}
@@ -282,6 +313,14 @@ func (c *Config) Kubectl(ctx context.Context, args ...string) ([]byte, error) {
 
 func (c *Config) startKCM(ctx context.Context, s *State) error {
 	p := c.pkiDir()
+	controllers := "endpointslice-controller,endpointslice-mirroring-controller,namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller"
+	if c.Kubelet {
+		// Real kubelets run DaemonSets and Deployments, and mount the
+		// cluster CA that root-ca-certificate-publisher publishes into
+		// every namespace. Still no nodeipam (podCIDRs are the harness's)
+		// nor nodelifecycle.
+		controllers += ",daemonset-controller,replicaset-controller,deployment-controller,root-ca-certificate-publisher-controller,pod-garbage-collector-controller"
+	}
 	_, err := c.Start(Proc{Name: "kube-controller-manager", LogFile: c.logFile("kube-controller-manager"), Args: []string{
 		c.bin("kube-controller-manager"),
 		"--kubeconfig", filepath.Join(c.StateDir, "kube-controller-manager.kubeconfig"),
@@ -290,7 +329,7 @@ func (c *Config) startKCM(ctx context.Context, s *State) error {
 		"--bind-address", "127.0.0.1", "--secure-port", "0",
 		"--leader-elect=false",
 		// No nodeipam/nodelifecycle: there is no kubelet (they would evict pods).
-		"--controllers", "endpointslice-controller,endpointslice-mirroring-controller,namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller",
+		"--controllers", controllers,
 		"--service-account-private-key-file", filepath.Join(p, "sa.key"),
 		"--root-ca-file", filepath.Join(p, "ca.crt"),
 		"--use-service-account-credentials=false",

@@ -19,12 +19,17 @@ func (c *Config) Down() error {
 	errs = append(errs, c.StopAll("pod-"))
 	if s, ok := c.LoadState(); ok {
 		for _, n := range s.Nodes {
-			for _, p := range []string{"agent", "kube-proxy", "flanneld"} {
+			// The kubelet first, so that it restarts no container.
+			for _, p := range []string{"kubelet", "agent", "kube-proxy", "flanneld"} {
 				errs = append(errs, c.Stop(n.Name+"-"+p))
 			}
 		}
 	}
+	// Kubelet nodes: containers and containerd's shims by their cgroups,
+	// then containerd; the nodes' mount namespaces die with them.
+	errs = append(errs, c.killNodeCgroups())
 	errs = append(errs, c.StopAll("e2e-node-"))
+	errs = append(errs, c.Stop("kube-scheduler"))
 	for i := len(controlProcs) - 1; i >= 0; i-- {
 		errs = append(errs, c.Stop(controlProcs[i]))
 	}
