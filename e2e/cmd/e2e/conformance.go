@@ -75,7 +75,7 @@ func conformanceSummary(r io.Reader, focus, skip string, w io.Writer) (string, e
 			}
 			state := sp.State
 			if skip != "" && skipRE.MatchString(text) {
-				state = "skipped (" + skip + ")"
+				state = "skipped-on-purpose"
 			} else if sp.State == "passed" || sp.State == "failed" {
 				text += fmt.Sprintf(" (%.0fs)", sp.RunTime.Seconds())
 			}
@@ -84,14 +84,23 @@ func conformanceSummary(r io.Reader, focus, skip string, w io.Writer) (string, e
 				text += ": " + msg
 				state = "failed"
 			}
-			counts[strings.Fields(state)[0]]++
+			counts[state]++
 			lines = append(lines, line{state, text})
 		}
 	}
 	sort.SliceStable(lines, func(i, j int) bool { return lines[i].text < lines[j].text })
+	word := map[string]string{"skipped-on-purpose": "SKIPPED", "skipped": "NOT-RUN"}
 	for _, l := range lines {
-		fmt.Fprintf(w, "%-8s %s\n", strings.ToUpper(strings.Fields(l.state)[0]), l.text)
+		wd, ok := word[l.state]
+		if !ok {
+			wd = strings.ToUpper(l.state)
+		}
+		fmt.Fprintf(w, "%-8s %s\n", wd, l.text)
 	}
-	return fmt.Sprintf("%d passed / %d failed / %d skipped (%s) of %d specs matching %q",
-		counts["passed"], counts["failed"], counts["skipped"], skip, len(lines), focus), nil
+	sum := fmt.Sprintf("%d passed / %d failed / %d skipped (%s) of %d specs matching %q",
+		counts["passed"], counts["failed"], counts["skipped-on-purpose"], skip, len(lines), focus)
+	if n := counts["skipped"]; n > 0 {
+		sum += fmt.Sprintf("; %d not run (another focus)", n)
+	}
+	return sum, nil
 }

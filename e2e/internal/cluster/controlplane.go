@@ -317,9 +317,10 @@ func (c *Config) startKCM(ctx context.Context, s *State) error {
 	if c.Kubelet {
 		// Real kubelets run DaemonSets and Deployments, and mount the
 		// cluster CA that root-ca-certificate-publisher publishes into
-		// every namespace. Still no nodeipam (podCIDRs are the harness's)
-		// nor nodelifecycle.
-		controllers += ",daemonset-controller,replicaset-controller,deployment-controller,root-ca-certificate-publisher-controller,pod-garbage-collector-controller"
+		// every namespace; node-lifecycle lifts the not-ready taint a
+		// kubelet registers its node with once it is Ready. Still no
+		// nodeipam: podCIDRs are the harness's.
+		controllers += ",daemonset-controller,replicaset-controller,deployment-controller,root-ca-certificate-publisher-controller,pod-garbage-collector-controller,node-lifecycle-controller"
 	}
 	_, err := c.Start(Proc{Name: "kube-controller-manager", LogFile: c.logFile("kube-controller-manager"), Args: []string{
 		c.bin("kube-controller-manager"),
