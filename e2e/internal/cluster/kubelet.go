@@ -225,14 +225,18 @@ func (c *Config) startContainerd(ctx context.Context, s *State) error {
 
 // flannelConflist is the node's CNI network: Flannel's meta-plugin
 // delegating to bridge + host-local on the node's subnet (as Flannel's
-// DaemonSet installs it), with its state in the node's directory.
+// DaemonSet installs it), with its state in the node's directory. The
+// bridge must not masquerade: flanneld runs with --ip-masq=false, and the
+// meta-plugin then turns the bridge's ipMasq on, which would SNAT pod
+// traffic to other nodes to the node's address, and no policy peer would
+// match it (the harness kubelet's conflist says the same).
 func flannelConflist(n Node) []byte {
 	return fmt.Appendf(nil, `{
   "cniVersion": "0.3.1",
   "name": "cbr0",
   "plugins": [
     {"type": "flannel", "subnetFile": %q, "dataDir": %q,
-     "delegate": {"hairpinMode": true, "isDefaultGateway": true}},
+     "delegate": {"ipMasq": false, "hairpinMode": true, "isDefaultGateway": true}},
     {"type": "portmap", "capabilities": {"portMappings": true}}
   ]
 }
