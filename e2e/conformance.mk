@@ -35,3 +35,13 @@ conformance: conformance-tools
 	echo "==> upstream e2e.test $$(sed -n 's/^KUBERNETES_VERSION=//p' e2e/tools/versions.env), agent: $(AGENT), $$(( $$(date +%s) - start ))s, log $(CONFORMANCE_DIR)/ginkgo.log"; \
 	$(E2E) conformance-report --focus '$(CONFORMANCE_FOCUS)' --skip '$(CONFORMANCE_SKIP)' $(CONFORMANCE_DIR)/report.json; \
 	exit $$rc
+
+# A handful of specs (about 3 minutes with the cluster up): default deny in
+# both directions, an allow-list by pod and namespace selectors, named
+# ports, and UDP. Not part of `make test` (see README: Conformance with the
+# official suites).
+CONFORMANCE_SHORT_FOCUS := \[sig-network\] Netpol .*(should support a .default-deny-all. policy|should enforce policy based on PodSelector and NamespaceSelector|should allow ingress access on one named port|using UDP should support a .default-deny-ingress. policy)
+
+.PHONY: conformance-short
+conformance-short:
+	$(MAKE) --no-print-directory conformance CONFORMANCE_FOCUS="$(CONFORMANCE_SHORT_FOCUS)"
