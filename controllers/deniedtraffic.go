@@ -24,12 +24,14 @@ type DeniedTraffic struct {
 	pods   *PodStore
 	reader client.Reader
 	log    logr.Logger
+	// auditAll: every NetworkPolicy is in audit mode.
+	auditAll bool
 }
 
 // DeniedTraffic returns the deny-log reader's sink. Call it after
 // SetupWithManager, which provides the pod store and the cache.
 func (r *Reconciler) DeniedTraffic() *DeniedTraffic {
-	return &DeniedTraffic{pods: r.pods, reader: r.reader, log: r.log.WithName("denied")}
+	return &DeniedTraffic{pods: r.pods, reader: r.reader, log: r.log.WithName("denied"), auditAll: r.auditAll}
 }
 
 // DeniedConnection is one deny-log record resolved against the API state.
@@ -51,6 +53,10 @@ type DeniedConnection struct {
 	// Chain is the chain that dropped, as the log prefix names it; empty
 	// for a ClusterNetworkPolicy Deny.
 	Chain string
+	// Audit: nothing was dropped. Policies are the audited NetworkPolicies
+	// that select the pod in Direction, none of which admitted the packet:
+	// enforced, they would have dropped it.
+	Audit bool
 }
 
 // Resolve reads p's prefix and finds its pods and policies. ok is false
@@ -67,6 +73,7 @@ func (d *DeniedTraffic) Resolve(ctx context.Context, p nft.LoggedPacket) (c Deni
 		Src:       endpoint(p.Src, p.SrcPort, p.Proto),
 		Dst:       endpoint(p.Dst, p.DstPort, p.Proto),
 		Chain:     dec.Chain,
+		Audit:     dec.Verdict == nft.VerdictWordAudit,
 	}
 	src, dst := d.podsByIP(p.Src, p.Dst)
 	if src != nil {
@@ -75,7 +82,7 @@ func (d *DeniedTraffic) Resolve(ctx context.Context, p nft.LoggedPacket) (c Deni
 	if dst != nil {
 		c.DstPod = dst.Key()
 	}
-	if dec.Verdict == "deny" {
+	if dec.Verdict == nft.VerdictWordDeny {
 		// The prefix names the policy and rule that decided: nothing to
 		// look up.
 		c.Policies, c.Rule = []string{dec.Policy}, dec.Rule
@@ -86,7 +93,7 @@ func (d *DeniedTraffic) Resolve(ctx context.Context, p nft.LoggedPacket) (c Deni
 		dropping = src
 	}
 	if dropping != nil {
-		c.Policies = d.isolating(ctx, dropping, dec.Dir)
+		c.Policies = d.isolating(ctx, dropping, dec.Dir, c.Audit)
 	}
 	return c, true
 }
@@ -105,6 +112,10 @@ func (d *DeniedTraffic) Record(ctx context.Context, p nft.LoggedPacket) {
 		"src", c.Src, "srcPod", c.SrcPod,
 		"dst", c.Dst, "dstPod", c.DstPod,
 		"policies", c.Policies,
+	}
+	if c.Audit {
+		// What audited policies would have dropped: it went on.
+		kv = append(kv, "audit", true)
 	}
 	// A ClusterNetworkPolicy Deny names its rule, an allow-list drop its
 	// chain.
@@ -137,16 +148,19 @@ func (d *DeniedTraffic) podsByIP(a, b netip.Addr) (pa, pb *policy.Pod) {
 }
 
 // isolating names the NetworkPolicies that isolate pod in dir, from the
-// cache; nil when the cache cannot be read (the line is still logged).
-func (d *DeniedTraffic) isolating(ctx context.Context, pod *policy.Pod, dir nft.Direction) []string {
+// cache, the enforced ones or (audit) the audited ones; nil when the cache
+// cannot be read (the line is still logged).
+func (d *DeniedTraffic) isolating(ctx context.Context, pod *policy.Pod, dir nft.Direction, audit bool) []string {
 	var list networkingv1.NetworkPolicyList
 	if err := d.reader.List(ctx, &list, client.InNamespace(pod.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 		d.log.Error(err, "list NetworkPolicies for a denied-traffic record", "pod", pod.Key())
 		return nil
 	}
-	nps := make([]*networkingv1.NetworkPolicy, len(list.Items))
+	nps := make([]*networkingv1.NetworkPolicy, 0, len(list.Items))
 	for i := range list.Items {
-		nps[i] = &list.Items[i]
+		if np := &list.Items[i]; (d.auditAll || policy.Audited(np)) == audit {
+			nps = append(nps, np)
+		}
 	}
 	names := policy.IsolatingPolicies(pod, dir, nps)
 	slices.Sort(names)

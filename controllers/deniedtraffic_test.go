@@ -1,7 +1,9 @@
 package controllers
 
 // IP plan: node-a runs x/a 10.244.1.2 and x/b 10.244.1.3 (fd00::3); y/c
-// 10.244.2.4 runs on node-b; 198.18.0.9 is no pod's.
+// 10.244.2.4 runs on node-b; 198.18.0.9 is no pod's. x/a's ingress is
+// isolated by an enforced policy and selected by an audited one; y/c's
+// only by an audited one.
 
 import (
 	"context"
@@ -15,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nftpolicy/nftpolicy/nft"
+	"github.com/nftpolicy/nftpolicy/policy"
 )
 
 func TestDeniedTraffic_Resolve(t *testing.T) {
@@ -24,6 +27,11 @@ func TestDeniedTraffic_Resolve(t *testing.T) {
 			Spec:       networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: sel}, PolicyTypes: types},
 		}
 	}
+	audited := func(p *networkingv1.NetworkPolicy) *networkingv1.NetworkPolicy {
+		p.Annotations = map[string]string{policy.EnforcementAnnotation: policy.EnforcementAudit}
+		return p
+	}
+	inY := func(p *networkingv1.NetworkPolicy) *networkingv1.NetworkPolicy { p.Namespace = "y"; return p }
 	a := newFakeAgent(t, []client.Object{
 		runningPod("x", "a", "node-a", map[string]string{"app": "a"}, "10.244.1.2"),
 		runningPod("x", "b", "node-a", map[string]string{"app": "b"}, "10.244.1.3", "fd00::3"),
@@ -31,6 +39,8 @@ func TestDeniedTraffic_Resolve(t *testing.T) {
 		np("deny-all-ingress", nil, networkingv1.PolicyTypeIngress),
 		np("b-ingress", map[string]string{"app": "b"}, networkingv1.PolicyTypeIngress),
 		np("a-egress", map[string]string{"app": "a"}, networkingv1.PolicyTypeEgress),
+		audited(np("staged-a-egress", map[string]string{"app": "a"}, networkingv1.PolicyTypeEgress)),
+		audited(inY(np("staged-deny-all", nil, networkingv1.PolicyTypeIngress))),
 	}, Options{})
 	d := a.r.DeniedTraffic()
 	at := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
@@ -72,6 +82,14 @@ func TestDeniedTraffic_Resolve(t *testing.T) {
 				Proto: nft.ProtoTCP, Src: addr("10.244.2.4"), SrcPort: 40001, Dst: addr("10.244.1.3"), DstPort: 80},
 			want: DeniedConnection{Time: at, Direction: "ingress", Protocol: "TCP", Src: "10.244.2.4:40001", SrcPod: "y/c",
 				Dst: "10.244.1.3:80", DstPod: "x/b", Policies: []string{"block-y"}, Rule: "from y"},
+			wantOK: true,
+		},
+		{
+			name: "audit: the audited policies that would have dropped it",
+			packet: nft.LoggedPacket{Time: at, Prefix: nft.AuditPrefix(nft.NamesFor(nft.Ingress, "y/c").Chain), Proto: nft.ProtoTCP,
+				Src: addr("10.244.1.3"), SrcPort: 40002, Dst: addr("10.244.2.4"), DstPort: 80},
+			want: DeniedConnection{Time: at, Direction: "ingress", Protocol: "TCP", Src: "10.244.1.3:40002", SrcPod: "x/b",
+				Dst: "10.244.2.4:80", DstPod: "y/c", Policies: []string{"staged-deny-all"}, Chain: nft.NamesFor(nft.Ingress, "y/c").Chain, Audit: true},
 			wantOK: true,
 		},
 		{

@@ -146,6 +146,9 @@ type Options struct {
 	// DenyLog, when set, makes every allow-list drop send its packet to
 	// NFLOG (nft.DenyLog); DeniedTraffic reads the records back.
 	DenyLog *nft.DenyLog
+	// AuditAll puts every NetworkPolicy in audit mode
+	// (policy.NodeCompiler.SetAuditAll).
+	AuditAll bool
 	// Logger: default the manager's logger.
 	Logger logr.Logger
 	// SyncRequests, if set, asks for a reconcile outside the watches: each
@@ -168,6 +171,7 @@ type Reconciler struct {
 	minInterval  time.Duration
 	syncTimeout  time.Duration
 	denyLog      *nft.DenyLog
+	auditAll     bool
 	log          logr.Logger
 	metrics      *Metrics
 	now          func() time.Time
@@ -246,6 +250,7 @@ func New(opts Options) (*Reconciler, error) {
 		minInterval:  opts.MinSyncInterval,
 		syncTimeout:  opts.SyncTimeout,
 		denyLog:      opts.DenyLog,
+		auditAll:     opts.AuditAll,
 		log:          opts.Logger,
 		metrics:      m,
 		now:          time.Now,
@@ -524,6 +529,7 @@ func (r *Reconciler) loadAll(ctx context.Context, now time.Time) error {
 	r.cluster = nil // the old one can go before the new one grows
 	c := policy.NewNodeCompiler(r.nodeName)
 	c.SetDenyLog(r.denyLog)
+	c.SetAuditAll(r.auditAll)
 	for i := range namespaces.Items {
 		ns := &namespaces.Items[i]
 		c.SetNamespace(policy.Namespace{Name: ns.Name, Labels: ns.Labels})

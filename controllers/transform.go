@@ -8,6 +8,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+
+	"github.com/nftpolicy/nftpolicy/policy"
 )
 
 // CacheOptions configures the agent's controller-runtime cache, which holds the smaller kinds of the cluster: Namespaces,
@@ -58,13 +60,24 @@ func TrimNamespace(obj any) (any, error) {
 }
 
 // TrimNetworkPolicy is the cache transform for NetworkPolicies: the whole
-// spec, without annotations and managedFields.
+// spec, without managedFields and annotations but the one that puts the
+// policy in audit mode.
 func TrimNetworkPolicy(obj any) (any, error) {
 	np, ok := obj.(*networkingv1.NetworkPolicy)
 	if !ok {
 		return obj, nil
 	}
-	return &networkingv1.NetworkPolicy{TypeMeta: np.TypeMeta, ObjectMeta: trimMeta(&np.ObjectMeta), Spec: np.Spec}, nil
+	return &networkingv1.NetworkPolicy{TypeMeta: np.TypeMeta, ObjectMeta: trimPolicyMeta(&np.ObjectMeta), Spec: np.Spec}, nil
+}
+
+// trimPolicyMeta is trimMeta keeping policy.EnforcementAnnotation, which
+// decides whether a policy enforces or audits.
+func trimPolicyMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
+	out := trimMeta(m)
+	if v, ok := m.Annotations[policy.EnforcementAnnotation]; ok {
+		out.Annotations = map[string]string{policy.EnforcementAnnotation: v}
+	}
+	return out
 }
 
 // TrimNode is the cache transform for Nodes, every node of the cluster:
@@ -87,7 +100,8 @@ func TrimNode(obj any) (any, error) {
 }
 
 // TrimClusterNetworkPolicy is the transform of the ClusterNetworkPolicy
-// store: the whole spec, without annotations, managedFields and status
+// store: the whole spec, without managedFields, status and annotations
+// but the enforcement one (which only earns a warning there)
 // (conditions other controllers write must not look like changes). The
 // type is set, so that Events can name the object without a scheme.
 func TrimClusterNetworkPolicy(obj any) (any, error) {
@@ -97,7 +111,7 @@ func TrimClusterNetworkPolicy(obj any) (any, error) {
 	}
 	return &policyv1beta1.ClusterNetworkPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: policyv1beta1.GroupVersion.String(), Kind: cnpKind},
-		ObjectMeta: trimMeta(&p.ObjectMeta),
+		ObjectMeta: trimPolicyMeta(&p.ObjectMeta),
 		Spec:       p.Spec,
 	}, nil
 }

@@ -17,6 +17,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+
+	"github.com/nftpolicy/nftpolicy/policy"
 )
 
 // addrCmp compares netip.Addr values (unexported fields).
@@ -122,6 +124,20 @@ func TestTrimOthers(t *testing.T) {
 			fn:   TrimNetworkPolicy,
 			in:   &networkingv1.NetworkPolicy{ObjectMeta: meta, Spec: spec},
 			want: &networkingv1.NetworkPolicy{ObjectMeta: trimmedMeta, Spec: spec},
+		},
+		{
+			name: "networkpolicy in audit mode: the enforcement annotation stays",
+			fn:   TrimNetworkPolicy,
+			in: &networkingv1.NetworkPolicy{ObjectMeta: func() metav1.ObjectMeta {
+				m := *meta.DeepCopy()
+				m.Annotations[policy.EnforcementAnnotation] = policy.EnforcementAudit
+				return m
+			}(), Spec: spec},
+			want: &networkingv1.NetworkPolicy{ObjectMeta: func() metav1.ObjectMeta {
+				m := *trimmedMeta.DeepCopy()
+				m.Annotations = map[string]string{policy.EnforcementAnnotation: policy.EnforcementAudit}
+				return m
+			}(), Spec: spec},
 		},
 		{
 			name: "node: name, labels, addresses",

@@ -5,6 +5,7 @@
 #   make e2e [SCENARIOS=<dirs or files>]                         replay scenarios (default e2e/scenarios)
 #   make demo                                                    the demo app, before/after the policies in e2e/demo
 #   make denied-log                                              one denied probe, one record in the agents' logs
+#   make audit-check                                             a scenario step in audit mode (all connect, the blocked cells logged), then enforced
 #   make e2e-families                                            the corpus in ipv4, then ipv6 (make test: dual)
 #   make stress [STRESS_PAIR_RUNS=20 STRESS_TRANSITIONS=40 STRESS_SEED=N]   random transitions vs compile and Evaluate
 #   make chaos [CHAOS_KILLS=10 CHAOS_API_OUTAGE=60s CHAOS_PARTITION=60s]    faults under continuous probing
@@ -65,7 +66,7 @@ STRESS_TRANSITIONS  ?= 40
 STRESS_SEED         ?= 0
 STRESS_SHORT_FLAGS  := STRESS_PAIR_RUNS=2 STRESS_TRANSITIONS=10
 
-.PHONY: e2e-bin e2e-tools e2e-kubelet-deps up down e2e e2e-status demo e2e-test e2e-families stress stress-short chaos chaos-short conntrack-check denied-log firstpacket
+.PHONY: e2e-bin e2e-tools e2e-kubelet-deps up down e2e e2e-status demo e2e-test e2e-families stress stress-short chaos chaos-short conntrack-check denied-log audit-check firstpacket
 
 # Our own binaries: the harness, and the agent when AGENT=nftpolicy.
 e2e-bin:
@@ -153,18 +154,28 @@ conntrack-check: e2e-bin e2e-tools
 denied-log: e2e-bin e2e-tools
 	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" denied-log --nodes $(E2E_NODES) $(E2E_AGENT_FLAG)
 
+# Audit mode (issue 11 §4, about 40 s): one scenario step with every
+# NetworkPolicy annotated nftpolicy.io/enforcement: audit must connect every
+# cell and log an audit record for exactly the cells the scenario expects
+# enforcement to block; the annotation removed, the step's matrix holds.
+AUDIT_FILE ?= e2e/scenarios/upstream-e2e/01-tcp-should-support-a-default-deny-ingress-policy.yaml
+AUDIT_STEP ?= 1
+audit-check: e2e-bin e2e-tools
+	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" audit --nodes $(E2E_NODES) $(E2E_AGENT_FLAG) \
+	  --audit-file $(AUDIT_FILE) --audit-step $(AUDIT_STEP)
+
 # The first-packet check (issue 12 §1): new pods under default deny probed
 # from before they have an address, with the agent running and frozen.
 firstpacket: e2e-bin e2e-tools ## a new pod is isolated from its first packet; pod creation survives a frozen agent
 	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" firstpacket --nodes $(E2E_NODES) $(E2E_AGENT_FLAG)
 
 # `make test` runs the whole corpus with our agent, then the short stress
-# and chaos runs, the conntrack, denied-log and first-packet checks, in dual
+# and chaos runs, the conntrack, denied-log, audit and first-packet checks, in dual
 # stack (every cell over IPv4 and over IPv6: the strongest single mode);
 # `make e2e-families` runs the corpus in the two others.
 E2E_TEST_IP_FAMILY ?= dual
 e2e-test::
-	$(MAKE) e2e stress-short chaos-short conntrack-check denied-log firstpacket E2E_IP_FAMILY=$(E2E_TEST_IP_FAMILY)
+	$(MAKE) e2e stress-short chaos-short conntrack-check denied-log audit-check firstpacket E2E_IP_FAMILY=$(E2E_TEST_IP_FAMILY)
 
 e2e-families: ## the corpus in ipv4, then in ipv6 (make test runs dual)
 	$(MAKE) e2e E2E_IP_FAMILY=ipv4

@@ -195,9 +195,14 @@ type Direction struct {
 	// select Pod, consulted in precedence order up to the one that
 	// matched; nil when the tier was not reached.
 	Admin []TierPolicy `json:"admin,omitempty"`
-	// NetworkPolicies are those that isolate Pod in this direction.
+	// NetworkPolicies are those that select Pod in this direction: the
+	// enforced ones isolate it, the audited ones (Audit) only log.
 	NetworkPolicies []NetworkPolicy `json:"networkPolicies,omitempty"`
-	Baseline        []TierPolicy    `json:"baseline,omitempty"`
+	// AuditWouldDeny: only audited NetworkPolicies select Pod, the
+	// packet reaches them, and none admits it: enforced, they would deny
+	// it; the agent logs it as an audit record and lets it on.
+	AuditWouldDeny bool         `json:"auditWouldDeny,omitempty"`
+	Baseline       []TierPolicy `json:"baseline,omitempty"`
 	// AdminReached and BaselineReached tell a tier with no policy for Pod
 	// from a tier that was not reached.
 	AdminReached    bool `json:"adminReached"`
@@ -209,6 +214,10 @@ type Direction struct {
 type NetworkPolicy struct {
 	Name   string `json:"name"` // namespace/name
 	Admits bool   `json:"admits"`
+	// Audit: the policy is in audit mode (annotated
+	// nftpolicy.io/enforcement: audit, or every policy is): it decides
+	// nothing while an enforced one selects the pod, and drops nothing.
+	Audit bool `json:"audit,omitempty"`
 	// Rule indexes spec.ingress or spec.egress; Peer and Port index that
 	// rule's from/to and ports, nil when the rule has none (everyone,
 	// every port). PeerText and PortText quote them.
@@ -294,12 +303,12 @@ func direction(snap *policy.Snapshot, v policy.DirectionVerdict, t policy.Direct
 	if t.Pod == "" {
 		return d
 	}
-	d.Judged, d.DecidedBy = true, v.DecidedBy()
+	d.Judged, d.DecidedBy, d.AuditWouldDeny = true, v.DecidedBy(), v.AuditDenied
 	d.AdminReached, d.BaselineReached = t.Admin != nil, t.Baseline != nil
 	d.Admin = tierPolicies(snap, t.Admin, dir)
 	d.Baseline = tierPolicies(snap, t.Baseline, dir)
 	for _, np := range t.NetworkPolicies {
-		out := NetworkPolicy{Name: np.Policy, Admits: np.Admitted.Rule >= 0}
+		out := NetworkPolicy{Name: np.Policy, Admits: np.Admitted.Rule >= 0, Audit: np.Audit}
 		if out.Admits {
 			m := np.Admitted
 			out.Rule = new(m.Rule)

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -83,13 +84,17 @@ func fixture(t *testing.T) *State {
 	return &State{Snapshot: snap, CNPCRD: true}
 }
 
-// compiledFetcher serves policy.Compile of the fixture per node, as
-// agents in step with the API would; tamper edits it first (drift).
-func compiledFetcher(st *State, tamper func(node string, rs *nft.Ruleset)) RulesetFetcher {
+// compiledFetcher serves the compiled fixture per node, as agents in step
+// with the API would (with the deny log when denyLog is set); tamper edits
+// it first (drift).
+func compiledFetcher(st *State, denyLog *nft.DenyLog, tamper func(node string, rs *nft.Ruleset)) RulesetFetcher {
 	return func(_ context.Context, node string) (*controllers.AppliedRulesetDoc, error) {
 		one := *st.Snapshot
 		one.NodeName = node
-		rs, _ := policy.Compile(&one)
+		c := policy.NewNodeCompiler(node)
+		c.LoadSnapshot(&one)
+		c.SetDenyLog(denyLog)
+		rs, _ := c.Compile()
 		if tamper != nil {
 			tamper(node, rs)
 		}
@@ -106,12 +111,33 @@ func TestExplain_Golden(t *testing.T) {
 			}
 		}
 	}
+	// audit puts the named NetworkPolicies of the fixture in audit mode.
+	audit := func(names ...string) func(*State) {
+		return func(st *State) {
+			for _, np := range st.Snapshot.Policies {
+				if slices.Contains(names, np.Namespace+"/"+np.Name) {
+					np.Annotations = map[string]string{policy.EnforcementAnnotation: policy.EnforcementAudit}
+				}
+			}
+		}
+	}
 	cases := []struct {
 		name   string
 		q      Query
 		live   bool
 		tamper func(string, *nft.Ruleset)
+		// state edits the fixture; the agents then run with the deny log
+		// (audit records need it).
+		state func(*State)
 	}{
+		// y/c -> x/a as in denied-no-rule-admits, with both of x/a's
+		// policies audited: allowed, and what they would deny is said.
+		{name: "audit-would-deny", q: Query{From: "y/c", To: "x/a", Port: 80}, live: true, state: audit("x/deny-all", "x/allow-b")},
+		{name: "audit-admitted", q: Query{From: "x/b", To: "x/a", Port: 80}, live: true, state: audit("x/deny-all", "x/allow-b")},
+		{name: "audit-all-would-deny", q: Query{From: "y/c", To: "x/a", Port: 80}, live: true,
+			state: func(st *State) { st.Snapshot.AuditAll = true }},
+		// Only deny-all audited: the enforced allow-b decides.
+		{name: "audit-beside-enforced", q: Query{From: "y/c", To: "x/a", Port: 80}, live: true, state: audit("x/deny-all")},
 		{name: "allowed-by-networkpolicy-rule", q: Query{From: "x/b", To: "x/a", Port: 80}, live: true},
 		{name: "denied-no-rule-admits", q: Query{From: "y/c", To: "x/a", Port: 80}, live: true},
 		{name: "admin-deny-egress", q: Query{From: "x/b", To: "203.0.113.5", Port: 443}, live: true},
@@ -125,12 +151,17 @@ func TestExplain_Golden(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			st := fixture(t)
+			var denyLog *nft.DenyLog
+			if tc.state != nil {
+				tc.state(st)
+				denyLog = &nft.DenyLog{Group: 4200, Rate: 10, Burst: 20}
+			}
 			a, err := Explain(st, tc.q)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if tc.live {
-				TraceLive(context.Background(), a, Path(st, a), compiledFetcher(st, tc.tamper))
+				TraceLive(context.Background(), a, Path(st, a), compiledFetcher(st, denyLog, tc.tamper))
 				if a.LiveDisagrees != (tc.tamper != nil) {
 					t.Errorf("LiveDisagrees = %v with tamper %v", a.LiveDisagrees, tc.tamper != nil)
 				}

@@ -27,7 +27,7 @@ func WriteText(w io.Writer, a *Answer) error {
 	if a.Port != 0 {
 		target += fmt.Sprintf("/%d", a.Port)
 	}
-	fmt.Fprintf(&b, "%s -> %s %s: %s\n", a.From, a.To, target, verdictWord(a.Allowed, true))
+	fmt.Fprintf(&b, "%s -> %s %s: %s%s\n", a.From, a.To, target, verdictWord(a.Allowed, true), auditSummary(a))
 	for _, n := range a.Notes {
 		fmt.Fprintf(&b, "  note: %s\n", n)
 	}
@@ -108,21 +108,36 @@ func writeDirection(b *strings.Builder, name, prep string, ep Endpoint, d Direct
 		dir = networkingv1.PolicyTypeEgress
 	}
 	writeTier(b, "Admin tier", d.AdminReached, d.Admin, d.Pod)
+	enforced := 0
+	for _, np := range d.NetworkPolicies {
+		if !np.Audit {
+			enforced++
+		}
+	}
+	audited := len(d.NetworkPolicies) - enforced
 	switch {
-	case len(d.NetworkPolicies) == 0:
+	case enforced == 0 && audited == 0:
 		fmt.Fprintf(b, "  NetworkPolicy: none selects %s for %s: not isolated\n", d.Pod, strings.ToLower(string(dir)))
 	case d.DecidedBy == policy.DecidedByAdmin:
-		fmt.Fprintf(b, "  NetworkPolicy: not reached (%d isolate %s)\n", len(d.NetworkPolicies), d.Pod)
+		fmt.Fprintf(b, "  NetworkPolicy: not reached (%d isolate %s, %d audit)\n", enforced, d.Pod, audited)
+	case enforced == 0:
+		fmt.Fprintf(b, "  NetworkPolicy: not isolated; %d in audit mode select %s:\n", audited, d.Pod)
+	case audited > 0:
+		fmt.Fprintf(b, "  NetworkPolicy: isolated by %d (and %d in audit mode, which decide nothing beside them):\n", enforced, audited)
 	default:
-		fmt.Fprintf(b, "  NetworkPolicy: isolated by %d:\n", len(d.NetworkPolicies))
+		fmt.Fprintf(b, "  NetworkPolicy: isolated by %d:\n", enforced)
 	}
 	if d.DecidedBy != policy.DecidedByAdmin {
 		for _, np := range d.NetworkPolicies {
+			name := np.Name
+			if np.Audit {
+				name += " (audit)"
+			}
 			if !np.Admits {
-				fmt.Fprintf(b, "    %s: no %s rule admits it\n", np.Name, strings.ToLower(string(dir)))
+				fmt.Fprintf(b, "    %s: no %s rule admits it\n", name, strings.ToLower(string(dir)))
 				continue
 			}
-			fmt.Fprintf(b, "    %s: %s rule %d admits it", np.Name, strings.ToLower(string(dir)), *np.Rule)
+			fmt.Fprintf(b, "    %s: %s rule %d admits it", name, strings.ToLower(string(dir)), *np.Rule)
 			var parts []string
 			if np.Peer != nil {
 				parts = append(parts, fmt.Sprintf("peer %d %s", *np.Peer, np.PeerText))
@@ -139,6 +154,25 @@ func writeDirection(b *strings.Builder, name, prep string, ep Endpoint, d Direct
 	}
 	writeTier(b, "Baseline tier", d.BaselineReached, d.Baseline, d.Pod)
 	fmt.Fprintf(b, "  => %s by %s\n", past(d.Allowed), decider(d))
+	if d.AuditWouldDeny {
+		b.WriteString("  => audit: would deny (no policy in audit mode admits it; the agent logs it as an audit record)\n")
+	}
+}
+
+// auditSummary is the verdict line's note on what the policies in audit
+// mode would deny, "" when nothing.
+func auditSummary(a *Answer) string {
+	var dirs []string
+	if a.Egress.AuditWouldDeny {
+		dirs = append(dirs, "egress")
+	}
+	if a.Ingress.AuditWouldDeny {
+		dirs = append(dirs, "ingress")
+	}
+	if len(dirs) == 0 {
+		return ""
+	}
+	return " (audit: would deny " + strings.Join(dirs, " and ") + ")"
 }
 
 func writeTier(b *strings.Builder, tier string, reached bool, list []TierPolicy, pod string) {

@@ -70,9 +70,37 @@ func (d *DenyLog) rules(chain string) []Rule {
 	return []Rule{{Log: &Log{Limit: d.LimitName(), Prefix: DropPrefix(chain), Group: d.Group}}}
 }
 
+// auditRules is the log rule at the end of an audit chain (nil d: none).
+func (d *DenyLog) auditRules(chain string) []Rule {
+	if d == nil {
+		return nil
+	}
+	return []Rule{{Log: &Log{Limit: d.LimitName(), Prefix: AuditPrefix(chain), Group: d.Group}}}
+}
+
 // DropPrefix is the log prefix of a drop at the end of chain.
 func DropPrefix(chain string) string {
-	p := DenyLogPrefix + "drop " + chain
+	return cutPrefix(DenyLogPrefix + VerdictWordDrop + " " + chain)
+}
+
+// AuditPrefix is the log prefix at the end of the audit chain chain: the
+// audited policies would drop the packet there, and it goes on.
+func AuditPrefix(chain string) string {
+	return cutPrefix(DenyLogPrefix + VerdictWordAudit + " " + chain)
+}
+
+// The verdict words of deny-log prefixes (Decision.Verdict).
+const (
+	// VerdictWordDrop: an allow-list chain dropped the packet.
+	VerdictWordDrop = "drop"
+	// VerdictWordDeny: a ClusterNetworkPolicy Deny rule dropped it.
+	VerdictWordDeny = "deny"
+	// VerdictWordAudit: the audited NetworkPolicies of a pod would have
+	// dropped it (their allow-list admits it not), and it went on.
+	VerdictWordAudit = "audit"
+)
+
+func cutPrefix(p string) string {
 	if len(p) > MaxLogPrefix {
 		p = p[:MaxLogPrefix]
 	}
@@ -80,9 +108,10 @@ func DropPrefix(chain string) string {
 }
 
 // Decision is what a deny-log prefix says: the verdict, "drop" for an
-// allow-list drop (Chain is the pod chain that dropped) or "deny" for a
-// ClusterNetworkPolicy Deny rule (Policy and Rule name it), and the
-// direction.
+// allow-list drop (Chain is the pod chain that dropped), "audit" for what
+// an audit chain would have dropped (Chain is that chain; the packet went
+// on) or "deny" for a ClusterNetworkPolicy Deny rule (Policy and Rule name
+// it), and the direction.
 type Decision struct {
 	Verdict string
 	Chain   string
@@ -91,8 +120,8 @@ type Decision struct {
 	Dir     Direction
 }
 
-// ParseLogPrefix reads a prefix written by DropPrefix or DenyPrefix; ok is
-// false for any other prefix.
+// ParseLogPrefix reads a prefix written by DropPrefix, AuditPrefix or
+// DenyPrefix; ok is false for any other prefix.
 func ParseLogPrefix(prefix string) (d Decision, ok bool) {
 	rest, found := strings.CutPrefix(prefix, DenyLogPrefix)
 	if !found {
@@ -102,7 +131,7 @@ func ParseLogPrefix(prefix string) (d Decision, ok bool) {
 	if !found || chain == "" {
 		return Decision{}, false
 	}
-	if verdict == "deny" {
+	if verdict == VerdictWordDeny {
 		dir, rule, found := strings.Cut(chain, " ")
 		if !found || rule == "" {
 			return Decision{}, false
@@ -120,6 +149,9 @@ func ParseLogPrefix(prefix string) (d Decision, ok bool) {
 		// have lost the rule.
 		d.Policy, d.Rule, _ = strings.Cut(rule, "/")
 		return d, true
+	}
+	if verdict != VerdictWordDrop && verdict != VerdictWordAudit {
+		return Decision{}, false
 	}
 	d = Decision{Verdict: verdict, Chain: chain}
 	switch {
@@ -197,11 +229,7 @@ func DenyChainName(r DenyRule) string {
 // DenyPrefix is the log prefix of r's deny chain, e.g.
 // "nftpolicy deny in default-deny/ingress[0]".
 func DenyPrefix(r DenyRule) string {
-	p := DenyLogPrefix + "deny " + dirWord(r.Dir) + " " + r.Policy + "/" + r.Rule
-	if len(p) > MaxLogPrefix {
-		p = p[:MaxLogPrefix]
-	}
-	return p
+	return cutPrefix(DenyLogPrefix + VerdictWordDeny + " " + dirWord(r.Dir) + " " + r.Policy + "/" + r.Rule)
 }
 
 func dirWord(d Direction) string {

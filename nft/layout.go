@@ -245,7 +245,10 @@ func NamesFor(dir Direction, id string) EndpointNames {
 // an unchanged pod hands the same sets and chain to the next ruleset, which
 // lets Diff skip them without comparing their elements.
 type IsolatedEndpoint struct {
-	Dir   Direction
+	Dir Direction
+	// Audit: the chain never drops (NewAuditEndpoint); where its
+	// allow-list admits nothing it logs, and the packet goes on.
+	Audit bool
 	Names EndpointNames
 	Chain *Chain
 	// Sets are the any-port v4 and v6 sets, then the port v4 and v6 sets.
@@ -261,6 +264,32 @@ type IsolatedEndpoint struct {
 // nil. The chain's rules depend only on the names, never on allow, so a
 // change of peers or ports touches set elements only.
 func NewIsolatedEndpoint(dir Direction, id string, addrs []netip.Addr, allow AllowList, log *DenyLog) *IsolatedEndpoint {
+	e := newAllowListEndpoint(dir, id, addrs, allow)
+	e.Chain.Rules = append(e.Chain.Rules, log.rules(e.Names.Chain)...)
+	e.Chain.Rules = append(e.Chain.Rules, Rule{Verdict: Drop})
+	return e
+}
+
+// NewAuditEndpoint is the audit form of NewIsolatedEndpoint, for a pod that
+// only audited policies isolate in direction dir: the same chain and sets,
+// but where allow admits nothing the chain logs the packet through log
+// with an audit prefix (AuditPrefix) and returns instead of dropping, so
+// the packet goes on as if the pod were not isolated. What allow admits
+// returns before the log rule, as in an enforcing chain: the accept path
+// costs the same lookups and never meets the log. A pod whose audit chain
+// becomes an enforcing one (the annotation removed) keeps its chain's
+// name and sets; only the chain's tail changes.
+func NewAuditEndpoint(dir Direction, id string, addrs []netip.Addr, allow AllowList, log *DenyLog) *IsolatedEndpoint {
+	e := newAllowListEndpoint(dir, id, addrs, allow)
+	e.Audit = true
+	e.Chain.Rules = append(e.Chain.Rules, log.auditRules(e.Names.Chain)...)
+	return e
+}
+
+// newAllowListEndpoint is the part of an isolated endpoint that enforcing
+// and audit chains share: the sets, the four lookups that return, and the
+// dispatch elements.
+func newAllowListEndpoint(dir Direction, id string, addrs []netip.Addr, allow AllowList) *IsolatedEndpoint {
 	n := NamesFor(dir, id)
 	peer4, peer6 := FieldIPv4Saddr, FieldIPv6Saddr
 	if dir == Egress {
@@ -287,8 +316,6 @@ func NewIsolatedEndpoint(dir Direction, id string, addrs []netip.Addr, allow All
 		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer4, FieldL4Proto, FieldTHDport}, Set: n.PortsV4}}}, Verdict: Return},
 		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer6, FieldL4Proto, FieldTHDport}, Set: n.PortsV6}}}, Verdict: Return},
 	}
-	rules = append(rules, log.rules(n.Chain)...)
-	rules = append(rules, Rule{Verdict: Drop})
 	e := &IsolatedEndpoint{
 		Dir:   dir,
 		Names: n,

@@ -151,7 +151,8 @@ type TieredEndpoint struct {
 	Chain *Chain
 	// Admin and Baseline are the maps the tier chain looks up, nil when
 	// the tier has no rule for the pod. Baseline is nil whenever Allow is
-	// set: a NetworkPolicy that isolates the pod decides instead.
+	// set and enforces: a NetworkPolicy that isolates the pod decides
+	// instead.
 	Admin, Baseline *TierMaps
 	// Allow is the NetworkPolicy allow-list, nil when no NetworkPolicy
 	// isolates the pod in Dir.
@@ -163,14 +164,17 @@ type TieredEndpoint struct {
 
 // NewTieredEndpoint combines the tiers of the pod id (addresses addrs) in
 // direction dir; any of admin, allow and baseline may be nil, and baseline
-// is ignored when allow is set. It returns nil when none applies: the pod
-// is then not judged in that direction at all.
+// is ignored when allow is set and enforces. An audit allow-list
+// (NewAuditEndpoint) isolates nothing: the tier chain jumps into it (it
+// logs what it would drop, and returns) and goes on to the Baseline tier.
+// It returns nil when none applies: the pod is then not judged in that
+// direction at all.
 //
 // The tier chain's rules depend only on which tiers apply and on the
 // names of their maps, never on the maps' elements, so a change of peers
 // touches elements only.
 func NewTieredEndpoint(dir Direction, id string, addrs []netip.Addr, admin *TierMaps, allow *IsolatedEndpoint, baseline *TierMaps) *TieredEndpoint {
-	if allow != nil {
+	if allow != nil && !allow.Audit {
 		baseline = nil
 	}
 	if admin == nil && baseline == nil {
@@ -186,10 +190,10 @@ func NewTieredEndpoint(dir Direction, id string, addrs []netip.Addr, admin *Tier
 	if admin != nil {
 		rules = append(rules, admin.lookups()...)
 	}
-	switch {
-	case allow != nil:
+	if allow != nil {
 		rules = append(rules, Rule{Verdict: Jump(allow.Chain.Name)})
-	case baseline != nil:
+	}
+	if baseline != nil {
 		rules = append(rules, baseline.lookups()...)
 	}
 	// Falling off the end returns: nothing decided, the direction is

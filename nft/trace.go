@@ -51,6 +51,9 @@ func (p Packet) String() string {
 type TraceResult struct {
 	Verdict VerdictKind // VerdictAccept or VerdictDrop
 	Steps   []string    // one line per rule that matched, readable in test failures
+	// Logs are the prefixes of the log rules the packet met, in order:
+	// the deny-log records it would send (within the limit).
+	Logs []string
 }
 
 // maxJumpDepth bounds chain nesting like the kernel does (it allows 16).
@@ -74,7 +77,7 @@ func (r *Ruleset) Trace(p Packet) TraceResult {
 		v = base.Hook.Policy
 		t.steps = append(t.steps, fmt.Sprintf("%s: policy %s", base.Name, Verdict{Kind: v}))
 	}
-	return TraceResult{Verdict: v, Steps: t.steps}
+	return TraceResult{Verdict: v, Steps: t.steps, Logs: t.logs}
 }
 
 // Verdict is Trace(p).Verdict without the steps, whose formatting costs
@@ -100,8 +103,9 @@ func (r *Ruleset) Verdict(p Packet) VerdictKind {
 type tracer struct {
 	r      *Ruleset
 	p      Packet
-	record bool // keep steps (Trace)
+	record bool // keep steps and logs (Trace)
 	steps  []string
+	logs   []string
 }
 
 // step records one line of the trace, when recording.
@@ -133,6 +137,9 @@ func (t *tracer) run(c *Chain, depth int) (v VerdictKind, done bool) {
 		if rule.Log != nil && verdict.Kind == VerdictNone {
 			// A log rule: the kernel logs (within its limit) and goes on.
 			t.step("%s#%d %s => log, continue", c.Name, i+1, rule)
+			if t.record {
+				t.logs = append(t.logs, rule.Log.Prefix)
+			}
 			continue
 		}
 		t.step("%s#%d %s => %s", c.Name, i+1, rule, verdict)

@@ -118,11 +118,19 @@ type endpointKey struct {
 type endpoint struct {
 	pod      *Pod // the active version it was built for
 	policies *namespacePolicies
-	// fold is the allow-list of the selecting policies; nil when no policy
-	// isolates the pod in this direction.
+	// fold is the allow-list of the policies that decide; nil when no
+	// policy isolates the pod in this direction.
 	fold *allowFold
-	// isolated is nil when no policy isolates the pod in this direction.
+	// audited: audited policies select the pod in this direction (the
+	// fold then holds the enforced ones, or the audited ones when none is
+	// enforced), so the next compile builds the fold afresh.
+	audited bool
+	// isolated is nil when no enforced policy isolates the pod in this
+	// direction.
 	isolated *nft.IsolatedEndpoint
+	// audit is the audit chain of a pod that only audited policies
+	// select in this direction (nil otherwise, and without a deny log).
+	audit    *nft.IsolatedEndpoint
 	warnings []Warning
 	usage
 }
@@ -213,19 +221,55 @@ func (c *NodeCompiler) endpointOf(pod *Pod, dir nft.Direction, nsp *namespacePol
 		return old
 	}
 	e := &endpoint{pod: pod, policies: nsp, usage: usage{c.epoch}}
-	var fold *allowFold
-	var was *namespacePolicies
-	if old != nil && old.pod == pod && old.fold != nil {
-		fold, was = old.fold, old.policies
-	}
-	selecting, added, removed := selectingPolicies(fold, pod, dir, nsp, was)
-	if len(selecting) > 0 {
-		if fold == nil {
-			fold = newAllowFold(pod, dir)
+	var enforced, audited []*compiledPolicy
+	for _, p := range nsp.list {
+		if p.has(dir) && p.podSelector.Matches(labels.Set(pod.Labels)) {
+			if p.audit || c.auditAll {
+				audited = append(audited, p)
+			} else {
+				enforced = append(enforced, p)
+			}
 		}
-		c.updateFold(fold, selecting, added, removed)
+	}
+	if len(audited) == 0 {
+		var fold *allowFold
+		var was *namespacePolicies
+		if old != nil && old.pod == pod && old.fold != nil && !old.audited {
+			fold, was = old.fold, old.policies
+		}
+		selecting, added, removed := selectingPolicies(fold, pod, dir, nsp, was)
+		if len(selecting) > 0 {
+			if fold == nil {
+				fold = newAllowFold(pod, dir)
+			}
+			c.updateFold(fold, selecting, added, removed)
+			e.fold = fold
+			e.isolated = nft.NewIsolatedEndpoint(dir, pod.Key(), pod.IPs, fold.allow, c.denyLog)
+			e.warnings = fold.warnings(c).list()
+			fold.markUsed(c.epoch)
+		}
+		c.endpoints[key] = e
+		return e
+	}
+	// Audited policies select the pod: a fresh fold of the policies that
+	// decide. Enforced ones decide; audited ones could only widen their
+	// allow-list, so they would deny nothing more (audit.go). Audit
+	// records go to the deny log; without it an audit chain would record
+	// nothing, so none is built.
+	e.audited = true
+	deciding := enforced
+	if len(deciding) == 0 && c.denyLog != nil {
+		deciding = audited
+	}
+	if len(deciding) > 0 {
+		fold := newAllowFold(pod, dir)
+		c.updateFold(fold, deciding, deciding, nil)
 		e.fold = fold
-		e.isolated = nft.NewIsolatedEndpoint(dir, pod.Key(), pod.IPs, fold.allow, c.denyLog)
+		if len(enforced) > 0 {
+			e.isolated = nft.NewIsolatedEndpoint(dir, pod.Key(), pod.IPs, fold.allow, c.denyLog)
+		} else {
+			e.audit = nft.NewAuditEndpoint(dir, pod.Key(), pod.IPs, fold.allow, c.denyLog)
+		}
 		e.warnings = fold.warnings(c).list()
 		fold.markUsed(c.epoch)
 	}

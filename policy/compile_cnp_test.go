@@ -64,7 +64,7 @@ func runCNPFlowCases(t *testing.T, cases []cnpFlowCase) {
 				if ev := Evaluate(snap, p); ev.Allowed != f.want {
 					t.Errorf("%s: the case wants connects=%v, Evaluate says %+v", f.pkt, f.want, ev)
 				}
-				got, steps := tracedVerdict(snap, rulesets, p)
+				got, steps, _ := tracedVerdict(snap, rulesets, p)
 				if got != f.want {
 					t.Errorf("%s: connects=%v, want %v; trace:\n\t%s", f.pkt, got, f.want, strings.Join(steps, "\n\t"))
 				}

@@ -67,6 +67,13 @@ type Verdict struct {
 	// one of s.HostAddresses. Such traffic is denied whatever the
 	// policies say: it is a pod the node has not programmed yet.
 	UnknownLocal bool
+	// Audit says which deny-log records marked audit the packet gives
+	// (audit.go): a direction whose audited NetworkPolicies would deny
+	// it, where the dataplane judges that direction (egress always, when
+	// the packet reaches the NetworkPolicy tier; ingress only after an
+	// allowed egress). None when UnknownLocal, or for a pod's traffic to
+	// itself, which no chain sees.
+	Audit AuditVerdict
 	// Warnings are what the evaluation met in ClusterNetworkPolicies and
 	// could not apply as written, or found ambiguous (see
 	// evaluate_cnp.go), in the order met, egress first; nil if none.
@@ -87,6 +94,15 @@ type DirectionVerdict struct {
 	// Accept or Deny; else allowed.
 	Allowed bool
 	By      []string // "ns/policy" NetworkPolicies whose rules allowed it (sorted, unique); nil if none
+	// Audited: no enforced NetworkPolicy isolates the pod in this
+	// direction, but audited ones select it (audit.go). Isolated, By and
+	// Allowed ignore them; AuditBy lists those that admit the packet.
+	Audited bool
+	AuditBy []string
+	// AuditDenied: Audited, the NetworkPolicy tier was reached (no Admin
+	// Accept or Deny) and no audited policy admits the packet: enforced,
+	// they would deny it. The packet goes on to the Baseline tier.
+	AuditDenied bool
 	// Admin is the Admin-tier ClusterNetworkPolicy rule that matched first
 	// (Accept, Deny or Pass), nil if none did.
 	Admin *CNPRule
@@ -129,12 +145,16 @@ func evaluate(s *Snapshot, p Packet, trace *Trace) Verdict {
 		v.Ingress = e.direction(e.dst, networkingv1.PolicyTypeIngress)
 	}
 	v.Allowed = v.Egress.Allowed && v.Ingress.Allowed
+	// Egress is judged first; a packet it drops never meets ingress.
+	v.Audit = AuditVerdict{Egress: v.Egress.AuditDenied, Ingress: v.Egress.Allowed && v.Ingress.AuditDenied}
 	if e.src != nil && e.src == e.dst {
 		v.Allowed = true // a pod cannot block access to itself
+		v.Audit = AuditVerdict{}
 	}
 	if evalUnknownLocal(s, p.Src) || evalUnknownLocal(s, p.Dst) {
 		v.Allowed = false
 		v.UnknownLocal = true
+		v.Audit = AuditVerdict{}
 	}
 	v.Warnings = e.warnings
 	return v
@@ -165,6 +185,7 @@ func (e *evalState) direction(pod *Pod, dir networkingv1.PolicyType) DirectionVe
 	if v.Isolated {
 		return v // NetworkPolicy decides for the pods it selects
 	}
+	v.AuditDenied = v.Audited && len(v.AuditBy) == 0
 	v.Baseline = e.cnpTier(policyv1beta1.BaselineTier, pod, dir)
 	// A Baseline Pass hands over to the next tier: the default, allow.
 	v.Allowed = v.Baseline == nil || v.Baseline.Action != policyv1beta1.ClusterNetworkPolicyRuleActionDeny
@@ -181,20 +202,37 @@ func (e *evalState) networkPolicyTier(pod *Pod, dir networkingv1.PolicyType) Dir
 		if !evalSelectorMatches(&np.Spec.PodSelector, pod.Labels) {
 			continue
 		}
-		v.Isolated = true
+		audited := e.s.AuditAll || Audited(np)
 		m, allows := e.policyMatch(np, dir)
-		if allows {
-			v.By = append(v.By, np.Namespace+"/"+np.Name)
+		switch {
+		case audited:
+			v.Audited = true
+			if allows {
+				v.AuditBy = append(v.AuditBy, np.Namespace+"/"+np.Name)
+			}
+		default:
+			v.Isolated = true
+			if allows {
+				v.By = append(v.By, np.Namespace+"/"+np.Name)
+			}
 		}
 		if e.cur != nil {
 			if !allows {
 				m = RuleMatch{Rule: -1}
 			}
-			e.cur.NetworkPolicies = append(e.cur.NetworkPolicies, NetworkPolicyTrace{Policy: np.Namespace + "/" + np.Name, Admitted: m})
+			e.cur.NetworkPolicies = append(e.cur.NetworkPolicies, NetworkPolicyTrace{Policy: np.Namespace + "/" + np.Name, Admitted: m, Audit: audited})
 		}
 	}
 	slices.Sort(v.By)
 	v.By = slices.Compact(v.By)
+	slices.Sort(v.AuditBy)
+	v.AuditBy = slices.Compact(v.AuditBy)
+	// Enforced policies decide: audited ones beside them would only widen
+	// the allow-list, so they would deny nothing more.
+	v.Audited = v.Audited && !v.Isolated
+	if !v.Audited {
+		v.AuditBy = nil
+	}
 	v.Allowed = !v.Isolated || len(v.By) > 0
 	return v
 }

@@ -75,7 +75,7 @@ func checkCompileMatchesEvaluate(t *testing.T, snap *Snapshot, denyLog *nft.Deny
 		rulesets[node] = rs
 	}
 	for _, p := range probePackets(snap) {
-		got, steps := tracedVerdict(snap, rulesets, p)
+		got, steps, logs := tracedVerdict(snap, rulesets, p)
 		want := Evaluate(snap, p)
 		traced, trace := EvaluateWithTrace(snap, p)
 		if diff := cmp.Diff(want, traced); diff != "" {
@@ -88,13 +88,41 @@ func checkCompileMatchesEvaluate(t *testing.T, snap *Snapshot, denyLog *nft.Deny
 			t.Fatalf("packet %v: compiled dataplane connects=%v, Evaluate says %+v\ntrace:\n\t%s\n%s",
 				p, got, want, strings.Join(steps, "\n\t"), describe(snap))
 		}
+		// The audit records the dataplane sends are those Evaluate
+		// names; without the deny log there are none.
+		var wantAudit AuditVerdict
+		if denyLog != nil {
+			wantAudit = want.Audit
+		}
+		if gotAudit := auditRecords(logs); gotAudit != wantAudit {
+			t.Fatalf("packet %v: compiled dataplane logs audit records %+v, Evaluate says %+v (deny log %v)\ntrace:\n\t%s\n%s",
+				p, gotAudit, wantAudit, denyLog != nil, strings.Join(steps, "\n\t"), describe(snap))
+		}
 	}
+}
+
+// auditRecords reads the directions of the audit records among the
+// prefixes of the log rules a packet met.
+func auditRecords(prefixes []string) AuditVerdict {
+	var a AuditVerdict
+	for _, p := range prefixes {
+		d, ok := nft.ParseLogPrefix(p)
+		if !ok || d.Verdict != nft.VerdictWordAudit {
+			continue
+		}
+		if d.Dir == nft.Egress {
+			a.Egress = true
+		} else {
+			a.Ingress = true
+		}
+	}
+	return a
 }
 
 // tracedVerdict is flowVerdict over precompiled per-node rulesets. A pod's
 // packet to an address of its own node goes through that node's input hook
 // instead of forward.
-func tracedVerdict(snap *Snapshot, rulesets map[string]*nft.Ruleset, p Packet) (bool, []string) {
+func tracedVerdict(snap *Snapshot, rulesets map[string]*nft.Ruleset, p Packet) (connects bool, steps, logs []string) {
 	var nodes []string
 	for _, ip := range []netip.Addr{p.Src, p.Dst} {
 		if pod := activePodByIP(snap, ip); pod != nil && !contains(nodes, pod.NodeName) {
@@ -105,7 +133,6 @@ func tracedVerdict(snap *Snapshot, rulesets map[string]*nft.Ruleset, p Packet) (
 	if src := activePodByIP(snap, p.Src); src != nil && isNodeAddress(snap, src.NodeName, p.Dst) {
 		hook[src.NodeName] = nft.HookInput
 	}
-	var steps []string
 	for _, node := range nodes {
 		h := nft.HookForward
 		if hk, ok := hook[node]; ok {
@@ -117,11 +144,12 @@ func tracedVerdict(snap *Snapshot, rulesets map[string]*nft.Ruleset, p Packet) (
 		})
 		steps = append(steps, "node "+node+":")
 		steps = append(steps, res.Steps...)
+		logs = append(logs, res.Logs...)
 		if res.Verdict != nft.VerdictAccept {
-			return false, steps
+			return false, steps, logs
 		}
 	}
-	return true, steps
+	return true, steps, logs
 }
 
 func isNodeAddress(snap *Snapshot, node string, a netip.Addr) bool {
@@ -251,6 +279,14 @@ func genSnapshot(c *chooser) *Snapshot {
 	for i := 0; i < ncnp; i++ {
 		snap.ClusterNetworkPolicies = append(snap.ClusterNetworkPolicies, genCNP(c, i))
 	}
+	// Audit mode is chosen last, so that the inputs of older corpora still
+	// build the clusters they did, all enforced.
+	for _, np := range snap.Policies {
+		if c.intn(3) == 2 {
+			np.Annotations = map[string]string{EnforcementAnnotation: EnforcementAudit}
+		}
+	}
+	snap.AuditAll = c.intn(6) == 5
 	return snap
 }
 
@@ -395,7 +431,7 @@ func genPolicy(c *chooser, i int) *networkingv1.NetworkPolicy {
 // describe renders a snapshot for a failure message.
 func describe(snap *Snapshot) string {
 	var b strings.Builder
-	b.WriteString("cluster:\n")
+	fmt.Fprintf(&b, "cluster (audit all: %v):\n", snap.AuditAll)
 	for _, ns := range snap.Namespaces {
 		fmt.Fprintf(&b, "  namespace %s %v\n", ns.Name, ns.Labels)
 	}

@@ -99,6 +99,8 @@ type NodeCompiler struct {
 
 	// denyLog, when set, logs every allow-list drop (nft.DenyLog).
 	denyLog *nft.DenyLog
+	// auditAll puts every NetworkPolicy in audit mode (audit.go).
+	auditAll bool
 
 	// epoch counts Compile calls; entries not used by the latest Compile
 	// are dropped at its end.
@@ -158,6 +160,17 @@ func (c *NodeCompiler) SetDenyLog(d *nft.DenyLog) {
 		clear(c.groups)
 	}
 	c.denyLog = d
+}
+
+// SetAuditAll puts every NetworkPolicy in audit mode (on), or only those
+// annotated for it (off), from the next Compile on. Changing it rebuilds
+// every pod's chains on the next Compile.
+func (c *NodeCompiler) SetAuditAll(on bool) {
+	if on != c.auditAll {
+		clear(c.endpoints)
+		clear(c.tiered)
+	}
+	c.auditAll = on
 }
 
 // NodeName is the node the NodeCompiler compiles for.
@@ -416,6 +429,7 @@ func (c *NodeCompiler) Counts() Counts {
 func (c *NodeCompiler) Snapshot() *Snapshot {
 	s := &Snapshot{
 		NodeName:   c.nodeName,
+		AuditAll:   c.auditAll,
 		Namespaces: make([]Namespace, 0, len(c.namespaces)),
 		Pods:       make([]Pod, 0, c.numActive+len(c.inactive)),
 	}
@@ -489,6 +503,7 @@ func (c *NodeCompiler) LoadSnapshot(snap *Snapshot) {
 		}
 	}
 	c.SetHostAddresses(snap.HostAddresses)
+	c.SetAuditAll(snap.AuditAll)
 }
 
 // SetHostAddresses replaces the addresses of the node's own interfaces,
@@ -579,6 +594,9 @@ func (c *NodeCompiler) Compile() (*nft.Ruleset, []Warning) {
 	// every node reports what it cannot apply as written.
 	for _, e := range c.cnps {
 		warnings.addAll(e.warnings)
+		if c.auditAll || Audited(e.obj) {
+			warnings.add("", e.obj.Name, AuditNotSupportedForCNP)
+		}
 	}
 	c.dropUnused()
 	return rs, warnings.list()

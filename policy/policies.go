@@ -19,6 +19,9 @@ import (
 // compiledPolicy is a NetworkPolicy with its selectors parsed once.
 type compiledPolicy struct {
 	namespace, name string
+	// audit: the object asks for audit mode (Audited); the NodeCompiler
+	// may audit every policy besides.
+	audit           bool
 	podSelector     labels.Selector
 	ingress, egress bool // policyTypes
 	ingressRules    []compiledRule
@@ -64,7 +67,7 @@ type compiledPort struct {
 // is skipped whole (the API server rejects such selectors, so this is only
 // defence in depth); a bad peer or port skips just that part.
 func (c *NodeCompiler) compilePolicy(np *networkingv1.NetworkPolicy) *compiledPolicy {
-	p := &compiledPolicy{namespace: np.Namespace, name: np.Name}
+	p := &compiledPolicy{namespace: np.Namespace, name: np.Name, audit: Audited(np)}
 	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
 	if err != nil {
 		c.warnings.add(np.Namespace, np.Name, fmt.Sprintf("podSelector: %v: policy ignored", err))

@@ -117,7 +117,11 @@ func (c *NodeCompiler) tieredOf(pod *Pod, dir nft.Direction, np *endpoint) *tier
 		return te
 	}
 	te := &tieredEndpoint{np: np, tiers: pt, admin: admin, baseline: baseline, usage: usage{c.epoch}}
-	te.out = nft.NewTieredEndpoint(dir, pod.Key(), pod.IPs, admin.mapsOrNil(), np.isolated, baseline.mapsOrNil())
+	allow := np.isolated
+	if allow == nil {
+		allow = np.audit // logs, never drops: Baseline still applies
+	}
+	te.out = nft.NewTieredEndpoint(dir, pod.Key(), pod.IPs, admin.mapsOrNil(), allow, baseline.mapsOrNil())
 	c.tiered[key] = te
 	return te
 }

@@ -25,8 +25,9 @@ type DirectionTrace struct {
 	// in precedence order, up to the one whose rule matched; empty (not
 	// nil) when the tier was consulted and none selects Pod.
 	Admin []CNPTrace
-	// NetworkPolicies are those that select Pod for this direction (that
-	// isolate it), in the snapshot's order; none means not isolated.
+	// NetworkPolicies are those that select Pod for this direction, in
+	// the snapshot's order; the enforced ones isolate it (none: not
+	// isolated), the audited ones (Audit) only log.
 	NetworkPolicies []NetworkPolicyTrace
 	// Baseline is like Admin for the Baseline tier.
 	Baseline []CNPTrace
@@ -39,6 +40,8 @@ type NetworkPolicyTrace struct {
 	// Admitted is the first rule (of spec.ingress or spec.egress) that
 	// admits the packet, Rule -1 if none does.
 	Admitted RuleMatch
+	// Audit: the policy is in audit mode (audit.go); it decides nothing.
+	Audit bool
 }
 
 // RuleMatch locates what matched in a NetworkPolicy: the rule, its first

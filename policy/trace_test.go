@@ -31,19 +31,44 @@ func traceAgrees(v Verdict, tr Trace) error {
 			}
 			continue
 		}
-		if got := len(d.t.NetworkPolicies) > 0; got != d.v.Isolated {
-			errs = append(errs, fmt.Errorf("%s: trace lists %d isolating policies, verdict says isolated=%v", d.name, len(d.t.NetworkPolicies), d.v.Isolated))
-		}
-		var by []string
+		var by, auditBy []string
+		enforced, audited := 0, 0
 		for _, np := range d.t.NetworkPolicies {
-			if np.Admitted.Rule >= 0 {
+			if np.Audit {
+				audited++
+			} else {
+				enforced++
+			}
+			if np.Admitted.Rule < 0 {
+				continue
+			}
+			if np.Audit {
+				auditBy = append(auditBy, np.Policy)
+			} else {
 				by = append(by, np.Policy)
 			}
 		}
-		slices.Sort(by)
-		by = slices.Compact(by)
+		if got := enforced > 0; got != d.v.Isolated {
+			errs = append(errs, fmt.Errorf("%s: trace lists %d enforced isolating policies, verdict says isolated=%v", d.name, enforced, d.v.Isolated))
+		}
+		if got := audited > 0 && enforced == 0; got != d.v.Audited {
+			errs = append(errs, fmt.Errorf("%s: trace lists %d audited and %d enforced policies, verdict says audited=%v", d.name, audited, enforced, d.v.Audited))
+		}
+		if !d.v.Audited {
+			auditBy = nil // enforced policies beside them decide
+		}
+		for _, l := range []*[]string{&by, &auditBy} {
+			slices.Sort(*l)
+			*l = slices.Compact(*l)
+		}
 		if diff := cmp.Diff(d.v.By, by); diff != "" {
 			errs = append(errs, fmt.Errorf("%s: admitting policies differ (-verdict +trace):\n%s", d.name, diff))
+		}
+		if diff := cmp.Diff(d.v.AuditBy, auditBy); diff != "" {
+			errs = append(errs, fmt.Errorf("%s: admitting audited policies differ (-verdict +trace):\n%s", d.name, diff))
+		}
+		if d.v.AuditDenied && (!d.v.Audited || len(d.v.AuditBy) > 0 || d.v.DecidedBy() == DecidedByAdmin) {
+			errs = append(errs, fmt.Errorf("%s: audit would deny, but the verdict %+v says otherwise", d.name, d.v))
 		}
 		for _, tier := range []struct {
 			rule *CNPRule

@@ -152,6 +152,12 @@ type AgentConfiguration struct {
 	// DeniedTrafficLogBurst the most at once.
 	DeniedTrafficLogRate  int32 `json:"deniedTrafficLogRate,omitempty"`
 	DeniedTrafficLogBurst int32 `json:"deniedTrafficLogBurst,omitempty"`
+
+	// AuditAllPolicies puts every NetworkPolicy on the node in audit mode,
+	// as if each were annotated nftpolicy.io/enforcement: audit: nothing is
+	// dropped for them, and what they would drop goes to the
+	// denied-traffic log marked audit (which must be on). Default off.
+	AuditAllPolicies bool `json:"auditAllPolicies,omitempty"`
 }
 
 // SetDefaults fills every unset field with its default.
@@ -252,6 +258,10 @@ func Validate(c *AgentConfiguration) error {
 	}
 	if c.DeniedTrafficLogBurst < 1 || c.DeniedTrafficLogBurst > maxDeniedTrafficLogRate {
 		errs = append(errs, fmt.Errorf("deniedTrafficLogBurst: %d is not between 1 and %d records", c.DeniedTrafficLogBurst, maxDeniedTrafficLogRate))
+	}
+	if c.AuditAllPolicies && c.DeniedTrafficLog != nil && !*c.DeniedTrafficLog {
+		// Audit mode drops nothing; its records are all it does.
+		errs = append(errs, errors.New("auditAllPolicies: needs deniedTrafficLog on, where its records go"))
 	}
 	return errors.Join(errs...)
 }

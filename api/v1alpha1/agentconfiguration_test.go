@@ -114,6 +114,9 @@ func TestValidate(t *testing.T) {
 		{name: "missing node name", in: valid(func(c *AgentConfiguration) { c.NodeName = "" }), wantErrs: []string{"nodeName: required"}},
 		{name: "min sync interval too long", in: valid(func(c *AgentConfiguration) { c.MinSyncInterval.Duration = 20 * time.Second }), wantErrs: []string{"minSyncInterval: 20s is not between 0 and 10s"}},
 		{name: "bad node name", in: valid(func(c *AgentConfiguration) { c.NodeName = "Node_1" }), wantErrs: []string{"not a valid node name"}},
+		{name: "audit all with the denied-traffic log", in: valid(func(c *AgentConfiguration) { c.AuditAllPolicies = true })},
+		{name: "audit all without the denied-traffic log", in: valid(func(c *AgentConfiguration) { c.AuditAllPolicies, c.DeniedTrafficLog = true, ptr(false) }),
+			wantErrs: []string{"auditAllPolicies: needs deniedTrafficLog"}},
 		{
 			name: "every error at once",
 			in: valid(func(c *AgentConfiguration) {

@@ -150,6 +150,7 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 	fs.Int32Var(&denyGroup, "denied-traffic-log-group", v1alpha1.DefaultDeniedTrafficLogGroup, "NFLOG group of the denied-traffic log; no other program on the node may read it")
 	fs.Int32Var(&flags.DeniedTrafficLogRate, "denied-traffic-log-rate", v1alpha1.DefaultDeniedTrafficLogRate, "most denied-traffic records a second, for the whole node (the kernel drops the rest unlogged)")
 	fs.Int32Var(&flags.DeniedTrafficLogBurst, "denied-traffic-log-burst", v1alpha1.DefaultDeniedTrafficLogBurst, "most denied-traffic records at once after a quiet spell")
+	fs.BoolVar(&flags.AuditAllPolicies, "audit-all-policies", false, "audit mode for every NetworkPolicy, annotated nftpolicy.io/enforcement: audit or not: drop nothing for them, log what they would drop (needs --denied-traffic-log)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -191,6 +192,7 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 	set("denied-traffic-log-group", func() { cfg.DeniedTrafficLogGroup = &denyGroup })
 	set("denied-traffic-log-rate", func() { cfg.DeniedTrafficLogRate = flags.DeniedTrafficLogRate })
 	set("denied-traffic-log-burst", func() { cfg.DeniedTrafficLogBurst = flags.DeniedTrafficLogBurst })
+	set("audit-all-policies", func() { cfg.AuditAllPolicies = flags.AuditAllPolicies })
 	v1alpha1.SetDefaults(cfg)
 	if err := v1alpha1.Validate(cfg); err != nil {
 		return nil, err
@@ -322,6 +324,7 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 	}
 	r, err := controllers.New(controllers.Options{
 		DenyLog:         denyLog,
+		AuditAll:        cfg.AuditAllPolicies,
 		NodeName:        cfg.NodeName,
 		Syncer:          applied,
 		Registerer:      metrics.Registry,

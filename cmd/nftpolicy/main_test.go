@@ -77,6 +77,10 @@ func TestParseConfig(t *testing.T) {
 			}),
 		},
 		{name: "plain metrics on every address", args: []string{"--node-name=n1", "--metrics-secure=false"}, wantErrs: []string{"metricsSecure: plain HTTP"}},
+		{name: "audit all", args: []string{"--node-name=n1", "--audit-all-policies"},
+			want: defaults("n1", func(c *v1alpha1.AgentConfiguration) { c.AuditAllPolicies = true })},
+		{name: "audit all needs the denied-traffic log", args: []string{"--node-name=n1", "--audit-all-policies", "--denied-traffic-log=false"},
+			wantErrs: []string{"auditAllPolicies: needs deniedTrafficLog"}},
 		{name: "no node name", wantErrs: []string{"nodeName: required"}},
 		{
 			name:     "all errors at once",

@@ -288,3 +288,72 @@ func TestDenyLog_TierDenyRealPackets(t *testing.T) {
 		t.Errorf("%d records with the log off: %+v", len(got), got)
 	}
 }
+
+// auditPolicy is loggedPolicy with b's ingress in audit mode: the same
+// allow-list, ending in an audit log rule instead of a drop.
+func auditPolicy(log *nft.DenyLog) *nft.Ruleset {
+	r := nft.NewSkeleton()
+	r.SetDenyLog(log)
+	r.AddEndpoint(nft.NewAuditEndpoint(nft.Ingress, "test/b", []netip.Addr{podB4, podB6}, nft.AllowList{Ports: []nft.PortAllow{
+		{Peer: nft.Addr(podA4), Proto: nft.ProtoTCP, Ports: nft.Port(80), Comment: "a"},
+		{Peer: nft.Addr(podA6), Proto: nft.ProtoTCP, Ports: nft.Port(80), Comment: "a"},
+	}}, log))
+	return r
+}
+
+// Audit mode with real packets: what b's audited allow-list does not admit
+// passes, with exactly one record marked audit; what it admits passes with
+// none. The table reads back as its dump, and switching b to enforcement
+// (the annotation removed) drops what the audit logged.
+func TestAudit_RealPackets(t *testing.T) {
+	requirePrivileges(t)
+	tp := buildTopology(t)
+	serve(t, tp.b, []int{80, 81}, []int{53})
+	s := newSyncer(t, tp.nodeFd)
+	log := &nft.DenyLog{Group: testLogGroup, Rate: 100, Burst: 100}
+	sync(t, s, auditPolicy(log))
+	assertReadback(t, tp.node, auditPolicy(log))
+	rec := listen(t, tp.nodeFd)
+
+	bAudit := nft.AuditPrefix(nft.NamesFor(nft.Ingress, "test/b").Chain)
+	for _, f := range []struct {
+		name, from, proto string
+		dst               netip.AddrPort
+		logged            bool
+	}{
+		{"a to b tcp/80, admitted: no record", tp.a, "tcp", netip.AddrPortFrom(podB4, 80), false},
+		{"a to b tcp/81, not admitted: passes, one audit record", tp.a, "tcp", netip.AddrPortFrom(podB4, 81), true},
+		{"a to b udp/53 over IPv6, not admitted: passes, one audit record", tp.a, "udp", netip.AddrPortFrom(podB6, 53), true},
+		{"c to b udp/53 (routed), not admitted: passes, one audit record", tp.c, "udp", netip.AddrPortFrom(podB4, 53), true},
+	} {
+		t.Run(f.name, func(t *testing.T) {
+			if err := probe(f.from, f.proto, f.dst); err != nil {
+				t.Fatalf("probe: %v, want it to pass in audit mode", err)
+			}
+			want := 0
+			if f.logged {
+				want = 1
+			}
+			got := rec.take(want)
+			if len(got) != want {
+				t.Fatalf("got %d records, want %d: %+v", len(got), want, got)
+			}
+			if want == 1 {
+				d, ok := nft.ParseLogPrefix(got[0].Prefix)
+				if got[0].Prefix != bAudit || !ok || d.Verdict != nft.VerdictWordAudit || d.Dir != nft.Ingress || got[0].Dst != f.dst.Addr() {
+					t.Errorf("record %+v (%+v), want prefix %q to %s", got[0], d, bAudit, f.dst)
+				}
+			}
+		})
+	}
+
+	enforced := loggedPolicy(log)
+	sync(t, s, enforced)
+	assertReadback(t, tp.node, enforced)
+	if err := probe(tp.a, "tcp", netip.AddrPortFrom(podB4, 81)); err == nil {
+		t.Error("enforced: a to b tcp/81 passed, want dropped")
+	}
+	if got := rec.take(1); len(got) != 1 || got[0].Prefix != nft.DropPrefix(nft.NamesFor(nft.Ingress, "test/b").Chain) {
+		t.Errorf("enforced: records %+v, want one drop record", got)
+	}
+}

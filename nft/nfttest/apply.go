@@ -41,6 +41,10 @@ func (r table) apply(op nft.Op) error {
 		return r.applyReplaceBaseChain(op.Chain)
 	case nft.OpDeleteSet:
 		return r.applyDeleteSet(op.Name)
+	case nft.OpAddLimit:
+		return r.applyAddLimit(op.Limit)
+	case nft.OpDeleteLimit:
+		return r.applyDeleteLimit(op.Name)
 	}
 	return fmt.Errorf("unknown op kind %d", op.Kind)
 }
@@ -179,6 +183,33 @@ func (r table) applyDeleteSet(name string) error {
 		}
 	}
 	delete(r.Sets, name)
+	return nil
+}
+
+func (r table) applyAddLimit(l *nft.Limit) error {
+	if _, ok := r.Limits[l.Name]; ok {
+		return fmt.Errorf("limit %q exists", l.Name)
+	}
+	if r.Limits == nil {
+		r.Limits = map[string]*nft.Limit{}
+	}
+	cp := *l
+	r.Limits[l.Name] = &cp
+	return nil
+}
+
+func (r table) applyDeleteLimit(name string) error {
+	if _, ok := r.Limits[name]; !ok {
+		return fmt.Errorf("limit %q does not exist", name)
+	}
+	for _, c := range r.Chains {
+		for _, rule := range c.Rules {
+			if rule.Log != nil && rule.Log.Limit == name {
+				return fmt.Errorf("limit %q is still referred to by chain %q", name, c.Name)
+			}
+		}
+	}
+	delete(r.Limits, name)
 	return nil
 }
 

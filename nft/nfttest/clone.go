@@ -19,6 +19,13 @@ func Clone(r *nft.Ruleset) *nft.Ruleset {
 	for name, c := range r.Chains {
 		out.Chains[name] = cloneChain(c)
 	}
+	for name, l := range r.Limits {
+		if out.Limits == nil {
+			out.Limits = map[string]*nft.Limit{}
+		}
+		cp := *l
+		out.Limits[name] = &cp
+	}
 	return out
 }
 

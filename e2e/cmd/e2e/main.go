@@ -8,6 +8,7 @@
 //	e2e demo                                    the demo app, before/after sample policies
 //	e2e chaos --next-agent-bin B                faults under continuous probing (README: Failure behaviour)
 //	e2e conntrack                               a tightening policy cuts the open flows it denies
+//	e2e audit [--audit-file F --audit-step N]   a scenario step in audit mode, then enforced
 //
 // Internal subcommands: podserver (inside each pod netns), relay (the
 // apiserver relay into the node namespaces).
@@ -37,7 +38,7 @@ func main() { os.Exit(run()) }
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage: e2e [--state-dir DIR] [--bin-dir DIR] COMMAND [flags]
 E2E_IP_FAMILY=ipv4|ipv6|dual picks the cluster's families (unset: the running cluster's, else ipv4)
-commands: up, down, status, kubeconfig, run PATH..., stress, chaos, conntrack, firstpacket, demo, denied-log, agent-cmd --manifest F --bin B
+commands: up, down, status, kubeconfig, run PATH..., stress, chaos, conntrack, firstpacket, demo, denied-log, audit, agent-cmd --manifest F --bin B
   --state-dir  default $E2E_STATE_DIR or `+cluster.DefaultState+` (`+cluster.DefaultState+`-N for E2E_INSTANCE=N)
   --bin-dir    directory with etcd, kube-apiserver, ..., flanneld, CNI plugins (default $E2E_BIN_DIR)
 agent command template fields: {{.Node}} {{.NodeIP}} {{.Kubeconfig}} {{.NetNS}} {{.StateDir}} {{.LogDir}} {{.CNISocket}} {{.Index}}`)
@@ -94,6 +95,8 @@ type clusterFlags struct {
 	kubelet      *bool
 	install      *string
 	imageBins    *string
+	auditFile    *string
+	auditStep    *int
 	chaos        chaosFlags
 }
 
@@ -132,6 +135,8 @@ func newClusterFlags(cmd string) *clusterFlags {
 		install:      fs.String("install", "", "up --kubelet: the manifest to kubectl apply (dist/install.yaml; empty: no agent)"),
 		imageBins:    fs.String("agent-image-bins", "", "up --kubelet: directory with the static nftpolicy and nftpolicy-cni the agent image is packed from"),
 		tableBound:   fs.Duration("table-bound", 10*time.Second, "stress: how long each node's table may take to equal a fresh compile"),
+		auditFile:    fs.String("audit-file", "e2e/scenarios/upstream-e2e/01-tcp-should-support-a-default-deny-ingress-policy.yaml", "audit: the scenario file whose step is applied in audit mode, then enforced"),
+		auditStep:    fs.Int("audit-step", 1, "audit: which step of --audit-file (from 1); it may only create NetworkPolicies"),
 		chaos: chaosFlags{
 			kills:        fs.Int("kills", 10, "chaos: how often the agent is killed with SIGKILL and started again"),
 			nextAgentBin: fs.String("next-agent-bin", "", "chaos: another build of the agent, for the upgrade (required)"),
@@ -169,6 +174,7 @@ var commands = map[string]command{
 	"firstpacket":        {onCluster: firstPacketCmd},
 	"demo":               {onCluster: demoCmd},
 	"denied-log":         {onCluster: deniedLogCmd},
+	"audit":              {onCluster: auditCmd},
 }
 
 func run() int {
@@ -454,6 +460,10 @@ func demoCmd(ctx context.Context, e *env, f *clusterFlags, st *cluster.State) in
 
 func deniedLogCmd(ctx context.Context, e *env, f *clusterFlags, st *cluster.State) int {
 	return e.done(deniedlog.Check(ctx, e.cfg, st, os.Stdout))
+}
+
+func auditCmd(ctx context.Context, e *env, f *clusterFlags, st *cluster.State) int {
+	return e.done(deniedlog.AuditCheck(ctx, e.cfg, st, *f.auditFile, *f.auditStep-1, os.Stdout))
 }
 
 func defaultRBAC() string {

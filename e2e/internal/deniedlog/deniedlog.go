@@ -45,6 +45,8 @@ type Record struct {
 	Policies  []string `json:"policies"`
 	Rule      string   `json:"rule"`
 	Chain     string   `json:"chain"`
+	// Audit: what policies in audit mode would have dropped; it went on.
+	Audit bool `json:"audit"`
 	// Line is the line as the agent wrote it.
 	Line string `json:"-"`
 }
