@@ -112,6 +112,17 @@ func podDrops(s counterSnapshot, pod, dir string) uint64 {
 	return 0
 }
 
+// ruleDrops is what the per-pod document says the ingress Deny rule
+// rule of ClusterNetworkPolicy policy dropped.
+func ruleDrops(s counterSnapshot, policy, rule string) uint64 {
+	for _, d := range s.doc.DenyRules {
+		if strings.HasSuffix(d.Chain, "-"+policy+"/"+rule) && d.Direction == "ingress" {
+			return d.Packets
+		}
+	}
+	return 0
+}
+
 // checkIncrements compares the increments of the node's series with want,
 // except the accepted connections, which must have grown by at least
 // minAccepted (other pods' connections through the node count too).

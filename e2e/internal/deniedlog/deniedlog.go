@@ -329,16 +329,12 @@ func checkClusterDeny(ctx context.Context, cfg *cluster.Config, r *runner.Runner
 	}, 0); err != nil {
 		return fmt.Errorf("node %s, one probe denied by %s: %w", server.Node.Name, cnp, err)
 	}
-	var ruleDrops uint64
-	for _, d := range after.doc.DenyRules {
-		if strings.HasSuffix(d.Chain, cnp+"/"+cnpRule) && d.Direction == "ingress" {
-			ruleDrops = d.Packets
-		}
+	if d := ruleDrops(after, cnp, cnpRule) - ruleDrops(before, cnp, cnpRule); d != 1 {
+		return fmt.Errorf("node %s: %s says %s's rule %s dropped %d packets, want 1: %+v", server.Node.Name, controllers.CountersPath,
+			cnp, cnpRule, d, after.doc.DenyRules)
 	}
-	if ruleDrops != 1 {
-		return fmt.Errorf("node %s: %s lists %d drops of %s's rule %s, want 1: %+v", server.Node.Name, controllers.CountersPath,
-			ruleDrops, cnp, cnpRule, after.doc.DenyRules)
-	}
+	fmt.Fprintf(out, "denied-log: node %s counted the probe %s denies under namespace \"\" and its rule:\n%s\n",
+		server.Node.Name, cnp, formatSeries(after))
 	if got.Node != server.Node.Name || got.Direction != "ingress" || got.SrcPod != friend.Spec.Key() || got.DstPod != server.Spec.Key() ||
 		!slices.Equal(got.Policies, []string{cnp}) || got.Rule != cnpRule {
 		return fmt.Errorf("record %s\nwant node %s, ingress from %s to %s, policies [%s], rule %s",
