@@ -1,6 +1,7 @@
 # bench.mk — `make bench` (included by the top Makefile). See bench/README.md.
 #
 #   make bench                      all figures: control plane (3, 4) then the local cluster (1, 2)
+#   make bench-denylog              the deny log and counters on vs off in the datapath (issue 11 §5)
 #   make bench-controlplane         figures 3 and 4 only, table + bench/results.json; every size
 #                                   also with 1,000 ClusterNetworkPolicies (-cnps; -cnps '' for none)
 #   make bench-latency              figure 2's agent share (update + compile + sync per event, with 0
@@ -35,7 +36,7 @@ BENCH_CLUSTER_BIN   ?= bin/clusterbench
 BENCH_CLUSTER_FLAGS ?=
 BENCH_KEEP_CLUSTER  ?=
 
-.PHONY: bench bench-controlplane bench-events bench-kernel bench-latency bench-cluster
+.PHONY: bench bench-controlplane bench-events bench-kernel bench-latency bench-cluster bench-denylog
 
 bench: bench-controlplane bench-events bench-kernel bench-latency bench-cluster ## the benchmarks: table on stdout, figures in bench/results.json
 
@@ -67,3 +68,10 @@ bench-cluster:
 	$(MAKE) e2e-bin AGENT=nftpolicy
 	rc=0; timeout 20m $(BENCH_CLUSTER_BIN) run -out $(BENCH_OUT) $(BENCH_CLUSTER_FLAGS) || rc=$$?; \
 	if [ -z "$(BENCH_KEEP_CLUSTER)" ]; then $(MAKE) down; fi; exit $$rc
+
+# Issue 11 §5: allowed connections a second with the deny log on vs off
+# and with the counters on vs off, at 10,000 allow-list elements while 20%
+# of new connections are denied, interleaved in one run, in a throwaway
+# network namespace (~1-3 min; root). Writes key deny_log_datapath.
+bench-denylog:
+	BENCH_OUT=$(abspath $(BENCH_OUT)) $(GO) test -run '^$$' -bench DenyLog_AcceptPath -benchtime 1x -count 1 ./nft/kernel/

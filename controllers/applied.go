@@ -52,6 +52,13 @@ func (a *AppliedRuleset) Sync(ctx context.Context, r *nft.Ruleset) error {
 	return nil
 }
 
+// Last is the ruleset last applied; nil before the first successful sync.
+func (a *AppliedRuleset) Last() *nft.Ruleset {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.last
+}
+
 // Tightened passes Inner's answer on (true when Inner cannot tell), so
 // that wrapping a kernel.Syncer does not make every sync clean conntrack.
 func (a *AppliedRuleset) Tightened() bool {

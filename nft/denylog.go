@@ -210,7 +210,7 @@ func (d *DenyLog) DenyChain(r DenyRule) *Chain {
 		Name: DenyChainName(r),
 		Rules: []Rule{
 			{Log: &Log{Limit: d.LimitName(), Prefix: DenyPrefix(r), Group: d.Group}},
-			{Verdict: Drop},
+			{Counter: true, Verdict: Drop},
 		},
 	}
 }

@@ -243,6 +243,9 @@ func (r Rule) String() string {
 	if r.Log != nil {
 		parts = append(parts, "limit name "+strconv.Quote(r.Log.Limit)+" log prefix "+strconv.Quote(r.Log.Prefix)+" group "+strconv.Itoa(int(r.Log.Group)))
 	}
+	if r.Counter {
+		parts = append(parts, "counter")
+	}
 	if r.VerdictMap != nil {
 		parts = append(parts, fieldList(r.VerdictMap.Fields)+" vmap @"+r.VerdictMap.Set)
 	} else if r.Verdict.Kind != VerdictNone {

@@ -148,10 +148,17 @@ func NewSkeleton() *Ruleset {
 			{Matches: []Match{{Lookup: &Lookup{Fields: []Field{FieldIPv6Daddr}, Set: MapEgressV6}}}, Verdict: Drop},
 		},
 	})
+	// A new connection that falls off the end of forward (past the
+	// mid-stream check) is one every policy on its path let through:
+	// counted, then accepted by the chain's policy. Untracked packets (IPv6 multicast listener reports
+	// across the bridge, ...) are no connection and are not counted. Only
+	// forward: input also carries every other new connection to the node
+	// (kubelet, SSH, the node's own loopback), which are not pod traffic.
+	acceptedNew := []Rule{{Matches: []Match{{CtState: CtStateNew}}, Counter: true}}
 	r.AddChain(&Chain{
 		Name:  ChainForward,
 		Hook:  &Hook{Name: HookForward, Priority: 0, Policy: VerdictAccept},
-		Rules: concatRules(prologue, sourceGuard, destinationGuard, egressDispatch, ingressDispatch, midStream),
+		Rules: concatRules(prologue, sourceGuard, destinationGuard, egressDispatch, ingressDispatch, midStream, acceptedNew),
 	})
 	// input gets no such check: a pod's connection to its own node could
 	// come back through the node's answers, which leave through the
@@ -266,7 +273,8 @@ type IsolatedEndpoint struct {
 func NewIsolatedEndpoint(dir Direction, id string, addrs []netip.Addr, allow AllowList, log *DenyLog) *IsolatedEndpoint {
 	e := newAllowListEndpoint(dir, id, addrs, allow)
 	e.Chain.Rules = append(e.Chain.Rules, log.rules(e.Names.Chain)...)
-	e.Chain.Rules = append(e.Chain.Rules, Rule{Verdict: Drop})
+	// The counter is on the drop alone, so the accept path never meets it.
+	e.Chain.Rules = append(e.Chain.Rules, Rule{Counter: true, Verdict: Drop})
 	return e
 }
 

@@ -91,7 +91,7 @@ func TestTrace_MidStreamPickups(t *testing.T) {
 			want: nft.VerdictDrop,
 			steps: []string{
 				"forward#10 ip daddr vmap @ingress-v4 => jump " + nft.NamesFor(nft.Ingress, "x/a").Chain,
-				nft.NamesFor(nft.Ingress, "x/a").Chain + "#5 drop => drop",
+				nft.NamesFor(nft.Ingress, "x/a").Chain + "#5 counter drop => drop",
 			},
 		},
 		{
@@ -150,7 +150,7 @@ func TestTrace_MidStreamPickups(t *testing.T) {
 			want: nft.VerdictDrop,
 			steps: []string{
 				"forward#8 ip saddr vmap @egress-v4 => jump " + egressB,
-				egressB + "#5 drop => drop",
+				egressB + "#5 counter drop => drop",
 			},
 		},
 	}

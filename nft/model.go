@@ -204,7 +204,12 @@ type Rule struct {
 	VerdictMap *Lookup
 	Verdict    Verdict
 	// Log, when set, makes this a log rule (with no verdict): see Log.
-	Log     *Log
+	Log *Log
+	// Counter gives the rule an anonymous counter (`counter`), right
+	// before its verdict: the packets and bytes that matched the rule.
+	// The kernel keeps it while the rule exists; a rule written again
+	// starts from zero (see CounterTracker).
+	Counter bool
 	Comment string
 }
 

@@ -134,6 +134,11 @@ func (t *tracer) run(c *Chain, depth int) (v VerdictKind, done bool) {
 			}
 			verdict = elem.Verdict
 		}
+		if rule.Log == nil && rule.VerdictMap == nil && verdict.Kind == VerdictNone {
+			// A rule that only counts (the accepted-connections
+			// counter at the end of a base chain): nothing to trace.
+			continue
+		}
 		if rule.Log != nil && verdict.Kind == VerdictNone {
 			// A log rule: the kernel logs (within its limit) and goes on.
 			t.step("%s#%d %s => log, continue", c.Name, i+1, rule)

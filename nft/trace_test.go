@@ -55,7 +55,7 @@ func TestTrace_PacketPaths(t *testing.T) {
 			want: nft.VerdictDrop,
 			steps: []string{
 				"forward#10 ip daddr vmap @ingress-v4 => jump " + chain,
-				chain + "#5 drop => drop",
+				chain + "#5 counter drop => drop",
 			},
 		},
 		{

@@ -59,3 +59,6 @@ func (a conntrackCleaner) Close() { a.c.Close() }
 
 // listenNFLOG binds the host's NFLOG group.
 func listenNFLOG(group uint16) (nflogReader, error) { return kernel.ListenNFLOG(group) }
+
+// readCounters reads the counters of the host's table with one dump.
+func readCounters() ([]nft.RuleCounter, error) { return kernel.ReadCounters() }

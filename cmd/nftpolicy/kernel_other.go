@@ -6,6 +6,7 @@ import (
 	"errors"
 
 	"github.com/nftpolicy/nftpolicy/controllers"
+	"github.com/nftpolicy/nftpolicy/nft"
 )
 
 var errNotLinux = errors.New("nftables needs Linux")
@@ -16,3 +17,4 @@ func cleanupKernel() error { return errNotLinux }
 
 func newConntrackCleaner() (controllers.ConntrackCleaner, error) { return nil, errNotLinux }
 func listenNFLOG(uint16) (nflogReader, error)                    { return nil, errNotLinux }
+func readCounters() ([]nft.RuleCounter, error)                   { return nil, errNotLinux }

@@ -277,6 +277,15 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 		Now:   time.Now,
 	}
 	cleaner, conntrackAvailable := openConntrack(*cfg.ConntrackCleanup, log)
+	// counters serves the kernel's drop and accept counters as metrics
+	// and, per pod, at controllers.CountersPath beside the ruleset.
+	counters, err := controllers.NewCounters(controllers.CountersOptions{
+		Node: cfg.NodeName, Read: readCounters, Applied: applied.Last,
+		Registerer: metrics.Registry, Logger: log.WithName("counters"),
+	})
+	if err != nil {
+		return err
+	}
 
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -306,7 +315,7 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 		Scheme: scheme,
 		Cache:  controllers.CacheOptions(),
 		Metrics: controllers.MetricsServerOptions(cfg.MetricsBindAddress, *cfg.MetricsSecure, cfg.MetricsCertDir,
-			map[string]http.Handler{controllers.RulesetPath: applied}, clientCA),
+			map[string]http.Handler{controllers.RulesetPath: applied, controllers.CountersPath: counters}, clientCA),
 		HealthProbeBindAddress: cfg.HealthProbeBindAddress,
 		LeaderElection:         false,
 		Logger:                 log,
@@ -360,6 +369,9 @@ func runAgent(ctx context.Context, cfg *v1alpha1.AgentConfiguration, log logr.Lo
 		if err := mgr.Add(deniedTrafficReader(denyLog.Group, r.DeniedTraffic(), log)); err != nil {
 			return err
 		}
+	}
+	if err := mgr.Add(counters); err != nil {
+		return fmt.Errorf("add counters: %w", err)
 	}
 	if cfg.CNISocket != v1alpha1.DisabledBindAddress {
 		if err := mgr.Add(&cniServer{path: cfg.CNISocket, announce: r.Announce, log: log.WithName("cni")}); err != nil {

@@ -158,7 +158,7 @@ func compareRules(cc *nftables.Conn, kc *nftables.Chain, mc *nft.Chain) ([]strin
 }
 
 // exprString renders expressions for comparison, with the per-batch names
-// and ids of anonymous sets blanked out. Byteorder expressions are left out
+// and ids of anonymous sets blanked out and counters' values zeroed. Byteorder expressions are left out
 // because google/nftables v0.3.0 does not decode them (it drops them from
 // what it reads back); nft --debug=netlink shows they are in the kernel.
 func exprString(exprs []expr.Any) string {
@@ -166,6 +166,10 @@ func exprString(exprs []expr.Any) string {
 	for _, e := range exprs {
 		if _, ok := e.(*expr.Byteorder); ok {
 			continue
+		}
+		if _, ok := e.(*expr.Counter); ok {
+			// Its packets and bytes are state, not definition.
+			e = &expr.Counter{}
 		}
 		if l, ok := e.(*expr.Lookup); ok && strings.HasPrefix(l.SetName, "__set") {
 			c := *l

@@ -234,6 +234,9 @@ func renderRule(t *nftables.Table, chain string, r nft.Rule, addAnon anonSetAdde
 	if r.Log != nil {
 		exprs = append(exprs, renderLog(r.Log)...)
 	}
+	if r.Counter {
+		exprs = append(exprs, &expr.Counter{})
+	}
 	switch {
 	case r.VerdictMap != nil:
 		exprs = append(exprs, loadFields(r.VerdictMap.Fields)...)

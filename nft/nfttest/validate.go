@@ -126,7 +126,8 @@ func (r table) validateRule(rule nft.Rule) error {
 			return fmt.Errorf("jump to missing chain %s", rule.Verdict.Chain)
 		}
 	}
-	if rule.Verdict.Kind == nft.VerdictNone {
+	if rule.Verdict.Kind == nft.VerdictNone && !rule.Counter {
+		// Only a counter may stand alone: it counts and goes on.
 		return errors.New("rule without verdict")
 	}
 	return nil

@@ -2,7 +2,11 @@
 // cluster (`e2e denied-log`, part of `make test`): a denied probe yields
 // exactly one record, naming both pods and the isolating policy, and an
 // allowed probe none; a probe an Admin ClusterNetworkPolicy Deny rule
-// denies yields one record naming that policy and rule. It also finds the latest record for `make demo`.
+// denies yields one record naming that policy and rule. The same probes
+// move the server node's counters (nftpolicy_denied_packets_total of the
+// server's namespace, or namespace "" for the Deny rule, and
+// nftpolicy_new_connections_total) by exactly what they sent. It also
+// finds the latest record for `make demo`.
 package deniedlog
 
 import (
@@ -25,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
 
+	"github.com/nftpolicy/nftpolicy/controllers"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/kubelet"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/runner"
@@ -215,6 +220,10 @@ func Check(ctx context.Context, cfg *cluster.Config, st *cluster.State, out io.W
 	if err != nil {
 		return err
 	}
+	before, err := agentCounters(ctx, cfg, server.Node.IP)
+	if err != nil {
+		return fmt.Errorf("counters of %s: %w", server.Node.Name, err)
+	}
 	if v := probe(client); v != 'X' {
 		return fmt.Errorf("client to server: %c, want blocked", v)
 	}
@@ -225,6 +234,24 @@ func Check(ctx context.Context, cfg *cluster.Config, st *cluster.State, out io.W
 	if err != nil {
 		return err
 	}
+	after, err := agentCounters(ctx, cfg, server.Node.IP)
+	if err != nil {
+		return fmt.Errorf("counters of %s: %w", server.Node.Name, err)
+	}
+	// The denied probe is one datagram, dropped by server's ingress: one
+	// packet in its namespace's series; the allowed one is at least one
+	// accepted new connection on server's node.
+	if err := checkIncrements(increments(before, after), map[string]float64{
+		`nftpolicy_denied_packets_total{direction="ingress",namespace="` + namespace + `"}`: 1,
+		`nftpolicy_new_connections_total{verdict="denied"}`:                                 1,
+	}, 1); err != nil {
+		return fmt.Errorf("node %s, one denied and one allowed probe: %w", server.Node.Name, err)
+	}
+	if d := podDrops(after, server.Spec.Key(), "ingress") - podDrops(before, server.Spec.Key(), "ingress"); d != 1 {
+		return fmt.Errorf("node %s: %s says %s's ingress dropped %d packets, want 1", server.Node.Name, controllers.CountersPath, server.Spec.Key(), d)
+	}
+	fmt.Fprintf(out, "denied-log: node %s counted the denied probe in namespace %s, the allowed one as accepted:\n%s\n",
+		server.Node.Name, namespace, formatSeries(after))
 	want := Record{Node: server.Node.Name, Direction: "ingress", Protocol: "UDP", SrcPod: client.Spec.Key(), Dst: addr,
 		DstPod: server.Spec.Key(), Policies: []string{policy}}
 	if got.Node != want.Node || got.Direction != want.Direction || got.Protocol != want.Protocol || got.SrcPod != want.SrcPod ||
@@ -281,6 +308,10 @@ func checkClusterDeny(ctx context.Context, cfg *cluster.Config, r *runner.Runner
 	if err != nil {
 		return err
 	}
+	before, err := agentCounters(ctx, cfg, server.Node.IP)
+	if err != nil {
+		return fmt.Errorf("counters of %s: %w", server.Node.Name, err)
+	}
 	if v := probe(friend); v != 'X' {
 		return fmt.Errorf("friend to server under %s: %c, want blocked", cnp, v)
 	}
@@ -288,6 +319,24 @@ func checkClusterDeny(ctx context.Context, cfg *cluster.Config, r *runner.Runner
 	if err != nil {
 		return err
 	}
+	after, err := agentCounters(ctx, cfg, server.Node.IP)
+	if err != nil {
+		return fmt.Errorf("counters of %s: %w", server.Node.Name, err)
+	}
+	// A Deny rule's chain is shared by pods of any namespace: it counts
+	// under namespace "", and per rule in the document.
+	if err := checkIncrements(increments(before, after), map[string]float64{
+		`nftpolicy_denied_packets_total{direction="ingress",namespace=""}`: 1,
+		`nftpolicy_new_connections_total{verdict="denied"}`:                1,
+	}, 0); err != nil {
+		return fmt.Errorf("node %s, one probe denied by %s: %w", server.Node.Name, cnp, err)
+	}
+	if d := ruleDrops(after, cnp, cnpRule) - ruleDrops(before, cnp, cnpRule); d != 1 {
+		return fmt.Errorf("node %s: %s says %s's rule %s dropped %d packets, want 1: %+v", server.Node.Name, controllers.CountersPath,
+			cnp, cnpRule, d, after.doc.DenyRules)
+	}
+	fmt.Fprintf(out, "denied-log: node %s counted the probe %s denies under namespace \"\" and its rule:\n%s\n",
+		server.Node.Name, cnp, formatSeries(after))
 	if got.Node != server.Node.Name || got.Direction != "ingress" || got.SrcPod != friend.Spec.Key() || got.DstPod != server.Spec.Key() ||
 		!slices.Equal(got.Policies, []string{cnp}) || got.Rule != cnpRule {
 		return fmt.Errorf("record %s\nwant node %s, ingress from %s to %s, policies [%s], rule %s",

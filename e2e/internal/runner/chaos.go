@@ -730,7 +730,7 @@ func (c *chaosRun) tamper(args func(chain string) []string) func(context.Context
 			if err != nil {
 				return -1, fmt.Errorf("nft -a list chain %s: %w: %s", chain, err, out)
 			}
-			m := regexp.MustCompile(`(?m)^\s*drop # handle (\d+)$`).FindSubmatch(out)
+			m := regexp.MustCompile(`(?m)^\s*(?:counter packets \d+ bytes \d+ )?drop # handle (\d+)$`).FindSubmatch(out)
 			if m == nil {
 				return -1, fmt.Errorf("no final drop in chain %s:\n%s", chain, out)
 			}

@@ -193,7 +193,8 @@ func (r *Runner) waitTable(ctx context.Context, snap *policy.Snapshot, node, net
 		c.LoadSnapshot(&one)
 		rs, _ := c.Compile()
 		want := nft.CanonicalListing(rs.Dump())
-		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", netns, "nft", "list", "table", "inet", nft.TableName).CombinedOutput()
+		// Stateless (-s): counters as `counter`, as Dump has them.
+		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", netns, "nft", "-s", "list", "table", "inet", nft.TableName).CombinedOutput()
 		got := string(out)
 		if err == nil {
 			got = nft.CanonicalListing(got)
