@@ -336,24 +336,7 @@ func protoNumber(p corev1.Protocol) uint8 {
 	return 0
 }
 
-func ipRanges(s *netipx.IPSet) []nft.Range {
-	rs := s.Ranges()
-	if len(rs) == 0 {
-		return nil
-	}
-	// The addresses of all ranges share one buffer: two allocations
-	// instead of two per range (each bound is capped to its own bytes).
-	out := make([]nft.Range, 0, len(rs))
-	buf := make([]byte, 0, 32*len(rs))
-	for _, r := range rs {
-		from := len(buf)
-		buf = appendAddr(buf, r.From())
-		mid := len(buf)
-		buf = appendAddr(buf, r.To())
-		out = append(out, nft.Range{From: buf[from:mid:mid], To: buf[mid:len(buf):len(buf)]})
-	}
-	return out
-}
+func ipRanges(s *netipx.IPSet) []nft.Range { return nftRanges(s.Ranges()) }
 
 // appendAddr appends a's bytes as nft.AddrRange stores them (a.AsSlice()).
 func appendAddr(b []byte, a netip.Addr) []byte {

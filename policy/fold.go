@@ -658,7 +658,9 @@ func (f *allowFold) namedResolves(c *NodeCompiler, rule compiledRule, port compi
 	return false
 }
 
-// nftRanges converts disjoint ranges to the model's, sharing one buffer.
+// nftRanges converts disjoint ranges to the model's. The addresses of all
+// ranges share one buffer: two allocations instead of two per range (each
+// bound is capped to its own bytes).
 func nftRanges(rs []netipx.IPRange) []nft.Range {
 	if len(rs) == 0 {
 		return nil
