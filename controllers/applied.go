@@ -71,9 +71,7 @@ func (a *AppliedRuleset) Tightened() bool {
 // ServeHTTP answers GET with the AppliedRulesetDoc; nothing else is
 // accepted.
 func (a *AppliedRuleset) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	if req.Method != http.MethodGet && req.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "read-only", http.StatusMethodNotAllowed)
+	if !getOnly(w, req) {
 		return
 	}
 	a.mu.Lock()
@@ -83,6 +81,22 @@ func (a *AppliedRuleset) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "no ruleset applied yet", http.StatusServiceUnavailable)
 		return
 	}
+	writeJSON(w, doc)
+}
+
+// getOnly refuses every method but GET and HEAD (the debug endpoints
+// change nothing), and reports whether req may go on.
+func getOnly(w http.ResponseWriter, req *http.Request) bool {
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "read-only", http.StatusMethodNotAllowed)
+		return false
+	}
+	return true
+}
+
+// writeJSON writes doc as the response body.
+func writeJSON(w http.ResponseWriter, doc any) {
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(doc) // the client sees a truncated body
 }
