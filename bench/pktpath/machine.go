@@ -16,14 +16,3 @@ func machineLine() string {
 	}
 	return fmt.Sprintf("%d CPUs, kernel %s, %s", runtime.NumCPU(), kernelRelease, runtime.Version())
 }
-
-// loadAverage is /proc/loadavg's 1, 5 and 15 minute averages: above the
-// CPU count, other work shared the machine during the run.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(b))
-	return strings.Join(f[:min(3, len(f))], " ")
-}

@@ -21,6 +21,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nftpolicy/nftpolicy/bench/results"
+
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -123,7 +125,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Rounds < 2 || o.Run <= 0 || o.MaxPackets <= 0 {
 		return nil, fmt.Errorf("rounds %d, run %s, max packets %d: need at least 2 rounds and a positive run", o.Rounds, o.Run, o.MaxPackets)
 	}
-	res := &Result{Started: time.Now().UTC(), Machine: machineLine(), LoadStart: loadAverage(), Rounds: o.Rounds, RunSeconds: o.Run.Seconds(),
+	res := &Result{Started: time.Now().UTC(), Machine: machineLine(), LoadStart: results.LoadAverage(), Rounds: o.Rounds, RunSeconds: o.Run.Seconds(),
 		BatchPackets: batch, PayloadBytes: payload, Conntrack: "off on the router (notrack): every packet walks the whole forward chain"}
 	elements := append([]int{NoTable}, o.Elements...)
 	var points []*point
@@ -187,7 +189,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.Configs = append(res.Configs, *c)
 	}
 	res.Configs = append(res.Configs, skipped...)
-	res.LoadEnd = loadAverage()
+	res.LoadEnd = results.LoadAverage()
 	res.Seconds = time.Since(res.Started).Seconds()
 	return res, nil
 }

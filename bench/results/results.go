@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // DefaultPath is the results file relative to the repository root, where
@@ -40,4 +41,16 @@ func WriteKeys(path string, keys map[string]any) error {
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// LoadAverage is /proc/loadavg's 1, 5 and 15 minute averages, or "" where
+// it cannot be read: above the CPU count, other work shared the machine
+// during a run, which every figure records at its start and end.
+func LoadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }

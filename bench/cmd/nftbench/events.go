@@ -49,7 +49,7 @@ func runEvents(args []string, stdout, stderr io.Writer) int {
 		}
 		run.Shapes = append(run.Shapes, s)
 	}
-	run.Machine.LoadAverageEnd = loadAverage()
+	run.Machine.LoadAverageEnd = results.LoadAverage()
 	run.Seconds = time.Since(run.Started).Seconds()
 	printEvents(stdout, &run)
 	if err := results.WriteKeys(*out, map[string]any{"event_cpu": run}); err != nil {

@@ -59,7 +59,7 @@ func runLatency(args []string, stdout, stderr io.Writer) int {
 		res.Runs = append(res.Runs, run)
 	}
 	res.Seconds = time.Since(res.Started).Seconds()
-	res.Machine.LoadAverageEnd = loadAverage()
+	res.Machine.LoadAverageEnd = results.LoadAverage()
 	last := res.Runs[len(res.Runs)-1]
 	for _, k := range last.Kinds {
 		res.AgentShareP99Seconds = max(res.AgentShareP99Seconds, k.P99Seconds)

@@ -280,7 +280,7 @@ func measure(pods, cnps []int, reps, churnReps, cnpReps, churnSyncs int, log io.
 	res.CNPCost = cnpCost(res)
 	cnpGoals(res)
 	res.Seconds = time.Since(res.Started).Seconds()
-	res.Machine.LoadAverageEnd = loadAverage()
+	res.Machine.LoadAverageEnd = results.LoadAverage()
 	return res, nil
 }
 
@@ -593,7 +593,7 @@ func machine() Machine {
 			}
 		}
 	}
-	m.LoadAverageStart = loadAverage()
+	m.LoadAverageStart = results.LoadAverage()
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
 			if k, v, ok := strings.Cut(l, ":"); ok && k == "MemTotal" {
@@ -602,16 +602,6 @@ func machine() Machine {
 		}
 	}
 	return m
-}
-
-// loadAverage is the first three fields of /proc/loadavg.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(b))
-	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 // linearSlack is the largest log-log slope still read as linear: the

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nftpolicy/nftpolicy/bench/results"
+
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -103,7 +105,7 @@ func agentCPU(pid int) (time.Duration, error) {
 // policies background policies (the interleaved figure's), then stops
 // them again.
 func (e *env) churnCPU(ctx context.Context, policies int, d time.Duration, log io.Writer) (*ChurnCPURun, error) {
-	run := &ChurnCPURun{Started: time.Now().UTC(), Machine: machine(), LoadStart: loadAverage(), Policies: policies, Writers: 2, Cap: cpuCap,
+	run := &ChurnCPURun{Started: time.Now().UTC(), Machine: machine(), LoadStart: results.LoadAverage(), Policies: policies, Writers: 2, Cap: cpuCap,
 		Note: "the server node's agent; every background policy selects the server, so each event recompiles and resyncs its allow-list; " +
 			"CPU from /proc/PID/stat in 10 ms ticks; the local cluster holds 7 pods, not the 150k-pod shape"}
 	m, _, err := e.withAgents(ctx, policies)
@@ -180,7 +182,7 @@ func (e *env) churnCPU(ctx context.Context, policies int, d time.Duration, log i
 	if err := e.noAgent(ctx); err != nil {
 		return nil, err
 	}
-	run.LoadEnd = loadAverage()
+	run.LoadEnd = results.LoadAverage()
 	return run, nil
 }
 

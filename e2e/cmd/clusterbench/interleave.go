@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"os/exec"
-	"strings"
 	"time"
+
+	"github.com/nftpolicy/nftpolicy/bench/results"
 
 	"github.com/nftpolicy/nftpolicy/bench/stats"
 )
@@ -141,7 +141,7 @@ func (e *env) interleaved(ctx context.Context, policies, pairs int, d time.Durat
 		return nil, fmt.Errorf("-interleaved-pairs %d: at least 2", pairs)
 	}
 	started := time.Now()
-	iv := &Interleaved{Started: started.UTC(), Machine: machine(), LoadStart: loadAverage(), Policies: policies, Pairs: pairs,
+	iv := &Interleaved{Started: started.UTC(), Machine: machine(), LoadStart: results.LoadAverage(), Policies: policies, Pairs: pairs,
 		RunSeconds: d.Seconds(), Goal: fmt.Sprintf("ratio >= %.2f where the 95%% bootstrap interval's lower bound reaches it", interleavedGoal)}
 	if err := e.noAgent(ctx); err != nil {
 		return nil, err
@@ -187,7 +187,7 @@ func (e *env) interleaved(ctx context.Context, policies, pairs int, d time.Durat
 	}
 	iv.AgentStartMean = startTotal.Seconds() / float64(max(starts, 1))
 	iv.Ratios, iv.GoalMetAll, iv.WorstLowerBound = pairRatios(base, agent, resamples)
-	iv.LoadEnd = loadAverage()
+	iv.LoadEnd = results.LoadAverage()
 	iv.Seconds = time.Since(started).Seconds()
 	return iv, nil
 }
@@ -229,15 +229,4 @@ func printInterleaved(w io.Writer, iv *Interleaved) {
 		}
 		fmt.Fprintf(w, "%-24s %8.3f   [%6.3f, %6.3f]  %s\n", r.Name, r.Interval.Median, r.Interval.Low, r.Interval.High, met)
 	}
-}
-
-// loadAverage is /proc/loadavg's 1, 5 and 15 minute averages: above the
-// CPU count, other work shared the machine.
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(b))
-	return strings.Join(f[:min(3, len(f))], " ")
 }
