@@ -171,11 +171,13 @@ firstpacket: e2e-bin e2e-tools ## a new pod is isolated from its first packet; p
 
 # `make test` runs the whole corpus with our agent, then the short stress
 # and chaos runs, the conntrack, denied-log, audit and first-packet checks, in dual
-# stack (every cell over IPv4 and over IPv6: the strongest single mode);
-# `make e2e-families` runs the corpus in the two others.
+# stack (every cell over IPv4 and over IPv6: the strongest single mode),
+# then four specs of the upstream e2e.test on the kubelet cluster
+# (conformance-test); `make e2e-families` runs the corpus in the two others.
 E2E_TEST_IP_FAMILY ?= dual
 e2e-test::
 	$(MAKE) e2e stress-short chaos-short conntrack-check denied-log audit-check firstpacket E2E_IP_FAMILY=$(E2E_TEST_IP_FAMILY)
+	$(MAKE) conformance-test
 
 e2e-families: ## the corpus in ipv4, then in ipv6 (make test runs dual)
 	$(MAKE) e2e E2E_IP_FAMILY=ipv4
