@@ -3,6 +3,7 @@
 #   make up [E2E_NODES=3] [AGENT=nftpolicy|none|'<template>']   bring the cluster up (idempotent)
 #   make down                                                    remove everything `up` made
 #   make e2e [SCENARIOS=<dirs or files>]                         replay scenarios (default e2e/scenarios)
+#   make e2e-kubelet                                             the upstream-e2e corpus by our runner on real kubelets (E2E_KUBELET=1)
 #   make demo                                                    the demo app, before/after the policies in e2e/demo
 #   make denied-log                                              one denied probe, one record in the agents' logs
 #   make audit-check                                             a scenario step in audit mode (all connect, the blocked cells logged), then enforced
@@ -18,6 +19,10 @@
 # E2E_KUBELET=1 makes `make up` start containerd and a real kubelet on every
 # node and install the agent with `kubectl apply -f dist/install.yaml` (its
 # image packed from this tree without Docker); AGENT=none installs nothing.
+# `make e2e E2E_KUBELET=1` runs our scenario runner there: its pods are
+# containers of a podserver image (e2e/cmd/e2e-podserver), probed exactly as
+# in harness mode; the harness-only checks (stress, chaos, conntrack,
+# denied-log, audit, firstpacket, demo) refuse that cluster.
 # `make conformance` runs the upstream suites on that cluster (conformance.mk).
 #
 # E2E_INSTANCE=N (1..9) runs a separate cluster beside the default one: its
@@ -66,7 +71,7 @@ STRESS_TRANSITIONS  ?= 40
 STRESS_SEED         ?= 0
 STRESS_SHORT_FLAGS  := STRESS_PAIR_RUNS=2 STRESS_TRANSITIONS=10
 
-.PHONY: e2e-bin e2e-tools e2e-kubelet-deps up down e2e e2e-status demo e2e-test e2e-families stress stress-short chaos chaos-short conntrack-check denied-log audit-check firstpacket
+.PHONY: e2e-bin e2e-tools e2e-kubelet-deps up down e2e e2e-kubelet e2e-status demo e2e-test e2e-families stress stress-short chaos chaos-short conntrack-check denied-log audit-check firstpacket
 
 # Our own binaries: the harness, and the agent when AGENT=nftpolicy.
 e2e-bin:
@@ -78,6 +83,7 @@ e2e-bin:
 	  else echo "cmd/nftpolicy does not exist yet: use AGENT=none" >&2; exit 1; fi; fi
 	@if [ -n "$(E2E_KUBELET)" ] && [ "$(AGENT)" = nftpolicy ]; then mkdir -p $(E2E_IMAGE_BINS) && \
 	  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(E2E_IMAGE_BINS)/ ./cmd/nftpolicy ./cmd/nftpolicy-cni; fi
+	@if [ -n "$(E2E_KUBELET)" ]; then CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(E2E_BINDIR)/e2e-podserver ./e2e/cmd/e2e-podserver; fi
 
 # The tool build prints progress on stderr; the bin dir is its last stdout line.
 e2e-tools: host-deps
@@ -108,7 +114,7 @@ down:
 e2e-status:
 	@$(E2E) status
 
-e2e: e2e-bin e2e-tools
+e2e: e2e-bin e2e-tools e2e-kubelet-deps
 	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" run --nodes $(E2E_NODES) $(E2E_AGENT_FLAG) $(E2E_RUN_FLAGS) $(SCENARIOS)
 
 demo: e2e-bin e2e-tools
@@ -178,6 +184,12 @@ E2E_TEST_IP_FAMILY ?= dual
 e2e-test::
 	$(MAKE) e2e stress-short chaos-short conntrack-check denied-log audit-check firstpacket E2E_IP_FAMILY=$(E2E_TEST_IP_FAMILY)
 	$(MAKE) conformance-test
+
+# Issue 16 §3: our runner on the kubelet cluster (pods as containers), on the
+# corpus both harnesses share; not part of make test.
+E2E_KUBELET_SCENARIOS ?= e2e/scenarios/upstream-e2e
+e2e-kubelet: ## the upstream-e2e corpus by our runner on real kubelets
+	$(MAKE) --no-print-directory e2e E2E_KUBELET=1 SCENARIOS="$(E2E_KUBELET_SCENARIOS)"
 
 e2e-families: ## the corpus in ipv4, then in ipv6 (make test runs dual)
 	$(MAKE) e2e E2E_IP_FAMILY=ipv4

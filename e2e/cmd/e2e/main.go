@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -95,6 +96,7 @@ type clusterFlags struct {
 	kubelet      *bool
 	install      *string
 	imageBins    *string
+	podserverBin *string
 	auditFile    *string
 	auditStep    *int
 	chaos        chaosFlags
@@ -134,6 +136,7 @@ func newClusterFlags(cmd string) *clusterFlags {
 		kubelet:      fs.Bool("kubelet", false, "up: containerd and a real kubelet on every node; the agent is the --install manifest's DaemonSet"),
 		install:      fs.String("install", "", "up --kubelet: the manifest to kubectl apply (dist/install.yaml; empty: no agent)"),
 		imageBins:    fs.String("agent-image-bins", "", "up --kubelet: directory with the static nftpolicy and nftpolicy-cni the agent image is packed from"),
+		podserverBin: fs.String("podserver-bin", besideExecutable("e2e-podserver"), "run on a kubelet cluster: the static podserver (e2e/cmd/e2e-podserver) the scenario pods' image is packed from"),
 		tableBound:   fs.Duration("table-bound", 10*time.Second, "stress: how long each node's table may take to equal a fresh compile"),
 		auditFile:    fs.String("audit-file", "e2e/scenarios/upstream-e2e/01-tcp-should-support-a-default-deny-ingress-policy.yaml", "audit: the scenario file whose step is applied in audit mode, then enforced"),
 		auditStep:    fs.Int("audit-step", 1, "audit: which step of --audit-file (from 1); it may only create NetworkPolicies"),
@@ -249,10 +252,11 @@ func run() int {
 	if err != nil {
 		return e.fail(err)
 	}
-	if st.Kubelet && name != "up" {
-		// The runner and the checks play the kubelet themselves; on real
-		// kubelets they would create pods the kubelets then try to run.
-		return e.fail(fmt.Errorf("the cluster runs real kubelets (make up E2E_KUBELET=1): %s does not support that yet; use make conformance, or make down first", name))
+	if st.Kubelet && name != "up" && name != "run" {
+		// These checks need what only the harness kubelet controls: pod
+		// network namespaces and processes it starts, a withheld status
+		// update, the agent as a process of its own.
+		return e.fail(fmt.Errorf("the cluster runs real kubelets (make up E2E_KUBELET=1): %s runs in harness mode only; here use run (the scenario runner) or make conformance, or make down first", name))
 	}
 	return c.onCluster(ctx, e, f, st)
 }
@@ -327,7 +331,8 @@ func runCmd(ctx context.Context, e *env, f *clusterFlags, st *cluster.State) int
 		return e.fail(fmt.Errorf("no scenario files in %v", f.fs.Args()))
 	}
 	r, err := runner.New(ctx, e.cfg, st, os.Stdout, runner.Options{Converge: *f.converge, ProbeTimeout: *f.probeTimeout, Parallel: *f.parallel, Verbose: *f.verbose, TimingsFile: *f.timings, CNPCRD: *f.cnpCRD,
-		Explain: *f.explain && strings.Contains(st.AgentCmd, "nftpolicy")})
+		Explain:      *f.explain && (strings.Contains(st.AgentCmd, "nftpolicy") || (st.Kubelet && st.Install != "")),
+		PodserverBin: *f.podserverBin})
 	if err != nil {
 		return e.fail(err)
 	}
@@ -471,6 +476,16 @@ func defaultRBAC() string {
 		return "config/rbac"
 	}
 	return ""
+}
+
+// besideExecutable is the path of file name in this binary's directory
+// (make e2e-bin builds the helpers there).
+func besideExecutable(name string) string {
+	exe, err := os.Executable()
+	if err != nil {
+		return name
+	}
+	return filepath.Join(filepath.Dir(exe), name)
 }
 
 func isSet(fs *flag.FlagSet, name string) bool {

@@ -158,9 +158,7 @@ func (c *Config) importImages(ctx context.Context, s *State) error {
 	if err != nil {
 		return err
 	}
-	// Beside the tools (their cache is per tool version), kept across `up`s:
-	// packing agnhost takes a while on a loaded machine.
-	dir := filepath.Join(filepath.Dir(c.BinDir), "images")
+	dir := c.imageDir()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -172,6 +170,12 @@ func (c *Config) importImages(ctx context.Context, s *State) error {
 		}
 		tars = append(tars, tar)
 	}
+	return importTars(s, tars)
+}
+
+// importTars imports image tarballs into every node's containerd, the
+// nodes in parallel.
+func importTars(s *State, tars []string) error {
 	errs := make(chan error, len(s.Nodes))
 	for _, n := range s.Nodes {
 		go func() {
@@ -190,6 +194,11 @@ func (c *Config) importImages(ctx context.Context, s *State) error {
 	}
 	return errors.Join(all...)
 }
+
+// imageDir is where packed tarballs are kept: beside the tools (their
+// cache is per tool version), across `up`s, since packing takes a while
+// on a loaded machine.
+func (c *Config) imageDir() string { return filepath.Join(filepath.Dir(c.BinDir), "images") }
 
 // packImage writes im's tarball into dir, named by a hash of its inputs
 // (file names, sizes and times), unless that tarball exists.

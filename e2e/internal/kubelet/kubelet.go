@@ -393,7 +393,7 @@ func (k *Kubelet) CreatePod(ctx context.Context, spec PodSpec) (_ *Pod, err erro
 	p := &Pod{Spec: spec, Node: node, ID: id, NetNS: k.Cfg.Instance.NSPrefix() + "p-" + id,
 		Ctl: filepath.Join(k.podDir(), id+".sock")}
 	if !spec.NoService {
-		p.Service = shortName("s-", spec.Name, 63)
+		p.Service = ServiceName(spec.Name)
 	}
 	defer func() {
 		if err != nil {
@@ -773,19 +773,7 @@ func (k *Kubelet) SetLabels(ctx context.Context, p *Pod, labels map[string]strin
 
 // DeletePod removes the pod's objects, podserver, attachment and namespace.
 func (k *Kubelet) DeletePod(ctx context.Context, p *Pod) error {
-	var errs []error
-	if p.Service != "" {
-		svcErr := k.CS.CoreV1().Services(p.Spec.Namespace).Delete(ctx, p.Service, metav1.DeleteOptions{})
-		if svcErr != nil && !apierrors.IsNotFound(svcErr) {
-			errs = append(errs, svcErr)
-		}
-		for _, f := range k.State.Families() {
-			name, _ := endpointSliceName(p.Service, f)
-			if err := k.CS.DiscoveryV1().EndpointSlices(p.Spec.Namespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-				errs = append(errs, err)
-			}
-		}
-	}
+	errs := []error{k.DeleteService(ctx, p)}
 	if err := k.forceDelete(ctx, p.Spec.Namespace, p.Spec.Name); err != nil && !apierrors.IsNotFound(err) {
 		errs = append(errs, err)
 	}

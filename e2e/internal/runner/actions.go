@@ -41,7 +41,7 @@ func (r *Runner) applyActions(ctx context.Context, s *scenario.Scenario, actions
 	// and create it again under the same name (with a new Service).
 	live := slices.DeleteFunc(created, func(p *kubelet.Pod) bool { return r.pods[p.Spec.Key()] != p })
 	if len(live) > 0 {
-		return r.K.WaitProgrammed(ctx, live, 30*time.Second)
+		return r.Backend.WaitProgrammed(ctx, live, 30*time.Second)
 	}
 	return nil
 }
@@ -63,7 +63,7 @@ func (r *Runner) apply(ctx context.Context, s *scenario.Scenario, a scenario.Act
 		if !ok {
 			return fmt.Errorf("no pod %s/%s", a.SetPodLabels.Namespace, a.SetPodLabels.Name)
 		}
-		return r.K.SetLabels(ctx, p, a.SetPodLabels.Labels)
+		return r.Backend.SetLabels(ctx, p, a.SetPodLabels.Labels)
 	case a.CreateNamespace != nil:
 		if _, ok := r.namespaces[a.CreateNamespace.Name]; ok {
 			return fmt.Errorf("namespace %s exists", a.CreateNamespace.Name)
@@ -76,7 +76,7 @@ func (r *Runner) apply(ctx context.Context, s *scenario.Scenario, a scenario.Act
 		if _, ok := r.pods[wp.Key()]; ok {
 			return fmt.Errorf("pod %s exists", wp.Key())
 		}
-		lp, err := r.K.CreatePod(ctx, podSpec(wp, servers(s, wp)))
+		lp, err := r.Backend.CreatePod(ctx, podSpec(wp, servers(s, wp)))
 		if err != nil {
 			return err
 		}
@@ -90,7 +90,7 @@ func (r *Runner) apply(ctx context.Context, s *scenario.Scenario, a scenario.Act
 			return fmt.Errorf("no pod %s", key)
 		}
 		delete(r.pods, key)
-		return r.K.DeletePod(ctx, p)
+		return r.Backend.DeletePod(ctx, p)
 	}
 	return errors.New("empty action")
 }

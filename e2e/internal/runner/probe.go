@@ -65,7 +65,7 @@ func (r *Runner) endpoint(key string) (*kubelet.Pod, error) {
 	}
 	for _, n := range r.State.Nodes {
 		if n.Name == name {
-			p, err := r.K.NodeServer(context.Background(), n, r.servers)
+			p, err := r.Backend.NodeServer(context.Background(), n, r.servers)
 			if err != nil {
 				return nil, err
 			}

@@ -129,6 +129,13 @@ func podSpec(wp scenario.Pod, svs []kubelet.Server) kubelet.PodSpec {
 // Run replays one scenario.
 func (r *Runner) Run(ctx context.Context, s *scenario.Scenario) (ok bool, err error) {
 	t := time.Now()
+	if r.K == nil {
+		// Real kubelets: the runtime hands the CNI no requested address,
+		// so a pod's ip chooses its node only (kubeletpods.Pods.CreatePod).
+		if cidrs := s.IPv4OnlyCIDRs(); len(cidrs) > 0 {
+			return false, fmt.Errorf("literal CIDRs (%s) need pods on the addresses the file gives them, which the kubelet mode does not pin: run it in harness mode", strings.Join(cidrs, ", "))
+		}
+	}
 	if usesClusterPolicies(s) {
 		if err := r.ensureCNPCRD(ctx); err != nil {
 			return false, err

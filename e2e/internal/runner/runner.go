@@ -25,6 +25,7 @@ import (
 
 	"github.com/nftpolicy/nftpolicy/e2e/internal/cluster"
 	"github.com/nftpolicy/nftpolicy/e2e/internal/kubelet"
+	"github.com/nftpolicy/nftpolicy/e2e/internal/kubeletpods"
 )
 
 // ManagedAnnotation marks namespaces the runner created. An annotation, not a
@@ -44,6 +45,9 @@ type Options struct {
 	// fails the step where that differs from the probe: only for our
 	// agent.
 	Explain bool
+	// PodserverBin is the static podserver (e2e/cmd/e2e-podserver) the
+	// pods' image is packed from on a kubelet-mode cluster.
+	PodserverBin string
 }
 
 // Runner holds the live state between scenarios.
@@ -52,9 +56,14 @@ type Runner struct {
 	State *cluster.State
 	CS    kubernetes.Interface
 	DC    dynamic.Interface // for ClusterNetworkPolicies
-	K     *kubelet.Kubelet
-	Out   io.Writer
-	Opt   Options
+	// Backend runs the scenario pods: K in harness mode, real kubelets
+	// (kubeletpods) on a kubelet-mode cluster.
+	Backend PodBackend
+	// K is the harness kubelet, nil on a kubelet-mode cluster; the checks
+	// built on what only it controls (firstpacket, chaos, ...) use it.
+	K   *kubelet.Kubelet
+	Out io.Writer
+	Opt Options
 
 	namespaces map[string]*liveNS
 	pods       map[string]*kubelet.Pod
@@ -96,9 +105,17 @@ func New(ctx context.Context, cfg *cluster.Config, st *cluster.State, out io.Wri
 	if err != nil {
 		return nil, err
 	}
-	k, err := kubelet.New(cfg, st, cs)
-	if err != nil {
-		return nil, err
+	var k *kubelet.Kubelet
+	var pods PodBackend
+	if st.Kubelet {
+		if pods, err = kubeletpods.New(ctx, cfg, st, cs, opt.PodserverBin); err != nil {
+			return nil, err
+		}
+	} else {
+		if k, err = kubelet.New(cfg, st, cs); err != nil {
+			return nil, err
+		}
+		pods = k
 	}
 	if opt.Converge == 0 {
 		opt.Converge = 10 * time.Second
@@ -116,15 +133,45 @@ func New(ctx context.Context, cfg *cluster.Config, st *cluster.State, out io.Wri
 	if err != nil {
 		return nil, err
 	}
-	r := &Runner{Cfg: cfg, State: st, CS: cs, DC: dc, K: k, Out: out, Opt: opt,
+	r := &Runner{Cfg: cfg, State: st, CS: cs, DC: dc, Backend: pods, K: k, Out: out, Opt: opt,
 		namespaces: map[string]*liveNS{}, pods: map[string]*kubelet.Pod{}, nodes: map[string]*kubelet.Pod{},
 		createdCNPs: map[string]bool{}, families: st.Families()}
 	return r, r.cleanStale(ctx)
 }
 
 // cleanStale kills podservers and removes pod namespaces and managed API
-// namespaces left by a previous runner process.
+// namespaces left by a previous runner process. On a kubelet-mode cluster
+// there are no harness pods: the managed namespaces' pods are deleted
+// through the API and their kubelets stop them.
 func (r *Runner) cleanStale(ctx context.Context) error {
+	if r.K != nil {
+		if err := r.cleanStaleHarnessPods(); err != nil {
+			return err
+		}
+	}
+	nss, err := r.CS.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	// Managed namespaces that are not terminating are adopted empty: waiting
+	// for a namespace deletion takes the controller manager up to a minute.
+	for _, ns := range nss.Items {
+		if ns.Annotations[ManagedAnnotation] != "true" || ns.DeletionTimestamp != nil {
+			continue
+		}
+		if err := r.purgeNamespace(ctx, ns.Name); err != nil {
+			return err
+		}
+		labels := copyMap(ns.Labels)
+		delete(labels, "kubernetes.io/metadata.name")
+		r.namespaces[ns.Name] = &liveNS{labels: labels, owned: true}
+	}
+	return nil
+}
+
+// cleanStaleHarnessPods kills the harness kubelet's podservers and removes
+// its pod namespaces and CNI state.
+func (r *Runner) cleanStaleHarnessPods() error {
 	if err := r.Cfg.StopAll("pod-"); err != nil {
 		return err
 	}
@@ -146,23 +193,6 @@ func (r *Runner) cleanStale(ctx context.Context) error {
 				return err
 			}
 		}
-	}
-	nss, err := r.CS.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return err
-	}
-	// Managed namespaces that are not terminating are adopted empty: waiting
-	// for a namespace deletion takes the controller manager up to a minute.
-	for _, ns := range nss.Items {
-		if ns.Annotations[ManagedAnnotation] != "true" || ns.DeletionTimestamp != nil {
-			continue
-		}
-		if err := r.purgeNamespace(ctx, ns.Name); err != nil {
-			return err
-		}
-		labels := copyMap(ns.Labels)
-		delete(labels, "kubernetes.io/metadata.name")
-		r.namespaces[ns.Name] = &liveNS{labels: labels, owned: true}
 	}
 	return nil
 }

@@ -51,12 +51,12 @@ func (r *Runner) prepare(ctx context.Context, s *scenario.Scenario) error {
 	var errs []error
 	r.servers = servers(s, scenario.Pod{})
 	for _, np := range r.nodes {
-		errs = append(errs, r.K.SetNodeServers(np, r.servers))
+		errs = append(errs, r.Backend.SetNodeServers(np, r.servers))
 	}
 	for key, lp := range r.pods {
 		wp, ok := wantPods[key]
 		if !ok || wp.IP != lp.Spec.IP || wp.HostNetwork != lp.Spec.HostNetwork || wp.Node != lp.Spec.Node {
-			errs = append(errs, r.K.DeletePod(ctx, lp))
+			errs = append(errs, r.Backend.DeletePod(ctx, lp))
 			delete(r.pods, key)
 		}
 	}
@@ -64,7 +64,7 @@ func (r *Runner) prepare(ctx context.Context, s *scenario.Scenario) error {
 		return err
 	}
 	var mu sync.Mutex
-	sem := make(chan struct{}, 3)
+	sem := make(chan struct{}, r.createParallel())
 	var wg sync.WaitGroup
 	var all []*kubelet.Pod
 	for _, wp := range s.Cluster.Pods {
@@ -80,12 +80,12 @@ func (r *Runner) prepare(ctx context.Context, s *scenario.Scenario) error {
 			mu.Unlock()
 			switch {
 			case lp == nil:
-				lp, err = r.K.CreatePod(ctx, podSpec(wp, svs))
+				lp, err = r.Backend.CreatePod(ctx, podSpec(wp, svs))
 			case !slices.Equal(lp.Spec.Servers, svs):
 				lp.Spec.Labels = copyMap(wp.Labels)
-				err = r.K.SetServers(ctx, lp, svs)
+				err = r.Backend.SetServers(ctx, lp, svs)
 			case !maps.Equal(lp.Spec.Labels, wp.Labels):
-				err = r.K.SetLabels(ctx, lp, wp.Labels)
+				err = r.Backend.SetLabels(ctx, lp, wp.Labels)
 			}
 			mu.Lock()
 			defer mu.Unlock()
@@ -101,7 +101,7 @@ func (r *Runner) prepare(ctx context.Context, s *scenario.Scenario) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	return r.K.WaitProgrammed(ctx, all, 30*time.Second)
+	return r.Backend.WaitProgrammed(ctx, all, 30*time.Second)
 }
 
 func (r *Runner) ensureNamespace(ctx context.Context, n scenario.Namespace) error {
@@ -169,7 +169,7 @@ func (r *Runner) deleteNamespace(ctx context.Context, name string) error {
 	var errs []error
 	for key, p := range r.pods {
 		if p.Spec.Namespace == name {
-			errs = append(errs, r.K.DeletePod(ctx, p))
+			errs = append(errs, r.Backend.DeletePod(ctx, p))
 			delete(r.pods, key)
 		}
 	}
@@ -192,3 +192,14 @@ func copyMap(m map[string]string) map[string]string {
 
 // Prepare sets up a scenario's cluster section (the demo uses it).
 func (r *Runner) Prepare(ctx context.Context, s *scenario.Scenario) error { return r.prepare(ctx, s) }
+
+// createParallel is how many pods prepare creates at once: 3 for the
+// harness kubelet, whose pod creation is work on this machine (CNI
+// plugins, a podserver start); 6 on real kubelets, where a creation is
+// mostly waiting for the kubelet's pod workers and status updates.
+func (r *Runner) createParallel() int {
+	if r.K == nil {
+		return 6
+	}
+	return 3
+}
