@@ -358,7 +358,10 @@ func (k *Pods) waitGone(ctx context.Context, p *kubelet.Pod) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("pod %s still exists %s after its deletion (last: %v)", p.Spec.Key(), goneTimeout, err)
+			if err != nil {
+				return fmt.Errorf("pod %s: %s after its deletion: %w", p.Spec.Key(), goneTimeout, err)
+			}
+			return fmt.Errorf("pod %s still exists %s after its deletion", p.Spec.Key(), goneTimeout)
 		}
 		if err := sleep(ctx, pollEvery); err != nil {
 			return err
