@@ -85,15 +85,16 @@ func TestDiff_OpCounts(t *testing.T) {
 			wantOps: map[nft.OpKind]int{nft.OpDeleteElements: 1}, wantGone: 2,
 		},
 		{
-			// 4 sets + 1 chain (+ its rules) + elements: 1 any4, 1 ports4,
-			// 1 ports6 and the pod's 2 addresses in the egress maps.
+			// 6 sets + 1 chain (+ its rules) + elements: 1 any4, 1 exact4
+			// (udp/53 of one address), 1 ports6 (a /32 on a port range)
+			// and the pod's 2 addresses in the egress maps.
 			name: "local pod becomes isolated", old: withB(1), new: withC,
-			wantOps:   map[nft.OpKind]int{nft.OpAddSet: 4, nft.OpAddChain: 1, nft.OpReplaceRules: 1, nft.OpAddElements: 5},
+			wantOps:   map[nft.OpKind]int{nft.OpAddSet: 6, nft.OpAddChain: 1, nft.OpReplaceRules: 1, nft.OpAddElements: 5},
 			wantAdded: 5,
 		},
 		{
 			name: "local pod stops being isolated", old: withC, new: withB(1),
-			wantOps:  map[nft.OpKind]int{nft.OpDeleteElements: 2, nft.OpDeleteChain: 1, nft.OpDeleteSet: 4},
+			wantOps:  map[nft.OpKind]int{nft.OpDeleteElements: 2, nft.OpDeleteChain: 1, nft.OpDeleteSet: 6},
 			wantGone: 2,
 		},
 		{
@@ -119,6 +120,63 @@ func TestDiff_OpCounts(t *testing.T) {
 			}
 			if diff := cmp.Diff(tt.new, got, normalise); diff != "" {
 				t.Errorf("applied ruleset (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestDiff_ElementChangesShape widens and narrows one peer's box between
+// one port and a port range, and between one peer and a range of them: the
+// element leaves one of the allow-list's sets for another (exact, any or
+// ports, see nft.NewIsolatedEndpoint) as element operations on those two
+// sets, and the chain is never rewritten.
+func TestDiff_ElementChangesShape(t *testing.T) {
+	n := nft.NamesFor(nft.Ingress, "ns/b")
+	with := func(allow nft.AllowList) *nft.Ruleset {
+		r := nft.NewSkeleton()
+		r.AddIsolatedEndpoint(nft.Ingress, "ns/b", podAddrs(2), allow)
+		return r
+	}
+	onePort := with(nft.AllowList{Ports: []nft.PortAllow{{Peer: remote4(7), Proto: nft.ProtoTCP, Ports: nft.Port(80)}}})
+	twoPorts := with(nft.AllowList{Ports: []nft.PortAllow{{Peer: remote4(7), Proto: nft.ProtoTCP, Ports: nft.PortRange(80, 81)}}})
+	twoPeers := with(nft.AllowList{Ports: []nft.PortAllow{{Peer: nft.AddrRange(netip.MustParseAddr("10.244.2.7"), netip.MustParseAddr("10.244.2.8")), Proto: nft.ProtoTCP, Ports: nft.Port(80)}}})
+	anyPort := with(nft.AllowList{AnyPort: []nft.Range{remote4(7)}})
+	v6 := with(nft.AllowList{Ports: []nft.PortAllow{{Peer: nft.Addr(netip.MustParseAddr("fd00:244:2::7")), Proto: nft.ProtoUDP, Ports: nft.Port(53)}}})
+	tests := []struct {
+		name     string
+		old, new *nft.Ruleset
+		want     []string // Op.String of every op
+	}{
+		{name: "one port becomes a port range", old: onePort, new: twoPorts,
+			want: []string{"delete-elements " + n.ExactV4 + " (1)", "add-elements " + n.PortsV4 + " (1)"}},
+		{name: "a port range narrows to one port", old: twoPorts, new: onePort,
+			want: []string{"delete-elements " + n.PortsV4 + " (1)", "add-elements " + n.ExactV4 + " (1)"}},
+		{name: "one peer becomes a range of peers", old: onePort, new: twoPeers,
+			want: []string{"delete-elements " + n.ExactV4 + " (1)", "add-elements " + n.PortsV4 + " (1)"}},
+		{name: "a peer on one port is allowed every port", old: onePort, new: anyPort,
+			want: []string{"delete-elements " + n.ExactV4 + " (1)", "add-elements " + n.AnyV4 + " (1)"}},
+		{name: "IPv6 exact elements have sets of their own", old: onePort, new: v6,
+			want: []string{"delete-elements " + n.ExactV4 + " (1)", "add-elements " + n.ExactV6 + " (1)"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ops := nft.Diff(tt.old, tt.new)
+			var got []string
+			for _, op := range ops {
+				got = append(got, op.String())
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("ops (-want +got):\n%s", diff)
+			}
+			applied, err := nfttest.Apply(tt.old, ops)
+			if err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			if diff := cmp.Diff(tt.new, applied, normalise); diff != "" {
+				t.Errorf("applied ruleset (-want +got):\n%s", diff)
+			}
+			if err := nfttest.Validate(applied); err != nil {
+				t.Error(err)
 			}
 		})
 	}

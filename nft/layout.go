@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"net/netip"
@@ -210,12 +211,21 @@ type PortAllow struct {
 	Comment string
 }
 
+// exact reports whether p is one address on one port: a key a hash set
+// can hold, with no interval in it.
+func (p PortAllow) exact() bool {
+	return bytes.Equal(p.Peer.From, p.Peer.To) && bytes.Equal(p.Ports.From, p.Ports.To)
+}
+
 // EndpointNames are the names of one pod's chains and sets for one
-// direction.
+// direction. An allow-list is held in three pairs of sets, one per shape
+// of element, so that each shape gets the cheapest kernel backend that can
+// hold it (see newAllowListEndpoint).
 type EndpointNames struct {
 	Chain            string // the NetworkPolicy allow-list
-	AnyV4, AnyV6     string // peer address . l4proto, any port
-	PortsV4, PortsV6 string // peer address . l4proto . port
+	ExactV4, ExactV6 string // peer address . l4proto . port, single values: hash
+	AnyV4, AnyV6     string // peer address ranges allowed on everything: rbtree
+	PortsV4, PortsV6 string // every other (peer range, l4proto, port range) box: pipapo
 	// Tiers is the chain that consults the ClusterNetworkPolicy tiers
 	// (TieredEndpoint).
 	Tiers string
@@ -237,6 +247,8 @@ func NamesFor(dir Direction, id string) EndpointNames {
 	chain := prefix + "-" + hex.EncodeToString(sum[:4]) + "-" + tail
 	return EndpointNames{
 		Chain:   chain,
+		ExactV4: chain + ".exact4",
+		ExactV6: chain + ".exact6",
 		AnyV4:   chain + ".any4",
 		AnyV6:   chain + ".any6",
 		PortsV4: chain + ".ports4",
@@ -246,7 +258,7 @@ func NamesFor(dir Direction, id string) EndpointNames {
 }
 
 // IsolatedEndpoint is everything one isolated pod adds to the table for one
-// direction: its chain, its four allow-list sets and the dispatch map
+// direction: its chain, its six allow-list sets and the dispatch map
 // elements that jump into the chain. It is built once (NewIsolatedEndpoint)
 // and may be added to any number of rulesets: a compiler that keeps it for
 // an unchanged pod hands the same sets and chain to the next ruleset, which
@@ -258,8 +270,9 @@ type IsolatedEndpoint struct {
 	Audit bool
 	Names EndpointNames
 	Chain *Chain
-	// Sets are the any-port v4 and v6 sets, then the port v4 and v6 sets.
-	Sets [4]*Set
+	// Sets are the allow-list's sets in the order the chain looks them
+	// up: exact v4 and v6, any-port v4 and v6, then port v4 and v6.
+	Sets [6]*Set
 	// MapElements jump from the pod's addresses into Chain; MapElements4
 	// go into the v4 dispatch map of Dir, MapElements6 into the v6 one.
 	MapElements4, MapElements6 []Element
@@ -295,8 +308,34 @@ func NewAuditEndpoint(dir Direction, id string, addrs []netip.Addr, allow AllowL
 }
 
 // newAllowListEndpoint is the part of an isolated endpoint that enforcing
-// and audit chains share: the sets, the four lookups that return, and the
+// and audit chains share: the sets, the lookups that return, and the
 // dispatch elements.
+//
+// The allow-list is split by the shape of its elements, because the kernel
+// picks a set's backend by its flags and the backends differ in what an
+// element costs. A concatenated interval set is pipapo, whose every
+// element deletion rebuilds lookup tables that grow with the set (a pod
+// going away from a 10,000-element allow-list cost tens of milliseconds
+// of commit); a set without the interval flag is a hash, and an interval
+// set of one field is an rbtree, where adding or deleting an element costs
+// about the same whatever the set's size. So:
+//   - exact4/exact6 (hash, `addr . l4proto . th dport`) hold the boxes of
+//     one address on one protocol and one port: a pod admitted on a port,
+//     the commonest element and, at scale, most of them;
+//   - any4/any6 (rbtree, `addr`) hold the peer ranges allowed on every
+//     protocol and port, which need no protocol or port field at all;
+//   - ports4/ports6 (pipapo) keep everything else: address ranges or port
+//     ranges on one protocol.
+//
+// Each lookup returns on a match, so the union of the three is what the
+// pod admits, the same as one set holding every box. The chain looks them
+// up in that order, the two that cost least per packet (a hash probe, a
+// tree walk of one field) before pipapo. A lookup into an empty set stays:
+// the chain's rules depend only on the names, never on allow, so an
+// element moving from one shape to another (a pod admitted on a second,
+// adjacent port turns an exact element into a port range) changes set
+// elements only, never the chain; and a miss in an empty set is one
+// comparison in the kernel.
 func newAllowListEndpoint(dir Direction, id string, addrs []netip.Addr, allow AllowList) *IsolatedEndpoint {
 	n := NamesFor(dir, id)
 	peer4, peer6 := FieldIPv4Saddr, FieldIPv6Saddr
@@ -304,30 +343,49 @@ func newAllowListEndpoint(dir Direction, id string, addrs []netip.Addr, allow Al
 		peer4, peer6 = FieldIPv4Daddr, FieldIPv6Daddr
 	}
 	comment := dir.String() + " allow-list of " + id
-	any4 := &Set{Name: n.AnyV4, Comment: comment, KeyTypes: []KeyType{TypeIPv4Addr, TypeInetProto}, Interval: true}
-	any6 := &Set{Name: n.AnyV6, Comment: comment, KeyTypes: []KeyType{TypeIPv6Addr, TypeInetProto}, Interval: true}
-	ports4 := &Set{Name: n.PortsV4, Comment: comment, KeyTypes: []KeyType{TypeIPv4Addr, TypeInetProto, TypeInetService}, Interval: true}
-	ports6 := &Set{Name: n.PortsV6, Comment: comment, KeyTypes: []KeyType{TypeIPv6Addr, TypeInetProto, TypeInetService}, Interval: true}
-	allProtocols := ProtoRange(0, 255)
-	b := newElementBuilder(2*len(allow.AnyPort) + 3*len(allow.Ports))
+	portKey4 := []KeyType{TypeIPv4Addr, TypeInetProto, TypeInetService}
+	portKey6 := []KeyType{TypeIPv6Addr, TypeInetProto, TypeInetService}
+	exact4 := &Set{Name: n.ExactV4, Comment: comment, KeyTypes: portKey4}
+	exact6 := &Set{Name: n.ExactV6, Comment: comment, KeyTypes: portKey6}
+	any4 := &Set{Name: n.AnyV4, Comment: comment, KeyTypes: []KeyType{TypeIPv4Addr}, Interval: true}
+	any6 := &Set{Name: n.AnyV6, Comment: comment, KeyTypes: []KeyType{TypeIPv6Addr}, Interval: true}
+	ports4 := &Set{Name: n.PortsV4, Comment: comment, KeyTypes: portKey4, Interval: true}
+	ports6 := &Set{Name: n.PortsV6, Comment: comment, KeyTypes: portKey6, Interval: true}
+	b := newElementBuilder(len(allow.AnyPort) + 3*len(allow.Ports))
 	sizeByFamily(any4, any6, len(allow.AnyPort), func(i int) Range { return allow.AnyPort[i] })
-	sizeByFamily(ports4, ports6, len(allow.Ports), func(i int) Range { return allow.Ports[i].Peer })
+	var exactN, portsN [2]int // elements by family, to size the sets (see sizeByFamily)
+	for _, p := range allow.Ports {
+		if p.exact() {
+			exactN[family(p.Peer)]++
+		} else {
+			portsN[family(p.Peer)]++
+		}
+	}
+	exact4.Elements, exact6.Elements = slices.Grow(exact4.Elements, exactN[0]), slices.Grow(exact6.Elements, exactN[1])
+	ports4.Elements, ports6.Elements = slices.Grow(ports4.Elements, portsN[0]), slices.Grow(ports6.Elements, portsN[1])
 	for _, p := range allow.AnyPort {
-		appendByFamily(any4, any6, p, Element{Key: b.key(p, allProtocols)})
+		appendByFamily(any4, any6, p, Element{Key: b.key(p)})
 	}
 	for _, p := range allow.Ports {
-		appendByFamily(ports4, ports6, p.Peer, Element{Key: b.key(p.Peer, b.proto(p.Proto), p.Ports), Comment: p.Comment})
+		el := Element{Key: b.key(p.Peer, b.proto(p.Proto), p.Ports), Comment: p.Comment}
+		if p.exact() {
+			appendByFamily(exact4, exact6, p.Peer, el)
+		} else {
+			appendByFamily(ports4, ports6, p.Peer, el)
+		}
 	}
 	rules := []Rule{
-		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer4, FieldL4Proto}, Set: n.AnyV4}}}, Verdict: Return},
-		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer6, FieldL4Proto}, Set: n.AnyV6}}}, Verdict: Return},
+		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer4, FieldL4Proto, FieldTHDport}, Set: n.ExactV4}}}, Verdict: Return},
+		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer6, FieldL4Proto, FieldTHDport}, Set: n.ExactV6}}}, Verdict: Return},
+		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer4}, Set: n.AnyV4}}}, Verdict: Return},
+		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer6}, Set: n.AnyV6}}}, Verdict: Return},
 		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer4, FieldL4Proto, FieldTHDport}, Set: n.PortsV4}}}, Verdict: Return},
 		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer6, FieldL4Proto, FieldTHDport}, Set: n.PortsV6}}}, Verdict: Return},
 	}
 	e := &IsolatedEndpoint{
 		Dir:   dir,
 		Names: n,
-		Sets:  [4]*Set{any4, any6, ports4, ports6},
+		Sets:  [6]*Set{exact4, exact6, any4, any6, ports4, ports6},
 		Chain: &Chain{Name: n.Chain, Rules: rules},
 	}
 	for _, a := range addrs {
@@ -407,6 +465,14 @@ func sizeByFamily(v4, v6 *Set, n int, peer func(i int) Range) {
 	}
 	v4.Elements = slices.Grow(v4.Elements, n4)
 	v6.Elements = slices.Grow(v6.Elements, n-n4)
+}
+
+// family is 0 for an IPv4 range, 1 for an IPv6 one.
+func family(r Range) int {
+	if len(r.From) == 4 {
+		return 0
+	}
+	return 1
 }
 
 // appendByFamily appends e to v4 or v6, by the family of peer.

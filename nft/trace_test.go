@@ -1,8 +1,8 @@
 package nft_test
 
 // IP plan: local pod 10.244.1.10 (fd00::10) isolated for ingress, admitting
-// 10.244.2.0/24 on any port and 10.244.3.7 on tcp/80-81; 192.0.2.1 is
-// outside the cluster.
+// 10.244.2.0/24 and fd00:2::/64 on any port, 10.244.3.7 on tcp/80-81 and
+// 10.244.3.8 and fd00:3::8 on tcp/443; 192.0.2.1 is outside the cluster.
 
 import (
 	"net/netip"
@@ -19,8 +19,12 @@ func traceFixture() *nft.Ruleset {
 	r.AddIsolatedEndpoint(nft.Ingress, "x/a",
 		[]netip.Addr{netip.MustParseAddr("10.244.1.10"), netip.MustParseAddr("fd00::10")},
 		nft.AllowList{
-			AnyPort: []nft.Range{nft.PrefixRange(netip.MustParsePrefix("10.244.2.0/24"))},
-			Ports:   []nft.PortAllow{{Peer: nft.Addr(netip.MustParseAddr("10.244.3.7")), Proto: nft.ProtoTCP, Ports: nft.PortRange(80, 81)}},
+			AnyPort: []nft.Range{nft.PrefixRange(netip.MustParsePrefix("10.244.2.0/24")), nft.PrefixRange(netip.MustParsePrefix("fd00:2::/64"))},
+			Ports: []nft.PortAllow{
+				{Peer: nft.Addr(netip.MustParseAddr("10.244.3.7")), Proto: nft.ProtoTCP, Ports: nft.PortRange(80, 81)},
+				{Peer: nft.Addr(netip.MustParseAddr("10.244.3.8")), Proto: nft.ProtoTCP, Ports: nft.Port(443)},
+				{Peer: nft.Addr(netip.MustParseAddr("fd00:3::8")), Proto: nft.ProtoTCP, Ports: nft.Port(443)},
+			},
 		})
 	return r
 }
@@ -45,7 +49,7 @@ func TestTrace_PacketPaths(t *testing.T) {
 			want: nft.VerdictAccept,
 			steps: []string{
 				"forward#10 ip daddr vmap @ingress-v4 => jump " + chain,
-				chain + "#1 ip saddr . meta l4proto @" + chain + ".any4 return => return",
+				chain + "#3 ip saddr @" + chain + ".any4 return => return",
 				"forward: policy accept",
 			},
 		},
@@ -55,7 +59,47 @@ func TestTrace_PacketPaths(t *testing.T) {
 			want: nft.VerdictDrop,
 			steps: []string{
 				"forward#10 ip daddr vmap @ingress-v4 => jump " + chain,
-				chain + "#5 counter drop => drop",
+				chain + "#7 counter drop => drop",
+			},
+		},
+		{
+			name: "one peer on one port is found in the exact (hash) set first",
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.3.8"), Dst: ip("10.244.1.10"), Proto: nft.ProtoTCP, DstPort: 443, CtState: nft.CtStateNew},
+			want: nft.VerdictAccept,
+			steps: []string{
+				"forward#10 ip daddr vmap @ingress-v4 => jump " + chain,
+				chain + "#1 ip saddr . meta l4proto . th dport @" + chain + ".exact4 return => return",
+				"forward: policy accept",
+			},
+		},
+		{
+			name: "an exact element admits its one port only",
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.3.8"), Dst: ip("10.244.1.10"), Proto: nft.ProtoTCP, DstPort: 444, CtState: nft.CtStateNew},
+			want: nft.VerdictDrop,
+		},
+		{
+			name: "an exact element admits its one protocol only",
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.3.8"), Dst: ip("10.244.1.10"), Proto: nft.ProtoUDP, DstPort: 443, CtState: nft.CtStateNew},
+			want: nft.VerdictDrop,
+		},
+		{
+			name: "IPv6 exact element",
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("fd00:3::8"), Dst: ip("fd00::10"), Proto: nft.ProtoTCP, DstPort: 443, CtState: nft.CtStateNew},
+			want: nft.VerdictAccept,
+			steps: []string{
+				"forward#11 ip6 daddr vmap @ingress-v6 => jump " + chain,
+				chain + "#2 ip6 saddr . meta l4proto . th dport @" + chain + ".exact6 return => return",
+				"forward: policy accept",
+			},
+		},
+		{
+			name: "IPv6 any-port peer, on a protocol without ports",
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("fd00:2::9"), Dst: ip("fd00::10"), Proto: nft.ProtoICMPv6, ICMPType: 128, CtState: nft.CtStateNew},
+			want: nft.VerdictAccept,
+			steps: []string{
+				"forward#11 ip6 daddr vmap @ingress-v6 => jump " + chain,
+				chain + "#4 ip6 saddr @" + chain + ".any6 return => return",
+				"forward: policy accept",
 			},
 		},
 		{

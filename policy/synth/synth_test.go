@@ -61,7 +61,7 @@ func TestChurnPeer_TouchesOnlyOneAllowList(t *testing.T) {
 		if len(ops) == 0 {
 			t.Fatalf("%v: the churn peer changed nothing", s)
 		}
-		want := nft.NamesFor(nft.Ingress, "ns-0/pod-0").PortsV4
+		want := nft.NamesFor(nft.Ingress, "ns-0/pod-0").ExactV4 // one address on TCP 8080: a hash element
 		for _, op := range ops {
 			if op.Name != want || (op.Kind != nft.OpAddElements && op.Kind != nft.OpDeleteElements) {
 				t.Errorf("%v: unexpected op %v (want element ops on %s only)", s, op, want)
