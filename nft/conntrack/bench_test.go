@@ -90,7 +90,7 @@ func BenchmarkSyncAndClean(b *testing.B) {
 		}
 		defer cleaner.Close()
 		base, more := benchRuleset(), benchRuleset()
-		set := nft.NamesFor(nft.Ingress, "bench/p0").PortsV4
+		set := nft.NamesFor(nft.Ingress, "bench/p0").ExactV4 // one address on one port
 		more.Sets[set].Elements = append(more.Sets[set].Elements,
 			nft.Element{Key: []nft.Range{nft.Addr(netip.MustParseAddr("10.244.9.9")), nft.Proto(nft.ProtoTCP), nft.Port(80)}})
 		ctx := context.Background()

@@ -29,7 +29,7 @@ func benchAuditPolicy(log *nft.DenyLog, policies int) *nft.Ruleset {
 	}{{nft.Ingress, "test/b", podB4}, {nft.Egress, "test/c", podC4}} {
 		n := nft.NamesFor(e.dir, e.id)
 		var allow nft.AllowList
-		for _, el := range enforced.Sets[n.PortsV4].Elements {
+		for _, el := range slices.Concat(enforced.Sets[n.ExactV4].Elements, enforced.Sets[n.PortsV4].Elements) {
 			allow.Ports = append(allow.Ports, nft.PortAllow{Peer: el.Key[0], Proto: el.Key[1].From[0], Ports: el.Key[2]})
 		}
 		r.AddEndpoint(nft.NewAuditEndpoint(e.dir, e.id, []netip.Addr{e.addr}, allow, log))

@@ -57,7 +57,7 @@ func BenchmarkSyncOneElement(b *testing.B) {
 		b.Fatal(err)
 	}
 	base, more := benchRuleset(50, 100), benchRuleset(50, 100)
-	name := nft.NamesFor(nft.Ingress, "bench/p0").PortsV4
+	name := nft.NamesFor(nft.Ingress, "bench/p0").ExactV4 // one address on one port
 	extra := nft.Element{Key: []nft.Range{nft.Addr(netip.MustParseAddr("10.244.9.9")), nft.Proto(nft.ProtoTCP), nft.Port(80)}}
 	more.Sets[name].Elements = append(more.Sets[name].Elements, extra)
 	if err := s.Sync(context.Background(), base); err != nil {
