@@ -166,7 +166,7 @@ func allowsPeer(r *nft.Ruleset, dir nft.Direction, key string, ip netip.Addr) bo
 	}
 	n := nft.NamesFor(dir, key)
 	b := ip.AsSlice()
-	for _, name := range []string{n.ExactV4, n.ExactV6, n.AnyV4, n.AnyV6, n.PortsV4, n.PortsV6} {
+	for _, name := range []string{n.ExactV4, n.ExactV6, n.AddrV4, n.AddrV6, n.AnyV4, n.AnyV6, n.PortsV4, n.PortsV6} {
 		s := r.Sets[name]
 		if s == nil {
 			continue

@@ -228,8 +228,8 @@ func TestReconcile_SyncsCompiledRulesetAndMetrics(t *testing.T) {
 		{name: "nftpolicy_pods", labels: []string{"category=isolated_ingress"}, want: 1},
 		{name: "nftpolicy_pods", labels: []string{"category=isolated_egress"}, want: 0},
 		{name: "nftpolicy_chains", want: float64(skel.Chains + 1)},
-		{name: "nftpolicy_rules", want: float64(skel.Rules + 7)}, // six lookups and a drop
-		{name: "nftpolicy_sets", want: float64(skel.Sets + 6)},
+		{name: "nftpolicy_rules", want: float64(skel.Rules + 9)}, // eight lookups and a drop
+		{name: "nftpolicy_sets", want: float64(skel.Sets + 8)},
 		{name: "nftpolicy_set_elements", want: 2},
 		{name: "nftpolicy_policy_warnings", want: 0},
 		{name: "nftpolicy_sync_errors_total", want: 0},
@@ -463,9 +463,9 @@ func TestStatsOf(t *testing.T) {
 	r.AddIsolatedEndpoint(nft.Egress, "a/y", []netip.Addr{netip.MustParseAddr("10.0.1.3")}, nft.AllowList{})
 	skel := statsOf(nft.NewSkeleton())
 	want := rulesetStats{
-		// Each isolated direction: a chain of six lookups and a drop, six sets.
-		Chains: skel.Chains + 3, Rules: skel.Rules + 3*7, Sets: skel.Sets + 3*6,
-		Elements:        2 + 1 + 1 + 1, // ingress map (2 addrs) + any4 element + 2 egress map elements
+		// Each isolated direction: a chain of eight lookups and a drop, eight sets.
+		Chains: skel.Chains + 3, Rules: skel.Rules + 3*9, Sets: skel.Sets + 3*8,
+		Elements:        2 + 1 + 1 + 1, // ingress map (2 addrs) + addr4 element + 2 egress map elements
 		IsolatedIngress: 1, IsolatedEgress: 2,
 	}
 	if diff := cmp.Diff(want, statsOf(r)); diff != "" {

@@ -85,16 +85,16 @@ func TestDiff_OpCounts(t *testing.T) {
 			wantOps: map[nft.OpKind]int{nft.OpDeleteElements: 1}, wantGone: 2,
 		},
 		{
-			// 6 sets + 1 chain (+ its rules) + elements: 1 any4, 1 exact4
+			// 8 sets + 1 chain (+ its rules) + elements: 1 any4, 1 exact4
 			// (udp/53 of one address), 1 ports6 (a /32 on a port range)
 			// and the pod's 2 addresses in the egress maps.
 			name: "local pod becomes isolated", old: withB(1), new: withC,
-			wantOps:   map[nft.OpKind]int{nft.OpAddSet: 6, nft.OpAddChain: 1, nft.OpReplaceRules: 1, nft.OpAddElements: 5},
+			wantOps:   map[nft.OpKind]int{nft.OpAddSet: 8, nft.OpAddChain: 1, nft.OpReplaceRules: 1, nft.OpAddElements: 5},
 			wantAdded: 5,
 		},
 		{
 			name: "local pod stops being isolated", old: withC, new: withB(1),
-			wantOps:  map[nft.OpKind]int{nft.OpDeleteElements: 2, nft.OpDeleteChain: 1, nft.OpDeleteSet: 6},
+			wantOps:  map[nft.OpKind]int{nft.OpDeleteElements: 2, nft.OpDeleteChain: 1, nft.OpDeleteSet: 8},
 			wantGone: 2,
 		},
 		{
@@ -141,6 +141,7 @@ func TestDiff_ElementChangesShape(t *testing.T) {
 	twoPorts := with(nft.AllowList{Ports: []nft.PortAllow{{Peer: remote4(7), Proto: nft.ProtoTCP, Ports: nft.PortRange(80, 81)}}})
 	twoPeers := with(nft.AllowList{Ports: []nft.PortAllow{{Peer: nft.AddrRange(netip.MustParseAddr("10.244.2.7"), netip.MustParseAddr("10.244.2.8")), Proto: nft.ProtoTCP, Ports: nft.Port(80)}}})
 	anyPort := with(nft.AllowList{AnyPort: []nft.Range{remote4(7)}})
+	anyPorts := with(nft.AllowList{AnyPort: []nft.Range{nft.AddrRange(netip.MustParseAddr("10.244.2.7"), netip.MustParseAddr("10.244.2.8"))}})
 	v6 := with(nft.AllowList{Ports: []nft.PortAllow{{Peer: nft.Addr(netip.MustParseAddr("fd00:244:2::7")), Proto: nft.ProtoUDP, Ports: nft.Port(53)}}})
 	tests := []struct {
 		name     string
@@ -154,7 +155,9 @@ func TestDiff_ElementChangesShape(t *testing.T) {
 		{name: "one peer becomes a range of peers", old: onePort, new: twoPeers,
 			want: []string{"delete-elements " + n.ExactV4 + " (1)", "add-elements " + n.PortsV4 + " (1)"}},
 		{name: "a peer on one port is allowed every port", old: onePort, new: anyPort,
-			want: []string{"delete-elements " + n.ExactV4 + " (1)", "add-elements " + n.AnyV4 + " (1)"}},
+			want: []string{"delete-elements " + n.ExactV4 + " (1)", "add-elements " + n.AddrV4 + " (1)"}},
+		{name: "a peer allowed everything gets a neighbour", old: anyPort, new: anyPorts,
+			want: []string{"delete-elements " + n.AddrV4 + " (1)", "add-elements " + n.AnyV4 + " (1)"}},
 		{name: "IPv6 exact elements have sets of their own", old: onePort, new: v6,
 			want: []string{"delete-elements " + n.ExactV4 + " (1)", "add-elements " + n.ExactV6 + " (1)"}},
 	}

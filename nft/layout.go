@@ -218,12 +218,13 @@ func (p PortAllow) exact() bool {
 }
 
 // EndpointNames are the names of one pod's chains and sets for one
-// direction. An allow-list is held in three pairs of sets, one per shape
+// direction. An allow-list is held in four pairs of sets, one per shape
 // of element, so that each shape gets the cheapest kernel backend that can
 // hold it (see newAllowListEndpoint).
 type EndpointNames struct {
 	Chain            string // the NetworkPolicy allow-list
 	ExactV4, ExactV6 string // peer address . l4proto . port, single values: hash
+	AddrV4, AddrV6   string // single peer addresses allowed on everything: hash
 	AnyV4, AnyV6     string // peer address ranges allowed on everything: rbtree
 	PortsV4, PortsV6 string // every other (peer range, l4proto, port range) box: pipapo
 	// Tiers is the chain that consults the ClusterNetworkPolicy tiers
@@ -249,6 +250,8 @@ func NamesFor(dir Direction, id string) EndpointNames {
 		Chain:   chain,
 		ExactV4: chain + ".exact4",
 		ExactV6: chain + ".exact6",
+		AddrV4:  chain + ".addr4",
+		AddrV6:  chain + ".addr6",
 		AnyV4:   chain + ".any4",
 		AnyV6:   chain + ".any6",
 		PortsV4: chain + ".ports4",
@@ -258,7 +261,7 @@ func NamesFor(dir Direction, id string) EndpointNames {
 }
 
 // IsolatedEndpoint is everything one isolated pod adds to the table for one
-// direction: its chain, its six allow-list sets and the dispatch map
+// direction: its chain, its eight allow-list sets and the dispatch map
 // elements that jump into the chain. It is built once (NewIsolatedEndpoint)
 // and may be added to any number of rulesets: a compiler that keeps it for
 // an unchanged pod hands the same sets and chain to the next ruleset, which
@@ -271,8 +274,8 @@ type IsolatedEndpoint struct {
 	Names EndpointNames
 	Chain *Chain
 	// Sets are the allow-list's sets in the order the chain looks them
-	// up: exact v4 and v6, any-port v4 and v6, then port v4 and v6.
-	Sets [6]*Set
+	// up: exact, addr, any, then ports, each v4 then v6.
+	Sets [8]*Set
 	// MapElements jump from the pod's addresses into Chain; MapElements4
 	// go into the v4 dispatch map of Dir, MapElements6 into the v6 one.
 	MapElements4, MapElements6 []Element
@@ -316,26 +319,30 @@ func NewAuditEndpoint(dir Direction, id string, addrs []netip.Addr, allow AllowL
 // element costs. A concatenated interval set is pipapo, whose every
 // element deletion rebuilds lookup tables that grow with the set (a pod
 // going away from a 10,000-element allow-list cost tens of milliseconds
-// of commit); a set without the interval flag is a hash, and an interval
-// set of one field is an rbtree, where adding or deleting an element costs
-// about the same whatever the set's size. So:
+// of commit); a set without the interval flag is a hash, where adding or
+// deleting an element costs the same whatever the set's size; an
+// interval set of one field is an rbtree, cheap to change but, on the
+// kernels here, slow to fill (each insertion walks its neighbours for
+// overlaps: 1,500 single addresses in each of 110 sets took 3-4 times as
+// long to build as in pipapo). So:
 //   - exact4/exact6 (hash, `addr . l4proto . th dport`) hold the boxes of
 //     one address on one protocol and one port: a pod admitted on a port,
-//     the commonest element and, at scale, most of them;
-//   - any4/any6 (rbtree, `addr`) hold the peer ranges allowed on every
-//     protocol and port, which need no protocol or port field at all;
+//     the commonest element;
+//   - addr4/addr6 (hash, `addr`) hold the single addresses allowed on
+//     every protocol and port: a pod admitted on everything;
+//   - any4/any6 (rbtree, `addr`) hold the address ranges allowed on every
+//     protocol and port (CIDRs, runs of adjacent pod addresses);
 //   - ports4/ports6 (pipapo) keep everything else: address ranges or port
 //     ranges on one protocol.
 //
-// Each lookup returns on a match, so the union of the three is what the
-// pod admits, the same as one set holding every box. The chain looks them
-// up in that order, the two that cost least per packet (a hash probe, a
-// tree walk of one field) before pipapo. A lookup into an empty set stays:
-// the chain's rules depend only on the names, never on allow, so an
-// element moving from one shape to another (a pod admitted on a second,
-// adjacent port turns an exact element into a port range) changes set
-// elements only, never the chain; and a miss in an empty set is one
-// comparison in the kernel.
+// Each lookup returns on a match, so the union of the four is what the pod
+// admits, the same as one set holding every box. The chain looks them up
+// in that order: the hashes first (a probe of one bucket), then the tree,
+// then pipapo. A lookup into an empty set stays: the chain's rules depend
+// only on the names, never on allow, so an element moving from one shape
+// to another (a pod admitted on a second, adjacent port turns an exact
+// element into a port range) changes set elements only, never the chain;
+// and a miss in an empty set is a few instructions in the kernel.
 func newAllowListEndpoint(dir Direction, id string, addrs []netip.Addr, allow AllowList) *IsolatedEndpoint {
 	n := NamesFor(dir, id)
 	peer4, peer6 := FieldIPv4Saddr, FieldIPv6Saddr
@@ -347,13 +354,16 @@ func newAllowListEndpoint(dir Direction, id string, addrs []netip.Addr, allow Al
 	portKey6 := []KeyType{TypeIPv6Addr, TypeInetProto, TypeInetService}
 	exact4 := &Set{Name: n.ExactV4, Comment: comment, KeyTypes: portKey4}
 	exact6 := &Set{Name: n.ExactV6, Comment: comment, KeyTypes: portKey6}
+	addr4 := &Set{Name: n.AddrV4, Comment: comment, KeyTypes: []KeyType{TypeIPv4Addr}}
+	addr6 := &Set{Name: n.AddrV6, Comment: comment, KeyTypes: []KeyType{TypeIPv6Addr}}
 	any4 := &Set{Name: n.AnyV4, Comment: comment, KeyTypes: []KeyType{TypeIPv4Addr}, Interval: true}
 	any6 := &Set{Name: n.AnyV6, Comment: comment, KeyTypes: []KeyType{TypeIPv6Addr}, Interval: true}
 	ports4 := &Set{Name: n.PortsV4, Comment: comment, KeyTypes: portKey4, Interval: true}
 	ports6 := &Set{Name: n.PortsV6, Comment: comment, KeyTypes: portKey6, Interval: true}
 	b := newElementBuilder(len(allow.AnyPort) + 3*len(allow.Ports))
-	sizeByFamily(any4, any6, len(allow.AnyPort), func(i int) Range { return allow.AnyPort[i] })
-	var exactN, portsN [2]int // elements by family, to size the sets (see sizeByFamily)
+	// Room for exactly the elements of each set (see sizeByFamily), by
+	// family.
+	var exactN, portsN, addrN, anyN [2]int
 	for _, p := range allow.Ports {
 		if p.exact() {
 			exactN[family(p.Peer)]++
@@ -361,10 +371,23 @@ func newAllowListEndpoint(dir Direction, id string, addrs []netip.Addr, allow Al
 			portsN[family(p.Peer)]++
 		}
 	}
+	for _, p := range allow.AnyPort {
+		if bytes.Equal(p.From, p.To) {
+			addrN[family(p)]++
+		} else {
+			anyN[family(p)]++
+		}
+	}
 	exact4.Elements, exact6.Elements = slices.Grow(exact4.Elements, exactN[0]), slices.Grow(exact6.Elements, exactN[1])
+	addr4.Elements, addr6.Elements = slices.Grow(addr4.Elements, addrN[0]), slices.Grow(addr6.Elements, addrN[1])
+	any4.Elements, any6.Elements = slices.Grow(any4.Elements, anyN[0]), slices.Grow(any6.Elements, anyN[1])
 	ports4.Elements, ports6.Elements = slices.Grow(ports4.Elements, portsN[0]), slices.Grow(ports6.Elements, portsN[1])
 	for _, p := range allow.AnyPort {
-		appendByFamily(any4, any6, p, Element{Key: b.key(p)})
+		if bytes.Equal(p.From, p.To) {
+			appendByFamily(addr4, addr6, p, Element{Key: b.key(p)})
+		} else {
+			appendByFamily(any4, any6, p, Element{Key: b.key(p)})
+		}
 	}
 	for _, p := range allow.Ports {
 		el := Element{Key: b.key(p.Peer, b.proto(p.Proto), p.Ports), Comment: p.Comment}
@@ -377,6 +400,8 @@ func newAllowListEndpoint(dir Direction, id string, addrs []netip.Addr, allow Al
 	rules := []Rule{
 		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer4, FieldL4Proto, FieldTHDport}, Set: n.ExactV4}}}, Verdict: Return},
 		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer6, FieldL4Proto, FieldTHDport}, Set: n.ExactV6}}}, Verdict: Return},
+		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer4}, Set: n.AddrV4}}}, Verdict: Return},
+		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer6}, Set: n.AddrV6}}}, Verdict: Return},
 		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer4}, Set: n.AnyV4}}}, Verdict: Return},
 		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer6}, Set: n.AnyV6}}}, Verdict: Return},
 		{Matches: []Match{{Lookup: &Lookup{Fields: []Field{peer4, FieldL4Proto, FieldTHDport}, Set: n.PortsV4}}}, Verdict: Return},
@@ -385,7 +410,7 @@ func newAllowListEndpoint(dir Direction, id string, addrs []netip.Addr, allow Al
 	e := &IsolatedEndpoint{
 		Dir:   dir,
 		Names: n,
-		Sets:  [6]*Set{exact4, exact6, any4, any6, ports4, ports6},
+		Sets:  [8]*Set{exact4, exact6, addr4, addr6, any4, any6, ports4, ports6},
 		Chain: &Chain{Name: n.Chain, Rules: rules},
 	}
 	for _, a := range addrs {

@@ -91,7 +91,7 @@ func TestTrace_MidStreamPickups(t *testing.T) {
 			want: nft.VerdictDrop,
 			steps: []string{
 				"forward#10 ip daddr vmap @ingress-v4 => jump " + nft.NamesFor(nft.Ingress, "x/a").Chain,
-				nft.NamesFor(nft.Ingress, "x/a").Chain + "#7 counter drop => drop",
+				nft.NamesFor(nft.Ingress, "x/a").Chain + "#9 counter drop => drop",
 			},
 		},
 		{
@@ -100,7 +100,7 @@ func TestTrace_MidStreamPickups(t *testing.T) {
 			want: nft.VerdictAccept,
 			steps: []string{
 				"forward#8 ip saddr vmap @egress-v4 => jump " + egressB,
-				egressB + "#3 ip daddr @" + egressB + ".any4 return => return",
+				egressB + "#5 ip daddr @" + egressB + ".any4 return => return",
 				jumpStep,
 				"forward: policy accept",
 			},
@@ -150,7 +150,7 @@ func TestTrace_MidStreamPickups(t *testing.T) {
 			want: nft.VerdictDrop,
 			steps: []string{
 				"forward#8 ip saddr vmap @egress-v4 => jump " + egressB,
-				egressB + "#7 counter drop => drop",
+				egressB + "#9 counter drop => drop",
 			},
 		},
 	}

@@ -97,7 +97,7 @@ func TestTrace_Tiers(t *testing.T) {
 			steps: []string{
 				"forward#10 ip daddr vmap @ingress-v4 => jump " + a.Tiers,
 				a.Tiers + "#5 jump " + a.Chain + " => jump " + a.Chain,
-				a.Chain + "#3 ip saddr @" + a.AnyV4 + " return => return",
+				a.Chain + "#5 ip saddr @" + a.AnyV4 + " return => return",
 				"forward: policy accept",
 			},
 		},
@@ -143,7 +143,7 @@ func TestTrace_Tiers(t *testing.T) {
 				c.Tiers + "#1 ip daddr . meta l4proto vmap @" + nft.NewTierMaps(nft.TierBaseline, nft.Egress, "local", "", nft.TierVerdicts{}).Names.AnyV4 + " => return",
 				"forward#10 ip daddr vmap @ingress-v4 => jump " + a.Tiers,
 				a.Tiers + "#5 jump " + a.Chain + " => jump " + a.Chain,
-				a.Chain + "#7 counter drop => drop",
+				a.Chain + "#9 counter drop => drop",
 			},
 		},
 	}

@@ -1,7 +1,7 @@
 package nft_test
 
 // IP plan: local pod 10.244.1.10 (fd00::10) isolated for ingress, admitting
-// 10.244.2.0/24 and fd00:2::/64 on any port, 10.244.3.7 on tcp/80-81 and
+// 10.244.2.0/24, 10.244.4.4 and fd00:2::/64 on any port, 10.244.3.7 on tcp/80-81 and
 // 10.244.3.8 and fd00:3::8 on tcp/443; 192.0.2.1 is outside the cluster.
 
 import (
@@ -19,7 +19,11 @@ func traceFixture() *nft.Ruleset {
 	r.AddIsolatedEndpoint(nft.Ingress, "x/a",
 		[]netip.Addr{netip.MustParseAddr("10.244.1.10"), netip.MustParseAddr("fd00::10")},
 		nft.AllowList{
-			AnyPort: []nft.Range{nft.PrefixRange(netip.MustParsePrefix("10.244.2.0/24")), nft.PrefixRange(netip.MustParsePrefix("fd00:2::/64"))},
+			AnyPort: []nft.Range{
+				nft.PrefixRange(netip.MustParsePrefix("10.244.2.0/24")),
+				nft.Addr(netip.MustParseAddr("10.244.4.4")),
+				nft.PrefixRange(netip.MustParsePrefix("fd00:2::/64")),
+			},
 			Ports: []nft.PortAllow{
 				{Peer: nft.Addr(netip.MustParseAddr("10.244.3.7")), Proto: nft.ProtoTCP, Ports: nft.PortRange(80, 81)},
 				{Peer: nft.Addr(netip.MustParseAddr("10.244.3.8")), Proto: nft.ProtoTCP, Ports: nft.Port(443)},
@@ -49,7 +53,7 @@ func TestTrace_PacketPaths(t *testing.T) {
 			want: nft.VerdictAccept,
 			steps: []string{
 				"forward#10 ip daddr vmap @ingress-v4 => jump " + chain,
-				chain + "#3 ip saddr @" + chain + ".any4 return => return",
+				chain + "#5 ip saddr @" + chain + ".any4 return => return",
 				"forward: policy accept",
 			},
 		},
@@ -59,7 +63,7 @@ func TestTrace_PacketPaths(t *testing.T) {
 			want: nft.VerdictDrop,
 			steps: []string{
 				"forward#10 ip daddr vmap @ingress-v4 => jump " + chain,
-				chain + "#7 counter drop => drop",
+				chain + "#9 counter drop => drop",
 			},
 		},
 		{
@@ -71,6 +75,21 @@ func TestTrace_PacketPaths(t *testing.T) {
 				chain + "#1 ip saddr . meta l4proto . th dport @" + chain + ".exact4 return => return",
 				"forward: policy accept",
 			},
+		},
+		{
+			name: "one any-port peer address is found in the addr (hash) set",
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.4.4"), Dst: ip("10.244.1.10"), Proto: nft.ProtoICMP, CtState: nft.CtStateNew},
+			want: nft.VerdictAccept,
+			steps: []string{
+				"forward#10 ip daddr vmap @ingress-v4 => jump " + chain,
+				chain + "#3 ip saddr @" + chain + ".addr4 return => return",
+				"forward: policy accept",
+			},
+		},
+		{
+			name: "its neighbour is not",
+			pkt:  nft.Packet{Hook: nft.HookForward, Src: ip("10.244.4.5"), Dst: ip("10.244.1.10"), Proto: nft.ProtoICMP, CtState: nft.CtStateNew},
+			want: nft.VerdictDrop,
 		},
 		{
 			name: "an exact element admits its one port only",
@@ -98,7 +117,7 @@ func TestTrace_PacketPaths(t *testing.T) {
 			want: nft.VerdictAccept,
 			steps: []string{
 				"forward#11 ip6 daddr vmap @ingress-v6 => jump " + chain,
-				chain + "#4 ip6 saddr @" + chain + ".any6 return => return",
+				chain + "#6 ip6 saddr @" + chain + ".any6 return => return",
 				"forward: policy accept",
 			},
 		},

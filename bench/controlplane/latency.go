@@ -249,7 +249,7 @@ func verdictName(v nft.VerdictKind) string {
 func allowListElements(rs *nft.Ruleset, pod policy.Pod) int {
 	n := nft.NamesFor(nft.Ingress, pod.Key())
 	total := 0
-	for _, name := range []string{n.ExactV4, n.ExactV6, n.AnyV4, n.AnyV6, n.PortsV4, n.PortsV6} {
+	for _, name := range []string{n.ExactV4, n.ExactV6, n.AddrV4, n.AddrV6, n.AnyV4, n.AnyV6, n.PortsV4, n.PortsV6} {
 		if s := rs.Sets[name]; s != nil {
 			total += len(s.Elements)
 		}

@@ -321,7 +321,7 @@ func TestVerify_DetectsAndRepairsDrift(t *testing.T) {
 		name  string
 		drift []string
 	}{
-		{name: "element deleted", drift: []string{"delete", "element", "inet", "nftpolicy", names.AnyV4, "{ 10.244.1.7 }"}},
+		{name: "element deleted", drift: []string{"delete", "element", "inet", "nftpolicy", names.AddrV4, "{ 10.244.1.7 }"}},
 		{name: "chain flushed", drift: []string{"flush", "chain", "inet", "nftpolicy", names.Chain}},
 		{name: "base chain flushed", drift: []string{"flush", "chain", "inet", "nftpolicy", "forward"}},
 		{name: "extra chain", drift: []string{"add", "chain", "inet", "nftpolicy", "intruder"}},

@@ -6,7 +6,7 @@ package kernel
 // fd00:244:1::2, b 10.244.1.3 and fd00:244:1::3 on the node's bridge; c
 // 10.244.9.2 routed). 240.0.0.0/4 and ffff::/16 are no pod: they only
 // give the any-port sets an interval that runs to the family's last
-// address.
+// address; fd00:244:1::99 is no pod either.
 
 import (
 	"context"
@@ -17,25 +17,27 @@ import (
 )
 
 // shapesPolicy isolates b for ingress with an allow-list that fills each
-// of its three kinds of set (nft.NewIsolatedEndpoint): before, a's IPv4
-// address on everything (any4, rbtree), a's IPv6 address on TCP 80
-// (exact6, hash) and c's /24 on UDP 53-54 (ports4, pipapo). After, every
-// box has changed shape: a's IPv4 address is gone, its IPv6 address has
-// TCP 80-81 (ports6), and c alone on UDP 53 (exact4).
+// of its four kinds of set (nft.NewIsolatedEndpoint). Before: a's IPv4
+// address, in 10.244.1.2/31, on everything (any4, rbtree); c on
+// everything (addr4, hash); a's IPv6 address on TCP 80 (exact6, hash).
+// After, every box has changed shape: a's IPv4 address on TCP 80 alone
+// (exact4), c's /24 on UDP 53-54 (ports4, pipapo), a's IPv6 address on TCP
+// 80-81 (ports6).
 func shapesPolicy(after bool) *nft.Ruleset {
 	r := nft.NewSkeleton()
 	allow := nft.AllowList{
-		AnyPort: []nft.Range{nft.Addr(podA4), mustPrefix("240.0.0.0/4"), mustPrefix("ffff::/16")},
-		Ports: []nft.PortAllow{
-			{Peer: nft.Addr(podA6), Proto: nft.ProtoTCP, Ports: nft.Port(80), Comment: "a"},
-			{Peer: mustPrefix("10.244.9.0/24"), Proto: nft.ProtoUDP, Ports: nft.PortRange(53, 54), Comment: "c's subnet"},
+		AnyPort: []nft.Range{
+			mustPrefix("10.244.1.2/31"), nft.Addr(podC4), mustPrefix("240.0.0.0/4"),
+			mustAddr("fd00:244:1::99"), mustPrefix("ffff::/16"),
 		},
+		Ports: []nft.PortAllow{{Peer: nft.Addr(podA6), Proto: nft.ProtoTCP, Ports: nft.Port(80), Comment: "a"}},
 	}
 	if after {
 		allow = nft.AllowList{
 			AnyPort: []nft.Range{mustPrefix("240.0.0.0/4"), mustPrefix("ffff::/16")},
 			Ports: []nft.PortAllow{
-				{Peer: nft.Addr(podC4), Proto: nft.ProtoUDP, Ports: nft.Port(53), Comment: "c"},
+				{Peer: nft.Addr(podA4), Proto: nft.ProtoTCP, Ports: nft.Port(80), Comment: "a"},
+				{Peer: mustPrefix("10.244.9.0/24"), Proto: nft.ProtoUDP, Ports: nft.PortRange(53, 54), Comment: "c's subnet"},
 				{Peer: nft.Addr(podA6), Proto: nft.ProtoTCP, Ports: nft.PortRange(80, 81), Comment: "a"},
 			},
 		}
@@ -68,32 +70,33 @@ func TestSync_AllowListShapesRealPackets(t *testing.T) {
 	}{
 		{
 			name: "before",
-			sets: map[string]int{n.AnyV4: 2, n.AnyV6: 1, n.ExactV6: 1, n.PortsV4: 1},
+			sets: map[string]int{n.AnyV4: 2, n.AddrV4: 1, n.AddrV6: 1, n.AnyV6: 1, n.ExactV6: 1},
 			flows: []flow{
-				{"a to b tcp/81: a on everything (any4)", tp.a, "tcp", netip.AddrPortFrom(podB4, 81), true},
-				{"a to b udp/54: a on everything (any4)", tp.a, "udp", netip.AddrPortFrom(podB4, 54), true},
+				{"a to b tcp/81: a's range on everything (any4)", tp.a, "tcp", netip.AddrPortFrom(podB4, 81), true},
+				{"a to b udp/54: a's range on everything (any4)", tp.a, "udp", netip.AddrPortFrom(podB4, 54), true},
+				{"c to b tcp/80: c on everything (addr4)", tp.c, "tcp", netip.AddrPortFrom(podB4, 80), true},
+				{"c to b udp/54: c on everything (addr4)", tp.c, "udp", netip.AddrPortFrom(podB4, 54), true},
 				{"a to b tcp/80 over IPv6 (exact6)", tp.a, "tcp", netip.AddrPortFrom(podB6, 80), true},
 				{"a to b tcp/81 over IPv6: not its port", tp.a, "tcp", netip.AddrPortFrom(podB6, 81), false},
-				{"c to b udp/54: c's subnet on a port range (ports4)", tp.c, "udp", netip.AddrPortFrom(podB4, 54), true},
-				{"c to b tcp/80: not its protocol", tp.c, "tcp", netip.AddrPortFrom(podB4, 80), false},
 			},
 		},
 		{
 			name:  "after every element changed shape",
 			after: true,
-			sets:  map[string]int{n.AnyV4: 1, n.AnyV6: 1, n.ExactV4: 1, n.PortsV6: 1},
+			sets:  map[string]int{n.AnyV4: 1, n.AnyV6: 1, n.ExactV4: 1, n.PortsV4: 1, n.PortsV6: 1},
 			flows: []flow{
-				{"a to b tcp/81: a's IPv4 address is gone", tp.a, "tcp", netip.AddrPortFrom(podB4, 81), false},
+				{"a to b tcp/80: one port (exact4)", tp.a, "tcp", netip.AddrPortFrom(podB4, 80), true},
+				{"a to b tcp/81: no longer admitted", tp.a, "tcp", netip.AddrPortFrom(podB4, 81), false},
+				{"c to b udp/54: c's subnet on a port range (ports4)", tp.c, "udp", netip.AddrPortFrom(podB4, 54), true},
+				{"c to b tcp/80: not its protocol", tp.c, "tcp", netip.AddrPortFrom(podB4, 80), false},
 				{"a to b tcp/81 over IPv6: now a port range (ports6)", tp.a, "tcp", netip.AddrPortFrom(podB6, 81), true},
-				{"c to b udp/53: c alone on one port (exact4)", tp.c, "udp", netip.AddrPortFrom(podB4, 53), true},
-				{"c to b udp/54: no longer admitted", tp.c, "udp", netip.AddrPortFrom(podB4, 54), false},
 			},
 		},
 	}
 	s := newSyncer(t, tp.nodeFd)
 	for _, st := range steps {
 		r := shapesPolicy(st.after)
-		for _, name := range []string{n.ExactV4, n.ExactV6, n.AnyV4, n.AnyV6, n.PortsV4, n.PortsV6} {
+		for _, name := range []string{n.ExactV4, n.ExactV6, n.AddrV4, n.AddrV6, n.AnyV4, n.AnyV6, n.PortsV4, n.PortsV6} {
 			if got := len(r.Sets[name].Elements); got != st.sets[name] {
 				t.Fatalf("%s: set %s has %d elements, want %d", st.name, name, got, st.sets[name])
 			}

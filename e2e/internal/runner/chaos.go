@@ -503,12 +503,13 @@ func (c *chaosRun) faults(ctx context.Context) error {
 			return []string{"insert", "rule", "inet", nft.TableName, nft.ChainForward, "accept"}
 		})},
 		{"nft: flush a set (the server's allow-list)", 1, c.tamper(func(ch string) []string {
-			// The clients' elements land in exact4, any4 or ports4 by
-			// their shape (adjacent client addresses join into a range):
-			// flush all three, in one nft transaction.
+			// The clients' elements land in exact4 or ports4 by their
+			// shape (adjacent client addresses join into a range), and
+			// could be in addr4 or any4: flush all four, in one nft
+			// transaction.
 			n := nft.NamesFor(nft.Ingress, chaosNamespace+"/server")
 			var args []string
-			for _, set := range []string{n.ExactV4, n.AnyV4, n.PortsV4} {
+			for _, set := range []string{n.ExactV4, n.AddrV4, n.AnyV4, n.PortsV4} {
 				args = append(args, "flush", "set", "inet", nft.TableName, set, ";")
 			}
 			return args[:len(args)-1]
