@@ -142,6 +142,9 @@ func TestDiff_ElementChangesShape(t *testing.T) {
 	twoPeers := with(nft.AllowList{Ports: []nft.PortAllow{{Peer: nft.AddrRange(netip.MustParseAddr("10.244.2.7"), netip.MustParseAddr("10.244.2.8")), Proto: nft.ProtoTCP, Ports: nft.Port(80)}}})
 	anyPort := with(nft.AllowList{AnyPort: []nft.Range{remote4(7)}})
 	anyPorts := with(nft.AllowList{AnyPort: []nft.Range{nft.AddrRange(netip.MustParseAddr("10.244.2.7"), netip.MustParseAddr("10.244.2.8"))}})
+	// More addresses than are spelled out one by one into a hash set.
+	bigRange := with(nft.AllowList{Ports: []nft.PortAllow{{Peer: nft.PrefixRange(netip.MustParsePrefix("10.244.2.0/27")), Proto: nft.ProtoTCP, Ports: nft.Port(80)}}})
+	anyBig := with(nft.AllowList{AnyPort: []nft.Range{nft.PrefixRange(netip.MustParsePrefix("10.244.2.0/27"))}})
 	v6 := with(nft.AllowList{Ports: []nft.PortAllow{{Peer: nft.Addr(netip.MustParseAddr("fd00:244:2::7")), Proto: nft.ProtoUDP, Ports: nft.Port(53)}}})
 	tests := []struct {
 		name     string
@@ -152,11 +155,15 @@ func TestDiff_ElementChangesShape(t *testing.T) {
 			want: []string{"delete-elements " + n.ExactV4 + " (1)", "add-elements " + n.PortsV4 + " (1)"}},
 		{name: "a port range narrows to one port", old: twoPorts, new: onePort,
 			want: []string{"delete-elements " + n.PortsV4 + " (1)", "add-elements " + n.ExactV4 + " (1)"}},
-		{name: "one peer becomes a range of peers", old: onePort, new: twoPeers,
+		{name: "a neighbour joins a peer on one port: the small range is spelled out", old: onePort, new: twoPeers,
+			want: []string{"add-elements " + n.ExactV4 + " (1)"}},
+		{name: "one peer becomes a range of 32", old: onePort, new: bigRange,
 			want: []string{"delete-elements " + n.ExactV4 + " (1)", "add-elements " + n.PortsV4 + " (1)"}},
 		{name: "a peer on one port is allowed every port", old: onePort, new: anyPort,
 			want: []string{"delete-elements " + n.ExactV4 + " (1)", "add-elements " + n.AddrV4 + " (1)"}},
 		{name: "a peer allowed everything gets a neighbour", old: anyPort, new: anyPorts,
+			want: []string{"add-elements " + n.AddrV4 + " (1)"}},
+		{name: "a peer allowed everything becomes a range of 32", old: anyPort, new: anyBig,
 			want: []string{"delete-elements " + n.AddrV4 + " (1)", "add-elements " + n.AnyV4 + " (1)"}},
 		{name: "IPv6 exact elements have sets of their own", old: onePort, new: v6,
 			want: []string{"delete-elements " + n.ExactV4 + " (1)", "add-elements " + n.ExactV6 + " (1)"}},

@@ -211,10 +211,58 @@ type PortAllow struct {
 	Comment string
 }
 
-// exact reports whether p is one address on one port: a key a hash set
-// can hold, with no interval in it.
-func (p PortAllow) exact() bool {
-	return bytes.Equal(p.Peer.From, p.Peer.To) && bytes.Equal(p.Ports.From, p.Ports.To)
+// exactKeys is the number of hash keys (address . protocol . port) p is
+// held as: one per address of its peer when it admits one port and its
+// peer is small enough to spell out (spelledOut), else 0.
+func (p PortAllow) exactKeys() int {
+	if !bytes.Equal(p.Ports.From, p.Ports.To) {
+		return 0
+	}
+	return spelledOut(p.Peer)
+}
+
+// spellOutMax is the most addresses a peer range may hold to be held
+// address by address in a hash set rather than as one range in the rbtree
+// or in pipapo. Pods of one node get adjacent addresses, which the fold
+// joins into ranges: spelled out, a pod joining or leaving such a run adds
+// or deletes its own hash element instead of replacing a range element of
+// a slower backend. Each address is an element; 16 bounds what that costs.
+const spellOutMax = 16
+
+// spelledOut is the number of addresses of r when it holds at most
+// spellOutMax of them, else 0.
+func spelledOut(r Range) int {
+	if bytes.Equal(r.From, r.To) {
+		return 1
+	}
+	from, _ := netip.AddrFromSlice(r.From)
+	to, _ := netip.AddrFromSlice(r.To)
+	n := 1
+	for a := from; a != to; a = a.Next() {
+		if n == spellOutMax || !a.IsValid() {
+			return 0
+		}
+		n++
+	}
+	return n
+}
+
+// eachAddr calls fn with each address of r, as a single-address Range,
+// in order. A single address is passed as r itself, not copied.
+func eachAddr(r Range, fn func(Range)) {
+	if bytes.Equal(r.From, r.To) {
+		fn(r)
+		return
+	}
+	from, _ := netip.AddrFromSlice(r.From)
+	to, _ := netip.AddrFromSlice(r.To)
+	for a := from; a.IsValid(); a = a.Next() {
+		b := a.AsSlice()
+		fn(Range{From: b, To: b})
+		if a == to {
+			return
+		}
+	}
 }
 
 // EndpointNames are the names of one pod's chains and sets for one
@@ -326,12 +374,14 @@ func NewAuditEndpoint(dir Direction, id string, addrs []netip.Addr, allow AllowL
 // overlaps: 1,500 single addresses in each of 110 sets took 3-4 times as
 // long to build as in pipapo). So:
 //   - exact4/exact6 (hash, `addr . l4proto . th dport`) hold the boxes of
-//     one address on one protocol and one port: a pod admitted on a port,
-//     the commonest element;
-//   - addr4/addr6 (hash, `addr`) hold the single addresses allowed on
-//     every protocol and port: a pod admitted on everything;
-//   - any4/any6 (rbtree, `addr`) hold the address ranges allowed on every
-//     protocol and port (CIDRs, runs of adjacent pod addresses);
+//     one protocol and one port, address by address: a pod admitted on a
+//     port, the commonest element (a peer range of up to spellOutMax
+//     addresses is spelled out);
+//   - addr4/addr6 (hash, `addr`) hold the addresses allowed on every
+//     protocol and port, one by one: a pod admitted on everything (again
+//     with ranges of up to spellOutMax addresses spelled out);
+//   - any4/any6 (rbtree, `addr`) hold the larger address ranges allowed on
+//     every protocol and port (CIDRs);
 //   - ports4/ports6 (pipapo) keep everything else: address ranges or port
 //     ranges on one protocol.
 //
@@ -360,41 +410,43 @@ func newAllowListEndpoint(dir Direction, id string, addrs []netip.Addr, allow Al
 	any6 := &Set{Name: n.AnyV6, Comment: comment, KeyTypes: []KeyType{TypeIPv6Addr}, Interval: true}
 	ports4 := &Set{Name: n.PortsV4, Comment: comment, KeyTypes: portKey4, Interval: true}
 	ports6 := &Set{Name: n.PortsV6, Comment: comment, KeyTypes: portKey6, Interval: true}
-	b := newElementBuilder(len(allow.AnyPort) + 3*len(allow.Ports))
 	// Room for exactly the elements of each set (see sizeByFamily), by
 	// family.
 	var exactN, portsN, addrN, anyN [2]int
 	for _, p := range allow.Ports {
-		if p.exact() {
-			exactN[family(p.Peer)]++
+		if k := p.exactKeys(); k > 0 {
+			exactN[family(p.Peer)] += k
 		} else {
 			portsN[family(p.Peer)]++
 		}
 	}
 	for _, p := range allow.AnyPort {
-		if bytes.Equal(p.From, p.To) {
-			addrN[family(p)]++
+		if k := spelledOut(p); k > 0 {
+			addrN[family(p)] += k
 		} else {
 			anyN[family(p)]++
 		}
 	}
+	b := newElementBuilder(addrN[0] + addrN[1] + anyN[0] + anyN[1] + 3*(exactN[0]+exactN[1]+portsN[0]+portsN[1]))
 	exact4.Elements, exact6.Elements = slices.Grow(exact4.Elements, exactN[0]), slices.Grow(exact6.Elements, exactN[1])
 	addr4.Elements, addr6.Elements = slices.Grow(addr4.Elements, addrN[0]), slices.Grow(addr6.Elements, addrN[1])
 	any4.Elements, any6.Elements = slices.Grow(any4.Elements, anyN[0]), slices.Grow(any6.Elements, anyN[1])
 	ports4.Elements, ports6.Elements = slices.Grow(ports4.Elements, portsN[0]), slices.Grow(ports6.Elements, portsN[1])
 	for _, p := range allow.AnyPort {
-		if bytes.Equal(p.From, p.To) {
-			appendByFamily(addr4, addr6, p, Element{Key: b.key(p)})
+		if spelledOut(p) > 0 {
+			eachAddr(p, func(a Range) { appendByFamily(addr4, addr6, a, Element{Key: b.key(a)}) })
 		} else {
 			appendByFamily(any4, any6, p, Element{Key: b.key(p)})
 		}
 	}
 	for _, p := range allow.Ports {
-		el := Element{Key: b.key(p.Peer, b.proto(p.Proto), p.Ports), Comment: p.Comment}
-		if p.exact() {
-			appendByFamily(exact4, exact6, p.Peer, el)
+		if p.exactKeys() > 0 {
+			proto := b.proto(p.Proto)
+			eachAddr(p.Peer, func(a Range) {
+				appendByFamily(exact4, exact6, a, Element{Key: b.key(a, proto, p.Ports), Comment: p.Comment})
+			})
 		} else {
-			appendByFamily(ports4, ports6, p.Peer, el)
+			appendByFamily(ports4, ports6, p.Peer, Element{Key: b.key(p.Peer, b.proto(p.Proto), p.Ports), Comment: p.Comment})
 		}
 	}
 	rules := []Rule{

@@ -18,7 +18,8 @@ import (
 
 // shapesPolicy isolates b for ingress with an allow-list that fills each
 // of its four kinds of set (nft.NewIsolatedEndpoint). Before: a's IPv4
-// address, in 10.244.1.2/31, on everything (any4, rbtree); c on
+// address, in 10.244.1.0/27 (too many addresses to spell out one by one),
+// on everything (any4, rbtree); c on
 // everything (addr4, hash); a's IPv6 address on TCP 80 (exact6, hash).
 // After, every box has changed shape: a's IPv4 address on TCP 80 alone
 // (exact4), c's /24 on UDP 53-54 (ports4, pipapo), a's IPv6 address on TCP
@@ -27,7 +28,7 @@ func shapesPolicy(after bool) *nft.Ruleset {
 	r := nft.NewSkeleton()
 	allow := nft.AllowList{
 		AnyPort: []nft.Range{
-			mustPrefix("10.244.1.2/31"), nft.Addr(podC4), mustPrefix("240.0.0.0/4"),
+			mustPrefix("10.244.1.0/27"), nft.Addr(podC4), mustPrefix("240.0.0.0/4"),
 			mustAddr("fd00:244:1::99"), mustPrefix("ffff::/16"),
 		},
 		Ports: []nft.PortAllow{{Peer: nft.Addr(podA6), Proto: nft.ProtoTCP, Ports: nft.Port(80), Comment: "a"}},
