@@ -300,8 +300,8 @@ func NamesFor(dir Direction, id string) EndpointNames {
 		ExactV6: chain + ".exact6",
 		AddrV4:  chain + ".addr4",
 		AddrV6:  chain + ".addr6",
-		AnyV4:   chain + ".any4",
-		AnyV6:   chain + ".any6",
+		AnyV4:   chain + ".cidr4",
+		AnyV6:   chain + ".cidr6",
 		PortsV4: chain + ".ports4",
 		PortsV6: chain + ".ports6",
 		Tiers:   chain + ".tiers",
@@ -380,8 +380,12 @@ func NewAuditEndpoint(dir Direction, id string, addrs []netip.Addr, allow AllowL
 //   - addr4/addr6 (hash, `addr`) hold the addresses allowed on every
 //     protocol and port, one by one: a pod admitted on everything (again
 //     with ranges of up to spellOutMax addresses spelled out);
-//   - any4/any6 (rbtree, `addr`) hold the larger address ranges allowed on
-//     every protocol and port (CIDRs);
+//   - cidr4/cidr6 (rbtree, `addr`) hold the larger address ranges allowed on
+//     every protocol and port (CIDRs). They are not called any4/any6 as
+//     the one concatenated set of the layout before them was: the first
+//     sync of an upgraded agent keeps a set of the same name only when its
+//     type matches, so a new name lets that sync delete the old set and
+//     keep the pipapo ports sets instead of failing and deleting them all;
 //   - ports4/ports6 (pipapo) keep everything else: address ranges or port
 //     ranges on one protocol.
 //

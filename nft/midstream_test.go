@@ -100,7 +100,7 @@ func TestTrace_MidStreamPickups(t *testing.T) {
 			want: nft.VerdictAccept,
 			steps: []string{
 				"forward#8 ip saddr vmap @egress-v4 => jump " + egressB,
-				egressB + "#5 ip daddr @" + egressB + ".any4 return => return",
+				egressB + "#5 ip daddr @" + egressB + ".cidr4 return => return",
 				jumpStep,
 				"forward: policy accept",
 			},

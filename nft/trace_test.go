@@ -53,7 +53,7 @@ func TestTrace_PacketPaths(t *testing.T) {
 			want: nft.VerdictAccept,
 			steps: []string{
 				"forward#10 ip daddr vmap @ingress-v4 => jump " + chain,
-				chain + "#5 ip saddr @" + chain + ".any4 return => return",
+				chain + "#5 ip saddr @" + chain + ".cidr4 return => return",
 				"forward: policy accept",
 			},
 		},
@@ -117,7 +117,7 @@ func TestTrace_PacketPaths(t *testing.T) {
 			want: nft.VerdictAccept,
 			steps: []string{
 				"forward#11 ip6 daddr vmap @ingress-v6 => jump " + chain,
-				chain + "#6 ip6 saddr @" + chain + ".any6 return => return",
+				chain + "#6 ip6 saddr @" + chain + ".cidr6 return => return",
 				"forward: policy accept",
 			},
 		},

@@ -505,7 +505,7 @@ func (c *chaosRun) faults(ctx context.Context) error {
 		{"nft: flush a set (the server's allow-list)", 1, c.tamper(func(ch string) []string {
 			// The clients' elements land in exact4 or ports4 by their
 			// shape (adjacent client addresses join into a range), and
-			// could be in addr4 or any4: flush all four, in one nft
+			// could be in addr4 or cidr4: flush all four, in one nft
 			// transaction.
 			n := nft.NamesFor(nft.Ingress, chaosNamespace+"/server")
 			var args []string
