@@ -191,7 +191,7 @@ func jumpTargets(r *nft.Ruleset, maps ...string) int {
 			continue
 		}
 		for _, e := range s.Elements {
-			if e.Verdict.Kind == nft.VerdictJump {
+			if e.Verdict.Target() != "" {
 				seen[e.Verdict.Chain] = struct{}{}
 			}
 		}

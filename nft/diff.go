@@ -293,7 +293,7 @@ func unjumpDeletedMaps(old, desired *Ruleset) []Op {
 		}
 		var jumps []Element
 		for _, e := range old.Sets[name].Elements {
-			if e.Verdict.Kind == VerdictJump {
+			if e.Verdict.Target() != "" {
 				jumps = append(jumps, e)
 			}
 		}

@@ -364,6 +364,8 @@ func (v Verdict) String() string {
 		return "return"
 	case VerdictJump:
 		return "jump " + v.Chain
+	case VerdictGoto:
+		return "goto " + v.Chain
 	}
 	return ""
 }

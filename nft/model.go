@@ -282,6 +282,10 @@ const (
 	VerdictDrop                      // drop
 	VerdictReturn                    // return to the calling chain
 	VerdictJump                      // jump Chain
+	// VerdictGoto is `goto Chain`: like a jump, but the chain's end (or
+	// its return) goes back to where the current chain was called from,
+	// not to the rule after the goto.
+	VerdictGoto
 )
 
 // Verdict is a verdict with its target chain for jumps.
@@ -299,6 +303,17 @@ var (
 
 // Jump returns a jump to chain.
 func Jump(chain string) Verdict { return Verdict{Kind: VerdictJump, Chain: chain} }
+
+// Goto returns a goto to chain.
+func Goto(chain string) Verdict { return Verdict{Kind: VerdictGoto, Chain: chain} }
+
+// Target is the chain v jumps or goes to, empty for the other verdicts.
+func (v Verdict) Target() string {
+	if v.Kind == VerdictJump || v.Kind == VerdictGoto {
+		return v.Chain
+	}
+	return ""
+}
 
 // Protocol numbers used in keys.
 const (

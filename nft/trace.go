@@ -153,7 +153,7 @@ func (t *tracer) run(c *Chain, depth int) (v VerdictKind, done bool) {
 			return verdict.Kind, true
 		case VerdictReturn:
 			return 0, false
-		case VerdictJump:
+		case VerdictJump, VerdictGoto:
 			target, ok := t.r.Chains[verdict.Chain]
 			if !ok {
 				t.step("jump to missing chain %s: drop", verdict.Chain)
@@ -161,6 +161,10 @@ func (t *tracer) run(c *Chain, depth int) (v VerdictKind, done bool) {
 			}
 			if v, done := t.run(target, depth+1); done {
 				return v, true
+			}
+			if verdict.Kind == VerdictGoto {
+				// The target's end returns to this chain's caller.
+				return 0, false
 			}
 		}
 	}

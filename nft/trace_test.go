@@ -279,3 +279,27 @@ func TestTrace_UnknownLocalGuard(t *testing.T) {
 		})
 	}
 }
+
+// A goto's target returns to the chain that called the goto's chain, not
+// to the rule after the goto: the audit chain that an Accept's element
+// goes to ends the tier chain as a return would.
+func TestTrace_GotoReturnsToTheCaller(t *testing.T) {
+	r := nft.NewRuleset()
+	r.AddChain(&nft.Chain{Name: "base", Hook: &nft.Hook{Name: nft.HookForward, Policy: nft.VerdictAccept}, Rules: []nft.Rule{
+		{Verdict: nft.Jump("middle")},
+		{Verdict: nft.Drop},
+	}})
+	r.AddChain(&nft.Chain{Name: "middle", Rules: []nft.Rule{
+		{Verdict: nft.Goto("target")},
+		{Verdict: nft.Accept}, // never: the goto does not come back here
+	}})
+	r.AddChain(&nft.Chain{Name: "target", Rules: []nft.Rule{{Verdict: nft.Return}}})
+	res := r.Trace(nft.Packet{Hook: nft.HookForward, Src: ip("10.244.2.9"), Dst: ip("10.244.1.10"), Proto: nft.ProtoTCP, DstPort: 80, CtState: nft.CtStateNew})
+	want := []string{"base#1 jump middle => jump middle", "middle#1 goto target => goto target", "target#1 return => return", "base#2 drop => drop"}
+	if diff := cmp.Diff(want, res.Steps); diff != "" || res.Verdict != nft.VerdictDrop {
+		t.Errorf("verdict %v, steps (-want +got):\n%s", res.Verdict, diff)
+	}
+	if !strings.Contains(r.Dump(), "goto target") {
+		t.Errorf("Dump has no goto:\n%s", r.Dump())
+	}
+}

@@ -184,6 +184,8 @@ func renderVerdict(v nft.Verdict) expr.Verdict {
 		return expr.Verdict{Kind: expr.VerdictReturn}
 	case nft.VerdictJump:
 		return expr.Verdict{Kind: expr.VerdictJump, Chain: v.Chain}
+	case nft.VerdictGoto:
+		return expr.Verdict{Kind: expr.VerdictGoto, Chain: v.Chain}
 	}
 	return expr.Verdict{Kind: expr.VerdictContinue}
 }

@@ -93,7 +93,7 @@ func (r table) applyAddElements(set string, elems []nft.Element) error {
 		if slices.ContainsFunc(s.Elements, func(x nft.Element) bool { return keyString(x.Key) == keyString(e.Key) }) {
 			return fmt.Errorf("set %q already has element %x", set, keyString(e.Key))
 		}
-		if e.Verdict.Kind == nft.VerdictJump && r.Chains[e.Verdict.Chain] == nil {
+		if e.Verdict.Target() != "" && r.Chains[e.Verdict.Chain] == nil {
 			return fmt.Errorf("element of %q jumps to missing chain %q", set, e.Verdict.Chain)
 		}
 		s.Elements = append(s.Elements, cloneElement(e))
@@ -115,7 +115,7 @@ func (r table) applyReplaceRules(c *nft.Chain) error {
 		}
 	}
 	for _, rule := range c.Rules {
-		if rule.Verdict.Kind == nft.VerdictJump && r.Chains[rule.Verdict.Chain] == nil {
+		if rule.Verdict.Target() != "" && r.Chains[rule.Verdict.Chain] == nil {
 			return fmt.Errorf("chain %q jumps to missing chain %q", c.Name, rule.Verdict.Chain)
 		}
 	}
@@ -158,14 +158,14 @@ func (r table) applyDeleteChain(name string) error {
 func (r table) jumpersTo(chain string) string {
 	for _, c := range r.Chains {
 		for _, rule := range c.Rules {
-			if rule.Verdict.Kind == nft.VerdictJump && rule.Verdict.Chain == chain {
+			if rule.Verdict.Target() == chain {
 				return "chain " + c.Name
 			}
 		}
 	}
 	for _, s := range r.Sets {
 		for _, e := range s.Elements {
-			if e.Verdict.Kind == nft.VerdictJump && e.Verdict.Chain == chain {
+			if e.Verdict.Target() == chain {
 				return "map " + s.Name
 			}
 		}

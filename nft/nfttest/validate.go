@@ -35,7 +35,7 @@ func (r table) validateSet(s *nft.Set) []error {
 			errs = append(errs, fmt.Errorf("set %s element %d: %d key fields, want %d", s.Name, i, len(e.Key), len(s.KeyTypes)))
 			continue
 		}
-		if s.IsVerdictMap && e.Verdict.Kind == nft.VerdictJump && r.Chains[e.Verdict.Chain] == nil {
+		if s.IsVerdictMap && e.Verdict.Target() != "" && r.Chains[e.Verdict.Chain] == nil {
 			errs = append(errs, fmt.Errorf("set %s element %d: jump to missing chain %s", s.Name, i, e.Verdict.Chain))
 		}
 		for j, k := range e.Key {
@@ -47,7 +47,7 @@ func (r table) validateSet(s *nft.Set) []error {
 				errs = append(errs, fmt.Errorf("set %s element %d: range in a set without intervals", s.Name, i))
 			}
 		}
-		if s.IsVerdictMap && e.Verdict.Kind == nft.VerdictJump {
+		if s.IsVerdictMap && e.Verdict.Target() != "" {
 			if _, ok := r.Chains[e.Verdict.Chain]; !ok {
 				errs = append(errs, fmt.Errorf("map %s element %d: jump to missing chain %s", s.Name, i, e.Verdict.Chain))
 			}
@@ -121,7 +121,7 @@ func (r table) validateRule(rule nft.Rule) error {
 		}
 		return nil
 	}
-	if rule.Verdict.Kind == nft.VerdictJump {
+	if rule.Verdict.Target() != "" {
 		if _, ok := r.Chains[rule.Verdict.Chain]; !ok {
 			return fmt.Errorf("jump to missing chain %s", rule.Verdict.Chain)
 		}
