@@ -110,8 +110,10 @@ func cutPrefix(p string) string {
 // Decision is what a deny-log prefix says: the verdict, "drop" for an
 // allow-list drop (Chain is the pod chain that dropped), "audit" for what
 // an audit chain would have dropped (Chain is that chain; the packet went
-// on) or "deny" for a ClusterNetworkPolicy Deny rule (Policy and Rule name
-// it), and the direction.
+// on) or what an audited ClusterNetworkPolicy Deny rule would have denied
+// (Policy and Rule name it, Chain is empty; the packet went on), or "deny"
+// for a ClusterNetworkPolicy Deny rule (Policy and Rule name it), and the
+// direction.
 type Decision struct {
 	Verdict string
 	Chain   string
@@ -120,8 +122,8 @@ type Decision struct {
 	Dir     Direction
 }
 
-// ParseLogPrefix reads a prefix written by DropPrefix, AuditPrefix or
-// DenyPrefix; ok is false for any other prefix.
+// ParseLogPrefix reads a prefix written by DropPrefix, AuditPrefix,
+// DenyPrefix or AuditRulePrefix; ok is false for any other prefix.
 func ParseLogPrefix(prefix string) (d Decision, ok bool) {
 	rest, found := strings.CutPrefix(prefix, DenyLogPrefix)
 	if !found {
@@ -131,7 +133,9 @@ func ParseLogPrefix(prefix string) (d Decision, ok bool) {
 	if !found || chain == "" {
 		return Decision{}, false
 	}
-	if verdict == VerdictWordDeny {
+	if verdict == VerdictWordDeny || (verdict == VerdictWordAudit && (strings.HasPrefix(chain, "in ") || strings.HasPrefix(chain, "out "))) {
+		// A ClusterNetworkPolicy rule: "deny in policy/rule", or
+		// "audit in policy/rule" for an audited one (AuditRulePrefix).
 		dir, rule, found := strings.Cut(chain, " ")
 		if !found || rule == "" {
 			return Decision{}, false
@@ -237,4 +241,54 @@ func dirWord(d Direction) string {
 		return "out"
 	}
 	return "in"
+}
+
+// AuditRuleChain is the chain that a tier verdict map element jumps or
+// goes to for traffic that the audited ClusterNetworkPolicy Deny rules
+// rules would deny (in the order the packet meets them; each policy's
+// first rule covering it): one log rule per rule, under the node's limit,
+// with AuditRulePrefix, and nothing dropped. What follows is the verdict
+// of the enforced rules alone:
+//
+//   - then empty: the chain ends, and the packet goes on. A map element
+//     reaches it with `jump` when the enforced rules leave the traffic to
+//     the next tier (the tier chain's next rule follows) and with `goto`
+//     when they accept it (the tier chain's caller, the base chain,
+//     follows, as after a `return` of the tier chain).
+//   - then a deny chain (DenyChain): the chain jumps there, which logs the
+//     enforced Deny and drops.
+//
+// Its name depends only on the rules and then, so maps shared by many pods
+// stay shared, like deny chains.
+func (d *DenyLog) AuditRuleChain(rules []DenyRule, then string) *Chain {
+	c := &Chain{Name: AuditRuleChainName(rules, then)}
+	for _, r := range rules {
+		c.Rules = append(c.Rules, Rule{Log: &Log{Limit: d.LimitName(), Prefix: AuditRulePrefix(r), Group: d.Group}})
+	}
+	if then != "" {
+		c.Rules = append(c.Rules, Rule{Verdict: Jump(then)})
+	}
+	return c
+}
+
+// AuditRuleChainName is the name of the audit chain of rules (at least
+// one) followed by then: a hash of all of it and the start of the first
+// rule's policy and name to read, "audit-in-1a2b3c4d-policy/rule".
+func AuditRuleChainName(rules []DenyRule, then string) string {
+	h := sha256.New()
+	for _, r := range rules {
+		fmt.Fprintf(h, "%s/%s/%s\x00", r.Dir, r.Policy, r.Rule)
+	}
+	h.Write([]byte(then))
+	tail := rules[0].Policy + "/" + rules[0].Rule
+	if len(tail) > 40 {
+		tail = tail[:40]
+	}
+	return "audit-" + dirWord(rules[0].Dir) + "-" + hex.EncodeToString(h.Sum(nil)[:4]) + "-" + tail
+}
+
+// AuditRulePrefix is the log prefix of what the audited Deny rule r would
+// deny, e.g. "nftpolicy audit in staged-deny/ingress[0]".
+func AuditRulePrefix(r DenyRule) string {
+	return cutPrefix(DenyLogPrefix + VerdictWordAudit + " " + dirWord(r.Dir) + " " + r.Policy + "/" + r.Rule)
 }

@@ -44,13 +44,23 @@ func TestDenyLog_PrefixRoundTrip(t *testing.T) {
 			t.Errorf("ParseLogPrefix(%q) = %+v, %v; want %+v", p, d, ok, want)
 		}
 	}
+	for _, r := range []nft.DenyRule{
+		{Dir: nft.Ingress, Policy: "staged-deny", Rule: "ingress[0]"},
+		{Dir: nft.Egress, Policy: "staged-block", Rule: "no imds"},
+	} {
+		p := nft.AuditRulePrefix(r)
+		d, ok := nft.ParseLogPrefix(p)
+		if want := (nft.Decision{Verdict: "audit", Policy: r.Policy, Rule: r.Rule, Dir: r.Dir}); !ok || d != want {
+			t.Errorf("ParseLogPrefix(%q) = %+v, %v; want %+v", p, d, ok, want)
+		}
+	}
 	longRule := nft.DenyRule{Dir: nft.Egress, Policy: strings.Repeat("p", 253), Rule: "r"}
 	if p := nft.DenyPrefix(longRule); len(p) > nft.MaxLogPrefix {
 		t.Errorf("deny prefix %q is %d bytes, the kernel takes %d", p, len(p), nft.MaxLogPrefix)
 	} else if d, ok := nft.ParseLogPrefix(p); !ok || d.Dir != nft.Egress || !strings.HasPrefix(longRule.Policy, d.Policy) {
 		t.Errorf("ParseLogPrefix(%q) = %+v, %v; want the policy's name cut short", p, d, ok)
 	}
-	for _, bad := range []string{"", "nftpolicy ", "nftpolicy drop", "nftpolicy drop x-1", "other drop in-1", "nftpolicy deny in", "nftpolicy deny up p/r"} {
+	for _, bad := range []string{"", "nftpolicy ", "nftpolicy drop", "nftpolicy drop x-1", "other drop in-1", "nftpolicy deny in", "nftpolicy deny up p/r", "nftpolicy audit in", "nftpolicy audit in "} {
 		if d, ok := nft.ParseLogPrefix(bad); ok {
 			t.Errorf("ParseLogPrefix(%q) = %+v, want not ok", bad, d)
 		}

@@ -31,7 +31,11 @@ func (t Tier) String() string {
 // on to judge the other one), a rule that denies gives Drop (with the deny
 // log on, a jump to its deny chain, which logs and drops). Traffic that a
 // Pass rule covers first, or that no rule covers, is in no element: the
-// lookup misses and the next tier decides.
+// lookup misses and the next tier decides. Traffic that audited Deny rules
+// would deny first jumps to an audit chain, which logs them and then
+// passes (falls off its end), or goes there (`goto`) when the enforced
+// rules accept it, so that the chain's end leaves the tier chain as a
+// Return would, or ends by jumping to the deny chain of the enforced Deny.
 //
 // As in AllowList, elements within AnyPort and within Ports must be
 // pairwise disjoint, and for a given peer and protocol at most one of the
@@ -44,6 +48,10 @@ type TierVerdicts struct {
 	// when the deny log is on (DenyLog.DenyChain); they go into every
 	// ruleset the maps go into.
 	DenyChains []*Chain
+	// AuditChains are the chains that verdicts jump or go to for traffic
+	// that audited Deny rules would deny (DenyLog.AuditRuleChain): they
+	// log it and go on with what the enforced rules decide.
+	AuditChains []*Chain
 }
 
 // ProtoVerdict is the verdict for Peer on protocols Protos, every port.
@@ -91,8 +99,9 @@ type TierMaps struct {
 	Names TierMapNames
 	// Sets are the any-port v4 and v6 maps, then the port v4 and v6 maps.
 	Sets [4]*Set
-	// DenyChains are the deny-log chains the maps jump to (TierVerdicts).
-	DenyChains []*Chain
+	// DenyChains and AuditChains are the chains the maps jump or go to
+	// (TierVerdicts).
+	DenyChains, AuditChains []*Chain
 }
 
 // NewTierMaps builds the maps of tier for direction dir, named after key
@@ -115,7 +124,8 @@ func NewTierMaps(tier Tier, dir Direction, key, comment string, v TierVerdicts) 
 	for _, p := range v.Ports {
 		appendByFamily(ports4, ports6, p.Peer, Element{Key: b.key(p.Peer, b.proto(p.Proto), p.Ports), Verdict: p.Verdict})
 	}
-	return &TierMaps{Tier: tier, Dir: dir, Names: n, Sets: [4]*Set{any4, any6, ports4, ports6}, DenyChains: v.DenyChains}
+	return &TierMaps{Tier: tier, Dir: dir, Names: n, Sets: [4]*Set{any4, any6, ports4, ports6},
+		DenyChains: v.DenyChains, AuditChains: v.AuditChains}
 }
 
 // lookups are the four rules of a tier chain that consult m: a hit ends
@@ -226,6 +236,9 @@ func (r *Ruleset) AddTieredEndpoint(e *TieredEndpoint) {
 				r.AddSet(s)
 			}
 			for _, c := range m.DenyChains {
+				r.AddChain(c)
+			}
+			for _, c := range m.AuditChains {
 				r.AddChain(c)
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	stdsync "sync"
 	"testing"
@@ -355,5 +356,115 @@ func TestAudit_RealPackets(t *testing.T) {
 	}
 	if got := rec.take(1); len(got) != 1 || got[0].Prefix != nft.DropPrefix(nft.NamesFor(nft.Ingress, "test/b").Chain) {
 		t.Errorf("enforced: records %+v, want one drop record", got)
+	}
+}
+
+// auditedTierPolicy is b's ingress with an Admin tier holding the
+// ClusterNetworkPolicy Deny rule staged ("UDP from a and c, TCP/81 from
+// a"), and an enforced NetworkPolicy allow-list admitting a on UDP 53.
+// Audited, the rule's elements lead through its audit chain and then on to
+// what the enforced rules alone decide: for a's UDP, the allow-list; for
+// a's TCP/81, an enforced Accept (the element goes to the chain, so its end
+// leaves the tier chain as a return would); for c's UDP/53, an enforced
+// Deny (the chain ends in that rule's deny chain). Enforced, staged denies
+// it all through its own deny chain.
+func auditedTierPolicy(log *nft.DenyLog, audit bool) (r *nft.Ruleset, staged, later nft.DenyRule) {
+	staged = nft.DenyRule{Dir: nft.Ingress, Policy: "staged", Rule: "no-a-c"}
+	later = nft.DenyRule{Dir: nft.Ingress, Policy: "later", Rule: "no-c-53"}
+	laterDeny := log.DenyChain(later)
+	v := nft.TierVerdicts{DenyChains: []*nft.Chain{laterDeny}}
+	var toAllowList, toAccept, toDeny nft.Verdict
+	if audit {
+		pass := log.AuditRuleChain([]nft.DenyRule{staged}, "")
+		thenDeny := log.AuditRuleChain([]nft.DenyRule{staged}, laterDeny.Name)
+		v.AuditChains = []*nft.Chain{pass, thenDeny}
+		toAllowList, toAccept, toDeny = nft.Jump(pass.Name), nft.Goto(pass.Name), nft.Jump(thenDeny.Name)
+	} else {
+		deny := log.DenyChain(staged)
+		v.DenyChains = append(v.DenyChains, deny)
+		toAllowList, toAccept, toDeny = nft.Jump(deny.Name), nft.Jump(deny.Name), nft.Jump(deny.Name)
+	}
+	udp := nft.ProtoRange(nft.ProtoUDP, nft.ProtoUDP)
+	v.AnyPort = []nft.ProtoVerdict{
+		{Peer: nft.Addr(podA4), Protos: udp, Verdict: toAllowList},
+		{Peer: nft.Addr(podA6), Protos: udp, Verdict: toAllowList},
+	}
+	v.Ports = []nft.PortVerdict{
+		{Peer: nft.Addr(podA4), Proto: nft.ProtoTCP, Ports: nft.Port(81), Verdict: toAccept},
+		{Peer: nft.Addr(podC4), Proto: nft.ProtoUDP, Ports: nft.Port(53), Verdict: toDeny},
+	}
+	r = nft.NewSkeleton()
+	r.SetDenyLog(log)
+	admin := nft.NewTierMaps(nft.TierAdmin, nft.Ingress, "staged,later", "Admin ingress rules of staged, later", v)
+	allow := nft.NewIsolatedEndpoint(nft.Ingress, "test/b", []netip.Addr{podB4, podB6}, nft.AllowList{Ports: []nft.PortAllow{
+		{Peer: nft.Addr(podA4), Proto: nft.ProtoUDP, Ports: nft.Port(53), Comment: "a"},
+		{Peer: nft.Addr(podA6), Proto: nft.ProtoUDP, Ports: nft.Port(53), Comment: "a"},
+	}}, log)
+	r.AddTieredEndpoint(nft.NewTieredEndpoint(nft.Ingress, "test/b", []netip.Addr{podB4, podB6}, admin, allow, nil))
+	return r, staged, later
+}
+
+// An audited ClusterNetworkPolicy Deny with real packets: what it matches
+// passes on to the enforced rules with exactly one record marked audit
+// naming it, whatever those decide (the allow-list admits or drops, an
+// Accept admits, a Deny denies, each with its own record); the table,
+// goto included, reads back as its dump. Enforced, the same rule drops.
+func TestAudit_TierDenyRealPackets(t *testing.T) {
+	requirePrivileges(t)
+	tp := buildTopology(t)
+	serve(t, tp.b, []int{81}, []int{53, 54})
+	s := newSyncer(t, tp.nodeFd)
+	log := &nft.DenyLog{Group: testLogGroup, Rate: 100, Burst: 100}
+	audited, staged, later := auditedTierPolicy(log, true)
+	sync(t, s, audited)
+	assertReadback(t, tp.node, audited)
+	if err := s.Verify(context.Background()); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	rec := listen(t, tp.nodeFd)
+	audit := nft.AuditRulePrefix(staged)
+	bDrop := nft.DropPrefix(nft.NamesFor(nft.Ingress, "test/b").Chain)
+	for _, f := range []struct {
+		name, from, proto string
+		dst               netip.AddrPort
+		passes            bool
+		records           []string // prefixes, in order
+	}{
+		{"a to b udp/53: audit record, then the allow-list admits", tp.a, "udp", netip.AddrPortFrom(podB4, 53), true, []string{audit}},
+		{"a to b udp/53 over IPv6: the same", tp.a, "udp", netip.AddrPortFrom(podB6, 53), true, []string{audit}},
+		{"a to b udp/54: audit record, then the allow-list drops", tp.a, "udp", netip.AddrPortFrom(podB4, 54), false, []string{audit, bDrop}},
+		{"a to b tcp/81: audit record, then the enforced Accept admits past the allow-list", tp.a, "tcp", netip.AddrPortFrom(podB4, 81), true, []string{audit}},
+		{"c to b udp/53 (routed): audit record, then the enforced Deny", tp.c, "udp", netip.AddrPortFrom(podB4, 53), false, []string{audit, nft.DenyPrefix(later)}},
+	} {
+		t.Run(f.name, func(t *testing.T) {
+			if err := probe(f.from, f.proto, f.dst); (err == nil) != f.passes {
+				t.Fatalf("probe: %v, want passes=%v", err, f.passes)
+			}
+			got := rec.take(len(f.records))
+			var prefixes []string
+			for _, p := range got {
+				prefixes = append(prefixes, p.Prefix)
+				if p.Dst != f.dst.Addr() || p.DstPort != f.dst.Port() {
+					t.Errorf("record %+v, want one of the packet to %s", p, f.dst)
+				}
+			}
+			if !slices.Equal(prefixes, f.records) {
+				t.Errorf("records %q, want %q", prefixes, f.records)
+			}
+		})
+	}
+	if d, ok := nft.ParseLogPrefix(audit); !ok || d != (nft.Decision{Verdict: nft.VerdictWordAudit, Policy: staged.Policy, Rule: staged.Rule, Dir: nft.Ingress}) {
+		t.Errorf("ParseLogPrefix(%q) = %+v, %v", audit, d, ok)
+	}
+
+	// The annotation removed: staged denies, logged as a deny.
+	enforced, _, _ := auditedTierPolicy(log, false)
+	sync(t, s, enforced)
+	assertReadback(t, tp.node, enforced)
+	if err := probe(tp.a, "udp", netip.AddrPortFrom(podB4, 53)); err == nil {
+		t.Error("enforced: a to b udp/53 passed, want dropped")
+	}
+	if got := rec.take(1); len(got) != 1 || got[0].Prefix != nft.DenyPrefix(staged) {
+		t.Errorf("enforced: records %+v, want one deny record of %s", got, nft.DenyPrefix(staged))
 	}
 }
