@@ -1,6 +1,6 @@
 package policy
 
-// Audit mode: staging a NetworkPolicy before it enforces.
+// Audit mode: staging a policy before it enforces.
 //
 // A NetworkPolicy annotated nftpolicy.io/enforcement: audit (or every
 // NetworkPolicy, when the agent's audit-all setting is on) is compiled and
@@ -26,13 +26,32 @@ package policy
 // so it gives no ingress audit record (Verdict.Audit says which records a
 // packet gives).
 //
-// ClusterNetworkPolicies are not audited: the annotation on one, and the
-// audit-all setting, leave it enforced as written, and each such policy
-// gets a warning (AuditNotSupportedForCNP), since a Deny that quietly
-// stopped denying would be worse than a staged rollout that is not staged.
+// A ClusterNetworkPolicy in audit mode (the same annotation, or audit-all)
+// is walked where it stands in its tier, but decides nothing, per pod and
+// direction:
+//
+//   - Its rules are skipped for the verdict: the packet is judged as if
+//     the policy were absent (the next policy of the tier, then the next
+//     tiers). An audited Accept or Pass therefore never lets anything
+//     through that enforcement drops, and an enforced drop that it would
+//     have accepted is logged as the drop it is, nothing more.
+//   - If the first of its rules that covers the packet is a Deny, and the
+//     walk reaches the policy (the earlier tiers left the direction
+//     undecided, and no enforced rule before it in its tier covers the
+//     packet), the packet gives one record marked audit naming the policy
+//     and that rule: enforced, the policy would have denied it. Each
+//     audited policy gives at most one record per direction; several
+//     give theirs in the order the packet meets them.
+//
+// Without the deny log an audited ClusterNetworkPolicy changes nothing in
+// the table (there is nowhere to record).
 
 import (
+	"slices"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nftpolicy/nftpolicy/nft"
 )
 
 // EnforcementAnnotation on a NetworkPolicy, with the value
@@ -44,18 +63,33 @@ const (
 	EnforcementAudit      = "audit"
 )
 
-// AuditNotSupportedForCNP is the warning of a ClusterNetworkPolicy that
-// is annotated for audit, or met while every policy is audited.
-const AuditNotSupportedForCNP = "audit mode applies to NetworkPolicies only: this ClusterNetworkPolicy is enforced as written"
-
 // Audited reports whether the object asks for audit mode.
 func Audited(obj metav1.Object) bool {
 	return obj != nil && obj.GetAnnotations()[EnforcementAnnotation] == EnforcementAudit
 }
 
-// AuditVerdict says which deny-log records marked audit a packet gives:
-// one per direction whose audited NetworkPolicies would deny it where the
-// dataplane judges that direction.
+// AuditVerdict says which deny-log records marked audit a packet gives
+// where the dataplane judges it: one per direction whose audited
+// NetworkPolicies would deny it, and one per audited ClusterNetworkPolicy
+// whose Deny rule it reaches.
 type AuditVerdict struct {
 	Egress, Ingress bool
+	// Rules are the audited ClusterNetworkPolicy Deny rules, in the order
+	// the packet meets them (egress: Admin, then Baseline; then ingress).
+	Rules []nft.DenyRule
+}
+
+// Equal reports whether a and b name the same records.
+func (a AuditVerdict) Equal(b AuditVerdict) bool {
+	return a.Egress == b.Egress && a.Ingress == b.Ingress && slices.Equal(a.Rules, b.Rules)
+}
+
+// auditRule names the Deny rule r of policy for the deny log, as the
+// compiler does (the rule's name, or its place).
+func auditRule(dir nft.Direction, r *CNPRule) nft.DenyRule {
+	where := "ingress"
+	if dir == nft.Egress {
+		where = "egress"
+	}
+	return nft.DenyRule{Dir: dir, Policy: r.Policy, Rule: ruleName(r.Name, where, r.Index)}
 }

@@ -41,6 +41,9 @@ type cnpEntry struct {
 	name     string
 	tier     nft.Tier // 0: neither Admin nor Baseline, the policy is ignored
 	priority int32
+	// audit: the object asks for audit mode (Audited); the NodeCompiler
+	// may audit every policy besides (audit.go).
+	audit bool
 	// subjectNamespaces selects the namespaces of the subject pods, and
 	// subjectPods (nil: every pod) the pods in them. subjectNamespaces is
 	// nil when the subject selects nothing.
@@ -118,7 +121,7 @@ func (e *cnpEntry) selects(c *NodeCompiler, p *Pod) bool {
 // and matches what evaluate_cnp.go says it matches (mostly nothing, or
 // everything for a fail-closed Deny).
 func compileCNP(p *policyv1beta1.ClusterNetworkPolicy) *cnpEntry {
-	e := &cnpEntry{obj: p, name: p.Name, priority: p.Spec.Priority}
+	e := &cnpEntry{obj: p, name: p.Name, priority: p.Spec.Priority, audit: Audited(p)}
 	var w warningSet
 	warn := func(format string, args ...any) { w.add("", p.Name, fmt.Sprintf(format, args...)) }
 	switch p.Spec.Tier {

@@ -51,6 +51,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	policyv1beta1 "sigs.k8s.io/network-policy-api/apis/v1beta1"
+
+	"github.com/nftpolicy/nftpolicy/nft"
 )
 
 // Verdict is the reference decision for the first packet of a connection.
@@ -69,10 +71,10 @@ type Verdict struct {
 	UnknownLocal bool
 	// Audit says which deny-log records marked audit the packet gives
 	// (audit.go): a direction whose audited NetworkPolicies would deny
-	// it, where the dataplane judges that direction (egress always, when
-	// the packet reaches the NetworkPolicy tier; ingress only after an
-	// allowed egress). None when UnknownLocal, or for a pod's traffic to
-	// itself, which no chain sees.
+	// it, and each audited ClusterNetworkPolicy Deny rule it reaches,
+	// where the dataplane judges that direction (egress always; ingress
+	// only after an allowed egress). None when UnknownLocal, or for a
+	// pod's traffic to itself, which no chain sees.
 	Audit AuditVerdict
 	// Warnings are what the evaluation met in ClusterNetworkPolicies and
 	// could not apply as written, or found ambiguous (see
@@ -103,8 +105,13 @@ type DirectionVerdict struct {
 	// Accept or Deny) and no audited policy admits the packet: enforced,
 	// they would deny it. The packet goes on to the Baseline tier.
 	AuditDenied bool
+	// AuditDenies are the Deny rules of audited ClusterNetworkPolicies
+	// that this direction reached (audit.go), Admin tier first: enforced,
+	// each would have denied it; nil if none.
+	AuditDenies []CNPRule
 	// Admin is the Admin-tier ClusterNetworkPolicy rule that matched first
-	// (Accept, Deny or Pass), nil if none did.
+	// (Accept, Deny or Pass), nil if none did; audited policies' rules are
+	// never it.
 	Admin *CNPRule
 	// Baseline is the Baseline-tier rule that matched first, nil if none did
 	// or the tier was not reached (an Admin Accept or Deny, or Isolated).
@@ -147,6 +154,14 @@ func evaluate(s *Snapshot, p Packet, trace *Trace) Verdict {
 	v.Allowed = v.Egress.Allowed && v.Ingress.Allowed
 	// Egress is judged first; a packet it drops never meets ingress.
 	v.Audit = AuditVerdict{Egress: v.Egress.AuditDenied, Ingress: v.Egress.Allowed && v.Ingress.AuditDenied}
+	for _, r := range v.Egress.AuditDenies {
+		v.Audit.Rules = append(v.Audit.Rules, auditRule(nft.Egress, &r))
+	}
+	if v.Egress.Allowed {
+		for _, r := range v.Ingress.AuditDenies {
+			v.Audit.Rules = append(v.Audit.Rules, auditRule(nft.Ingress, &r))
+		}
+	}
 	if e.src != nil && e.src == e.dst {
 		v.Allowed = true // a pod cannot block access to itself
 		v.Audit = AuditVerdict{}
@@ -177,7 +192,7 @@ type evalState struct {
 // else the Baseline tier, else allow.
 func (e *evalState) direction(pod *Pod, dir networkingv1.PolicyType) DirectionVerdict {
 	v := e.networkPolicyTier(pod, dir)
-	v.Admin = e.cnpTier(policyv1beta1.AdminTier, pod, dir)
+	v.Admin, v.AuditDenies = e.cnpTier(policyv1beta1.AdminTier, pod, dir)
 	if v.Admin != nil && v.Admin.Action != policyv1beta1.ClusterNetworkPolicyRuleActionPass {
 		v.Allowed = v.Admin.Action == policyv1beta1.ClusterNetworkPolicyRuleActionAccept
 		return v
@@ -186,7 +201,9 @@ func (e *evalState) direction(pod *Pod, dir networkingv1.PolicyType) DirectionVe
 		return v // NetworkPolicy decides for the pods it selects
 	}
 	v.AuditDenied = v.Audited && len(v.AuditBy) == 0
-	v.Baseline = e.cnpTier(policyv1beta1.BaselineTier, pod, dir)
+	var audits []CNPRule
+	v.Baseline, audits = e.cnpTier(policyv1beta1.BaselineTier, pod, dir)
+	v.AuditDenies = append(v.AuditDenies, audits...)
 	// A Baseline Pass hands over to the next tier: the default, allow.
 	v.Allowed = v.Baseline == nil || v.Baseline.Action != policyv1beta1.ClusterNetworkPolicyRuleActionDeny
 	return v

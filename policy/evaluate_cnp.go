@@ -163,9 +163,11 @@ func (d DirectionVerdict) String() string {
 	return verdict + ": " + why
 }
 
-// cnpTier returns the rule of the tier that matches the packet first for
-// pod in direction dir, or nil.
-func (e *evalState) cnpTier(tier policyv1beta1.Tier, pod *Pod, dir networkingv1.PolicyType) *CNPRule {
+// cnpTier returns the rule of an enforced policy of the tier that matches
+// the packet first for pod in direction dir, or nil, and the Deny rules of
+// audited policies reached before it (audit.go): each the first rule of
+// its policy that matches.
+func (e *evalState) cnpTier(tier policyv1beta1.Tier, pod *Pod, dir networkingv1.PolicyType) (decided *CNPRule, audits []CNPRule) {
 	var cnps []*policyv1beta1.ClusterNetworkPolicy
 	for _, cnp := range e.s.ClusterNetworkPolicies {
 		if cnp != nil && cnp.Spec.Tier == tier && e.cnpSelects(cnp, pod) {
@@ -186,8 +188,9 @@ func (e *evalState) cnpTier(tier policyv1beta1.Tier, pod *Pod, dir networkingv1.
 	}
 	for i, cnp := range cnps {
 		r, peer := e.cnpFirstMatch(cnp, dir, true)
+		audited := e.s.AuditAll || Audited(cnp)
 		if traced != nil {
-			*traced = append(*traced, CNPTrace{Policy: cnp.Name, Priority: cnp.Spec.Priority, Match: r, Peer: peer})
+			*traced = append(*traced, CNPTrace{Policy: cnp.Name, Priority: cnp.Spec.Priority, Match: r, Peer: peer, Audit: audited})
 		}
 		if r == nil {
 			continue
@@ -203,9 +206,16 @@ func (e *evalState) cnpTier(tier policyv1beta1.Tier, pod *Pod, dir networkingv1.
 					r.Index, r.Action, o.Index, o.Action, cnp.Name))
 			}
 		}
-		return r
+		if audited {
+			// It decides nothing; what it would deny is recorded.
+			if r.Action == policyv1beta1.ClusterNetworkPolicyRuleActionDeny {
+				audits = append(audits, *r)
+			}
+			continue
+		}
+		return r, audits
 	}
-	return nil
+	return nil, audits
 }
 
 // cnpSelects reports whether the subject of cnp selects pod (an active pod).

@@ -94,20 +94,25 @@ func checkCompileMatchesEvaluate(t *testing.T, snap *Snapshot, denyLog *nft.Deny
 		if denyLog != nil {
 			wantAudit = want.Audit
 		}
-		if gotAudit := auditRecords(logs); gotAudit != wantAudit {
+		if gotAudit := auditRecords(logs); !gotAudit.Equal(wantAudit) {
 			t.Fatalf("packet %v: compiled dataplane logs audit records %+v, Evaluate says %+v (deny log %v)\ntrace:\n\t%s\n%s",
 				p, gotAudit, wantAudit, denyLog != nil, strings.Join(steps, "\n\t"), describe(snap))
 		}
 	}
 }
 
-// auditRecords reads the directions of the audit records among the
-// prefixes of the log rules a packet met.
+// auditRecords reads the audit records among the prefixes of the log
+// rules a packet met: the directions of the NetworkPolicy ones, and the
+// ClusterNetworkPolicy rules, in order.
 func auditRecords(prefixes []string) AuditVerdict {
 	var a AuditVerdict
 	for _, p := range prefixes {
 		d, ok := nft.ParseLogPrefix(p)
 		if !ok || d.Verdict != nft.VerdictWordAudit {
+			continue
+		}
+		if d.Policy != "" {
+			a.Rules = append(a.Rules, nft.DenyRule{Dir: d.Dir, Policy: d.Policy, Rule: d.Rule})
 			continue
 		}
 		if d.Dir == nft.Egress {
@@ -287,6 +292,11 @@ func genSnapshot(c *chooser) *Snapshot {
 		}
 	}
 	snap.AuditAll = c.intn(6) == 5
+	for _, cnp := range snap.ClusterNetworkPolicies {
+		if c.intn(3) == 2 {
+			cnp.Annotations = map[string]string{EnforcementAnnotation: EnforcementAudit}
+		}
+	}
 	return snap
 }
 

@@ -162,12 +162,14 @@ func (c *NodeCompiler) SetDenyLog(d *nft.DenyLog) {
 	c.denyLog = d
 }
 
-// SetAuditAll puts every NetworkPolicy in audit mode (on), or only those
-// annotated for it (off), from the next Compile on. Changing it rebuilds
-// every pod's chains on the next Compile.
+// SetAuditAll puts every NetworkPolicy and ClusterNetworkPolicy in audit
+// mode (on), or only those annotated for it (off), from the next Compile
+// on. Changing it rebuilds every pod's chains and every tier's maps on the
+// next Compile.
 func (c *NodeCompiler) SetAuditAll(on bool) {
 	if on != c.auditAll {
 		clear(c.endpoints)
+		clear(c.groups)
 		clear(c.tiered)
 	}
 	c.auditAll = on
@@ -594,9 +596,6 @@ func (c *NodeCompiler) Compile() (*nft.Ruleset, []Warning) {
 	// every node reports what it cannot apply as written.
 	for _, e := range c.cnps {
 		warnings.addAll(e.warnings)
-		if c.auditAll || Audited(e.obj) {
-			warnings.add("", e.obj.Name, AuditNotSupportedForCNP)
-		}
 	}
 	c.dropUnused()
 	return rs, warnings.list()

@@ -37,8 +37,8 @@ type Snapshot struct {
 	// bridge's gateway, flannel's .0 address, ...), which the node's pod
 	// CIDRs may contain and which are no pods (see Node.PodCIDRs).
 	HostAddresses []netip.Addr
-	// AuditAll is the agent's audit-all setting: every NetworkPolicy is in
-	// audit mode, annotated or not (audit.go).
+	// AuditAll is the agent's audit-all setting: every NetworkPolicy and
+	// ClusterNetworkPolicy is in audit mode, annotated or not (audit.go).
 	AuditAll bool
 }
 

@@ -40,6 +40,10 @@ type tierGroup struct {
 	nodes    []*nodePeerEntry
 	named    []*namedPortEntry
 	maps     *nft.TierMaps
+	// inert: every policy of the group is audited and can log nothing
+	// (no Deny rule in the direction, or no deny log): the pods get no
+	// lookups of its maps, as if the policies were absent.
+	inert    bool
 	warnings []Warning
 	usage
 }
@@ -84,7 +88,7 @@ func (g *tierGroup) markUsed(epoch uint64) {
 }
 
 func (g *tierGroup) mapsOrNil() *nft.TierMaps {
-	if g == nil {
+	if g == nil || g.inert {
 		return nil
 	}
 	return g.maps
@@ -162,10 +166,21 @@ func (c *NodeCompiler) buildGroup(pod *Pod, gk groupKey, list []*cnpEntry) *tier
 	di := dirIndex(gk.dir)
 	var rules []flatRule
 	var denyChains []*nft.Chain
+	g.inert = true
 	for pi, e := range list {
+		audited := e.audit || c.auditAll
+		if audited && (c.denyLog == nil || !slices.ContainsFunc(e.rules[di], func(r tierRule) bool { return r.action == actionDeny })) {
+			// An audited policy decides nothing; all it does is log what
+			// its Deny rules would deny, and without a Deny rule or the
+			// deny log that is nothing.
+			continue
+		}
+		g.inert = false
 		for _, r := range e.rules[di] {
 			fr := flatRule{action: r.action, policy: pi}
-			if r.action == actionDeny && c.denyLog != nil {
+			if audited {
+				fr.audit = &nft.DenyRule{Dir: gk.dir, Policy: e.name, Rule: r.name}
+			} else if r.action == actionDeny && c.denyLog != nil {
 				fr.action = actionDeny + cnpAction(len(denyChains))
 				denyChains = append(denyChains, c.denyLog.DenyChain(nft.DenyRule{Dir: gk.dir, Policy: e.name, Rule: r.name}))
 			}
@@ -224,7 +239,7 @@ func (c *NodeCompiler) buildGroup(pod *Pod, gk groupKey, list []*cnpEntry) *tier
 			rules = append(rules, fr)
 		}
 	}
-	g.maps = nft.NewTierMaps(gk.tier, gk.dir, gk.key, groupComment(gk, list), flatten(rules, denyChains))
+	g.maps = nft.NewTierMaps(gk.tier, gk.dir, gk.key, groupComment(gk, list), flatten(rules, denyChains, c.denyLog))
 	g.warnings = overlapWarnings(gk, list, rules)
 	return g
 }
@@ -329,8 +344,13 @@ func rangesOverlap(a, b []netipx.IPRange) bool {
 type flatRule struct {
 	action cnpAction
 	policy int // index of its policy in the group
-	any    []*netipx.IPSet
-	boxes  []flatBox
+	// audit, when set, makes this a rule of an audited policy (audit.go),
+	// named for the deny log: it decides nothing; if it is the first rule
+	// of its policy covering a packet that the enforced rules before it
+	// leave undecided, and a Deny, the packet gives an audit record.
+	audit *nft.DenyRule
+	any   []*netipx.IPSet
+	boxes []flatBox
 }
 
 // flatBox is peers × one protocol × a port range.
@@ -365,9 +385,24 @@ type vrange struct {
 // With denyChains, the Deny rules carry actions from actionDeny up, and the
 // elements of action actionDeny+k jump to denyChains[k] instead of
 // dropping.
-func flatten(rules []flatRule, denyChains []*nft.Chain) nft.TierVerdicts {
+//
+// Rules of audited policies (flatRule.audit, only with the deny log on)
+// decide nothing: where the first rule of an audited policy that covers a
+// box is a Deny, and no enforced rule before it covers the box, the box's
+// element leads through an audit chain (nft.DenyLog.AuditRuleChain) that
+// logs each such rule and then does what the enforced rules alone decide.
+// Boxes no audited Deny reaches keep the verdict they would have without
+// the audited policies.
+func flatten(rules []flatRule, denyChains []*nft.Chain, log *nft.DenyLog) nft.TierVerdicts {
 	f := flattener{rules: rules, ranges: map[*netipx.IPSet][][2]addrKey{}, memo: map[string]int{"": 0},
-		painted: map[*netipx.IPSet]bool{}}
+		painted: map[*netipx.IPSet]bool{}, log: log, denyChains: denyChains, auditBase: actionDeny + cnpAction(len(denyChains))}
+	for _, r := range rules {
+		if r.audit != nil {
+			f.audited = true
+			f.auditOutcomes = map[string]cnpAction{}
+			break
+		}
+	}
 	f.cols = [][]vrange{f.paint(nil)} // column 0: protocols without ports, and ports no box covers
 	var pieces [len(portProtocols)][]portPiece
 	for i, proto := range portProtocols {
@@ -378,6 +413,16 @@ func flatten(rules []flatRule, denyChains []*nft.Chain) nft.TierVerdicts {
 		switch {
 		case a == actionAccept:
 			return nft.Return // the tier allows this direction; the base chain goes on
+		case f.audited && a >= f.auditBase:
+			o := f.outcomes[a-f.auditBase]
+			if o.then == actionAccept {
+				// The audit chain's end returns from the tier chain, as
+				// Return would.
+				return nft.Goto(o.chain.Name)
+			}
+			// Pass: its end goes on with the tier chain's next rule, the
+			// next tier. Deny: it ends in the Deny's own chain.
+			return nft.Jump(o.chain.Name)
 		case len(denyChains) > 0:
 			return nft.Jump(denyChains[a-actionDeny].Name)
 		}
@@ -386,7 +431,49 @@ func flatten(rules []flatRule, denyChains []*nft.Chain) nft.TierVerdicts {
 	for _, iv := range sweepColumns(f.cols) {
 		emitBoxes(&out, iv, &pieces, verdictOf)
 	}
+	for i, o := range f.outcomes {
+		// An Accept and a Pass after the same records share their chain
+		// (a goto to it, or a jump).
+		if !slices.ContainsFunc(f.outcomes[:i], func(p auditOutcome) bool { return p.chain.Name == o.chain.Name }) {
+			out.AuditChains = append(out.AuditChains, o.chain)
+		}
+	}
 	return out
+}
+
+// auditOutcome is what a box covered by audited Deny rules gets: the audit
+// chain logging them (in the order met), then the enforced verdict.
+type auditOutcome struct {
+	chain *nft.Chain
+	then  cnpAction // actionPass, actionAccept or a Deny's action
+}
+
+// outcome returns the action standing for the audit records of rules recs
+// (indexes into f.rules) followed by then, the enforced rules' action.
+func (f *flattener) outcome(recs []int, then cnpAction) cnpAction {
+	key := make([]byte, 0, 8*len(recs)+8)
+	for _, r := range recs {
+		key = strconv.AppendInt(key, int64(r), 10)
+		key = append(key, ',')
+	}
+	key = strconv.AppendInt(key, int64(then), 10)
+	if a, ok := f.auditOutcomes[string(key)]; ok {
+		return a
+	}
+	named := make([]nft.DenyRule, len(recs))
+	for i, r := range recs {
+		named[i] = *f.rules[r].audit
+	}
+	var next string
+	if then >= actionDeny {
+		// With the deny log on (audit needs it) every enforced Deny has
+		// its own chain.
+		next = f.denyChains[then-actionDeny].Name
+	}
+	a := f.auditBase + cnpAction(len(f.outcomes))
+	f.outcomes = append(f.outcomes, auditOutcome{chain: f.log.AuditRuleChain(named, next), then: then})
+	f.auditOutcomes[string(key)] = a
+	return a
 }
 
 // portProtocols are the protocols with ports, in protocol number order.
@@ -520,6 +607,15 @@ type flattener struct {
 	// Buffers of paint: the sets already painted, the ranges to sweep.
 	painted map[*netipx.IPSet]bool
 	scratch []paintRange
+	// audited: some rules are audited (flatRule.audit); their boxes lead
+	// through audit chains, outcomes[a-auditBase] for action a, built
+	// with log and the deny chains, and interned by auditOutcomes.
+	audited       bool
+	log           *nft.DenyLog
+	denyChains    []*nft.Chain
+	auditBase     cnpAction
+	outcomes      []auditOutcome
+	auditOutcomes map[string]cnpAction
 }
 
 func (f *flattener) rangesOf(s *netipx.IPSet) [][2]addrKey {
@@ -619,11 +715,12 @@ func (f *flattener) paint(boxes []boxRef) []vrange {
 		for _, s := range sets {
 			// A set an earlier rule brought covers the same addresses first:
 			// this rule's copy is shadowed whole (policies often repeat the
-			// same peers).
+			// same peers). An audited rule decides nothing, so it shadows
+			// nothing.
 			if f.painted[s] {
 				continue
 			}
-			f.painted[s] = true
+			f.painted[s] = f.rules[rule].audit == nil
 			for _, r := range f.rangesOf(s) {
 				in = append(in, paintRange{from: r[0], to: r[1], rule: rule})
 			}
@@ -638,18 +735,93 @@ func (f *flattener) paint(boxes []boxRef) []vrange {
 	}
 	f.scratch = in
 	var out []vrange
-	for _, p := range firstMatch(in) {
-		a := f.rules[p.rule].action
+	appendRange := func(from, to addrKey, a cnpAction) {
 		if a == actionPass {
-			continue
+			return
 		}
-		if last := len(out) - 1; last >= 0 && out[last].v == a && out[last].to.Next() == p.from {
-			out[last].to = p.to
-			continue
+		if last := len(out) - 1; last >= 0 && out[last].v == a && out[last].to.Next() == from {
+			out[last].to = to
+			return
 		}
-		out = append(out, vrange{from: p.from, to: p.to, v: a})
+		out = append(out, vrange{from: from, to: to, v: a})
 	}
+	if !f.audited {
+		for _, p := range firstMatch(in) {
+			appendRange(p.from, p.to, f.rules[p.rule].action)
+		}
+		return out
+	}
+	var recs []int
+	var seen []int // policies whose first covering rule was met
+	coverings(in, func(from, to addrKey, covering []int) {
+		recs, seen = recs[:0], seen[:0]
+		then := actionPass
+		for _, ri := range covering {
+			r := &f.rules[ri]
+			if r.audit == nil {
+				then = r.action // the first enforced rule decides
+				break
+			}
+			if slices.Contains(seen, r.policy) {
+				continue // the policy's own earlier rule covers it
+			}
+			seen = append(seen, r.policy)
+			if r.action == actionDeny {
+				recs = append(recs, ri)
+			}
+		}
+		if len(recs) > 0 {
+			then = f.outcome(recs, then)
+		}
+		appendRange(from, to, then)
+	})
 	return out
+}
+
+// coverings calls visit for every maximal address range over which the set
+// of rules covering it (some range of in) is the same and not empty, in
+// address order, with those rules in rule order. Only the flattening of
+// audited policies needs more than the first rule (firstMatch).
+func coverings(in []paintRange, visit func(from, to addrKey, rules []int)) {
+	slices.SortFunc(in, func(a, b paintRange) int { return a.from.Compare(b.from) })
+	var active []paintRange
+	var rules []int
+	i := 0
+	var cur addrKey
+	for {
+		active = slices.DeleteFunc(active, func(r paintRange) bool { return r.to.Less(cur) })
+		if len(active) == 0 {
+			if i == len(in) {
+				return
+			}
+			cur = in[i].from
+		}
+		for ; i < len(in) && in[i].from.Compare(cur) <= 0; i++ {
+			if !in[i].to.Less(cur) {
+				active = append(active, in[i])
+			}
+		}
+		if len(active) == 0 {
+			continue
+		}
+		end := active[0].to
+		rules = rules[:0]
+		for _, r := range active {
+			if r.to.Less(end) {
+				end = r.to
+			}
+			rules = append(rules, r.rule)
+		}
+		if i < len(in) && in[i].from.Compare(end) <= 0 {
+			end = in[i].from.Prev() // a rule starts there: decide again
+		}
+		slices.Sort(rules)
+		visit(cur, end, slices.Compact(rules))
+		cur = end.Next()
+		if !cur.IsValid() {
+			active = active[:0] // end was the family's last address
+		}
+	}
 }
 
 // paintRange is an address range covered by a rule (its index: the lower,

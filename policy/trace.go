@@ -22,8 +22,9 @@ type DirectionTrace struct {
 	// is allowed).
 	Pod string
 	// Admin lists the Admin-tier ClusterNetworkPolicies that select Pod,
-	// in precedence order, up to the one whose rule matched; empty (not
-	// nil) when the tier was consulted and none selects Pod.
+	// in precedence order, up to the enforced one whose rule matched
+	// (audited ones decide nothing and the walk goes on past them); empty
+	// (not nil) when the tier was consulted and none selects Pod.
 	Admin []CNPTrace
 	// NetworkPolicies are those that select Pod for this direction, in
 	// the snapshot's order; the enforced ones isolate it (none: not
@@ -61,6 +62,9 @@ type CNPTrace struct {
 	// Peer is the index of the rule's peer (in from or to) that matched;
 	// -1 for a rule that failed closed (see Verdict.Warnings) or no match.
 	Peer int
+	// Audit: the policy is in audit mode (audit.go): its Match decides
+	// nothing, and a Deny is what it would deny (an audit record).
+	Audit bool
 }
 
 // traceDirection starts the trace of one direction for pod and returns

@@ -70,17 +70,30 @@ func traceAgrees(v Verdict, tr Trace) error {
 		if d.v.AuditDenied && (!d.v.Audited || len(d.v.AuditBy) > 0 || d.v.DecidedBy() == DecidedByAdmin) {
 			errs = append(errs, fmt.Errorf("%s: audit would deny, but the verdict %+v says otherwise", d.name, d.v))
 		}
+		var auditDenies []CNPRule
 		for _, tier := range []struct {
 			rule *CNPRule
 			list []CNPTrace
 		}{{d.v.Admin, d.t.Admin}, {d.v.Baseline, d.t.Baseline}} {
+			// Audited policies decide nothing: the tier's rule is the last
+			// consulted enforced policy's, and each audited Deny met is
+			// what it would deny.
 			var last *CNPRule
-			if n := len(tier.list); n > 0 {
-				last = tier.list[n-1].Match
+			for _, c := range tier.list {
+				if !c.Audit {
+					last = c.Match
+					continue
+				}
+				if c.Match != nil && c.Match.Action == policyv1beta1.ClusterNetworkPolicyRuleActionDeny {
+					auditDenies = append(auditDenies, *c.Match)
+				}
 			}
 			if diff := cmp.Diff(tier.rule, last); diff != "" {
-				errs = append(errs, fmt.Errorf("%s: tier rule differs from the last consulted policy's (-verdict +trace):\n%s", d.name, diff))
+				errs = append(errs, fmt.Errorf("%s: tier rule differs from the last consulted enforced policy's (-verdict +trace):\n%s", d.name, diff))
 			}
+		}
+		if diff := cmp.Diff(d.v.AuditDenies, auditDenies); diff != "" {
+			errs = append(errs, fmt.Errorf("%s: audited Denies differ (-verdict +trace):\n%s", d.name, diff))
 		}
 		if d.t.Admin == nil {
 			errs = append(errs, fmt.Errorf("%s: the Admin tier is always consulted, but the trace has none", d.name))
