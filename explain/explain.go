@@ -201,8 +201,12 @@ type Direction struct {
 	// AuditWouldDeny: only audited NetworkPolicies select Pod, the
 	// packet reaches them, and none admits it: enforced, they would deny
 	// it; the agent logs it as an audit record and lets it on.
-	AuditWouldDeny bool         `json:"auditWouldDeny,omitempty"`
-	Baseline       []TierPolicy `json:"baseline,omitempty"`
+	AuditWouldDeny bool `json:"auditWouldDeny,omitempty"`
+	// AuditDenies are the Deny rules of ClusterNetworkPolicies in audit
+	// mode that the packet reaches, Admin tier first: enforced, each would
+	// deny it; the agent logs one audit record for each and lets it on.
+	AuditDenies []AuditDeny  `json:"auditDenies,omitempty"`
+	Baseline    []TierPolicy `json:"baseline,omitempty"`
 	// AdminReached and BaselineReached tell a tier with no policy for Pod
 	// from a tier that was not reached.
 	AdminReached    bool `json:"adminReached"`
@@ -228,11 +232,25 @@ type NetworkPolicy struct {
 	PortText string `json:"portText,omitempty"`
 }
 
+// AuditDeny is a Deny rule of a ClusterNetworkPolicy in audit mode that
+// would deny the packet.
+type AuditDeny struct {
+	Policy string             `json:"policy"`
+	Tier   policyv1beta1.Tier `json:"tier"`
+	// Rule indexes spec.ingress or spec.egress; RuleName is its name.
+	Rule     int    `json:"rule"`
+	RuleName string `json:"ruleName,omitempty"`
+}
+
 // TierPolicy is a ClusterNetworkPolicy that selects the pod, and its rule
 // that matched, if any.
 type TierPolicy struct {
 	Name     string `json:"name"`
 	Priority int32  `json:"priority"`
+	// Audit: the policy is in audit mode (annotated
+	// nftpolicy.io/enforcement: audit, or every policy is): its rule
+	// decides nothing, and a Deny is logged as an audit record.
+	Audit bool `json:"audit,omitempty"`
 	// Rule indexes spec.ingress or spec.egress; nil when no rule matched.
 	Rule     *int                                         `json:"rule,omitempty"`
 	RuleName string                                       `json:"ruleName,omitempty"`
@@ -304,6 +322,9 @@ func direction(snap *policy.Snapshot, v policy.DirectionVerdict, t policy.Direct
 		return d
 	}
 	d.Judged, d.DecidedBy, d.AuditWouldDeny = true, v.DecidedBy(), v.AuditDenied
+	for _, r := range v.AuditDenies {
+		d.AuditDenies = append(d.AuditDenies, AuditDeny{Policy: r.Policy, Tier: r.Tier, Rule: r.Index, RuleName: r.Name})
+	}
 	d.AdminReached, d.BaselineReached = t.Admin != nil, t.Baseline != nil
 	d.Admin = tierPolicies(snap, t.Admin, dir)
 	d.Baseline = tierPolicies(snap, t.Baseline, dir)
@@ -343,7 +364,7 @@ func npRuleParts(snap *policy.Snapshot, name string, dir networkingv1.PolicyType
 func tierPolicies(snap *policy.Snapshot, list []policy.CNPTrace, dir networkingv1.PolicyType) []TierPolicy {
 	var out []TierPolicy
 	for _, c := range list {
-		tp := TierPolicy{Name: c.Policy, Priority: c.Priority}
+		tp := TierPolicy{Name: c.Policy, Priority: c.Priority, Audit: c.Audit}
 		if c.Match != nil {
 			tp.Rule, tp.RuleName, tp.Action = new(c.Match.Index), c.Match.Name, c.Match.Action
 			if c.Peer >= 0 {

@@ -121,6 +121,17 @@ func TestExplain_Golden(t *testing.T) {
 			}
 		}
 	}
+	// auditCNP puts the named ClusterNetworkPolicies of the fixture in
+	// audit mode.
+	auditCNP := func(names ...string) func(*State) {
+		return func(st *State) {
+			for _, cnp := range st.Snapshot.ClusterNetworkPolicies {
+				if slices.Contains(names, cnp.Name) {
+					cnp.Annotations = map[string]string{policy.EnforcementAnnotation: policy.EnforcementAudit}
+				}
+			}
+		}
+	}
 	cases := []struct {
 		name   string
 		q      Query
@@ -136,6 +147,9 @@ func TestExplain_Golden(t *testing.T) {
 		{name: "audit-admitted", q: Query{From: "x/b", To: "x/a", Port: 80}, live: true, state: audit("x/deny-all", "x/allow-b")},
 		{name: "audit-all-would-deny", q: Query{From: "y/c", To: "x/a", Port: 80}, live: true,
 			state: func(st *State) { st.Snapshot.AuditAll = true }},
+		// The Admin Deny of x's egress to the outside, in audit mode: the
+		// connection goes on, and the rule it would deny by is named.
+		{name: "audit-cnp-would-deny", q: Query{From: "x/b", To: "203.0.113.5", Port: 443}, live: true, state: auditCNP("deny-outside")},
 		// Only deny-all audited: the enforced allow-b decides.
 		{name: "audit-beside-enforced", q: Query{From: "y/c", To: "x/a", Port: 80}, live: true, state: audit("x/deny-all")},
 		{name: "allowed-by-networkpolicy-rule", q: Query{From: "x/b", To: "x/a", Port: 80}, live: true},

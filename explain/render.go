@@ -157,16 +157,23 @@ func writeDirection(b *strings.Builder, name, prep string, ep Endpoint, d Direct
 	if d.AuditWouldDeny {
 		b.WriteString("  => audit: would deny (no policy in audit mode admits it; the agent logs it as an audit record)\n")
 	}
+	for _, r := range d.AuditDenies {
+		fmt.Fprintf(b, "  => audit: would deny by %s ClusterNetworkPolicy %s rule %d", r.Tier, r.Policy, r.Rule)
+		if r.RuleName != "" {
+			fmt.Fprintf(b, " %q", r.RuleName)
+		}
+		b.WriteString(" (in audit mode: the agent logs it as an audit record and lets it on)\n")
+	}
 }
 
 // auditSummary is the verdict line's note on what the policies in audit
 // mode would deny, "" when nothing.
 func auditSummary(a *Answer) string {
 	var dirs []string
-	if a.Egress.AuditWouldDeny {
+	if a.Egress.AuditWouldDeny || len(a.Egress.AuditDenies) > 0 {
 		dirs = append(dirs, "egress")
 	}
-	if a.Ingress.AuditWouldDeny {
+	if a.Ingress.AuditWouldDeny || len(a.Ingress.AuditDenies) > 0 {
 		dirs = append(dirs, "ingress")
 	}
 	if len(dirs) == 0 {
@@ -186,7 +193,11 @@ func writeTier(b *strings.Builder, tier string, reached bool, list []TierPolicy,
 	}
 	fmt.Fprintf(b, "  %s:\n", tier)
 	for _, tp := range list {
-		fmt.Fprintf(b, "    %s (priority %d): ", tp.Name, tp.Priority)
+		mode := ""
+		if tp.Audit {
+			mode = ", audit"
+		}
+		fmt.Fprintf(b, "    %s (priority %d%s): ", tp.Name, tp.Priority, mode)
 		if tp.Rule == nil {
 			b.WriteString("no rule matches\n")
 			continue
