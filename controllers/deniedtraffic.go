@@ -54,7 +54,8 @@ type DeniedConnection struct {
 	// for a ClusterNetworkPolicy Deny.
 	Chain string
 	// Audit: nothing was dropped. Policies are the audited NetworkPolicies
-	// that select the pod in Direction, none of which admitted the packet:
+	// that select the pod in Direction, none of which admitted the packet,
+	// or the audited ClusterNetworkPolicy whose Deny Rule the packet met:
 	// enforced, they would have dropped it.
 	Audit bool
 }
@@ -82,9 +83,9 @@ func (d *DeniedTraffic) Resolve(ctx context.Context, p nft.LoggedPacket) (c Deni
 	if dst != nil {
 		c.DstPod = dst.Key()
 	}
-	if dec.Verdict == nft.VerdictWordDeny {
-		// The prefix names the policy and rule that decided: nothing to
-		// look up.
+	if dec.Policy != "" {
+		// A ClusterNetworkPolicy rule, enforced (deny) or audited: the
+		// prefix names the policy and rule, nothing to look up.
 		c.Policies, c.Rule = []string{dec.Policy}, dec.Rule
 		return c, true
 	}

@@ -93,6 +93,14 @@ func TestDeniedTraffic_Resolve(t *testing.T) {
 			wantOK: true,
 		},
 		{
+			name: "audit of a ClusterNetworkPolicy Deny: the audited policy and rule from the prefix",
+			packet: nft.LoggedPacket{Time: at, Prefix: nft.AuditRulePrefix(nft.DenyRule{Dir: nft.Egress, Policy: "staged-block", Rule: "egress[1]"}),
+				Proto: nft.ProtoUDP, Src: addr("10.244.1.3"), SrcPort: 40003, Dst: addr("10.244.2.4"), DstPort: 53},
+			want: DeniedConnection{Time: at, Direction: "egress", Protocol: "UDP", Src: "10.244.1.3:40003", SrcPod: "x/b",
+				Dst: "10.244.2.4:53", DstPod: "y/c", Policies: []string{"staged-block"}, Rule: "egress[1]", Audit: true},
+			wantOK: true,
+		},
+		{
 			name:   "a prefix not ours",
 			packet: nft.LoggedPacket{Time: at, Prefix: "kube-router drop", Src: addr("10.244.2.4"), Dst: addr("10.244.1.3")},
 		},

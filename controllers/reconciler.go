@@ -146,8 +146,8 @@ type Options struct {
 	// DenyLog, when set, makes every allow-list drop send its packet to
 	// NFLOG (nft.DenyLog); DeniedTraffic reads the records back.
 	DenyLog *nft.DenyLog
-	// AuditAll puts every NetworkPolicy in audit mode
-	// (policy.NodeCompiler.SetAuditAll).
+	// AuditAll puts every NetworkPolicy and ClusterNetworkPolicy in audit
+	// mode (policy.NodeCompiler.SetAuditAll).
 	AuditAll bool
 	// Logger: default the manager's logger.
 	Logger logr.Logger

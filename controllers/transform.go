@@ -101,7 +101,7 @@ func TrimNode(obj any) (any, error) {
 
 // TrimClusterNetworkPolicy is the transform of the ClusterNetworkPolicy
 // store: the whole spec, without managedFields, status and annotations
-// but the enforcement one (which only earns a warning there)
+// but the enforcement one, which puts the policy in audit mode
 // (conditions other controllers write must not look like changes). The
 // type is set, so that Events can name the object without a scheme.
 func TrimClusterNetworkPolicy(obj any) (any, error) {

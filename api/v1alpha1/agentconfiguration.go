@@ -153,10 +153,11 @@ type AgentConfiguration struct {
 	DeniedTrafficLogRate  int32 `json:"deniedTrafficLogRate,omitempty"`
 	DeniedTrafficLogBurst int32 `json:"deniedTrafficLogBurst,omitempty"`
 
-	// AuditAllPolicies puts every NetworkPolicy on the node in audit mode,
-	// as if each were annotated nftpolicy.io/enforcement: audit: nothing is
-	// dropped for them, and what they would drop goes to the
-	// denied-traffic log marked audit (which must be on). Default off.
+	// AuditAllPolicies puts every NetworkPolicy and ClusterNetworkPolicy on
+	// the node in audit mode, as if each were annotated
+	// nftpolicy.io/enforcement: audit: nothing is dropped for them, and
+	// what they would drop goes to the denied-traffic log marked audit
+	// (which must be on). Default off.
 	AuditAllPolicies bool `json:"auditAllPolicies,omitempty"`
 }
 

@@ -60,7 +60,7 @@ func runExplain(ctx context.Context, prog string, args []string, getenv func(str
 	fs.StringVar(&agentCA, "agent-ca", "", "CA file that verifies the agents' serving certificates (given to them with --metrics-cert-dir); empty: not verified (they are self-signed by default)")
 	fs.BoolVar(&agentInsecure, "agent-insecure-skip-tls-verify", false, "send the kubeconfig's bearer token to the agents without verifying their certificates (without it, --live with a token needs --agent-ca; a client certificate is always safe to present)")
 	fs.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
-	fs.BoolVar(&auditAll, "audit-all-policies", false, "answer as agents run with --audit-all-policies: every NetworkPolicy in audit mode")
+	fs.BoolVar(&auditAll, "audit-all-policies", false, "answer as agents run with --audit-all-policies: every NetworkPolicy and ClusterNetworkPolicy in audit mode")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Explain why a new connection is allowed or denied, from the live API state.\n\n"+
 			"Usage: %s explain --from SRC --to DST[:PORT] [--protocol TCP|UDP|SCTP] [--live | --node NAME] [-o json]\n\n", prog)

@@ -150,7 +150,7 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 	fs.Int32Var(&denyGroup, "denied-traffic-log-group", v1alpha1.DefaultDeniedTrafficLogGroup, "NFLOG group of the denied-traffic log; no other program on the node may read it")
 	fs.Int32Var(&flags.DeniedTrafficLogRate, "denied-traffic-log-rate", v1alpha1.DefaultDeniedTrafficLogRate, "most denied-traffic records a second, for the whole node (the kernel drops the rest unlogged)")
 	fs.Int32Var(&flags.DeniedTrafficLogBurst, "denied-traffic-log-burst", v1alpha1.DefaultDeniedTrafficLogBurst, "most denied-traffic records at once after a quiet spell")
-	fs.BoolVar(&flags.AuditAllPolicies, "audit-all-policies", false, "audit mode for every NetworkPolicy, annotated nftpolicy.io/enforcement: audit or not: drop nothing for them, log what they would drop (needs --denied-traffic-log)")
+	fs.BoolVar(&flags.AuditAllPolicies, "audit-all-policies", false, "audit mode for every NetworkPolicy and ClusterNetworkPolicy, annotated nftpolicy.io/enforcement: audit or not: drop nothing for them, log what they would drop (needs --denied-traffic-log)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
