@@ -160,15 +160,21 @@ conntrack-check: e2e-bin e2e-tools
 denied-log: e2e-bin e2e-tools
 	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" denied-log --nodes $(E2E_NODES) $(E2E_AGENT_FLAG)
 
-# Audit mode (issue 11 §4, about 40 s): one scenario step with every
-# NetworkPolicy annotated nftpolicy.io/enforcement: audit must connect every
-# cell and log an audit record for exactly the cells the scenario expects
-# enforcement to block; the annotation removed, the step's matrix holds.
+# Audit mode (issue 11 §4): a scenario step with every policy annotated
+# nftpolicy.io/enforcement: audit must connect every cell and log an audit
+# record for exactly the cells the scenario expects enforcement to block;
+# the annotation removed, the step's matrix holds. Once for NetworkPolicies
+# (AUDIT_FILE, AUDIT_STEP), once for an Admin ClusterNetworkPolicy whose
+# rule order mixes Accept, Deny and Pass (AUDIT_CNP_FILE, AUDIT_CNP_STEP).
 AUDIT_FILE ?= e2e/scenarios/upstream-e2e/01-tcp-should-support-a-default-deny-ingress-policy.yaml
 AUDIT_STEP ?= 1
+AUDIT_CNP_FILE ?= e2e/scenarios/cnp-conformance/07-CNPAdminTierIngressTCP.yaml
+AUDIT_CNP_STEP ?= 1
 audit-check: e2e-bin e2e-tools
 	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" audit --nodes $(E2E_NODES) $(E2E_AGENT_FLAG) \
 	  --audit-file $(AUDIT_FILE) --audit-step $(AUDIT_STEP)
+	$(E2E) --bin-dir "$$(cat $(E2E_BINDIR)/tools.dir)" audit --nodes $(E2E_NODES) $(E2E_AGENT_FLAG) \
+	  --audit-file $(AUDIT_CNP_FILE) --audit-step $(AUDIT_CNP_STEP)
 
 # The first-packet check (issue 12 §1): new pods under default deny probed
 # from before they have an address, with the agent running and frozen.

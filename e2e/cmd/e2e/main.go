@@ -139,7 +139,7 @@ func newClusterFlags(cmd string) *clusterFlags {
 		podserverBin: fs.String("podserver-bin", besideExecutable("e2e-podserver"), "run on a kubelet cluster: the static podserver (e2e/cmd/e2e-podserver) the scenario pods' image is packed from"),
 		tableBound:   fs.Duration("table-bound", 10*time.Second, "stress: how long each node's table may take to equal a fresh compile"),
 		auditFile:    fs.String("audit-file", "e2e/scenarios/upstream-e2e/01-tcp-should-support-a-default-deny-ingress-policy.yaml", "audit: the scenario file whose step is applied in audit mode, then enforced"),
-		auditStep:    fs.Int("audit-step", 1, "audit: which step of --audit-file (from 1); it may only create NetworkPolicies"),
+		auditStep:    fs.Int("audit-step", 1, "audit: which step of --audit-file (from 1); it may only create policies (NetworkPolicies, ClusterNetworkPolicies)"),
 		chaos: chaosFlags{
 			kills:        fs.Int("kills", 10, "chaos: how often the agent is killed with SIGKILL and started again"),
 			nextAgentBin: fs.String("next-agent-bin", "", "chaos: another build of the agent, for the upgrade (required)"),

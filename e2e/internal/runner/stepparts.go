@@ -25,6 +25,17 @@ type Cell struct {
 // runs in here (IPv4 alone for a file tied to IPv4 CIDRs).
 func (r *Runner) PrepareFile(ctx context.Context, s *scenario.Scenario, file string) error {
 	r.families = r.scenarioFamilies(s, file)
+	if usesClusterPolicies(s) {
+		// As Run does: the CRD served, and no ClusterNetworkPolicy of
+		// someone else's to change the verdicts (DeleteClusterNetworkPolicies
+		// removes the ones the steps create).
+		if err := r.ensureCNPCRD(ctx); err != nil {
+			return err
+		}
+		if err := r.checkNoForeignCNPs(ctx); err != nil {
+			return err
+		}
+	}
 	return r.prepare(ctx, s)
 }
 
