@@ -204,19 +204,19 @@ type DenyRule struct {
 }
 
 // DenyChain is the chain the tier verdict maps jump to, instead of
-// dropping, for traffic that r denies while the deny log is on: a verdict
-// map element cannot carry a log statement, a chain can. It logs under the
-// node's limit with a prefix naming the policy and the rule, then drops.
-// Its name depends only on r, so every map set that holds r's verdicts
-// jumps to the same chain, and maps shared by many pods stay shared.
+// dropping, for traffic that r denies: a verdict map element can carry
+// neither a log statement nor a counter, a chain can. With the deny log
+// on (d not nil) it logs under the node's limit with a prefix naming the
+// policy and the rule; either way it counts and drops. Its name depends
+// only on r, so every map set that holds r's verdicts jumps to the same
+// chain, and maps shared by many pods stay shared.
 func (d *DenyLog) DenyChain(r DenyRule) *Chain {
-	return &Chain{
-		Name: DenyChainName(r),
-		Rules: []Rule{
-			{Log: &Log{Limit: d.LimitName(), Prefix: DenyPrefix(r), Group: d.Group}},
-			{Counter: true, Verdict: Drop},
-		},
+	c := &Chain{Name: DenyChainName(r)}
+	if d != nil {
+		c.Rules = append(c.Rules, Rule{Log: &Log{Limit: d.LimitName(), Prefix: DenyPrefix(r), Group: d.Group}})
 	}
+	c.Rules = append(c.Rules, Rule{Counter: true, Verdict: Drop})
+	return c
 }
 
 // DenyChainName is the name of r's deny chain: a hash of r (names are

@@ -28,8 +28,9 @@ func (t Tier) String() string {
 // of the pods they apply to, flattened: disjoint boxes of (peer, protocol,
 // port) that each carry the verdict of the first rule covering them. A rule
 // that accepts gives Return (this direction is allowed; the base chain goes
-// on to judge the other one), a rule that denies gives Drop (with the deny
-// log on, a jump to its deny chain, which logs and drops). Traffic that a
+// on to judge the other one), a rule that denies gives a jump to its deny
+// chain (DenyLog.DenyChain), which counts, with the deny log on logs, and
+// drops (Drop itself is still understood: an element can drop). Traffic that a
 // Pass rule covers first, or that no rule covers, is in no element: the
 // lookup misses and the next tier decides. Traffic that audited Deny rules
 // would deny first jumps to an audit chain, which logs them and then
@@ -44,9 +45,9 @@ func (t Tier) String() string {
 type TierVerdicts struct {
 	AnyPort []ProtoVerdict
 	Ports   []PortVerdict
-	// DenyChains are the chains that verdicts jump to instead of Drop
-	// when the deny log is on (DenyLog.DenyChain); they go into every
-	// ruleset the maps go into.
+	// DenyChains are the chains that verdicts jump to instead of Drop,
+	// so that Deny drops are counted and, with the deny log on, logged
+	// (DenyLog.DenyChain); they go into every ruleset the maps go into.
 	DenyChains []*Chain
 	// AuditChains are the chains that verdicts jump or go to for traffic
 	// that audited Deny rules would deny (DenyLog.AuditRuleChain): they

@@ -21,10 +21,10 @@ import (
 	"github.com/nftpolicy/nftpolicy/nft"
 )
 
-// cnpAction is a rule's action, for the flattening. With the deny log on,
-// the Deny rules of a group are told apart, each by its own action from
-// actionDeny up, so that each flattened element can jump to the deny chain
-// of the rule that decided it.
+// cnpAction is a rule's action, for the flattening. The Deny rules of a
+// group are told apart, each by its own action from actionDeny up, so that
+// each flattened element can jump to the deny chain of the rule that
+// decided it (which counts its drops, and logs them with the deny log on).
 type cnpAction uint32
 
 const (

@@ -35,11 +35,11 @@ type groupKey struct {
 // tierGroup is one tier's rules for one direction compiled into maps, with
 // the cache entries it was built from.
 type tierGroup struct {
-	cnps     []*cnpEntry
-	peers    []*peerEntry
-	nodes    []*nodePeerEntry
-	named    []*namedPortEntry
-	maps     *nft.TierMaps
+	cnps  []*cnpEntry
+	peers []*peerEntry
+	nodes []*nodePeerEntry
+	named []*namedPortEntry
+	maps  *nft.TierMaps
 	// inert: every policy of the group is audited and can log nothing
 	// (no Deny rule in the direction, or no deny log): the pods get no
 	// lookups of its maps, as if the policies were absent.
@@ -180,7 +180,9 @@ func (c *NodeCompiler) buildGroup(pod *Pod, gk groupKey, list []*cnpEntry) *tier
 			fr := flatRule{action: r.action, policy: pi}
 			if audited {
 				fr.audit = &nft.DenyRule{Dir: gk.dir, Policy: e.name, Rule: r.name}
-			} else if r.action == actionDeny && c.denyLog != nil {
+			} else if r.action == actionDeny {
+				// Its own chain counts its drops (and logs them, with the
+				// deny log on).
 				fr.action = actionDeny + cnpAction(len(denyChains))
 				denyChains = append(denyChains, c.denyLog.DenyChain(nft.DenyRule{Dir: gk.dir, Policy: e.name, Rule: r.name}))
 			}
@@ -382,9 +384,10 @@ type vrange struct {
 // to the port map as runs of equal verdict over neighbouring ports. Pass
 // and uncovered traffic go nowhere.
 //
-// With denyChains, the Deny rules carry actions from actionDeny up, and the
-// elements of action actionDeny+k jump to denyChains[k] instead of
-// dropping.
+// The Deny rules carry actions from actionDeny up, and the elements of
+// action actionDeny+k jump to denyChains[k], which counts (and, with the
+// deny log on, logs) and drops; a Deny without its chain (none given)
+// drops in the element itself.
 //
 // Rules of audited policies (flatRule.audit, only with the deny log on)
 // decide nothing: where the first rule of an audited policy that covers a
@@ -466,9 +469,7 @@ func (f *flattener) outcome(recs []int, then cnpAction) cnpAction {
 	}
 	var next string
 	if then >= actionDeny {
-		// With the deny log on (audit needs it) every enforced Deny has
-		// its own chain.
-		next = f.denyChains[then-actionDeny].Name
+		next = f.denyChains[then-actionDeny].Name // every enforced Deny has its own chain
 	}
 	a := f.auditBase + cnpAction(len(f.outcomes))
 	f.outcomes = append(f.outcomes, auditOutcome{chain: f.log.AuditRuleChain(named, next), then: then})

@@ -4,7 +4,8 @@ package kernel
 
 // IP plan: the topology of packets_test.go (pods a, b bridged on the node,
 // c routed), with loggedPolicy's allow-lists (b admits a on TCP 80 and c on
-// UDP 53; c may only send to b on UDP 53) and tierDenyPolicy's Admin Deny.
+// UDP 53; c may only send to b on UDP 53) and tierDenyPolicy's Admin Deny,
+// with the deny log on and off.
 
 import (
 	"net/netip"
@@ -122,6 +123,20 @@ func TestCounters_RealPackets(t *testing.T) {
 	}
 	if dir, ok := nft.DenyChainDirection(deny); !ok || dir != nft.Ingress {
 		t.Errorf("DenyChainDirection(%q) = %v, %v; want ingress", deny, dir, ok)
+	}
+	clear(totals)
+
+	// With the deny log off it still counts there: the maps jump to the
+	// rule's chain either way.
+	unlogged, _ := tierDenyPolicy(nil)
+	sync(t, s, unlogged)
+	assertReadback(t, tp.node, unlogged)
+	if err := probe(tp.a, "udp", netip.AddrPortFrom(podB4, 54)); err == nil {
+		t.Fatal("a to b udp/54 connects through block-a, log off")
+	}
+	counterTotals(t, tp.nodeFd, &tr, totals)
+	if diff := cmp.Diff(map[string]nft.Count{deny: udp4}, totals); diff != "" {
+		t.Errorf("ClusterNetworkPolicy Deny, log off (-want +got):\n%s", diff)
 	}
 }
 

@@ -217,12 +217,9 @@ func TestDenyLog_NodeWideLimit(t *testing.T) {
 // when log is set), an Accept rule admits UDP from c.
 func tierDenyPolicy(log *nft.DenyLog) (*nft.Ruleset, nft.DenyRule) {
 	rule := nft.DenyRule{Dir: nft.Ingress, Policy: "block-a", Rule: "no udp from a"}
-	deny := nft.Drop
-	var v nft.TierVerdicts
-	if log != nil {
-		ch := log.DenyChain(rule)
-		deny, v.DenyChains = nft.Jump(ch.Name), []*nft.Chain{ch}
-	}
+	// The rule's chain counts its drops, and logs them with the log on.
+	ch := log.DenyChain(rule)
+	deny, v := nft.Jump(ch.Name), nft.TierVerdicts{DenyChains: []*nft.Chain{ch}}
 	udp := nft.ProtoRange(nft.ProtoUDP, nft.ProtoUDP)
 	v.AnyPort = []nft.ProtoVerdict{
 		{Peer: nft.Addr(podA4), Protos: udp, Verdict: deny},
@@ -279,7 +276,7 @@ func TestDenyLog_TierDenyRealPackets(t *testing.T) {
 			}
 		})
 	}
-	// Logging off: the maps drop again, the deny chain goes.
+	// Logging off: the deny chain stays, without its log rule.
 	sync(t, s, plain)
 	assertReadback(t, tp.node, plain)
 	if err := probe(tp.a, "udp", netip.AddrPortFrom(podB4, 54)); err == nil {
