@@ -86,23 +86,9 @@ type prober struct {
 }
 
 // startProber starts `clusterbench probe` in network namespace netns,
-// against the server's pod IP only.
+// against the server's pod IP only, with a 5 s limit per verdict.
 func (e *env) startProber(ctx context.Context, netns string) (*prober, error) {
-	addr := fmt.Sprintf("%s:%d", e.pods["server"].IP, benchPort)
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", netns, e.self, "probe", "-addr", addr,
-		"-interval", "10ms", "-timeout", "20ms", "-limit", "5s")
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	return &prober{cmd: cmd, in: in, out: bufio.NewScanner(out)}, nil
+	return e.startProberLimit(ctx, netns, 5*time.Second)
 }
 
 func (p *prober) stop() {

@@ -51,6 +51,8 @@ type env struct {
 	agentPIDs map[string]int
 	log       io.Writer
 	cnp       *cnpClients // nil until the ClusterNetworkPolicy CRD is installed
+	// peers are the real-peer figure's pods while they exist.
+	peers []*kubelet.Pod
 }
 
 func (e *env) logf(format string, args ...any) {
@@ -77,6 +79,11 @@ func runMain(args []string) error {
 	cnpRules := fs.Int("cnp-rules", 25, "figure 1: rules per direction of each ClusterNetworkPolicy (at most 25)")
 	latCNP := fs.Bool("latency-cnp", true, "figure 2: also the ClusterNetworkPolicy kinds")
 	cnpCRD := fs.String("cnp-crd", runner.DefaultCNPCRD, "the ClusterNetworkPolicy CRD, installed before the agents start when -cnps > 0 or -latency-cnp")
+	restartReps := fs.Int("restart-reps", 6, "agent start to first sync: restarts of the server node's agent per background count (even; 0 = skip)")
+	restartBackground := fs.String("restart-background", "10000,0", "agent start to first sync: background policy counts (largest first)")
+	realPeers := fs.Int("real-peers", 500, "figure 1 with real-pod peers: peer pods spread over the nodes (0 = skip)")
+	realPeerPolicies := fs.Int("real-peer-policies", 1000, "figure 1 with real-pod peers: policies (the clients' one and rp-NNNN admitting the peers)")
+	realPeerPairs := fs.Int("real-peer-pairs", 20, "figure 1 with real-pod peers: interleaved pairs")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -102,11 +109,23 @@ func runMain(args []string) error {
 			return fmt.Errorf("-latency-background: %d: at most 99999", n)
 		}
 	}
+	restartCounts, err := parseCounts(*restartBackground)
+	if err != nil {
+		return fmt.Errorf("-restart-background: %w", err)
+	}
+	for _, n := range restartCounts {
+		if n > 99998 { // bp-99998 is restart-probe's /32, bp-99999 the clients' policy
+			return fmt.Errorf("-restart-background: %d: at most 99998", n)
+		}
+	}
+	slices.Sort(restartCounts)
+	restartCounts = slices.Compact(restartCounts)
+	slices.Reverse(restartCounts)
 	// Largest first: the first run reuses the datapath's policies.
 	slices.Sort(backgrounds)
 	backgrounds = slices.Compact(backgrounds)
 	slices.Reverse(backgrounds)
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	e := &env{log: os.Stderr, pods: map[string]*kubelet.Pod{}}
 	e.cfg = &cluster.Config{StateDir: *stateDir}
@@ -183,6 +202,26 @@ func runMain(args []string) error {
 			if err := results.WriteKeys(*out, map[string]any{"churn_cpu": cc}); err != nil {
 				return err
 			}
+		}
+	}
+	if *restartReps > 0 && len(restartCounts) > 0 {
+		ar, err := e.agentRestart(ctx, restartCounts, *restartReps, e.log)
+		if err != nil {
+			return fmt.Errorf("agent start to first sync: %w", err)
+		}
+		printRestart(os.Stdout, ar)
+		if err := results.WriteKeys(*out, map[string]any{"agent_restart": ar}); err != nil {
+			return err
+		}
+	}
+	if *realPeers > 0 {
+		rp, err := e.realPeers(ctx, *realPeers, *realPeerPolicies, *realPeerPairs, *pairRun, e.log)
+		if err != nil {
+			return fmt.Errorf("figure 1 with real-pod peers: %w", err)
+		}
+		printRealPeers(os.Stdout, rp)
+		if err := results.WriteKeys(*out, map[string]any{"datapath_real_peers": rp}); err != nil {
+			return err
 		}
 	}
 	if *latReps > 0 {
@@ -316,6 +355,9 @@ func (e *env) cleanup() {
 	if err := e.deleteCNPs(ctx); err != nil {
 		e.logf("delete ClusterNetworkPolicies: %v", err)
 	}
+	if err := e.deletePeers(ctx); err != nil {
+		e.logf("delete peer pods: %v", err)
+	}
 	for _, p := range e.pods {
 		if err := e.kl.DeletePod(ctx, p); err != nil {
 			e.logf("delete pod %s: %v", p.Spec.Name, err)
@@ -346,24 +388,45 @@ func (e *env) load(ctx context.Context, client, mode string, d time.Duration) (L
 // --- the agent ---
 
 func (e *env) startAgents() error {
-	for _, n := range e.st.Nodes {
-		name := "bench-" + n.Name + "-agent"
-		kc := filepath.Join(n.Dir, "agent.kubeconfig")
-		pid, err := e.cfg.Start(cluster.Proc{Name: name, NetNS: n.NetNS, LogFile: filepath.Join(e.cfg.LogDir(), name+".log"),
-			Env: []string{"NODE_NAME=" + n.Name, "KUBECONFIG=" + kc},
-			// Plain-HTTP metrics on the node namespace's loopback: the
-			// benchmark reads them from inside it (metricsURL), without a
-			// token.
-			Args: []string{e.agent, "--node-name", n.Name, "--kubeconfig", kc, "--metrics-bind-address=127.0.0.1:9808", "--metrics-secure=false", "--health-probe-bind-address=:9809"}})
-		if err != nil {
+	for i := range e.st.Nodes {
+		if err := e.startAgent(i); err != nil {
 			return err
 		}
-		e.agents = append(e.agents, name)
-		if e.agentPIDs == nil {
-			e.agentPIDs = map[string]int{}
-		}
-		e.agentPIDs[n.Name] = pid
 	}
+	return nil
+}
+
+// agentName is the process name (pid and log file) of node i's agent.
+func (e *env) agentName(i int) string { return "bench-" + e.st.Nodes[i].Name + "-agent" }
+
+// agentLog is the log file of node i's agent (appended to by every start).
+func (e *env) agentLog(i int) string { return filepath.Join(e.cfg.LogDir(), e.agentName(i)+".log") }
+
+// startAgent starts node i's agent as the harness does (its own CNI
+// socket in the node's state directory: node namespaces share the host's
+// file system, and the default path would take the socket of every other
+// agent on this machine, other clusters' included).
+func (e *env) startAgent(i int) error {
+	n := e.st.Nodes[i]
+	name := e.agentName(i)
+	kc := filepath.Join(n.Dir, "agent.kubeconfig")
+	pid, err := e.cfg.Start(cluster.Proc{Name: name, NetNS: n.NetNS, LogFile: e.agentLog(i),
+		Env: []string{"NODE_NAME=" + n.Name, "KUBECONFIG=" + kc},
+		// Plain-HTTP metrics on the node namespace's loopback: the
+		// benchmark reads them from inside it (metricsURL), without a
+		// token.
+		Args: []string{e.agent, "--node-name", n.Name, "--kubeconfig", kc, "--cni-socket", n.CNISocket(),
+			"--metrics-bind-address=127.0.0.1:9808", "--metrics-secure=false", "--health-probe-bind-address=:9809"}})
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(e.agents, name) {
+		e.agents = append(e.agents, name)
+	}
+	if e.agentPIDs == nil {
+		e.agentPIDs = map[string]int{}
+	}
+	e.agentPIDs[n.Name] = pid
 	return nil
 }
 

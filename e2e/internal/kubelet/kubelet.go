@@ -76,6 +76,12 @@ type PodSpec struct {
 	// NoService skips the pod's ClusterIP Service and EndpointSlice, for
 	// callers that reach pods by IP only (no kube-proxy resync per pod).
 	NoService bool
+	// NoServer skips the pod's podserver process: the pod has its
+	// namespace, CNI address and Running Pod object, and serves nothing
+	// (a peer that only needs to exist; a podserver costs ~8 MiB of
+	// memory, too much for hundreds of pods). Servers are still declared
+	// as container ports.
+	NoServer bool
 	// HostNetwork makes a host-network pod on node Node (1-based): no
 	// namespace or CNI of its own, its servers in the node's namespace, its
 	// address the node's. It gets no Service.
@@ -458,8 +464,10 @@ func (k *Kubelet) CreatePod(ctx context.Context, spec PodSpec) (_ *Pod, err erro
 	if len(want) > 0 && !slices.Equal(p.IPs, want) {
 		return nil, fmt.Errorf("pod %s asked for %v, CNI gave %v", spec.Key(), want, p.IPs)
 	}
-	if err := k.startServer(ctx, p); err != nil {
-		return nil, err
+	if !spec.NoServer {
+		if err := k.startServer(ctx, p); err != nil {
+			return nil, err
+		}
 	}
 	if err := k.finishObjects(ctx, p, created); err != nil {
 		return nil, err
