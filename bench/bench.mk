@@ -9,15 +9,19 @@
 #   make bench BENCH_FLAGS='-pods 1000,10000 -reps 3'   a quicker control-plane run
 #   make bench-kernel [BENCH_KERNEL_FLAGS='-elements 0,1000,10000 -rounds 10']
 #                                   the kernel-level datapath figure: packets/s through one forward hop
-#                                   (netns it creates) with the compiled table at 0..10^6 elements vs no
-#                                   table, interleaved rounds (bench/pktpath; ~5 min, bounded to 25)
+#                                   (netns it creates) with the compiled table at 0..10^5 elements vs no
+#                                   table (10^6: -elements 0,1000,10000,100000,1000000), interleaved
+#                                   rounds (bench/pktpath; ~5 min, bounded to 25)
 #   make bench-events               agent CPU seconds per 1,000 pod / policy events at 150k pods (event_cpu; ~2 min)
 #   make bench-cluster [BENCH_CLUSTER_FLAGS='-policies 1000 -reps 1 -latency-reps 20 -latency-background 0,1000']
 #                                   figures 1 and 2 on a fresh `make up AGENT=none` (~7 min and more:
 #                                   figure 1 has a configuration with 100+100 ClusterNetworkPolicies
 #                                   (-cnps 0: none), figure 2 runs with 0 and 10,000 background
 #                                   policies and has ClusterNetworkPolicy kinds (-latency-cnp=false:
-#                                   none); the cluster is taken down afterwards unless BENCH_KEEP_CLUSTER=1)
+#                                   none), then the server node's agent restarted with 10,000 and 0
+#                                   policies (-restart-reps 0: skip) and figure 1 with 500 real peer pods
+#                                   (-real-peers 0: skip); the cluster is taken down afterwards unless
+#                                   BENCH_KEEP_CLUSTER=1; make bench-cluster E2E_INSTANCE=N uses instance N)
 #
 # Needs root: every apply goes into a throwaway (unnamed) network namespace.
 # Nothing here asserts a duration; `make test` runs only a smoke test of the
@@ -66,7 +70,7 @@ bench-cluster:
 	$(MAKE) down
 	$(MAKE) up AGENT=none
 	$(MAKE) e2e-bin AGENT=nftpolicy
-	rc=0; timeout 20m $(BENCH_CLUSTER_BIN) run -out $(BENCH_OUT) $(BENCH_CLUSTER_FLAGS) || rc=$$?; \
+	rc=0; timeout 35m $(BENCH_CLUSTER_BIN) run -out $(BENCH_OUT) $(BENCH_CLUSTER_FLAGS) || rc=$$?; \
 	if [ -z "$(BENCH_KEEP_CLUSTER)" ]; then $(MAKE) down; fi; exit $$rc
 
 # Issue 11 §5: allowed connections a second with the deny log on vs off

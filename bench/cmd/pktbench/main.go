@@ -35,7 +35,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("pktbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	out := fs.String("out", results.DefaultPath, "results file (only datapath_kernel is replaced)")
-	elements := fs.String("elements", "0,1000,10000,100000,1000000", "allow-list sizes besides the no-table baseline (0: the table without a policy)")
+	elements := fs.String("elements", "0,1000,10000,100000", "allow-list sizes besides the no-table baseline (0: the table without a policy; 1000000 is left out of the default: here it never committed within -sync-timeout, which make bench would wait out for nothing)")
 	rounds := fs.Int("rounds", 20, "rounds; each measures every configuration once, interleaved")
 	runFor := fs.Duration("run", 200*time.Millisecond, "length of one measurement (at most 2s)")
 	maxPackets := fs.Int("max-packets", 2_000_000, "packets at most per measurement")

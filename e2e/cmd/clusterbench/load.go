@@ -200,7 +200,9 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 // probes addr every -interval (a connect with -timeout; connected = allowed,
 // timed out = blocked) until the verdict matches or -limit passes, and
 // answers "<unix nanos of the start of the first matching probe> <probes>"
-// (or "timeout <probes>").
+// (or "timeout <probes>"). A command may name its own connect timeout
+// ("blocked 1s"): on a loaded machine an allowed connect can take longer
+// than a short one, which would read as blocked too early.
 func probeMain(args []string) error {
 	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
 	addr := fs.String("addr", "", "ip:port")
@@ -212,9 +214,17 @@ func probeMain(args []string) error {
 	}
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
-		want := strings.TrimSpace(in.Text())
-		if want != "allowed" && want != "blocked" {
-			return fmt.Errorf("unknown command %q", want)
+		f := strings.Fields(in.Text())
+		if len(f) == 0 || len(f) > 2 || (f[0] != "allowed" && f[0] != "blocked") {
+			return fmt.Errorf("unknown command %q", in.Text())
+		}
+		want, connectTimeout := f[0], *timeout
+		if len(f) == 2 {
+			d, err := time.ParseDuration(f[1])
+			if err != nil || d <= 0 {
+				return fmt.Errorf("command %q: bad connect timeout", in.Text())
+			}
+			connectTimeout = d
 		}
 		end := time.Now().Add(*limit)
 		n := 0
@@ -222,7 +232,7 @@ func probeMain(args []string) error {
 		for time.Now().Before(end) {
 			t := time.Now()
 			n++
-			c, err := net.DialTimeout("tcp", *addr, *timeout)
+			c, err := net.DialTimeout("tcp", *addr, connectTimeout)
 			got := "allowed"
 			if err != nil {
 				var ne net.Error

@@ -115,7 +115,7 @@ func (e *env) realPeers(ctx context.Context, peers, policies, pairs int, d time.
 	// The namespace's policies become exactly the clients' one and the
 	// rp-NNNN.
 	np := e.cs.NetworkingV1().NetworkPolicies(benchNS)
-	if err := np.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+	if err := e.ensureBackground(ctx, 0); err != nil {
 		return nil, err
 	}
 	if err := e.createPolicies(ctx, []int{99999}); err != nil {

@@ -65,8 +65,8 @@ func spreadOf(xs []float64) Spread {
 
 // RestartSample is one restart.
 type RestartSample struct {
-	// Verdict is the outsider's verdict the write made while the agent was
-	// down (the old table kept the other one until the first sync).
+	// Verdict is the outsider's verdict the agent's first sync gives (the
+	// kernel gave the other one until then).
 	Verdict               string  `json:"verdict"`
 	StartToLogSeconds     float64 `json:"start_to_log_seconds"`
 	StartToSyncSeconds    float64 `json:"start_to_first_sync_seconds"`
@@ -74,22 +74,44 @@ type RestartSample struct {
 	StartToVerdictSeconds float64 `json:"start_to_verdict_seconds"`
 }
 
-// RestartRun is one background count of the restart figure.
-type RestartRun struct {
-	BackgroundPolicies int `json:"background_policies"`
-	// Policies: the NetworkPolicies the agent lists at its start
-	// (background + deny-server, + restart-probe in half the restarts).
-	Policies    int     `json:"policies"`
-	SetElements float64 `json:"set_elements_node1"`
-	LoadStart   string  `json:"load_average_start"`
-	LoadEnd     string  `json:"load_average_end"`
-	Reps        int     `json:"reps"`
-	// Medians and extremes over the restarts: see RestartSample.
+// RestartStats are the restarts of one kind: medians and extremes of
+// each RestartSample figure.
+type RestartStats struct {
+	Reps           int             `json:"reps"`
 	StartToLog     Spread          `json:"start_to_log"`
 	StartToSync    Spread          `json:"start_to_first_sync"`
 	FirstSync      Spread          `json:"first_sync_batch"`
 	StartToVerdict Spread          `json:"start_to_verdict"`
 	Samples        []RestartSample `json:"samples"`
+}
+
+func (st *RestartStats) add(s RestartSample) {
+	st.Samples = append(st.Samples, s)
+	st.Reps = len(st.Samples)
+	var toLog, toSync, batch, toVerdict []float64
+	for _, s := range st.Samples {
+		toLog, toSync = append(toLog, s.StartToLogSeconds), append(toSync, s.StartToSyncSeconds)
+		batch, toVerdict = append(batch, s.FirstSyncSeconds), append(toVerdict, s.StartToVerdictSeconds)
+	}
+	st.StartToLog, st.StartToSync, st.FirstSync, st.StartToVerdict = spreadOf(toLog), spreadOf(toSync), spreadOf(batch), spreadOf(toVerdict)
+}
+
+// RestartRun is one background count of the restart figure.
+type RestartRun struct {
+	BackgroundPolicies int `json:"background_policies"`
+	// Policies: the NetworkPolicies the agent lists at its start
+	// (background + deny-server, + restart-probe in a third of the
+	// restarts).
+	Policies    int     `json:"policies"`
+	SetElements float64 `json:"set_elements_node1"`
+	LoadStart   string  `json:"load_average_start"`
+	LoadEnd     string  `json:"load_average_end"`
+	// Kept: restarts with the old table in the kernel (a DaemonSet pod
+	// restarting: the first sync replaces its content in one batch).
+	// Deleted: the table deleted while the agent was down (a rebooted
+	// node, a first install: the first sync creates everything).
+	Kept    RestartStats `json:"table_kept"`
+	Deleted RestartStats `json:"table_deleted"`
 }
 
 // AgentRestart is results.json's `agent_restart`.
@@ -100,47 +122,42 @@ type AgentRestart struct {
 	Node    string       `json:"node"`
 	Runs    []RestartRun `json:"runs"`
 	// SyncRatio and VerdictRatio: the median start to first sync (and to
-	// the verdict) with the most background policies over that with the
-	// fewest, same run (0 without two runs).
+	// the verdict) of the restarts with the table kept, with the most
+	// background policies over that with the fewest, same run (0 without
+	// two runs).
 	SyncRatio    float64 `json:"start_to_first_sync_ratio"`
 	VerdictRatio float64 `json:"start_to_verdict_ratio"`
 	Note         string  `json:"note"`
 }
 
-// agentRestart runs the restart figure once per background count, in the
-// order given (largest first reuses figure 1's policies); it leaves every
-// agent running.
-func (e *env) agentRestart(ctx context.Context, backgrounds []int, reps int, log io.Writer) (*AgentRestart, error) {
-	if reps < 2 || reps%2 != 0 {
-		return nil, fmt.Errorf("-restart-reps %d: an even number, at least 2 (each restart flips the verdict)", reps)
+// newAgentRestart starts the figure; runs are added by restartRun, in
+// any order of background counts, and finish computes the ratios.
+func newAgentRestart(e *env) *AgentRestart {
+	return &AgentRestart{Started: time.Now().UTC(), Machine: machine(), Node: e.st.Nodes[0].Name,
+		Note: "the server node's agent stopped by PID; its table kept and one policy write flipping the outsider's verdict, or the table deleted (the outsider then connects); the agent started again; times from just before its exec"}
+}
+
+// finish sets the duration (from the start to now: with figure 2's runs
+// in between when both run) and the ratios of the most to the fewest
+// background policies.
+func (ar *AgentRestart) finish() {
+	ar.Seconds = time.Since(ar.Started).Seconds()
+	if len(ar.Runs) < 2 {
+		return
 	}
-	started := time.Now()
-	ar := &AgentRestart{Started: started.UTC(), Machine: machine(), Node: e.st.Nodes[0].Name,
-		Note: "the server node's agent stopped by PID (its table stays), one policy write flipping the outsider's verdict, the agent started again; times from just before its exec"}
-	for _, n := range backgrounds {
-		run, err := e.restartRun(ctx, n, reps, log)
-		if err != nil {
-			return nil, fmt.Errorf("%d background policies: %w", n, err)
+	lo, hi := ar.Runs[0], ar.Runs[0]
+	for _, r := range ar.Runs {
+		if r.BackgroundPolicies < lo.BackgroundPolicies {
+			lo = r
 		}
-		ar.Runs = append(ar.Runs, *run)
-	}
-	if len(ar.Runs) >= 2 {
-		lo, hi := ar.Runs[0], ar.Runs[0]
-		for _, r := range ar.Runs {
-			if r.BackgroundPolicies < lo.BackgroundPolicies {
-				lo = r
-			}
-			if r.BackgroundPolicies > hi.BackgroundPolicies {
-				hi = r
-			}
-		}
-		if lo.StartToSync.Median > 0 && lo.StartToVerdict.Median > 0 {
-			ar.SyncRatio = hi.StartToSync.Median / lo.StartToSync.Median
-			ar.VerdictRatio = hi.StartToVerdict.Median / lo.StartToVerdict.Median
+		if r.BackgroundPolicies > hi.BackgroundPolicies {
+			hi = r
 		}
 	}
-	ar.Seconds = time.Since(started).Seconds()
-	return ar, nil
+	if lo.Kept.StartToSync.Median > 0 && lo.Kept.StartToVerdict.Median > 0 {
+		ar.SyncRatio = hi.Kept.StartToSync.Median / lo.Kept.StartToSync.Median
+		ar.VerdictRatio = hi.Kept.StartToVerdict.Median / lo.Kept.StartToVerdict.Median
+	}
 }
 
 // restartPolicy is restartProbe: it selects the server and admits the
@@ -152,8 +169,25 @@ func restartPolicy() *networkingv1.NetworkPolicy {
 	return p
 }
 
-func (e *env) restartRun(ctx context.Context, background, reps int, log io.Writer) (*RestartRun, error) {
-	run := &RestartRun{BackgroundPolicies: background, Policies: background + 1, Reps: reps, LoadStart: results.LoadAverage()}
+// restartKind is one kind of restart: whether the table stays while the
+// agent is down, and the verdict its first sync gives the outsider.
+type restartKind struct {
+	keepTable bool
+	want      string
+}
+
+// restartCycle is one cycle of the restart figure: with the table kept,
+// restart-probe created (allowed) then deleted (blocked), then with the
+// table deleted (blocked again).
+var restartCycle = []restartKind{{true, "allowed"}, {true, "blocked"}, {false, "blocked"}}
+
+// restartRun is the restart figure with background policies, cycles
+// times restartCycle; it leaves every agent running.
+func (e *env) restartRun(ctx context.Context, background, cycles int, log io.Writer) (*RestartRun, error) {
+	if cycles < 1 {
+		return nil, fmt.Errorf("-restart-reps %d: at least 1", cycles)
+	}
+	run := &RestartRun{BackgroundPolicies: background, Policies: background + 1, LoadStart: results.LoadAverage()}
 	t := time.Now() // before the writes: every agent must sync after them
 	if err := e.ensureBackground(ctx, background); err != nil {
 		return nil, err
@@ -181,23 +215,23 @@ func (e *env) restartRun(ctx context.Context, background, reps int, log io.Write
 	if err := pr.expect("blocked", "the outsider with "+denyServer); err != nil {
 		return nil, err
 	}
-	var toLog, toSync, batch, toVerdict []float64
-	for rep := range reps {
-		want, policies := "allowed", background+2
-		if rep%2 == 1 {
-			want, policies = "blocked", background+1
+	for c := range cycles {
+		for _, k := range restartCycle {
+			s, err := e.restartOnce(ctx, pr, k, background)
+			if err != nil {
+				return nil, fmt.Errorf("restart (cycle %d, table kept %v, %s): %w", c+1, k.keepTable, k.want, err)
+			}
+			table := "kept"
+			if k.keepTable {
+				run.Kept.add(*s)
+			} else {
+				table = "deleted"
+				run.Deleted.add(*s)
+			}
+			fmt.Fprintf(log, "%s restart %d/%d, %d background policies, table %s: starting %.2fs, first sync %.2fs (batch %.3fs), outsider %s %.2fs after the exec\n",
+				time.Now().Format("15:04:05.000"), c+1, cycles, background, table, s.StartToLogSeconds, s.StartToSyncSeconds, s.FirstSyncSeconds, k.want, s.StartToVerdictSeconds)
 		}
-		s, err := e.restartOnce(ctx, pr, want, policies)
-		if err != nil {
-			return nil, fmt.Errorf("restart %d: %w", rep+1, err)
-		}
-		fmt.Fprintf(log, "%s restart %d/%d, %d background policies: starting %.2fs, first sync %.2fs (batch %.3fs), outsider %s %.2fs after the exec\n",
-			time.Now().Format("15:04:05.000"), rep+1, reps, background, s.StartToLogSeconds, s.StartToSyncSeconds, s.FirstSyncSeconds, want, s.StartToVerdictSeconds)
-		run.Samples = append(run.Samples, *s)
-		toLog, toSync = append(toLog, s.StartToLogSeconds), append(toSync, s.StartToSyncSeconds)
-		batch, toVerdict = append(batch, s.FirstSyncSeconds), append(toVerdict, s.StartToVerdictSeconds)
 	}
-	run.StartToLog, run.StartToSync, run.FirstSync, run.StartToVerdict = spreadOf(toLog), spreadOf(toSync), spreadOf(batch), spreadOf(toVerdict)
 	if err := np.Delete(ctx, denyServer, metav1.DeleteOptions{}); err != nil {
 		return nil, err
 	}
@@ -205,35 +239,62 @@ func (e *env) restartRun(ctx context.Context, background, reps int, log io.Write
 	return run, nil
 }
 
-// restartOnce stops the server node's agent, makes the write that flips
-// the outsider's verdict to want (checking that the kept table still
-// gives the old one), starts the agent and times it; it returns once the
-// new agent has synced every one of `policies`.
-func (e *env) restartOnce(ctx context.Context, pr *prober, want string, policies int) (*RestartSample, error) {
+// blockedConnectTimeout is the prober's connect timeout while it waits
+// for "blocked": long enough that a connection the loaded machine is slow
+// to accept does not read as dropped (the time reported is the start of
+// the first probe that timed out, so it does not add to the figure).
+const blockedConnectTimeout = time.Second
+
+// restartOnce stops the server node's agent; with the table kept it makes
+// the write that flips the outsider's verdict to k.want (and checks that
+// the kept table still gives the old one), else it deletes the table (the
+// outsider then connects); then it starts the agent and times it. It
+// returns once every agent has synced the background, deny-server and
+// restart-probe when it exists.
+func (e *env) restartOnce(ctx context.Context, pr *prober, k restartKind, background int) (*RestartSample, error) {
 	if err := e.cfg.Stop(e.agentName(0)); err != nil {
 		return nil, err
 	}
 	np := e.cs.NetworkingV1().NetworkPolicies(benchNS)
-	written := time.Now() // the other agents sync the write after this
-	var err error
-	if want == "allowed" {
-		_, err = np.Create(ctx, restartPolicy(), metav1.CreateOptions{})
+	// With a write, every agent syncs it after this; without one only
+	// the restarted agent syncs (its first sync, seen in its log below).
+	var written time.Time
+	policies := background + 1
+	if k.keepTable {
+		written = time.Now()
+		var err error
+		if k.want == "allowed" {
+			_, err = np.Create(ctx, restartPolicy(), metav1.CreateOptions{})
+			policies++
+		} else {
+			err = np.Delete(ctx, restartProbe, metav1.DeleteOptions{})
+		}
+		if err != nil {
+			return nil, err
+		}
+		// Without an agent the table it left keeps the old verdict.
+		if err := e.checkEnforced(ctx, k.want == "allowed"); err != nil {
+			return nil, fmt.Errorf("agent down, table kept: %w", err)
+		}
 	} else {
-		err = np.Delete(ctx, restartProbe, metav1.DeleteOptions{})
-	}
-	if err != nil {
-		return nil, err
-	}
-	// Without an agent the table it left keeps the old verdict.
-	if err := e.checkEnforced(ctx, want == "allowed"); err != nil {
-		return nil, fmt.Errorf("agent down, table kept: %w", err)
+		node := e.st.Nodes[0]
+		if out, err := exec.CommandContext(ctx, "ip", "netns", "exec", node.NetNS, "nft", "delete", "table", "inet", "nftpolicy").CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("delete the table on %s: %w: %s", node.Name, err, out)
+		}
+		if err := e.checkEnforced(ctx, false); err != nil {
+			return nil, fmt.Errorf("agent down, table deleted: %w", err)
+		}
 	}
 	logFile := e.agentLog(0)
 	offset := int64(0)
 	if fi, err := os.Stat(logFile); err == nil {
 		offset = fi.Size()
 	}
-	if _, err := fmt.Fprintln(pr.in, want); err != nil {
+	cmd := k.want
+	if k.want == "blocked" {
+		cmd += " " + blockedConnectTimeout.String()
+	}
+	if _, err := fmt.Fprintln(pr.in, cmd); err != nil {
 		return nil, err
 	}
 	t0 := time.Now()
@@ -245,13 +306,13 @@ func (e *env) restartOnce(ctx context.Context, pr *prober, want string, policies
 	}
 	f := strings.Fields(pr.out.Text())
 	if len(f) == 0 || f[0] == "timeout" {
-		return nil, fmt.Errorf("outsider not %s within %s of the agent's start", want, restartVerdictLimit)
+		return nil, fmt.Errorf("outsider not %s within %s of the agent's start", k.want, restartVerdictLimit)
 	}
 	ns, err := strconv.ParseInt(f[0], 10, 64)
 	if err != nil {
 		return nil, err
 	}
-	s := &RestartSample{Verdict: want, StartToVerdictSeconds: time.Unix(0, ns).Sub(t0).Seconds()}
+	s := &RestartSample{Verdict: k.want, StartToVerdictSeconds: time.Unix(0, ns).Sub(t0).Seconds()}
 	lines, err := waitLogLines(ctx, logFile, offset, []string{"starting", "first sync succeeded"}, restartVerdictLimit)
 	if err != nil {
 		return nil, err
@@ -332,16 +393,21 @@ func scanLogLines(r io.Reader, msgs []string) (map[string]agentLogLine, error) {
 }
 
 func printRestart(w io.Writer, ar *AgentRestart) {
-	fmt.Fprintf(w, "\nAgent start to first sync — %s's agent restarted (table kept, one write flipping the outsider's verdict while it was down); %s\n", ar.Node, ar.Machine)
-	fmt.Fprintf(w, "%10s %8s %9s %4s | %-24s | %-24s | %-24s | %-24s | %s\n", "background", "policies", "elements", "n",
-		"to 'starting' med [min-max]", "to first sync", "first sync batch", "to verdict (probe)", "load average start / end")
+	fmt.Fprintf(w, "\nAgent start to first sync — %s's agent restarted, its table kept (one write flipping the outsider's verdict while it was down) or deleted; %s\n", ar.Node, ar.Machine)
+	fmt.Fprintf(w, "%10s %8s %9s %-7s %3s | %-22s | %-22s | %-22s | %-22s | %s\n", "background", "policies", "elements", "table", "n",
+		"to 'starting' med [range]", "to first sync", "first sync batch", "to verdict (probe)", "load average start / end")
 	sp := func(s Spread) string { return fmt.Sprintf("%6.2f [%5.2f-%5.2f]", s.Median, s.Min, s.Max) }
 	for _, r := range ar.Runs {
-		fmt.Fprintf(w, "%10d %8d %9.0f %4d | %-24s | %-24s | %-24s | %-24s | %s / %s\n", r.BackgroundPolicies, r.Policies, r.SetElements, r.Reps,
-			sp(r.StartToLog), sp(r.StartToSync), sp(r.FirstSync), sp(r.StartToVerdict), r.LoadStart, r.LoadEnd)
+		for _, k := range []struct {
+			name string
+			st   RestartStats
+		}{{"kept", r.Kept}, {"deleted", r.Deleted}} {
+			fmt.Fprintf(w, "%10d %8d %9.0f %-7s %3d | %-22s | %-22s | %-22s | %-22s | %s / %s\n", r.BackgroundPolicies, r.Policies, r.SetElements, k.name, k.st.Reps,
+				sp(k.st.StartToLog), sp(k.st.StartToSync), sp(k.st.FirstSync), sp(k.st.StartToVerdict), r.LoadStart, r.LoadEnd)
+		}
 	}
 	if ar.SyncRatio > 0 {
-		fmt.Fprintf(w, "most / fewest background policies, medians: start to first sync x%.2f, start to verdict x%.2f\n", ar.SyncRatio, ar.VerdictRatio)
+		fmt.Fprintf(w, "table kept, most / fewest background policies, medians: start to first sync x%.2f, start to verdict x%.2f\n", ar.SyncRatio, ar.VerdictRatio)
 	}
 }
 

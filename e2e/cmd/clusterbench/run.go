@@ -79,7 +79,7 @@ func runMain(args []string) error {
 	cnpRules := fs.Int("cnp-rules", 25, "figure 1: rules per direction of each ClusterNetworkPolicy (at most 25)")
 	latCNP := fs.Bool("latency-cnp", true, "figure 2: also the ClusterNetworkPolicy kinds")
 	cnpCRD := fs.String("cnp-crd", runner.DefaultCNPCRD, "the ClusterNetworkPolicy CRD, installed before the agents start when -cnps > 0 or -latency-cnp")
-	restartReps := fs.Int("restart-reps", 6, "agent start to first sync: restarts of the server node's agent per background count (even; 0 = skip)")
+	restartReps := fs.Int("restart-reps", 3, "agent start to first sync: cycles of three restarts of the server node's agent per background count (table kept: verdict allowed, blocked; table deleted; 0 = skip)")
 	restartBackground := fs.String("restart-background", "10000,0", "agent start to first sync: background policy counts (largest first)")
 	realPeers := fs.Int("real-peers", 500, "figure 1 with real-pod peers: peer pods spread over the nodes (0 = skip)")
 	realPeerPolicies := fs.Int("real-peer-policies", 1000, "figure 1 with real-pod peers: policies (the clients' one and rp-NNNN admitting the peers)")
@@ -118,9 +118,6 @@ func runMain(args []string) error {
 			return fmt.Errorf("-restart-background: %d: at most 99998", n)
 		}
 	}
-	slices.Sort(restartCounts)
-	restartCounts = slices.Compact(restartCounts)
-	slices.Reverse(restartCounts)
 	// Largest first: the first run reuses the datapath's policies.
 	slices.Sort(backgrounds)
 	backgrounds = slices.Compact(backgrounds)
@@ -204,30 +201,23 @@ func runMain(args []string) error {
 			}
 		}
 	}
-	if *restartReps > 0 && len(restartCounts) > 0 {
-		ar, err := e.agentRestart(ctx, restartCounts, *restartReps, e.log)
-		if err != nil {
-			return fmt.Errorf("agent start to first sync: %w", err)
-		}
-		printRestart(os.Stdout, ar)
-		if err := results.WriteKeys(*out, map[string]any{"agent_restart": ar}); err != nil {
-			return err
-		}
+	// Figure 2 and the restart figure, per background count, largest
+	// first, so that each count's policies are created once and figure
+	// 1's are reused. Every run is written as soon as it ends.
+	if *latReps == 0 {
+		backgrounds = nil
 	}
-	if *realPeers > 0 {
-		rp, err := e.realPeers(ctx, *realPeers, *realPeerPolicies, *realPeerPairs, *pairRun, e.log)
-		if err != nil {
-			return fmt.Errorf("figure 1 with real-pod peers: %w", err)
-		}
-		printRealPeers(os.Stdout, rp)
-		if err := results.WriteKeys(*out, map[string]any{"datapath_real_peers": rp}); err != nil {
-			return err
-		}
+	if *restartReps == 0 {
+		restartCounts = nil
 	}
-	if *latReps > 0 {
-		// Every run is written as soon as it ends, in background order.
-		var runs []*Latency
-		for _, n := range backgrounds {
+	order := slices.Concat(backgrounds, restartCounts)
+	slices.Sort(order)
+	order = slices.Compact(order)
+	slices.Reverse(order)
+	var runs []*Latency
+	ar := newAgentRestart(e)
+	for _, n := range order {
+		if slices.Contains(backgrounds, n) {
 			pl, err := e.programmingLatency(ctx, *latReps, n, *latGap, *latCNP)
 			if err != nil {
 				return fmt.Errorf("figure 2 with %d background policies: %w", n, err)
@@ -238,6 +228,30 @@ func runMain(args []string) error {
 			if err := results.WriteKeys(*out, map[string]any{"programming_latency": runs}); err != nil {
 				return err
 			}
+		}
+		if slices.Contains(restartCounts, n) {
+			run, err := e.restartRun(ctx, n, *restartReps, e.log)
+			if err != nil {
+				return fmt.Errorf("agent start to first sync with %d background policies: %w", n, err)
+			}
+			ar.Runs = append(ar.Runs, *run)
+			ar.finish()
+			if err := results.WriteKeys(*out, map[string]any{"agent_restart": ar}); err != nil {
+				return err
+			}
+		}
+	}
+	if len(ar.Runs) > 0 {
+		printRestart(os.Stdout, ar)
+	}
+	if *realPeers > 0 {
+		rp, err := e.realPeers(ctx, *realPeers, *realPeerPolicies, *realPeerPairs, *pairRun, e.log)
+		if err != nil {
+			return fmt.Errorf("figure 1 with real-pod peers: %w", err)
+		}
+		printRealPeers(os.Stdout, rp)
+		if err := results.WriteKeys(*out, map[string]any{"datapath_real_peers": rp}); err != nil {
+			return err
 		}
 	}
 	return nil
