@@ -14,11 +14,12 @@
 #                                   rounds (bench/pktpath; ~5 min, bounded to 25)
 #   make bench-events               agent CPU seconds per 1,000 pod / policy events at 150k pods (event_cpu; ~2 min)
 #   make bench-cluster [BENCH_CLUSTER_FLAGS='-policies 1000 -reps 1 -latency-reps 20 -latency-background 0,1000']
-#                                   figures 1 and 2 on a fresh `make up AGENT=none` (~7 min and more:
+#                                   figures 1 and 2 on a fresh `make up AGENT=none` (~13 min quiet, ~20 with
+#                                   the restarts and real peers:
 #                                   figure 1 has a configuration with 100+100 ClusterNetworkPolicies
 #                                   (-cnps 0: none), figure 2 runs with 0 and 10,000 background
 #                                   policies and has ClusterNetworkPolicy kinds (-latency-cnp=false:
-#                                   none), then the server node's agent restarted with 10,000 and 0
+#                                   none), beside it the server node's agent restarted with 10,000 and 0
 #                                   policies (-restart-reps 0: skip) and figure 1 with 500 real peer pods
 #                                   (-real-peers 0: skip); the cluster is taken down afterwards unless
 #                                   BENCH_KEEP_CLUSTER=1; make bench-cluster E2E_INSTANCE=N uses instance N)
