@@ -89,7 +89,7 @@ func TestCountCovered_CompiledTable(t *testing.T) {
 	}
 
 	// peer-002 unknown to the agent: not in the table.
-	var without policy.Snapshot = node1
+	without := node1
 	without.Pods = nil
 	for _, p := range node1.Pods {
 		if p.Name != "peer-002" {
