@@ -96,12 +96,14 @@ e2e-tools: host-deps
 	if [ $$rc -ne 0 ] || [ ! -x "$$bin/kube-apiserver" ]; then echo "hack/build-tools.sh failed" >&2; exit 1; fi; \
 	echo "$$bin" > $(E2E_BINDIR)/tools.dir; echo "    tools in $$bin ($$(( $$(date +%s) - start ))s)" >&2
 
-# The kubelet mode's Debian packages: the container runtime, and the static
-# busybox the DaemonSet's init-container image is packed from.
+# The kubelet mode's Debian packages: the container runtime, the static
+# busybox the DaemonSet's init-container image is packed from, and the
+# static bash of the network-policy-api suite's agnhost image.
 e2e-kubelet-deps:
 	@if [ -n "$(E2E_KUBELET)" ]; then missing=""; \
 	  for c in containerd:containerd runc:runc busybox:busybox-static; do command -v $${c%%:*} >/dev/null 2>&1 || missing="$$missing $${c##*:}"; done; \
 	  [ -x /bin/busybox ] || missing="$$missing busybox-static"; \
+	  [ -x /bin/bash-static ] || missing="$$missing bash-static"; \
 	  if [ -n "$$missing" ]; then echo "==> apt-get install$$missing" >&2; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; fi
 

@@ -360,6 +360,9 @@ func (c *Config) checkBins() error {
 		if _, err := os.Stat(busyboxBinary); err != nil {
 			errs = append(errs, fmt.Errorf("the kubelet mode packs %s into the busybox image (Debian: apt-get install -y busybox-static)", busyboxBinary))
 		}
+		if _, err := os.Stat(bashStaticBinary); err != nil {
+			errs = append(errs, fmt.Errorf("the kubelet mode packs %s into the %s image (Debian: apt-get install -y bash-static)", bashStaticBinary, NPAPIAgnhostImage))
+		}
 	}
 	for _, b := range bins {
 		if _, err := os.Stat(c.bin(b)); err != nil {

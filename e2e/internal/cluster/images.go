@@ -35,9 +35,20 @@ const (
 	// AgnhostImage is what k8s.io/kubernetes v1.36's e2e suite runs
 	// (test/utils/image/manifest.go).
 	AgnhostImage = "registry.k8s.io/e2e-test-images/agnhost:2.63.0"
+	// NPAPIAgnhostImage is what the network-policy-api v0.3.0
+	// conformance suite's pods run (conformance/base/manifests.yaml): its
+	// servers start through `/bin/bash -c`, and its client containers have
+	// no command, so they run the upstream image's default `/agnhost
+	// pause`. Packed from the same agnhost build as AgnhostImage (the
+	// subcommands and flags the suite uses, serve-hostname, netexec,
+	// porter and connect, are the same) plus a static bash.
+	NPAPIAgnhostImage = "registry.k8s.io/e2e-test-images/agnhost:2.45"
 	// busyboxBinary is Debian's busybox-static, the shell of the
 	// DaemonSet's bridge-netfilter init container.
 	busyboxBinary = "/bin/busybox"
+	// bashStaticBinary is Debian's bash-static, the /bin/bash of
+	// NPAPIAgnhostImage.
+	bashStaticBinary = "/bin/bash-static"
 )
 
 // image is one image to pack: its names, files and entrypoint.
@@ -47,6 +58,7 @@ type image struct {
 	files      map[string]string // path in the image -> host file
 	links      map[string]string // path in the image -> symlink target
 	entrypoint []string
+	cmd        []string // default arguments after the entrypoint
 	user       string
 }
 
@@ -57,6 +69,9 @@ func (c *Config) imagesFor() ([]image, error) {
 	imgs := []image{
 		{file: "agnhost.tar", tags: []string{AgnhostImage}, files: map[string]string{"/agnhost": agnhost}, entrypoint: []string{"/agnhost"}},
 		{file: "pause.tar", tags: []string{PauseImage}, files: map[string]string{"/agnhost": agnhost}, entrypoint: []string{"/agnhost", "pause"}},
+		{file: "agnhost-npapi.tar", tags: []string{NPAPIAgnhostImage},
+			files:      map[string]string{"/agnhost": agnhost, "/bin/bash": bashStaticBinary},
+			entrypoint: []string{"/agnhost"}, cmd: []string{"pause"}},
 	}
 	if c.Install == "" {
 		return imgs, nil
@@ -215,6 +230,9 @@ func (c *Config) packImage(ctx context.Context, dir string, im image) (string, e
 	}
 	for _, w := range im.entrypoint {
 		args = append(args, "-entrypoint", w)
+	}
+	for _, w := range im.cmd {
+		args = append(args, "-cmd", w)
 	}
 	if im.user != "" {
 		args = append(args, "-user", im.user)

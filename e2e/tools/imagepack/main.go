@@ -8,7 +8,7 @@
 //	    -file /agnhost=$BIN/agnhost -entrypoint /agnhost
 //
 // One layer holds every -file and -symlink; the image config carries the
-// entrypoint, user and labels.
+// entrypoint, default arguments (-cmd), user and labels.
 package main
 
 import (
@@ -46,7 +46,7 @@ func main() {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("imagepack", flag.ContinueOnError)
-	var tags, files, links, labels, entrypoint listFlag
+	var tags, files, links, labels, entrypoint, cmd listFlag
 	out := fs.String("o", "", "output tarball")
 	user := fs.String("user", "", "the image's user (e.g. 0:0)")
 	fs.Var(&tags, "tag", "image reference to tag the image with (repeatable)")
@@ -54,6 +54,7 @@ func run(args []string) error {
 	fs.Var(&links, "symlink", "/path/in/image=target (repeatable)")
 	fs.Var(&labels, "label", "key=value image label (repeatable)")
 	fs.Var(&entrypoint, "entrypoint", "one word of the entrypoint (repeatable, in order)")
+	fs.Var(&cmd, "cmd", "one word of the default arguments, what a container without command or args runs after the entrypoint (repeatable, in order)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -84,7 +85,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg := v1.Config{Entrypoint: entrypoint, User: *user, Labels: map[string]string{},
+	cfg := v1.Config{Entrypoint: entrypoint, Cmd: cmd, User: *user, Labels: map[string]string{},
 		Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}}
 	for _, l := range labels {
 		k, v, ok := strings.Cut(l, "=")
