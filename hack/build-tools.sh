@@ -9,7 +9,7 @@
 # a change to any of them builds into a fresh directory. A stamp file per subset
 # makes a warm run return in well under a second.
 #
-# Usage: hack/build-tools.sh [apiserver|all|kubelet|conformance]...
+# Usage: hack/build-tools.sh [apiserver|all|kubelet|npapi|conformance]...
 #   apiserver    etcd, kube-apiserver, kubectl (what envtest/controller tests need)
 #   all          (default) the above plus kube-controller-manager, kube-proxy,
 #                flanneld, and the CNI plugins bridge, host-local, loopback,
@@ -18,7 +18,10 @@
 #                also the pause image) and imagepack (e2e/tools/imagepack, which
 #                packs images without Docker) for the real-kubelet cluster
 #                (E2E_KUBELET=1)
-#   conformance  kubelet, plus the upstream e2e.test (go test -c
+#   npapi        kubelet, plus npapi-conformance.test: the network-policy-api
+#                conformance suite (go test -c of e2e/tools/npapi, which runs
+#                that module's tests), for `make conformance-npapi`
+#   conformance  kubelet and npapi, plus the upstream e2e.test (go test -c
 #                k8s.io/kubernetes/test/e2e) and the ginkgo CLI that runs it in
 #                parallel, for `make conformance`
 #
@@ -38,12 +41,13 @@ die() { log "error: $*"; exit 1; }
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$SELF"; }
 
-want_all=false want_kubelet=false want_conformance=false
+want_all=false want_kubelet=false want_npapi=false want_conformance=false
 for arg in "${@:-all}"; do
 	case $arg in
 	all) want_all=true ;;
 	kubelet) want_all=true want_kubelet=true ;;
-	conformance) want_all=true want_kubelet=true want_conformance=true ;;
+	npapi) want_all=true want_kubelet=true want_npapi=true ;;
+	conformance) want_all=true want_kubelet=true want_npapi=true want_conformance=true ;;
 	apiserver) ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage; die "unknown subset: $arg" ;;
@@ -75,6 +79,7 @@ check_require cni github.com/containernetworking/plugins "$CNI_PLUGINS_VERSION"
 check_require cni github.com/containernetworking/cni "$CNI_VERSION"
 check_require imagepack github.com/google/go-containerregistry "$GO_CONTAINERREGISTRY_VERSION"
 check_require cni-flannel github.com/containernetworking/plugins "$CNI_FLANNEL_PLUGINS_VERSION"
+check_require npapi sigs.k8s.io/network-policy-api "$NETWORK_POLICY_API_VERSION"
 [[ ${KUBERNETES_VERSION#v1.} == "${KUBE_STAGING_VERSION#v0.}" ]] ||
 	die "KUBE_STAGING_VERSION $KUBE_STAGING_VERSION does not match KUBERNETES_VERSION $KUBERNETES_VERSION"
 bad=$(awk -v v="$KUBE_STAGING_VERSION" '$2 == "=>" && $1 ~ /^k8s\.io\// && ($3 != $1 || $4 != v)' "$TOOLS/kube/go.mod")
@@ -96,6 +101,7 @@ BIN=$DIR/bin
 
 done_already() {
 	{ ! $want_conformance || [[ -e $DIR/stamp-conformance ]]; } &&
+		{ ! $want_npapi || [[ -e $DIR/stamp-npapi ]]; } &&
 		{ ! $want_kubelet || [[ -e $DIR/stamp-kubelet ]]; } &&
 		{ ! $want_all || [[ -e $DIR/stamp-all ]]; } &&
 		[[ -e $DIR/stamp-apiserver ]]
@@ -166,6 +172,13 @@ if $want_kubelet && [[ ! -e $DIR/stamp-kubelet ]]; then
 	build imagepack "" "$BIN/imagepack" .
 	touch "$DIR/stamp-kubelet"
 	log "kubelet tools built in $((SECONDS - start))s"
+fi
+
+if $want_npapi && [[ ! -e $DIR/stamp-npapi ]]; then
+	log "building the network-policy-api conformance suite (e2e/tools/npapi)"
+	(cd "$TOOLS/npapi" && go test -c -vet=off -trimpath -ldflags "-s -w" -o "$BIN/npapi-conformance.test" .)
+	touch "$DIR/stamp-npapi"
+	log "npapi tools built in $((SECONDS - start))s"
 fi
 
 if $want_conformance && [[ ! -e $DIR/stamp-conformance ]]; then
