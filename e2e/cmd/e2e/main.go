@@ -39,7 +39,8 @@ func main() { os.Exit(run()) }
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage: e2e [--state-dir DIR] [--bin-dir DIR] COMMAND [flags]
 E2E_IP_FAMILY=ipv4|ipv6|dual picks the cluster's families (unset: the running cluster's, else ipv4)
-commands: up, down, status, kubeconfig, run PATH..., stress, chaos, conntrack, firstpacket, demo, denied-log, audit, agent-cmd --manifest F --bin B
+commands: up, down, status, kubeconfig, run PATH..., stress, chaos, conntrack, firstpacket, demo, denied-log, audit, agent-cmd --manifest F --bin B,
+  conformance-report REPORT.json, npapi-report EVENTS.json [REPORT.yaml]
   --state-dir  default $E2E_STATE_DIR or `+cluster.DefaultState+` (`+cluster.DefaultState+`-N for E2E_INSTANCE=N)
   --bin-dir    directory with etcd, kube-apiserver, ..., flanneld, CNI plugins (default $E2E_BIN_DIR)
 agent command template fields: {{.Node}} {{.NodeIP}} {{.Kubeconfig}} {{.NetNS}} {{.StateDir}} {{.LogDir}} {{.CNISocket}} {{.Index}}`)
@@ -169,6 +170,7 @@ var commands = map[string]command{
 	"agent-cmd":          {local: agentCmd},
 	"kubeconfig":         {local: kubeconfigCmd},
 	"conformance-report": {local: conformanceReportCmd},
+	"npapi-report":       {local: npapiReportCmd},
 	"up":                 {onCluster: upCmd},
 	"run":                {onCluster: runCmd},
 	"stress":             {onCluster: stressCmd},
