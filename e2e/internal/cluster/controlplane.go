@@ -315,12 +315,13 @@ func (c *Config) startKCM(ctx context.Context, s *State) error {
 	p := c.pkiDir()
 	controllers := "endpointslice-controller,endpointslice-mirroring-controller,namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller"
 	if c.Kubelet {
-		// Real kubelets run DaemonSets and Deployments, and mount the
+		// Real kubelets run DaemonSets, Deployments and the
+		// network-policy-api suite's StatefulSets, and mount the
 		// cluster CA that root-ca-certificate-publisher publishes into
 		// every namespace; node-lifecycle lifts the not-ready taint a
 		// kubelet registers its node with once it is Ready. Still no
 		// nodeipam: podCIDRs are the harness's.
-		controllers += ",daemonset-controller,replicaset-controller,deployment-controller,root-ca-certificate-publisher-controller,pod-garbage-collector-controller,node-lifecycle-controller"
+		controllers += ",daemonset-controller,replicaset-controller,deployment-controller,statefulset-controller,root-ca-certificate-publisher-controller,pod-garbage-collector-controller,node-lifecycle-controller"
 	}
 	_, err := c.Start(Proc{Name: "kube-controller-manager", LogFile: c.logFile("kube-controller-manager"), Args: []string{
 		c.bin("kube-controller-manager"),
