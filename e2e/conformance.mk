@@ -88,6 +88,8 @@ NPAPI_DIR        ?= $(E2E_BINDIR)/conformance-npapi$(if $(filter-out nftpolicy,$
 npapi-tools:
 	@$(MAKE) --no-print-directory e2e-tools E2E_TOOLS_SUBSET=npapi
 
+# The suite's binary fails whenever a test does, the ones that fail only at
+# SCTP probes included; npapi-report's verdict is the target's.
 conformance-npapi: npapi-tools
 	$(MAKE) --no-print-directory up E2E_KUBELET=1
 	@bin=$$(cat $(E2E_BINDIR)/tools.dir); kc=$$($(E2E) kubeconfig); rm -rf $(NPAPI_DIR); mkdir -p $(NPAPI_DIR); \
@@ -103,6 +105,6 @@ conformance-npapi: npapi-tools
 	  -organization=nftpolicy -project=nftpolicy -url=https://github.com/nftpolicy/nftpolicy -version=$(VERSION) \
 	  -contact=https://github.com/nftpolicy/nftpolicy/issues \
 	  -additional-info='make conformance-npapi on the local kubelet cluster (e2e/README.md), agent: $(AGENT)' \
-	  -report-output=$(NPAPI_DIR)/report.yaml > $(NPAPI_DIR)/events.json 2>&1; \
+	  -report-output=$(NPAPI_DIR)/report.yaml > $(NPAPI_DIR)/events.json 2>&1 || true; \
 	echo "==> network-policy-api $(NPAPI_VERSION) conformance, profile ClusterNetworkPolicy, --all-features, agent: $(AGENT), $$(( $$(date +%s) - start ))s, events $(NPAPI_DIR)/events.json"; \
 	$(E2E) npapi-report --skipped '$(NPAPI_SKIP_TESTS)' $(NPAPI_DIR)/events.json $(NPAPI_DIR)/report.yaml
