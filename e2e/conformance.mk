@@ -99,7 +99,7 @@ conformance-npapi: npapi-tools
 	    crd/clusternetworkpolicies.policy.networking.k8s.io >/dev/null || exit 1; \
 	echo "==> ClusterNetworkPolicy CRD $(NPAPI_VERSION) (experimental channel) established in $$(( $$(date +%s) - start ))s"; \
 	start=$$(date +%s); \
-	go tool test2json -p npapi $$bin/npapi-conformance.test -test.v=test2json -test.timeout=2h \
+	go tool test2json -t -p npapi $$bin/npapi-conformance.test -test.v=test2json -test.timeout=2h \
 	  $(if $(NPAPI_RUN),-test.run '$(NPAPI_RUN)') -kubeconfig $$kc \
 	  -conformance-profiles=ClusterNetworkPolicy -all-features -skip-tests=$(NPAPI_SKIP_TESTS) -drop-sctp-servers \
 	  -organization=nftpolicy -project=nftpolicy -url=https://github.com/nftpolicy/nftpolicy -version=$(VERSION) \

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -43,6 +44,8 @@ var (
 	// The suite logs `FAILED Command was [/agnhost connect --timeout=3s --protocol=tcp 10.244.1.5:80]`
 	// for every probe attempt that did not give the expected result.
 	probeCommandRE = regexp.MustCompile(`FAILED Command was \[/agnhost connect .*--protocol=(\w+) (\S+?)\]`)
+	// go test's line at the end of a test: "--- PASS: TestX/Y (10.78s)".
+	testEndRE = regexp.MustCompile(`^\s*--- (?:PASS|FAIL|SKIP): (\S+) \(([0-9.]+)s\)`)
 	// ... followed by the expectation it missed.
 	probeExpectRE = regexp.MustCompile(`(Expected connection .*)$`)
 )
@@ -145,8 +148,16 @@ func npapiSummary(r io.Reader, skipped []string, reason string, w io.Writer) (np
 		switch {
 		case ev.Action == "output":
 			t.output = append(t.output, strings.TrimRight(ev.Output, "\n"))
+			// test2json leaves Elapsed out of the end events of a binary
+			// run with -test.v=test2json; go test's own line has it.
+			if m := testEndRE.FindStringSubmatch(ev.Output); m != nil && m[1] == parts[0]+"/"+name {
+				t.elapsed, _ = strconv.ParseFloat(m[2], 64)
+			}
 		case len(parts) == 2 && (ev.Action == "pass" || ev.Action == "fail" || ev.Action == "skip"):
-			t.action, t.elapsed = ev.Action, ev.Elapsed
+			t.action = ev.Action
+			if ev.Elapsed > 0 {
+				t.elapsed = ev.Elapsed
+			}
 		}
 	}
 	if err := sc.Err(); err != nil {

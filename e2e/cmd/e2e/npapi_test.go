@@ -8,8 +8,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// events builds test2json lines: each step is "action test [output]",
-// one second after the previous one.
+// events builds test2json lines as `go tool test2json -t` writes them for
+// a binary run with -test.v=test2json: each step is "action test [output]",
+// one second after the previous one, and no end event has Elapsed.
 func events(steps ...string) string {
 	var b strings.Builder
 	for i, s := range steps {
@@ -22,8 +23,8 @@ func events(steps ...string) string {
 		if test == "-" {
 			test = ""
 		}
-		fmt.Fprintf(&b, `{"Time":"2026-12-02T03:00:%02dZ","Action":%q,"Test":%q,"Output":%q,"Elapsed":%d}`+"\n",
-			i, f[0], test, out, i)
+		fmt.Fprintf(&b, `{"Time":"2026-12-02T03:00:%02dZ","Action":%q,"Test":%q,"Output":%q}`+"\n",
+			i, f[0], test, out)
 	}
 	return b.String()
 }
@@ -39,6 +40,7 @@ func TestNPAPISummary(t *testing.T) {
 		"output " + top + "/CNPAdminTierIngressTCP/deny     helper.go:76: ",
 		"output " + top + "/CNPAdminTierIngressTCP/deny         \tError Trace:\thelper.go:76",
 		"fail " + top + "/CNPAdminTierIngressTCP/deny",
+		"output " + top + "/CNPAdminTierIngressTCP --- FAIL: " + top + "/CNPAdminTierIngressTCP (12.25s)",
 		"fail " + top + "/CNPAdminTierIngressTCP",
 	}
 	sctpOnly := []string{
@@ -53,10 +55,16 @@ func TestNPAPISummary(t *testing.T) {
 		"output " + top + "/CNPAdminTierGress/deny     helper.go:97: Expected connection to be dropped from x/a-0 to 10.244.1.5, but instead it returned a different status: OTHER: protocol not supported",
 		"output " + top + "/CNPAdminTierGress/deny         \tError Trace:\thelper.go:76",
 		"fail " + top + "/CNPAdminTierGress/deny",
+		"output " + top + "/CNPAdminTierGress --- FAIL: " + top + "/CNPAdminTierGress (95.0s)",
 		"fail " + top + "/CNPAdminTierGress",
 	}
 	passed := []string{
 		"run " + top + "/CNPAdminTierPriorityField",
+		// Its duration from go test's line: test2json's end event has no
+		// Elapsed for a binary run with -test.v=test2json.
+		"output " + top + "/CNPAdminTierPriorityField --- PASS: " + top + "/CNPAdminTierPriorityField (41.5s)",
+		// A subtest's line is not the test's.
+		"output " + top + "/CNPAdminTierPriorityField/x --- PASS: " + top + "/CNPAdminTierPriorityField/x (3.0s)",
 		"pass " + top + "/CNPAdminTierPriorityField",
 	}
 	skippedOnPurpose := []string{
@@ -84,21 +92,21 @@ func TestNPAPISummary(t *testing.T) {
 	}{{
 		name:  "passed, skipped on purpose, failed only at SCTP probes",
 		steps: append(cat(passed, skippedOnPurpose, sctpOnly), "pass "+top),
-		wantLines: `PASS          CNPAdminTierPriorityField (3s)
+		wantLines: `PASS          CNPAdminTierPriorityField (42s)
 SKIPPED       CNPAdminTierEgressSCTP not runnable here: no SCTP
-FAIL          CNPAdminTierGress (17s) only at SCTP probes: no SCTP; each failed subtest stopped there
+FAIL          CNPAdminTierGress (95s) only at SCTP probes: no SCTP; each failed subtest stopped there
     - sctp 10.244.1.5:9003: Expected connection to be dropped from x/a-0 to 10.244.1.5, but instead it returned a different status: OTHER: protocol not supported
 `,
-		wantSum: "1 passed / 1 failed (1 of them only at SCTP probes) / 1 skipped (not runnable here) of 3 tests; setup (base pods Ready) 2s, whole run 18s",
+		wantSum: "1 passed / 1 failed (1 of them only at SCTP probes) / 1 skipped (not runnable here) of 3 tests; setup (base pods Ready) 2s, whole run 21s",
 		wantOK:  true,
 	}, {
 		name:  "a TCP probe failed",
 		steps: append(cat(tcpFailed, passed), "fail "+top),
-		wantLines: `FAIL          CNPAdminTierIngressTCP (9s)
+		wantLines: `FAIL          CNPAdminTierIngressTCP (12s)
     - tcp 10.244.2.7:80: Expected connection to fail from x/a-0 to 10.244.2.7, but instead it successfully connected.
-PASS          CNPAdminTierPriorityField (11s)
+PASS          CNPAdminTierPriorityField (42s)
 `,
-		wantSum: "1 passed / 1 failed / 0 skipped (not runnable here) of 2 tests; setup (base pods Ready) 2s, whole run 12s",
+		wantSum: "1 passed / 1 failed / 0 skipped (not runnable here) of 2 tests; setup (base pods Ready) 2s, whole run 15s",
 	}, {
 		name:  "a feature the run does not claim, and a run cut short",
 		steps: cat(notSupported, []string{"run " + top + "/CNPAdminTierIngressUDP"}),
