@@ -38,7 +38,7 @@ CONFORMANCE_DIR   ?= $(E2E_BINDIR)/conformance$(if $(filter-out nftpolicy,$(AGEN
 conformance-tools:
 	@$(MAKE) --no-print-directory e2e-tools E2E_TOOLS_SUBSET=conformance
 
-conformance: conformance-tools
+conformance: conformance-tools npapi-tools
 	@rc=0; $(MAKE) --no-print-directory conformance-upstream || rc=1; \
 	$(MAKE) --no-print-directory conformance-npapi || rc=1; exit $$rc
 

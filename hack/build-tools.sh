@@ -21,7 +21,7 @@
 #   npapi        kubelet, plus npapi-conformance.test: the network-policy-api
 #                conformance suite (go test -c of e2e/tools/npapi, which runs
 #                that module's tests), for `make conformance-npapi`
-#   conformance  kubelet and npapi, plus the upstream e2e.test (go test -c
+#   conformance  kubelet, plus the upstream e2e.test (go test -c
 #                k8s.io/kubernetes/test/e2e) and the ginkgo CLI that runs it in
 #                parallel, for `make conformance`
 #
@@ -47,7 +47,7 @@ for arg in "${@:-all}"; do
 	all) want_all=true ;;
 	kubelet) want_all=true want_kubelet=true ;;
 	npapi) want_all=true want_kubelet=true want_npapi=true ;;
-	conformance) want_all=true want_kubelet=true want_npapi=true want_conformance=true ;;
+	conformance) want_all=true want_kubelet=true want_conformance=true ;;
 	apiserver) ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage; die "unknown subset: $arg" ;;
