@@ -74,3 +74,29 @@ spec:
 		t.Fatal("an image without a local recipe was accepted")
 	}
 }
+
+// The network-policy-api suite's pods start their servers with /bin/bash
+// -c and leave the client containers without a command: the image needs a
+// bash and the upstream default arguments, pause.
+func TestImagesFor_NPAPIAgnhost(t *testing.T) {
+	c := &Config{BinDir: "/tools"}
+	imgs, err := c.imagesFor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got *image
+	for i := range imgs {
+		if imgs[i].tags[0] == NPAPIAgnhostImage {
+			got = &imgs[i]
+		}
+	}
+	if got == nil {
+		t.Fatalf("%s is not packed", NPAPIAgnhostImage)
+	}
+	want := image{file: "agnhost-npapi.tar", tags: []string{NPAPIAgnhostImage},
+		files:      map[string]string{"/agnhost": "/tools/agnhost", "/bin/bash": bashStaticBinary},
+		entrypoint: []string{"/agnhost"}, cmd: []string{"pause"}}
+	if diff := cmp.Diff(want, *got, cmp.AllowUnexported(image{})); diff != "" {
+		t.Errorf("%s (-want +got):\n%s", NPAPIAgnhostImage, diff)
+	}
+}
