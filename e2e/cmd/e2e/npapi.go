@@ -250,6 +250,12 @@ func probeFailures(output []string) []probeFailure {
 			}
 			out = append(out, last)
 			last = probeFailure{}
+			continue
+		}
+		// A PokeServer none of whose attempts ended within the poke
+		// timeout fails with no probe logged: say so rather than guess.
+		if n := len(out); n > 0 && out[n-1].protocol == "" && strings.Contains(l, "Condition never satisfied") {
+			out[n-1].detail = "a probe none of whose attempts ended within the suite's poke timeout (no attempt logged; see the events)"
 		}
 	}
 	return out

@@ -58,6 +58,16 @@ func TestNPAPISummary(t *testing.T) {
 		"output " + top + "/CNPAdminTierGress --- FAIL: " + top + "/CNPAdminTierGress (95.0s)",
 		"fail " + top + "/CNPAdminTierGress",
 	}
+	probeNeverEnded := []string{
+		"run " + top + "/CNPAdminTierGress",
+		"run " + top + "/CNPAdminTierGress/deny-ports",
+		"output " + top + "/CNPAdminTierGress/deny-ports === RUN   " + top + "/CNPAdminTierGress/deny-ports",
+		"output " + top + "/CNPAdminTierGress/deny-ports         \tError Trace:\thelper.go:70",
+		"output " + top + "/CNPAdminTierGress/deny-ports         \tError:      \tCondition never satisfied",
+		"fail " + top + "/CNPAdminTierGress/deny-ports",
+		"output " + top + "/CNPAdminTierGress --- FAIL: " + top + "/CNPAdminTierGress (10.0s)",
+		"fail " + top + "/CNPAdminTierGress",
+	}
 	passed := []string{
 		"run " + top + "/CNPAdminTierPriorityField",
 		// Its duration from go test's line: test2json's end event has no
@@ -107,6 +117,13 @@ FAIL          CNPAdminTierGress (95s) only at SCTP probes: no SCTP; each failed 
 PASS          CNPAdminTierPriorityField (42s)
 `,
 		wantSum: "1 passed / 1 failed / 0 skipped (not runnable here) of 2 tests; setup (base pods Ready) 2s, whole run 15s",
+	}, {
+		name:  "a probe that never ended is no SCTP failure",
+		steps: append(cat(probeNeverEnded), "fail "+top),
+		wantLines: `FAIL          CNPAdminTierGress (10s)
+    - a probe none of whose attempts ended within the suite's poke timeout (no attempt logged; see the events)
+`,
+		wantSum: "0 passed / 1 failed / 0 skipped (not runnable here) of 1 tests; setup (base pods Ready) 2s, whole run 10s",
 	}, {
 		name:  "a feature the run does not claim, and a run cut short",
 		steps: cat(notSupported, []string{"run " + top + "/CNPAdminTierIngressUDP"}),
