@@ -546,7 +546,7 @@ func (k *Kubelet) createPod(ctx context.Context, p *Pod) (*corev1.Pod, error) {
 	zero := int64(0)
 	no := false
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: p.Spec.Namespace, Name: p.Spec.Name, Labels: copyLabels(p.Spec.Labels),
+		ObjectMeta: metav1.ObjectMeta{Namespace: p.Spec.Namespace, Name: p.Spec.Name, Labels: maps.Clone(p.Spec.Labels),
 			Annotations: map[string]string{"e2e.nftpolicy.io/netns": p.NetNS}},
 		Spec: corev1.PodSpec{
 			NodeName:                      p.Node.Name,
@@ -765,7 +765,7 @@ func (k *Kubelet) SetLabels(ctx context.Context, p *Pod, labels map[string]strin
 		if err != nil {
 			return err
 		}
-		obj.Labels = copyLabels(labels)
+		obj.Labels = maps.Clone(labels)
 		_, err = pods.Update(ctx, obj, metav1.UpdateOptions{})
 		if apierrors.IsConflict(err) {
 			continue
@@ -773,7 +773,7 @@ func (k *Kubelet) SetLabels(ctx context.Context, p *Pod, labels map[string]strin
 		if err != nil {
 			return err
 		}
-		p.Spec.Labels = copyLabels(labels)
+		p.Spec.Labels = maps.Clone(labels)
 		return nil
 	}
 	return fmt.Errorf("pod %s: label update keeps conflicting", p.Spec.Key())
@@ -809,17 +809,6 @@ func (k *Kubelet) DeletePod(ctx context.Context, p *Pod) error {
 	}
 	k.mu.Unlock()
 	return errors.Join(errs...)
-}
-
-func copyLabels(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 // WaitProgrammed waits until kube-proxy on every node DNATs each pod's

@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -210,7 +211,7 @@ func (k *Pods) createObject(ctx context.Context, p *kubelet.Pod) (*corev1.Pod, e
 	no := false
 	dirOrCreate := corev1.HostPathDirectoryOrCreate
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: p.Spec.Namespace, Name: p.Spec.Name, Labels: copyLabels(p.Spec.Labels),
+		ObjectMeta: metav1.ObjectMeta{Namespace: p.Spec.Namespace, Name: p.Spec.Name, Labels: maps.Clone(p.Spec.Labels),
 			Annotations: map[string]string{"e2e.nftpolicy.io/control": p.Ctl}},
 		Spec: corev1.PodSpec{
 			NodeName:                      p.Node.Name,
@@ -406,17 +407,6 @@ func (k *Pods) NodeServer(_ context.Context, n cluster.Node, _ []kubelet.Server)
 // SetNodeServers refuses, as NodeServer.
 func (k *Pods) SetNodeServers(p *kubelet.Pod, _ []kubelet.Server) error {
 	return fmt.Errorf("node endpoint %s: node endpoints run in harness mode only", p.Spec.Key())
-}
-
-func copyLabels(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
