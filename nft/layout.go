@@ -389,7 +389,7 @@ func NewAuditEndpoint(dir Direction, id string, addrs []netip.Addr, allow AllowL
 //   - ports4/ports6 (pipapo) keep everything else: address ranges or port
 //     ranges on one protocol.
 //
-// Each lookup returns on a match, so the union of the four is what the pod
+// Each lookup returns on a match, so the union of the four shapes is what the pod
 // admits, the same as one set holding every box. The chain looks them up
 // in that order: the hashes first (a probe of one bucket), then the tree,
 // then pipapo. A lookup into an empty set stays: the chain's rules depend

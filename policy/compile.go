@@ -18,10 +18,11 @@ import (
 // Compile builds the desired nftables ruleset of snap.NodeName.
 //
 // Every active pod on the node that some policy isolates in a direction gets
-// a chain and four sets for that direction (nft.NewIsolatedEndpoint): the
+// a chain and eight sets for that direction (nft.NewIsolatedEndpoint): the
 // union of everything every rule of every selecting policy admits, folded
-// into disjoint (peer, protocol, port) boxes. Per-packet cost is then one
-// map lookup plus at most four set lookups, whatever the number of
+// into disjoint (peer, protocol, port) boxes and split by shape (per family:
+// hash, hash, rbtree, pipapo). Per-packet cost is then one map lookup plus
+// at most eight set lookups, whatever the number of
 // policies. ClusterNetworkPolicies add, for the pods they select, the
 // Admin and Baseline tiers around that allow-list (tiers.go): each tier's
 // ordered rules flattened into four verdict maps, at most eight more
