@@ -3,7 +3,8 @@
 #   make bench                      all figures: control plane (3, 4) then the local cluster (1, 2)
 #   make bench-denylog              the deny log and counters on vs off in the datapath (issue 11 §5)
 #   make bench-controlplane         figures 3 and 4 only, table + bench/results.json; every size
-#                                   also with 1,000 ClusterNetworkPolicies (-cnps; -cnps '' for none)
+#                                   up to 50,000 pods also with 1,000 ClusterNetworkPolicies (-cnps;
+#                                   -cnps '' for none; -cnp-max-pods 0 for 150,000 too, ~6 min more)
 #   make bench-latency              figure 2's agent share (update + compile + sync per event, with 0
 #                                   and 10,000 background policies; BENCH_LATENCY_FLAGS='-reps 20')
 #   make bench BENCH_FLAGS='-pods 1000,10000 -reps 3'   a quicker control-plane run
