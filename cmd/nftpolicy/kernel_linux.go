@@ -23,6 +23,13 @@ func newKernelSyncer() (kernelSyncer, error) {
 	return hostKernel{s}, nil
 }
 
+// LastReplace is kernel.Syncer.LastReplace as log key-value pairs.
+func (h hostKernel) LastReplace() []any {
+	st := h.Syncer.LastReplace()
+	return []any{"elementsKept", st.ElementsKept, "elementsDeleted", st.ElementsDeleted,
+		"elementsAdded", st.ElementsAdded, "setsFlushed", st.SetsFlushed}
+}
+
 // WatchTable subscribes to nftables' change notifications and reports the
 // foreign changes to our table until ctx is done.
 func (h hostKernel) WatchTable(ctx context.Context, onChange func(reason string)) error {

@@ -466,6 +466,9 @@ type kernelSyncer interface {
 	// Tightened reports whether the last successful Sync may deny what
 	// the kernel allowed before.
 	Tightened() bool
+	// LastReplace says, in words for the log, what the last full replace
+	// did to the sets it found in the kernel.
+	LastReplace() []any
 }
 
 // verifyingSyncer reads the table back before a Sync at most once per
@@ -504,6 +507,9 @@ func (v *verifyingSyncer) Sync(ctx context.Context, r *nft.Ruleset) error {
 	}
 	if !v.applied {
 		v.applied, v.lastVerify = true, v.now()
+		// On a restart the table is usually right already: the first
+		// sync then keeps its elements instead of writing them again.
+		v.log.Info("first full replace", v.k.LastReplace()...)
 	}
 	return nil
 }

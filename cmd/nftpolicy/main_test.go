@@ -158,6 +158,8 @@ func (f *fakeKernel) Sync(context.Context, *nft.Ruleset) error {
 
 func (f *fakeKernel) Tightened() bool { return true }
 
+func (f *fakeKernel) LastReplace() []any { return nil }
+
 func (f *fakeKernel) Verify(context.Context) error {
 	f.calls = append(f.calls, "verify")
 	return errors.New("drift")

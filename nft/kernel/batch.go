@@ -139,76 +139,127 @@ func queueReplaceBaseChain(cc *nftables.Conn, c *nft.Chain) {
 
 // queueFullReplace replaces whatever the table holds with desired, in the
 // same batch and without ever removing the hooks: the table is added
-// (a no-op if it exists), every chain flushed, every named set emptied
-// (keepSets, see queueEmptyTable) or deleted, every chain but our base
-// chains deleted, and desired created on top of the emptied base chains. A base chain whose hook, priority or type
-// desired changes is deleted and created anew in the same batch (the
-// kernel cannot change those in place; see keptBaseChain). Until the batch commits, the old
+// (a no-op if it exists), every chain flushed, every named set desired
+// defines the same way kept with the elements it already has right
+// (keepSets, see queueEmptyTable), every other set deleted, every chain
+// desired does not have deleted, and desired created on top of the
+// emptied chains. A base chain whose hook, priority or type desired changes
+// is deleted and created anew in the same batch (the kernel cannot change
+// those in place; see keptBaseChain). Until the batch commits, the old
 // ruleset keeps enforcing; after it, the new one does.
-func queueFullReplace(ctx context.Context, cc *nftables.Conn, desired *nft.Ruleset, keepSets bool) error {
+func queueFullReplace(ctx context.Context, cc *nftables.Conn, desired *nft.Ruleset, keepSets bool) (ReplaceStats, error) {
 	t := ourTable()
 	exists, err := tableExists(cc)
 	if err != nil {
-		return err
+		return ReplaceStats{}, err
 	}
 	start := nft.NewRuleset()
+	var stats ReplaceStats
 	cc.AddTable(t)
 	if exists {
-		if start, err = queueEmptyTable(cc, desired, keepSets); err != nil {
-			return err
+		if start, stats, err = queueEmptyTable(ctx, cc, desired, keepSets); err != nil {
+			return stats, err
 		}
 	}
-	return queueOps(ctx, cc, nft.Diff(start, desired), start, desired)
+	ops := nft.Diff(start, desired)
+	for _, op := range ops {
+		if op.Kind == nft.OpAddElements {
+			stats.ElementsAdded += len(op.Elements)
+		}
+	}
+	return stats, queueOps(ctx, cc, ops, start, desired)
+}
+
+// ReplaceStats says what a full replace did to the sets it found in the
+// kernel: how many of their elements it kept as they were, how many it
+// deleted because desired does not have them, and how many sets it
+// emptied whole; ElementsAdded counts every element the batch added.
+type ReplaceStats struct {
+	ElementsKept, ElementsDeleted, SetsFlushed, ElementsAdded int
 }
 
 // queueEmptyTable queues the removal of everything but the base chains we
 // keep and, with keepSets, the sets desired defines the same way, and
-// returns the model of what is left: those chains and sets, empty, as the
-// kernel has them.
+// returns the model of what is left: those chains, empty, and those sets
+// with the elements the kernel holds that desired has too.
 //
-// A set is emptied rather than deleted because the kernel publishes the
-// elements of a pipapo set (concatenated ranges: every allow-list) only
-// after the batch's new rules are live. A set deleted and created again
-// in the batch is empty for that moment, and a packet that the old and the
-// new ruleset both admit is dropped (TestSync_FullReplaceKeepsAllowed
-// FlowsFlowing; the chaos run saw it after an agent restart). A set that
-// is only flushed and refilled shows its old elements until then.
-func queueEmptyTable(cc *nftables.Conn, desired *nft.Ruleset, keepSets bool) (*nft.Ruleset, error) {
+// Regular chains desired has too are kept, emptied, for the same batch
+// to fill again.
+//
+// A set is kept rather than deleted because the kernel publishes the
+// elements of a pipapo set (concatenated ranges: the ports allow-lists
+// and the tier maps) only after the batch's new rules are live. A set
+// deleted and created again in the batch is empty for that moment, and a
+// packet that the old and the new ruleset both admit is dropped
+// (TestSync_FullReplaceKeepsAllowedFlowsFlowing; the chaos run saw it
+// after an agent restart).
+//
+// A kept set's elements are read back and only the difference is written
+// (keptElements): flushing a pipapo set of 20,000 elements and adding
+// them again costs the kernel about 6 s, and an agent restarting on a
+// node whose table is already right would spend that on every such set
+// before its first sync. A single-field interval set (rbtree) is
+// flushed and refilled instead: the kernel may hand its intervals back
+// merged or split, and they are few.
+func queueEmptyTable(ctx context.Context, cc *nftables.Conn, desired *nft.Ruleset, keepSets bool) (*nft.Ruleset, ReplaceStats, error) {
+	var stats ReplaceStats
 	t := ourTable()
 	chains, err := listChains(cc)
 	if err != nil {
-		return nil, err
+		return nil, stats, err
 	}
 	sets, err := cc.GetSets(t)
 	if err != nil {
-		return nil, fmt.Errorf("list sets: %w", err)
+		return nil, stats, fmt.Errorf("list sets: %w", err)
 	}
 	objs, err := cc.GetNamedObjects(t)
 	if err != nil {
-		return nil, fmt.Errorf("list objects: %w", err)
+		return nil, stats, fmt.Errorf("list objects: %w", err)
 	}
 	left := nft.NewRuleset()
 	for _, c := range chains {
 		cc.FlushChain(&nftables.Chain{Table: t, Name: c.Name})
 	}
 	for _, s := range sets {
+		if err := ctx.Err(); err != nil {
+			return nil, stats, err
+		}
 		if s.Anonymous || strings.HasPrefix(s.Name, "__") {
 			continue
 		}
 		if d, ok := desired.Sets[s.Name]; ok && keepSets && sameSetFlags(s, d) {
 			rendered, err := renderSet(t, d)
 			if err != nil {
-				return nil, err
+				return nil, stats, err
 			}
 			// Adding a set that exists is a no-op if it is defined the
 			// same way (key and data types and lengths, flags); if it is
 			// not, the kernel refuses the batch (EEXIST), and the retry
 			// deletes every set (Syncer.deleteSets).
 			if err := cc.AddSet(rendered, nil); err != nil {
-				return nil, fmt.Errorf("set %s: %w", s.Name, err)
+				return nil, stats, fmt.Errorf("set %s: %w", s.Name, err)
 			}
-			cc.FlushSet(rendered)
-			left.AddSet(&nft.Set{Name: d.Name, Comment: d.Comment, KeyTypes: d.KeyTypes, Interval: d.Interval, IsVerdictMap: d.IsVerdictMap})
+			kept := &nft.Set{Name: d.Name, Comment: d.Comment, KeyTypes: d.KeyTypes, Interval: d.Interval, IsVerdictMap: d.IsVerdictMap}
+			if d.Interval && len(d.KeyTypes) == 1 {
+				cc.FlushSet(rendered)
+				stats.SetsFlushed++
+			} else {
+				same, stale, err := keptElements(cc, s, d)
+				if err != nil {
+					return nil, stats, err
+				}
+				for len(stale) > 0 {
+					n := min(len(stale), elementsPerMessage)
+					if err := cc.SetDeleteElements(rendered, stale[:n]); err != nil {
+						return nil, stats, fmt.Errorf("set %s: %w", s.Name, err)
+					}
+					stats.ElementsDeleted += n
+					stale = stale[n:]
+				}
+				kept.Elements = same
+				stats.ElementsKept += len(same)
+			}
+			left.AddSet(kept)
 			continue
 		}
 		cc.DelSet(&nftables.Set{Table: t, Name: s.Name})
@@ -218,6 +269,14 @@ func queueEmptyTable(cc *nftables.Conn, desired *nft.Ruleset, keepSets bool) (*n
 			left.AddChain(&nft.Chain{Name: c.Name, Hook: hook})
 			continue
 		}
+		// A regular chain desired has too stays, emptied: the elements of
+		// a kept verdict map may jump to it, and the kernel refuses to
+		// delete a chain something jumps to (EBUSY). An element jumping
+		// to a chain desired does not have is stale, deleted above.
+		if d, ok := desired.Chains[c.Name]; ok && d.Hook == nil && c.Hooknum == nil {
+			left.AddChain(&nft.Chain{Name: c.Name})
+			continue
+		}
 		cc.DelChain(&nftables.Chain{Table: t, Name: c.Name})
 	}
 	// Limit objects go last, after the flushes that removed every rule
@@ -225,7 +284,47 @@ func queueEmptyTable(cc *nftables.Conn, desired *nft.Ruleset, keepSets bool) (*n
 	for _, o := range objs {
 		cc.DeleteObject(o)
 	}
-	return left, nil
+	return left, stats, nil
+}
+
+// keptElements reads kernel set ks back and splits it against desired set
+// d (defined the same way, not a single-field interval set): same are d's
+// elements the kernel holds exactly (key, range end, verdict and
+// comment), stale the kernel's elements d does not have, as keys to
+// delete. An element whose verdict or comment differs is in stale, and
+// desired's version is added after its delete in the same batch.
+func keptElements(cc *nftables.Conn, ks *nftables.Set, d *nft.Set) (same []nft.Element, stale []nftables.SetElement, err error) {
+	got, err := cc.GetSetElements(ks)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list elements of %s: %w", d.Name, err)
+	}
+	want, err := renderElements(d, d.Elements)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(want) != len(d.Elements) {
+		return nil, nil, fmt.Errorf("set %s: %d elements rendered as %d", d.Name, len(d.Elements), len(want))
+	}
+	// Kernel elements by their rendering; desired's are taken in their
+	// own order, so that same is a subsequence of d.Elements and nft.Diff
+	// compares it with d in place where nothing is missing.
+	inKernel := make(map[string]int, len(got))
+	for i, e := range got {
+		inKernel[elementString(e, true)] = i
+	}
+	matched := make([]bool, len(got))
+	for i, e := range want {
+		if j, ok := inKernel[elementString(e, false)]; ok {
+			matched[j] = true
+			same = append(same, d.Elements[i])
+		}
+	}
+	for j, e := range got {
+		if !matched[j] {
+			stale = append(stale, nftables.SetElement{Key: e.Key, KeyEnd: e.KeyEnd})
+		}
+	}
+	return same, stale, nil
 }
 
 // sameSetFlags reports whether kernel set k has the flags desired set d

@@ -240,31 +240,38 @@ func compareElements(cc *nftables.Conn, ks *nftables.Set, ms *nft.Set) ([]string
 	return []string{fmt.Sprintf("set %s: kernel elements {%s}, want {%s}", ms.Name, g, w)}, nil
 }
 
-// elementStrings renders elements sorted, as key[-end][ verdict][ comment].
-// Verdicts read from the kernel arrive as raw NFTA_DATA_VERDICT attributes.
+// elementStrings renders elements sorted, each as elementString does.
 func elementStrings(elems []nftables.SetElement, fromKernel bool) string {
 	out := make([]string, len(elems))
 	for i, e := range elems {
-		s := hex.EncodeToString(e.Key)
-		if len(e.KeyEnd) > 0 {
-			s += "-" + hex.EncodeToString(e.KeyEnd)
-		}
-		if e.IntervalEnd {
-			s += " end"
-		}
-		switch {
-		case fromKernel && len(e.Val) > 0:
-			s += " " + decodeVerdict(e.Val)
-		case e.VerdictData != nil:
-			s += fmt.Sprintf(" %d:%s", int32(e.VerdictData.Kind), e.VerdictData.Chain)
-		}
-		if e.Comment != "" {
-			s += fmt.Sprintf(" %q", e.Comment)
-		}
-		out[i] = s
+		out[i] = elementString(e, fromKernel)
 	}
 	sort.Strings(out)
 	return strings.Join(out, ", ")
+}
+
+// elementString renders one element as key[-end][ end][ verdict][ comment],
+// the same for an element read from the kernel as for one rendered from
+// the model. Verdicts read from the kernel arrive as raw
+// NFTA_DATA_VERDICT attributes.
+func elementString(e nftables.SetElement, fromKernel bool) string {
+	s := hex.EncodeToString(e.Key)
+	if len(e.KeyEnd) > 0 {
+		s += "-" + hex.EncodeToString(e.KeyEnd)
+	}
+	if e.IntervalEnd {
+		s += " end"
+	}
+	switch {
+	case fromKernel && len(e.Val) > 0:
+		s += " " + decodeVerdict(e.Val)
+	case e.VerdictData != nil:
+		s += fmt.Sprintf(" %d:%s", int32(e.VerdictData.Kind), e.VerdictData.Chain)
+	}
+	if e.Comment != "" {
+		s += fmt.Sprintf(" %q", e.Comment)
+	}
+	return s
 }
 
 func decodeVerdict(b []byte) string {

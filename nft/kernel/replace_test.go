@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	gosync "sync"
 	"sync/atomic"
 	"testing"
@@ -151,4 +152,75 @@ func TestSync_FullReplaceOfASetDefinedOtherwise(t *testing.T) {
 	if err := s.Verify(context.Background()); err != nil {
 		t.Errorf("Verify after the retry: %v", err)
 	}
+}
+
+// A full replace by a fresh Syncer (an agent that has just started) reads
+// the sets it keeps back and writes only their difference from desired:
+// no element the kernel already holds right is deleted or added again,
+// every one it holds wrong is deleted, and the table then reads back as
+// desired. The expected counts come from nft.Diff of the two models, set
+// by set; single-field interval sets (rbtree) are still emptied and
+// refilled.
+func TestSync_FullReplaceWritesOnlyTheDifference(t *testing.T) {
+	requirePrivileges(t)
+	for _, tc := range []struct {
+		name     string
+		from, to *nft.Ruleset
+	}{
+		{"unchanged", rulesetA(), rulesetA()},
+		{"pod churn", rulesetA(), rulesetB()},
+		{"pod churn undone", rulesetB(), rulesetA()},
+		{"tier verdict changed", tierPolicy(nft.Drop, true), tierPolicy(nft.Return, true)},
+		{"elements change shape", shapesPolicy(false), shapesPolicy(true)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns, fd := newNetns(t, "keep")
+			sync(t, newSyncer(t, fd), tc.from)
+			s := newSyncer(t, fd)
+			sync(t, s, tc.to)
+			assertReadback(t, ns, tc.to)
+			if err := s.Verify(context.Background()); err != nil {
+				t.Errorf("Verify after the replace: %v", err)
+			}
+			if got, want := s.LastReplace(), expectedReplace(tc.from, tc.to); got != want {
+				t.Errorf("full replace %+v, want %+v", got, want)
+			}
+		})
+	}
+}
+
+// expectedReplace is what a full replace from a kernel holding from to
+// desired to should do, by the model: a set both define the same way
+// keeps what nft.Diff would not touch, unless it is a single-field
+// interval set, which is flushed and refilled; every other set of to is
+// new, all its elements added.
+func expectedReplace(from, to *nft.Ruleset) ReplaceStats {
+	var want ReplaceStats
+	for name, ts := range to.Sets {
+		fs, ok := from.Sets[name]
+		if !ok || fs.Interval != ts.Interval || fs.IsVerdictMap != ts.IsVerdictMap || !slices.Equal(fs.KeyTypes, ts.KeyTypes) {
+			want.ElementsAdded += len(ts.Elements)
+			continue
+		}
+		if ts.Interval && len(ts.KeyTypes) == 1 {
+			want.SetsFlushed++
+			want.ElementsAdded += len(ts.Elements)
+			continue
+		}
+		a, b := nft.NewRuleset(), nft.NewRuleset()
+		a.AddSet(fs)
+		b.AddSet(ts)
+		added := 0
+		for _, op := range nft.Diff(a, b) {
+			switch op.Kind {
+			case nft.OpAddElements:
+				added += len(op.Elements)
+			case nft.OpDeleteElements:
+				want.ElementsDeleted += len(op.Elements)
+			}
+		}
+		want.ElementsAdded += added
+		want.ElementsKept += len(ts.Elements) - added
+	}
+	return want
 }

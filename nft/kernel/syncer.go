@@ -69,7 +69,17 @@ type Syncer struct {
 	// keep those it can (queueEmptyTable): set after a full replace that
 	// kept sets failed, in case a kept set was what the kernel refused.
 	deleteSets bool
+	// replaced is what the last successful full replace did to the sets
+	// it found (LastReplace).
+	replaced ReplaceStats
 }
+
+// LastReplace reports what the last successful full replace did to the
+// sets the kernel held: the elements it kept, deleted and added, and the
+// sets it emptied whole. An agent that restarts on a node whose table is
+// already right keeps every element and adds none but those of the
+// single-field interval sets.
+func (s *Syncer) LastReplace() ReplaceStats { return s.replaced }
 
 // NewSyncer returns a Syncer whose first Sync replaces whatever the table holds.
 func NewSyncer(opts ...Option) (*Syncer, error) {
@@ -174,8 +184,14 @@ func (s *Syncer) sync(ctx context.Context, desired *nft.Ruleset) (tightened bool
 	}
 	defer done()
 	if s.last == nil {
-		err = queueFullReplace(ctx, cc, desired, !s.deleteSets)
-		defer func() { s.deleteSets = err != nil && !s.deleteSets }()
+		var stats ReplaceStats
+		stats, err = queueFullReplace(ctx, cc, desired, !s.deleteSets)
+		defer func() {
+			s.deleteSets = err != nil && !s.deleteSets
+			if err == nil {
+				s.replaced = stats
+			}
+		}()
 	} else {
 		ops := nft.Diff(s.last, desired)
 		if len(ops) == 0 {
