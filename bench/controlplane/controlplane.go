@@ -62,8 +62,16 @@ type FullSync struct {
 	// FullSyncSeconds is compile + apply, what the agent spends on a
 	// start or a full rebuild after the cache is listed.
 	FullSyncSeconds float64 `json:"full_sync_seconds"`
-	Reps            int     `json:"reps"`
-	Written         Counts  `json:"written"`
+	// RestartApplySeconds is the Sync of another fresh Syncer into the
+	// namespace the apply just filled, with the same ruleset: an agent
+	// that restarts on a node whose table is right (the full replace
+	// reads the kept sets back and writes only their difference).
+	RestartApplySeconds float64 `json:"restart_apply_seconds"`
+	// RestartElementsAdded is what that replace wrote: the elements of
+	// the single-field interval sets, which it empties and refills.
+	RestartElementsAdded int    `json:"restart_elements_added"`
+	Reps                 int    `json:"reps"`
+	Written              Counts `json:"written"`
 }
 
 // ChurnStep is the cost of one kind of sync, medians and p99 over Reps.
@@ -204,16 +212,19 @@ func MeasureFullSync(shape synth.Shape, snap *policy.Snapshot, reps int) (FullSy
 	}
 	out.Written = CountRuleset(rs)
 	out.Written.Ops, out.Written.OpElements = CountOps(ops)
+	var restart []time.Duration
 	for range reps {
-		d, err := applyFresh(rs)
+		d, r, err := applyFresh(rs)
 		if err != nil {
 			return out, fmt.Errorf("%s: %w", shape, err)
 		}
-		apply = append(apply, d)
+		apply, restart = append(apply, d), append(restart, r.seconds)
+		out.RestartElementsAdded = r.added
 	}
 	out.CompileSeconds = median(compile)
 	out.DiffSeconds = median(diff)
 	out.ApplySeconds = median(apply)
+	out.RestartApplySeconds = median(restart)
 	out.FullSyncSeconds = out.CompileSeconds + out.ApplySeconds
 	return out, nil
 }
@@ -235,24 +246,51 @@ func newSyncerInFreshNetNS() (*kernel.Syncer, func(), error) {
 	return s, closeNS, nil
 }
 
-// applyFresh times one full Sync of rs into a new namespace.
-func applyFresh(rs *nft.Ruleset) (time.Duration, error) {
-	s, closeNS, err := newSyncerInFreshNetNS()
+// restartApply is the replace of a table that is already right by a
+// fresh Syncer: how long it took and how many elements it wrote.
+type restartApply struct {
+	seconds time.Duration
+	added   int
+}
+
+// applyFresh times one full Sync of rs into a new namespace, then the
+// full replace of another fresh Syncer (an agent restart) with rs again.
+func applyFresh(rs *nft.Ruleset) (time.Duration, restartApply, error) {
+	var r restartApply
+	ns, err := NewNetNS()
 	if err != nil {
-		return 0, err
+		return 0, r, err
 	}
-	defer closeNS()
+	defer ns.Close()
+	s, err := kernel.NewSyncer(kernel.WithNetNSFd(ns.Fd()))
+	if err != nil {
+		return 0, r, err
+	}
 	runtime.GC()
 	t0 := time.Now()
 	if err := s.Sync(context.Background(), rs); err != nil {
-		return 0, err
+		return 0, r, err
 	}
 	d := time.Since(t0)
 	// The kernel must hold what we meant: read it back once.
 	if err := s.Verify(context.Background()); err != nil {
-		return 0, fmt.Errorf("after full sync: %w", err)
+		return 0, r, fmt.Errorf("after full sync: %w", err)
 	}
-	return d, nil
+	again, err := kernel.NewSyncer(kernel.WithNetNSFd(ns.Fd()))
+	if err != nil {
+		return 0, r, err
+	}
+	runtime.GC()
+	t0 = time.Now()
+	if err := again.Sync(context.Background(), rs); err != nil {
+		return 0, r, fmt.Errorf("restart replace: %w", err)
+	}
+	r.seconds = time.Since(t0)
+	r.added = again.LastReplace().ElementsAdded
+	if err := again.Verify(context.Background()); err != nil {
+		return 0, r, fmt.Errorf("after restart replace: %w", err)
+	}
+	return d, r, nil
 }
 
 // startAgent is the agent's first reconcile on a fresh node, where the

@@ -492,13 +492,13 @@ func printTable(w io.Writer, all *ControlPlane) {
 	fmt.Fprintf(w, "machine: %d CPUs (%s), kernel %s, %s, %s RAM; load average %s at the start, %s at the end\n\n", all.Machine.CPUs, all.Machine.CPUModel,
 		all.Machine.Kernel, all.Machine.GoVersion, all.Machine.MemTotal, all.Machine.LoadAverageStart, all.Machine.LoadAverageEnd)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "Figure 3/4 — full sync (medians; apply = Syncer.Sync into a fresh netns; ratios vs the first row)")
-	fmt.Fprintln(tw, "pods\tpolicies\tcompile ms\tdiff ms\tapply ms\tfull ms\tchains\trules\tsets\telements\tops\tcache RSS MiB\tpeak RSS MiB\tx pods\tx full\tx elements\tx RSS\tslope full\tslope elements\t")
+	fmt.Fprintln(w, "Figure 3/4 — full sync (medians; apply = Syncer.Sync into a fresh netns; restart = a fresh Syncer's replace of that table, unchanged, and the elements it wrote; ratios vs the first row)")
+	fmt.Fprintln(tw, "pods\tpolicies\tcompile ms\tdiff ms\tapply ms\tfull ms\trestart ms\trestart elements\tchains\trules\tsets\telements\tops\tcache RSS MiB\tpeak RSS MiB\tx pods\tx full\tx elements\tx RSS\tslope full\tslope elements\t")
 	for i, f := range res.FullSync {
 		m, s := res.Memory[i], all.Scaling[i]
-		fmt.Fprintf(tw, "%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t\n",
+		fmt.Fprintf(tw, "%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t\n",
 			f.Pods, f.Policies, ms(f.CompileSeconds), ms(f.DiffSeconds), ms(f.ApplySeconds), ms(f.FullSyncSeconds),
-			f.Written.Chains, f.Written.Rules, f.Written.Sets, f.Written.Elements, f.Written.Ops,
+			ms(f.RestartApplySeconds), f.RestartElementsAdded, f.Written.Chains, f.Written.Rules, f.Written.Sets, f.Written.Elements, f.Written.Ops,
 			mib(m.CacheRSSBytes), mib(m.PeakRSSBytes), s.PodsRatio, s.FullSyncRatio, s.ElementsRatio, s.PeakRSSRatio,
 			s.FullSyncExponent, s.ElementsExponent)
 	}
