@@ -207,6 +207,16 @@ func (e *env) churnOnce(ctx context.Context, pid int, kind string, write func(ct
 	}
 	cctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
+	// The writes get a context without cctx's deadline, cancelled when
+	// cctx ends: client-go's rate limiter refuses at once a wait that
+	// would pass a deadline ("would exceed context deadline"), which
+	// ended a run as an error before its time was up.
+	writeCtx, stopWrites := context.WithCancel(ctx)
+	defer stopWrites()
+	go func() {
+		<-cctx.Done()
+		stopWrites()
+	}()
 	var (
 		events   atomic.Int64
 		wg       sync.WaitGroup
@@ -223,7 +233,7 @@ func (e *env) churnOnce(ctx context.Context, pid int, kind string, write func(ct
 		go func() {
 			defer wg.Done()
 			for i := 0; cctx.Err() == nil; i++ {
-				if err := write(cctx, w, i); err != nil {
+				if err := write(writeCtx, w, i); err != nil {
 					if cctx.Err() != nil {
 						return
 					}
