@@ -44,6 +44,45 @@ func BenchmarkCluster_PolicyChangeAmongMany(b *testing.B) {
 	}
 }
 
+// BenchmarkCluster_PodChangeAmongMany is figure 2's pod kinds on the
+// compile side, with the background of BenchmarkCluster_PolicyChangeAmongMany
+// plus the policy admitting peer=last: the client's label flips between
+// last (admitted) and off, or a second admitted client comes and goes.
+func BenchmarkCluster_PodChangeAmongMany(b *testing.B) {
+	const ns, port = "bench", 9000
+	for _, kind := range []string{"label", "new-pod"} {
+		for _, n := range []int{1000, 10000} {
+			b.Run(fmt.Sprint(kind, "/policies=", n), func(b *testing.B) {
+				c := policy.NewNodeCompiler("node-1")
+				c.SetNamespace(policy.Namespace{Name: ns, Labels: map[string]string{"kubernetes.io/metadata.name": ns}})
+				c.SetPod(&policy.Pod{Namespace: ns, Name: "server", NodeName: "node-1", Phase: corev1.PodRunning,
+					Labels: map[string]string{"tier": "bench"}, IPs: []netip.Addr{netip.MustParseAddr("10.244.1.200")}})
+				client := func(name, label, ip string) *policy.Pod {
+					return &policy.Pod{Namespace: ns, Name: name, NodeName: "node-2", Phase: corev1.PodRunning,
+						Labels: map[string]string{"peer": label}, IPs: []netip.Addr{netip.MustParseAddr(ip)}}
+				}
+				c.SetPod(client("client", "last", "10.244.2.201"))
+				for i := range n {
+					c.SetPolicy(synth.BackgroundPolicy(ns, port, i, fmt.Sprintf("p%d", i)))
+				}
+				c.SetPolicy(synth.BackgroundPolicy(ns, port, n, "last"))
+				benchmarkFlip(b, c, func(edit bool) {
+					switch {
+					case kind == "label" && edit:
+						c.SetPod(client("client", "off", "10.244.2.201"))
+					case kind == "label":
+						c.SetPod(client("client", "last", "10.244.2.201"))
+					case edit:
+						c.SetPod(client("client-2", "last", "10.244.2.202"))
+					default:
+						c.DeletePod(ns, "client-2")
+					}
+				})
+			})
+		}
+	}
+}
+
 // benchmarkFlip measures an agent's event in a loaded NodeCompiler: each
 // iteration makes an edit (set(true)) or undoes it (set(false)), in turn,
 // then compiles, and diffs against the last ruleset as a sync would. It
