@@ -70,8 +70,11 @@ type NodeCompiler struct {
 	// policyCache holds each policy object compiled, by identity.
 	policyCache map[*networkingv1.NetworkPolicy]*policyEntry
 	peers       map[string]*peerEntry // selector key → matched addresses
-	named       map[namedKey]*namedEntry
-	endpoints   map[endpointKey]*endpoint
+	// peerIndex files the keys of peers by the labels a pod needs to
+	// match them (forgetPeer keeps it in step with peers).
+	peerIndex peerIndex
+	named     map[namedKey]*namedEntry
+	endpoints map[endpointKey]*endpoint
 
 	// ClusterNetworkPolicies, parsed (by name), and nodes.
 	cnps  map[string]*cnpEntry
@@ -133,6 +136,7 @@ func NewNodeCompiler(nodeName string) *NodeCompiler {
 		policyEdits: map[string][]string{},
 		policyCache: map[*networkingv1.NetworkPolicy]*policyEntry{},
 		peers:       map[string]*peerEntry{},
+		peerIndex:   newPeerIndex(),
 		named:       map[namedKey]*namedEntry{},
 		endpoints:   map[endpointKey]*endpoint{},
 		cnps:        map[string]*cnpEntry{},
@@ -241,7 +245,18 @@ func (c *NodeCompiler) setActive(k objectKey, now *Pod) {
 	}
 	// The pod's own endpoints see the change through their pod pointer.
 	// Selectors that match either version see it here.
-	for key, e := range c.peers {
+	var wasLabels, nowLabels labels.Set
+	if was != nil {
+		wasLabels = was.Labels
+	}
+	if now != nil {
+		nowLabels = now.Labels
+	}
+	for _, key := range c.peerIndex.candidates(wasLabels, nowLabels) {
+		e := c.peers[key]
+		if e == nil {
+			continue // not reached: forgetPeer removes a key from both
+		}
 		inWas, inNow := e.matches(c, was), e.matches(c, now)
 		if !inWas && !inNow {
 			continue
@@ -253,7 +268,7 @@ func (c *NodeCompiler) setActive(k objectKey, now *Pod) {
 			c.peers[key] = patched
 			c.staleness++
 		} else {
-			delete(c.peers, key)
+			c.forgetPeer(key)
 			c.staleness++
 		}
 	}
@@ -352,7 +367,7 @@ func (c *NodeCompiler) namespaceChanged(name string, old map[string]string, exis
 			continue
 		}
 		if (existed && sel.Matches(labels.Set(old))) != (exists && sel.Matches(labels.Set(now))) {
-			delete(c.peers, key)
+			c.forgetPeer(key)
 			c.staleness++
 		}
 	}
@@ -607,13 +622,25 @@ func (c *NodeCompiler) Compile() (*nft.Ruleset, []Warning) {
 func (c *NodeCompiler) dropUnused() {
 	dropStale(c.compiled, c.epoch)
 	dropStale(c.policyCache, c.epoch)
-	dropStale(c.peers, c.epoch)
+	for key, e := range c.peers {
+		if e.lastUsed() != c.epoch {
+			c.forgetPeer(key)
+		}
+	}
 	dropStale(c.named, c.epoch)
 	dropStale(c.endpoints, c.epoch)
 	dropStale(c.nodePeers, c.epoch)
 	dropStale(c.cnpNamed, c.epoch)
 	dropStale(c.groups, c.epoch)
 	dropStale(c.tiered, c.epoch)
+}
+
+// forgetPeer drops the peer entry of key, from peers and from peerIndex.
+func (c *NodeCompiler) forgetPeer(key string) {
+	if e := c.peers[key]; e != nil {
+		c.peerIndex.remove(key, e.peer)
+		delete(c.peers, key)
+	}
 }
 
 // unmapAll returns ips with IPv4-mapped IPv6 addresses unmapped: ips itself

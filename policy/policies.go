@@ -251,6 +251,7 @@ func (c *NodeCompiler) selectedPods(policyNamespace string, peer compiledPeer) *
 	s, _ := b.IPSet()
 	e := &peerEntry{key: peer.key, peer: peer, policyNamespace: policyNamespace, set: s, usage: usage{c.epoch}}
 	c.peers[peer.key] = e
+	c.peerIndex.add(peer.key, peer)
 	return e
 }
 
