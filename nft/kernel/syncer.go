@@ -77,8 +77,8 @@ type Syncer struct {
 // LastReplace reports what the last successful full replace did to the
 // sets the kernel held: the elements it kept, deleted and added, and the
 // sets it emptied whole. An agent that restarts on a node whose table is
-// already right keeps every element and adds none but those of the
-// single-field interval sets.
+// already right keeps every element of its pipapo sets (port allow-lists,
+// tier maps) and refills the others, which is cheap.
 func (s *Syncer) LastReplace() ReplaceStats { return s.replaced }
 
 // NewSyncer returns a Syncer whose first Sync replaces whatever the table holds.
