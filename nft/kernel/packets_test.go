@@ -216,6 +216,32 @@ func probe(ns, proto string, dst netip.AddrPort) error {
 	return echo(c, "hello")
 }
 
+// flow is one probe and the verdict it must meet.
+type flow struct {
+	name, from, proto string
+	dst               netip.AddrPort
+	allowed           bool
+}
+
+// checkFlows probes every flow in a subtest of its own: an allowed one
+// must connect, a denied one must time out (dropped, not rejected).
+func checkFlows(t *testing.T, flows []flow) {
+	t.Helper()
+	for _, f := range flows {
+		t.Run(f.name, func(t *testing.T) {
+			err := probe(f.from, f.proto, f.dst)
+			switch {
+			case f.allowed && err != nil:
+				t.Errorf("want allowed, got %v", err)
+			case !f.allowed && err == nil:
+				t.Errorf("want dropped, but it passed")
+			case !f.allowed && !isTimeout(err):
+				t.Errorf("want a timeout (drop, not reject), got %v", err)
+			}
+		})
+	}
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
@@ -248,11 +274,6 @@ func TestSync_RealPackets(t *testing.T) {
 	serve(t, tp.a, []int{80}, nil)
 	serve(t, tp.b, []int{80, 81}, []int{53, 54})
 
-	type flow struct {
-		name, from, proto string
-		dst               netip.AddrPort
-		allowed           bool
-	}
 	flows := []flow{
 		{"a to b tcp/80 (bridged)", tp.a, "tcp", netip.AddrPortFrom(podB4, 80), true},
 		{"a to b tcp/80 over IPv6 (bridged)", tp.a, "tcp", netip.AddrPortFrom(podB6, 80), true},
@@ -285,19 +306,7 @@ func TestSync_RealPackets(t *testing.T) {
 		t.Fatalf("connection before policy: %v", err)
 	}
 	sync(t, s, packetPolicy())
-	for _, f := range flows {
-		t.Run(f.name, func(t *testing.T) {
-			err := probe(f.from, f.proto, f.dst)
-			switch {
-			case f.allowed && err != nil:
-				t.Errorf("want allowed, got %v", err)
-			case !f.allowed && err == nil:
-				t.Errorf("want dropped, but it passed")
-			case !f.allowed && !isTimeout(err):
-				t.Errorf("want a timeout (drop, not reject), got %v", err)
-			}
-		})
-	}
+	checkFlows(t, flows)
 	// a→b:81 is denied for new connections, but one established before the
 	// policy keeps working (conntrack: ct state established accept).
 	if err := echo(established, "still here"); err != nil {
