@@ -15,7 +15,7 @@
 #                                   rounds (bench/pktpath; ~5 min, bounded to 25)
 #   make bench-events               agent CPU seconds per 1,000 pod / policy events at 150k pods (event_cpu; ~2 min)
 #   make bench-cluster [BENCH_CLUSTER_FLAGS='-policies 1000 -reps 1 -latency-reps 20 -latency-background 0,1000']
-#                                   figures 1 and 2 on a fresh `make up AGENT=none` (~13 min quiet, ~20 with
+#                                   figures 1 and 2 on a fresh `make up AGENT=none` (~16 min quiet with
 #                                   the restarts and real peers:
 #                                   figure 1 has a configuration with 100+100 ClusterNetworkPolicies
 #                                   (-cnps 0: none), figure 2 runs with 0 and 10,000 background
