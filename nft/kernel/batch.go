@@ -85,18 +85,26 @@ func queueElements(cc *nftables.Conn, op nft.Op, old, new *nft.Ruleset, r *eleme
 		if err != nil {
 			return err
 		}
-		for len(elems) > 0 {
-			n := min(len(elems), elementsPerMessage)
-			if op.Kind == nft.OpDeleteElements {
-				err = cc.SetDeleteElements(set, elems[:n])
-			} else {
-				err = cc.SetAddElements(set, elems[:n])
-			}
-			if err != nil {
-				return err
-			}
-			elems = elems[n:]
+		send := cc.SetAddElements
+		if op.Kind == nft.OpDeleteElements {
+			send = cc.SetDeleteElements
 		}
+		if err := sendInMessages(set, elems, send); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sendInMessages queues elems of set with send (SetAddElements or
+// SetDeleteElements), at most elementsPerMessage to a message.
+func sendInMessages(set *nftables.Set, elems []nftables.SetElement, send func(*nftables.Set, []nftables.SetElement) error) error {
+	for len(elems) > 0 {
+		n := min(len(elems), elementsPerMessage)
+		if err := send(set, elems[:n]); err != nil {
+			return err
+		}
+		elems = elems[n:]
 	}
 	return nil
 }
@@ -250,14 +258,10 @@ func queueEmptyTable(ctx context.Context, cc *nftables.Conn, desired *nft.Rulese
 				if err != nil {
 					return nil, stats, err
 				}
-				for len(stale) > 0 {
-					n := min(len(stale), elementsPerMessage)
-					if err := cc.SetDeleteElements(rendered, stale[:n]); err != nil {
-						return nil, stats, fmt.Errorf("set %s: %w", s.Name, err)
-					}
-					stats.ElementsDeleted += n
-					stale = stale[n:]
+				if err := sendInMessages(rendered, stale, cc.SetDeleteElements); err != nil {
+					return nil, stats, fmt.Errorf("set %s: %w", s.Name, err)
 				}
+				stats.ElementsDeleted += len(stale)
 				kept.Elements = same
 				stats.ElementsKept += len(same)
 			}
