@@ -23,6 +23,21 @@ type ginkgoSpec struct {
 	Failure                 struct{ Message string }
 }
 
+// openReportArgs parses a report command's flags and opens the file its
+// first argument names; it takes 1 to maxArgs arguments. On failure it
+// returns nil and the command's exit code (2 after printing usage).
+func openReportArgs(e *env, fs *flag.FlagSet, args []string, maxArgs int, usage string) (*os.File, int) {
+	if err := fs.Parse(args); err != nil || fs.NArg() < 1 || fs.NArg() > maxArgs {
+		fmt.Fprintln(os.Stderr, "usage: "+usage)
+		return nil, 2
+	}
+	f, err := os.Open(fs.Arg(0))
+	if err != nil {
+		return nil, e.fail(err)
+	}
+	return f, 0
+}
+
 // conformanceReportCmd prints one line per spec of a ginkgo JSON report
 // whose full text matches --focus (and not --skip), then the suite's
 // summary: N passed / failed / skipped.
@@ -30,13 +45,9 @@ func conformanceReportCmd(e *env, args []string) int {
 	fs := flag.NewFlagSet(e.cmd, flag.ContinueOnError)
 	focus := fs.String("focus", `\[sig-network\] Netpol`, "regexp: the specs the run selected")
 	skip := fs.String("skip", "SCTPConnectivity", "regexp: the specs the run skipped on purpose (listed as such)")
-	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "usage: e2e conformance-report [--focus RE] [--skip RE] REPORT.json")
-		return 2
-	}
-	f, err := os.Open(fs.Arg(0))
-	if err != nil {
-		return e.fail(err)
+	f, code := openReportArgs(e, fs, args, 1, "e2e conformance-report [--focus RE] [--skip RE] REPORT.json")
+	if f == nil {
+		return code
 	}
 	defer f.Close()
 	sum, err := conformanceSummary(f, *focus, *skip, os.Stdout)

@@ -57,13 +57,9 @@ func npapiReportCmd(e *env, args []string) int {
 	fs := flag.NewFlagSet(e.cmd, flag.ContinueOnError)
 	skipped := fs.String("skipped", "", "comma-separated tests the run skipped on purpose (its -skip-tests)")
 	reason := fs.String("skip-reason", "no SCTP sockets in this kernel", "why they are not runnable here")
-	if err := fs.Parse(args); err != nil || fs.NArg() < 1 || fs.NArg() > 2 {
-		fmt.Fprintln(os.Stderr, "usage: e2e npapi-report [--skipped A,B] [--skip-reason TEXT] EVENTS.json [REPORT.yaml]")
-		return 2
-	}
-	f, err := os.Open(fs.Arg(0))
-	if err != nil {
-		return e.fail(err)
+	f, code := openReportArgs(e, fs, args, 2, "e2e npapi-report [--skipped A,B] [--skip-reason TEXT] EVENTS.json [REPORT.yaml]")
+	if f == nil {
+		return code
 	}
 	defer f.Close()
 	var skip []string
