@@ -213,10 +213,7 @@ func (e *env) churnOnce(ctx context.Context, pid int, kind string, write func(ct
 	// ended a run as an error before its time was up.
 	writeCtx, stopWrites := context.WithCancel(ctx)
 	defer stopWrites()
-	go func() {
-		<-cctx.Done()
-		stopWrites()
-	}()
+	defer context.AfterFunc(cctx, stopWrites)()
 	var (
 		events   atomic.Int64
 		wg       sync.WaitGroup

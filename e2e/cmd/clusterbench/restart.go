@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -56,11 +57,7 @@ func spreadOf(xs []float64) Spread {
 	if len(xs) == 0 {
 		return Spread{}
 	}
-	lo, hi := xs[0], xs[0]
-	for _, x := range xs {
-		lo, hi = min(lo, x), max(hi, x)
-	}
-	return Spread{Median: stats.Median(xs), Min: lo, Max: hi}
+	return Spread{Median: stats.Median(xs), Min: slices.Min(xs), Max: slices.Max(xs)}
 }
 
 // RestartSample is one restart.
