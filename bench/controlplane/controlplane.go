@@ -65,10 +65,10 @@ type FullSync struct {
 	// RestartApplySeconds is the Sync of another fresh Syncer into the
 	// namespace the apply just filled, with the same ruleset: an agent
 	// that restarts on a node whose table is right (the full replace
-	// reads the kept sets back and writes only their difference).
+	// reads the kept pipapo sets back and writes only their difference).
 	RestartApplySeconds float64 `json:"restart_apply_seconds"`
 	// RestartElementsAdded is what that replace wrote: the elements of
-	// the single-field interval sets, which it empties and refills.
+	// the hash and rbtree sets, which it empties and refills.
 	RestartElementsAdded int    `json:"restart_elements_added"`
 	Reps                 int    `json:"reps"`
 	Written              Counts `json:"written"`

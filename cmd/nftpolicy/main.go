@@ -508,7 +508,8 @@ func (v *verifyingSyncer) Sync(ctx context.Context, r *nft.Ruleset) error {
 	if !v.applied {
 		v.applied, v.lastVerify = true, v.now()
 		// On a restart the table is usually right already: the first
-		// sync then keeps its elements instead of writing them again.
+		// sync then keeps its pipapo sets' elements instead of writing
+		// them again.
 		v.log.Info("first full replace", v.k.LastReplace()...)
 	}
 	return nil
